@@ -1,0 +1,41 @@
+# `make demo` and `make test` set everything up on a fresh machine and are fast once set up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+DEMO_DIR ?= .latentscape/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench ui browser clean
+
+# The venv is rebuilt only when the dependencies change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Debian's chromium for the browser tests (never a browser download).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/latentscape demo
+
+ui: $(STAMP)
+	cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/latentscape ui
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .latentscape

@@ -1,0 +1,1 @@
+"""latentscape's jobs: one CLI sub-command each, over a pure numeric core (jobs.core)."""

@@ -1,0 +1,100 @@
+"""What downstream jobs build on: a finished extraction, read back from MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tracking.contract import Artifact, Column, Kind, Param, Tag
+from tracking.errors import UsageError
+from tracking.runs import Store, load_array, load_table
+
+__all__ = ["Extraction", "load_extraction"]
+
+
+@dataclass
+class Extraction:
+    """An ``extract`` run: its samples table and lazily loaded layer embeddings."""
+
+    store: Store
+    run_id: str
+    experiment_id: str
+    experiment_name: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    samples: pd.DataFrame
+    layers: list[int]
+    _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """(n,) str labels, or None when the data set is unlabelled."""
+        labels = self.samples[Column.LABEL]
+        return None if labels.isna().all() else labels.astype(str).to_numpy()
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.samples[Column.SAMPLE_ID].astype(str).to_numpy()
+
+    @property
+    def texts(self) -> np.ndarray:
+        return self.samples[Column.TEXT].astype(str).to_numpy()
+
+    @property
+    def dataset_digest(self) -> str:
+        return self.tags.get(Tag.DATASET_DIGEST, "")
+
+    @property
+    def model(self) -> str:
+        return self.params.get(Param.MODEL, "")
+
+    @property
+    def model_path(self) -> str:
+        return self.params.get(Param.MODEL_PATH, "")
+
+    @property
+    def pooling(self) -> str:
+        return self.params.get(Param.POOLING, "")
+
+    @property
+    def max_length(self) -> int:
+        return int(self.params.get(Param.MAX_LENGTH, 0) or 0)
+
+    def check_layer(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise UsageError(f"extract run {self.run_id} has no layer {layer} (it has {self.layers})",
+                             f"pass --layer within {min(self.layers)}..{max(self.layers)}")
+        return layer
+
+    def embedding(self, layer: int) -> np.ndarray:
+        """``(n_samples, dim)`` float32 embeddings of ``layer``."""
+        self.check_layer(layer)
+        if layer not in self._cache:
+            self._cache[layer] = load_array(self.store, self.run_id, Artifact.embedding(layer))
+        return self._cache[layer]
+
+    def lineage_tags(self) -> dict[str, str]:
+        """Tags a derived run copies so it can be found by model and data."""
+        keep = (Tag.DATASET_DIGEST, Tag.DATASET_NAME, Tag.MODEL, Tag.POOLING)
+        return {key: self.tags[key] for key in keep if key in self.tags}
+
+
+def load_extraction(store: Store, run_id: str) -> Extraction:
+    """The finished ``extract`` run ``run_id``; a clear error for any other run."""
+    run = store.get_run(run_id)
+    kind = run.data.tags.get(Tag.KIND)
+    if kind != Kind.EXTRACT.value:
+        raise UsageError(f"run {run_id} is a {kind or 'non-latentscape'} run, not an extraction",
+                         "pass the id of an `latentscape extract` run")
+    if run.info.status != "FINISHED":
+        raise UsageError(f"extract run {run_id} is {run.info.status}", "extract again, or pass a finished run")
+    artifacts = [item.path for item in store.client.list_artifacts(run_id, Artifact.EMBEDDINGS_DIR)]
+    layers = sorted(int(path.rsplit("_", 1)[1].split(".")[0]) for path in artifacts if path.endswith(".npy"))
+    experiment = store.client.get_experiment(run.info.experiment_id)
+    return Extraction(
+        store=store, run_id=run_id, experiment_id=run.info.experiment_id, experiment_name=experiment.name,
+        params=dict(run.data.params), tags=dict(run.data.tags),
+        samples=load_table(store, run_id, Artifact.SAMPLES), layers=layers,
+    )

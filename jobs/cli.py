@@ -1,0 +1,123 @@
+"""The ``latentscape`` command: one sub-command per job.
+
+Each job module exposes ``add_parser(subparsers, parents)``, which registers its
+sub-command with ``handler=<function(args) -> JobResult | None>``. Job modules import
+their heavy dependencies inside functions so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+from tracking.errors import EXIT_USAGE, UsageError
+
+__all__ = ["main", "JOB_MODULES", "common_parser"]
+
+# Sub-command -> module. Order is the order of `latentscape --help`.
+JOB_MODULES = {
+    "extract": "jobs.extract",
+    "map": "jobs.map",
+    "sweep": "jobs.sweep",
+    "layers": "jobs.layers",
+    "interpolate": "jobs.interpolate",
+    "analogies": "jobs.analogies",
+    "directions": "jobs.directions",
+    "search": "jobs.search",
+    "ui": "jobs.serve",
+    "server": "jobs.serve",
+    "demo": "jobs.demo",
+}
+
+_DESCRIPTION = """\
+Track what a neural network has learned, layer by layer, in MLflow.
+
+Typical session:
+  latentscape extract --data demo            # embeddings of every layer -> EXTRACT_RUN
+  latentscape map --run EXTRACT_RUN --layer 6
+  latentscape sweep --run EXTRACT_RUN --layer 6 --trials 30
+  latentscape layers --run EXTRACT_RUN
+  latentscape ui                             # compare everything in the browser
+
+Runs go to $MLFLOW_TRACKING_URI, else to ./mlflow.db (SQLite) with artifacts beside it.
+"""
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every job accepts."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("tracking")
+    group.add_argument("--tracking-uri", metavar="URI",
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    group.add_argument("--experiment", metavar="NAME",
+                       help="MLflow experiment to log to (default: the source run's, else 'latentscape')")
+    group.add_argument("--json", action="store_true",
+                       help="print one JSON object (run id, experiment, key scores) as the only stdout line")
+    group.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentscape", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = common_parser()
+    registered: set[str] = set()
+    for module_name in dict.fromkeys(JOB_MODULES.values()):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:  # a job not written yet
+                continue
+            raise
+        if module_name not in registered:
+            module.add_parser(subparsers, [common])
+            registered.add(module_name)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """Keep stderr for our progress bars and errors, not the libraries' chatter."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("mlflow", "alembic", "optuna", "transformers", "numba", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = f"latentscape {args.command}"
+    try:
+        result = args.handler(args)
+    except UsageError as error:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; the run was marked KILLED", file=sys.stderr)
+        return 130
+    except Exception as error:  # an unexpected failure: one line, traceback on --debug
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        first = " ".join(str(error).split())[:500]
+        print(f"{command}: failed: {type(error).__name__}: {first} (run again with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    if result is not None:
+        print(result.to_json() if getattr(args, "json", False) else result.summary(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

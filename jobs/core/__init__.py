@@ -1,0 +1,1 @@
+"""Pure computation on numpy arrays: no MLflow, DuckDB, Streamlit, torch, nor files."""

@@ -1,0 +1,218 @@
+"""Labelled data sets: built-ins (``demo`` text, ``digits`` images) and CSV/JSONL/Parquet files.
+
+A :class:`Dataset` holds either texts (to run through a model) or features (tabular
+data tracked with no model: the features become layer 0). Labels are optional.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tracking.contract import Column
+from tracking.errors import UsageError
+
+__all__ = ["Dataset", "load_dataset", "BUILTIN_DATASETS"]
+
+BUILTIN_DATASETS = ("demo", "digits")
+_READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """``n`` samples with ids, texts or features, optional labels and metadata.
+
+    ids: (n,) str, unique. texts: (n,) str or None. features: (n, d) float32 or None.
+    labels: (n,) str or None. metadata: (n, m) extra columns, kept as-is.
+    """
+
+    name: str
+    source: str
+    ids: np.ndarray
+    texts: np.ndarray | None
+    features: np.ndarray | None
+    labels: np.ndarray | None
+    metadata: pd.DataFrame
+    text_col: str | None = None
+    label_col: str | None = None
+    id_col: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_classes(self) -> int:
+        return 0 if self.labels is None else len(np.unique(self.labels))
+
+    @property
+    def digest(self) -> str:
+        """A content hash of ids, inputs and labels (16 hex digits)."""
+        h = hashlib.sha256()
+        for part in (self.ids, self.texts, self.labels):
+            if part is not None:
+                h.update("\x1f".join(map(str, part)).encode())
+            h.update(b"\x1e")
+        if self.features is not None:
+            h.update(np.ascontiguousarray(self.features, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+    def samples_frame(self) -> pd.DataFrame:
+        """The samples table logged as ``samples.parquet``: id, text, label, metadata."""
+        frame = pd.DataFrame({Column.SAMPLE_ID: self.ids})
+        frame[Column.TEXT] = self.texts if self.texts is not None else [f"{self.name} #{i}" for i in self.ids]
+        frame[Column.LABEL] = self.labels if self.labels is not None else None
+        for column in self.metadata.columns:
+            frame[Column.META_PREFIX + str(column)] = self.metadata[column].to_numpy()
+        return frame
+
+
+def load_dataset(
+    spec: str,
+    *,
+    text_col: str = "text",
+    label_col: str | None = "label",
+    id_col: str | None = "id",
+    limit: int | None = None,
+) -> Dataset:
+    """Load a built-in (``demo``, ``digits``) or a CSV/JSONL/Parquet file.
+
+    ``label_col`` and ``id_col`` are used when present; naming one that is missing
+    is an error. ``limit`` keeps the first rows, stratified by label when labelled.
+    """
+    if spec == "digits":
+        dataset = _digits()
+    elif spec == "demo":
+        path = resources.files("jobs") / "data" / "demo.csv"
+        dataset = _from_frame(_read_table(Path(str(path))), "demo", str(path), "text", "label", "id", explicit=set())
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise UsageError(
+                f"data set {spec!r} is neither a file nor a built-in",
+                f"pass a CSV/JSONL/Parquet path or one of {', '.join(BUILTIN_DATASETS)}",
+            )
+        frame = _read_table(path)
+        dataset = _from_frame(frame, path.stem, str(path.resolve()), text_col, label_col, id_col,
+                              explicit={text_col})
+    if limit is not None:
+        dataset = _head(dataset, limit)
+    _validate(dataset)
+    return dataset
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    kind = _READERS.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"cannot read {path.name}: unknown file type {path.suffix!r}",
+                         "use a .csv, .jsonl or .parquet file")
+    if path.stat().st_size == 0:
+        raise UsageError(f"{path} is empty", "pass a file with a header and at least two rows")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path, encoding="utf-8", dtype=str, keep_default_na=False)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, encoding="utf-8", dtype=False)
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not valid UTF-8 (byte {error.start})",
+                         "re-encode the file as UTF-8, e.g. `iconv -t utf-8`") from error
+    except (ValueError, pd.errors.ParserError, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"cannot parse {path}: {first}", "check the file's format") from error
+    if frame.empty:
+        raise UsageError(f"{path} has no rows", "pass a file with at least two rows")
+    return frame
+
+
+def _from_frame(frame: pd.DataFrame, name: str, source: str, text_col: str, label_col: str | None,
+                id_col: str | None, explicit: set[str]) -> Dataset:
+    columns = list(frame.columns)
+    if text_col not in frame:
+        raise UsageError(f"{source} has no text column {text_col!r} (columns: {', '.join(map(str, columns))})",
+                         "choose one with --text-col")
+    texts = frame[text_col]
+    if texts.isna().any() or (texts.astype(str).str.strip() == "").any():
+        row = int(np.flatnonzero(texts.isna().to_numpy() | (texts.astype(str).str.strip() == "").to_numpy())[0])
+        raise UsageError(f"{source}: text column {text_col!r} is empty in row {row + 1}",
+                         "fill or drop empty rows")
+    used = [text_col]
+    labels = None
+    if label_col:
+        if label_col in frame:
+            labels = frame[label_col].astype(str).to_numpy()
+            if frame[label_col].isna().any():
+                raise UsageError(f"{source}: label column {label_col!r} has missing values",
+                                 "fill them or drop those rows")
+            used.append(label_col)
+        elif label_col != "label" or "label" in explicit:
+            raise UsageError(f"{source} has no label column {label_col!r} (columns: {', '.join(map(str, columns))})",
+                             "choose one with --label-col, or pass --label-col '' for unlabelled data")
+    if id_col and id_col in frame:
+        ids = frame[id_col].astype(str).to_numpy()
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"{source}: id column {id_col!r} has duplicate values", "make ids unique or omit --id-col")
+        used.append(id_col)
+    elif id_col and id_col != "id":
+        raise UsageError(f"{source} has no id column {id_col!r}", "choose one with --id-col")
+    else:
+        ids = np.array([str(i) for i in range(len(frame))])
+    metadata = frame.drop(columns=used).reset_index(drop=True)
+    return Dataset(name=name, source=source, ids=ids, texts=texts.astype(str).to_numpy(), features=None,
+                   labels=labels, metadata=metadata, text_col=text_col,
+                   label_col=label_col if labels is not None else None, id_col=id_col)
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    n = len(bunch.target)
+    return Dataset(
+        name="digits", source="sklearn.datasets.load_digits",
+        ids=np.array([f"digit-{i:04d}" for i in range(n)]), texts=None,
+        features=bunch.data.astype(np.float32), labels=bunch.target.astype(str),
+        metadata=pd.DataFrame(index=range(n)),
+    )
+
+
+def _head(dataset: Dataset, limit: int) -> Dataset:
+    if limit < 2:
+        raise UsageError(f"--limit {limit} keeps fewer than two samples", "pass --limit 2 or more")
+    if limit >= len(dataset):
+        return dataset
+    if dataset.labels is None:
+        keep = np.arange(limit)
+    else:
+        # Round-robin over classes, so a small limit still covers every label.
+        order = np.argsort(
+            pd.Series(dataset.labels).groupby(dataset.labels).cumcount().to_numpy(), kind="stable"
+        )
+        keep = np.sort(order[:limit])
+    return Dataset(
+        name=dataset.name, source=dataset.source, ids=dataset.ids[keep],
+        texts=None if dataset.texts is None else dataset.texts[keep],
+        features=None if dataset.features is None else dataset.features[keep],
+        labels=None if dataset.labels is None else dataset.labels[keep],
+        metadata=dataset.metadata.iloc[keep].reset_index(drop=True),
+        text_col=dataset.text_col, label_col=dataset.label_col, id_col=dataset.id_col,
+    )
+
+
+def _validate(dataset: Dataset) -> None:
+    if len(dataset) < 2:
+        raise UsageError(f"data set {dataset.name!r} has {len(dataset)} sample", "pass at least two samples")
+    if dataset.features is not None and not np.isfinite(dataset.features).all():
+        row = int(np.flatnonzero(~np.isfinite(dataset.features).all(axis=1))[0])
+        raise UsageError(f"data set {dataset.name!r} has NaN or infinite features (row {row + 1})",
+                         "impute or drop those rows before tracking")
+    if dataset.labels is not None and dataset.n_classes < 2:
+        raise UsageError(
+            f"label column {dataset.label_col or 'label'!r} has a single class ({dataset.labels[0]!r})",
+            "label scores need two or more classes: pick another --label-col or pass --label-col '' to go unlabelled",
+        )

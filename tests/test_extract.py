@@ -1,0 +1,166 @@
+"""The extract job: pooled embeddings equal a direct transformers forward; bad input fails cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jobs.core.pooling import POOLINGS
+from tracking.contract import Artifact, Kind, Metric, Tag
+
+TEXTS = ["a", "the quick brown fox jumps over the lazy dog", "hello there", "one two three four five six seven"]
+
+
+def _direct(model_dir, texts, pooling):
+    """Each text alone through transformers, pooled by hand (no padding at all)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, output_hidden_states=True).eval()
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            batch = tokenizer(text, return_tensors="pt")
+            states = torch.stack(model(**batch).hidden_states)[:, 0]  # (layers, tokens, dim)
+            pooled = {"mean": states.mean(1), "cls": states[:, 0], "max": states.max(1).values,
+                      "last": states[:, -1]}[pooling]
+            out.append(pooled.numpy())
+    return np.stack(out, axis=1)  # (layers, texts, dim)
+
+
+@pytest.mark.parametrize("pooling", sorted(POOLINGS))
+@pytest.mark.parametrize("model_fixture", ["tiny_bert", "tiny_gpt2"])
+def test_pooled_embeddings_equal_a_direct_forward(request, model_fixture, pooling):
+    from jobs._embedding import Encoder
+
+    model_dir = request.getfixturevalue(model_fixture)
+    encoder = Encoder.load(str(model_dir), device="cpu")
+    got, tokens = encoder.encode(TEXTS, pooling=pooling, batch_size=3)
+    expected = _direct(model_dir, TEXTS, pooling)
+    assert sorted(got) == list(range(expected.shape[0]))
+    for layer, values in got.items():
+        np.testing.assert_allclose(values, expected[layer], atol=1e-5, rtol=1e-5)
+    assert tokens > len(TEXTS)
+
+
+def test_bundled_minilm_matches_a_direct_forward(store):
+    from jobs._embedding import default_model_path
+    from jobs._source import load_extraction
+    from jobs.extract import ExtractConfig, extract
+
+    result = extract(ExtractConfig(data="demo", limit=20, batch_size=8), store=store)
+    extraction = load_extraction(store, result.run_id)
+    assert extraction.layers == list(range(7))
+    texts = list(extraction.texts[:4])
+    expected = _direct(default_model_path(), texts, "mean")
+    for layer in (0, 3, 6):
+        np.testing.assert_allclose(extraction.embedding(layer)[:4], expected[layer], atol=1e-5, rtol=1e-4)
+
+
+def test_extract_logs_the_run_contract(store):
+    from jobs.extract import ExtractConfig, extract
+
+    result = extract(ExtractConfig(data="demo", limit=30), store=store, experiment="contract")
+    run = store.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[Tag.KIND] == Kind.EXTRACT
+    assert len(run.data.tags[Tag.DATASET_DIGEST]) == 16
+    history = store.client.get_metric_history(result.run_id, Metric.ANISOTROPY)
+    assert sorted(m.step for m in history) == list(range(7))
+    assert all(-1 <= m.value <= 1 for m in history)
+    paths = {a.path for a in store.client.list_artifacts(result.run_id, "embeddings")}
+    assert Artifact.embedding(6) in paths
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == run.data.tags[Tag.DATASET_DIGEST]
+    assert run.data.metrics[Metric.SAMPLES_PER_S] > 0
+
+    again = extract(ExtractConfig(data="demo", limit=30), store=store, experiment="contract")
+    assert again.reused and again.run_id == result.run_id
+    forced = extract(ExtractConfig(data="demo", limit=30, force=True), store=store, experiment="contract")
+    assert not forced.reused and forced.run_id != result.run_id
+
+
+def test_digits_features_are_layer_zero(digits_extraction):
+    from sklearn.datasets import load_digits
+
+    assert digits_extraction.layers == [0]
+    np.testing.assert_array_equal(digits_extraction.embedding(0), load_digits().data.astype(np.float32))
+    assert len(set(digits_extraction.labels)) == 10
+
+
+def test_loaders_keep_metadata_and_accept_jsonl_and_parquet(tmp_path):
+    import pandas as pd
+
+    from jobs.datasets import load_dataset
+
+    frame = pd.DataFrame({"key": ["a", "b", "c"], "body": ["x y", "z", "w v"], "topic": ["p", "q", "p"],
+                          "source": ["s1", "s2", "s3"]})
+    frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.parquet"):
+        dataset = load_dataset(str(tmp_path / name), text_col="body", label_col="topic", id_col="key")
+        assert list(dataset.ids) == ["a", "b", "c"]
+        assert list(dataset.metadata.columns) == ["source"]
+        assert "meta.source" in dataset.samples_frame().columns
+    unlabelled = load_dataset(str(tmp_path / "d.parquet"), text_col="body", label_col=None, id_col="key")
+    assert unlabelled.labels is None
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+BAD_INPUTS = {
+    "missing file": (["extract", "--data", "nope.csv"], "neither a file"),
+    "missing column": (["extract", "--data", "ok.csv", "--text-col", "body"], "no text column 'body'"),
+    "empty file": (["extract", "--data", "empty.csv"], "is empty"),
+    "non-utf8": (["extract", "--data", "latin1.csv"], "not valid UTF-8"),
+    "nan features": (["extract", "--data", "nan.csv", "--model", "none"], "text"),
+    "unknown model": (["extract", "--data", "ok.csv", "--model", "no/such/model"], "not a local Hugging Face model folder"),
+    "one class": (["extract", "--data", "oneclass.csv"], "single class"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, case):
+    (tmp_path / "ok.csv").write_text("id,text,label\n1,hello,a\n2,world,b\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "latin1.csv").write_bytes("id,text,label\n1,caf\xe9,a\n2,ol\xe9,b\n".encode("latin-1"))
+    (tmp_path / "nan.csv").write_text("id,text,label\n1,,a\n2,x,b\n")
+    (tmp_path / "oneclass.csv").write_text("id,text,label\n1,hello,a\n2,world,a\n")
+    args, needle = BAD_INPUTS[case]
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("latentscape extract: error:"), done.stderr
+    assert done.stdout == ""
+
+
+def test_nan_features_in_tabular_data_are_refused():
+    from jobs.datasets import Dataset, _validate
+    from tracking.errors import UsageError
+    import pandas as pd
+
+    features = np.ones((3, 2), dtype=np.float32)
+    features[1, 1] = np.nan
+    dataset = Dataset(name="t", source="t", ids=np.array(["a", "b", "c"]), texts=None, features=features,
+                      labels=None, metadata=pd.DataFrame(index=range(3)))
+    with pytest.raises(UsageError, match="NaN"):
+        _validate(dataset)
+
+
+def test_json_output_is_one_line(tmp_path):
+    import json
+
+    done = _cli("extract", "--data", "digits", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    payload = json.loads(lines[0])
+    assert payload["kind"] == "extract" and len(payload["run_id"]) == 32
+    assert (tmp_path / "mlflow.db").exists()

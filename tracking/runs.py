@@ -1,0 +1,381 @@
+"""Thin MLflow adapter: where runs live, how a job opens and ends one, how it logs.
+
+Jobs log through :class:`RunLog` with an explicit run id (``MlflowClient``), never the
+fluent API's per-thread active run, so the same code works from Optuna worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from tracking.contract import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_TRACKING_URI,
+    MLFLOW_PARENT_RUN_ID,
+    Kind,
+    Tag,
+)
+from tracking.errors import UsageError
+
+__all__ = [
+    "Store",
+    "RunLog",
+    "open_store",
+    "resolve_tracking_uri",
+    "tracked_run",
+    "end_stale_runs",
+    "one_line",
+]
+
+# MLflow's log_batch limits (measured in MLflow 3.17: 100 params/tags, 1000 metrics).
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """MLflow's convention: the given URI, else ``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///mlflow.db`` in the working folder. Relative SQLite paths become absolute
+    so that a URI keeps meaning the same store after a ``chdir``."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    path = sqlite_path(uri)
+    if path is not None:
+        return f"sqlite:///{path.resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def _template_database() -> Path:
+    """An empty, fully migrated MLflow database, made once per MLflow version.
+
+    Copying it instead of migrating a new database saves ~1.6 s per new store
+    (measured, MLflow 3.17 on SQLite)."""
+    import mlflow
+
+    cache = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape"))
+    template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as scratch:
+            fresh = Path(scratch) / "empty.db"
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(f"sqlite:///{fresh}").search_experiments()
+            _dispose_sqlalchemy_engines()
+            os.replace(fresh, template)
+    return template
+
+
+def _dispose_sqlalchemy_engines() -> None:
+    # MLflow caches one store (and its engine) per URI; nothing to do when absent.
+    with contextlib.suppress(Exception):
+        from mlflow.tracking._tracking_service import utils
+
+        utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+
+
+@dataclass
+class Store:
+    """One MLflow tracking location and the experiment a job writes to."""
+
+    uri: str
+    client: Any  # mlflow.MlflowClient; typed loosely so importing this module stays cheap
+
+    def experiment_id(self, name: str | None = None, *, create: bool = True) -> str:
+        """Id of the experiment ``name`` (default ``latentscape``), created if missing."""
+        name = name or DEFAULT_EXPERIMENT
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise UsageError(
+                    f"experiment {name!r} is deleted",
+                    "restore it with `mlflow experiments restore` or choose another --experiment",
+                )
+            return experiment.experiment_id
+        if not create:
+            raise UsageError(f"no experiment named {name!r}", "check --experiment")
+        return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+
+    def _artifact_location(self, name: str) -> str | None:
+        # Keep a local store self-contained: artifacts beside the database file,
+        # not in whatever folder the first job happened to run from.
+        path = sqlite_path(self.uri)
+        if path is None:
+            return None
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+        return (path.parent / "mlartifacts" / slug).resolve().as_uri()
+
+    def run_log(self, run_id: str) -> RunLog:
+        return RunLog(self.client, run_id)
+
+    def get_run(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except Exception as error:  # MLflow raises MlflowException for unknown ids
+            raise UsageError(
+                f"no run with id {run_id!r} in {self.uri}",
+                "pass a run id printed by an earlier job (or set --tracking-uri)",
+            ) from error
+
+
+def open_store(uri: str | None = None) -> Store:
+    """Connect to the tracking location, creating a local SQLite store if missing."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        if not path.parent.exists():
+            raise UsageError(
+                f"the folder of the tracking database {path} does not exist",
+                "create it or pass another --tracking-uri",
+            )
+        shutil.copyfile(_template_database(), path)
+    return Store(uri=uri, client=MlflowClient(tracking_uri=uri))
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its type and first line of message."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, UsageError) else f"{type(error).__name__}: {text}"
+
+
+def _clean_param(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = repr(value)
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return text[:_MAX_PARAM_LENGTH]
+
+
+@dataclass
+class RunLog:
+    """Logging into one run, in batches. Artifacts are staged locally and uploaded
+    together by :meth:`flush` (called when the run ends, failed or not)."""
+
+    client: Any
+    run_id: str
+    _staging: Path | None = field(default=None, repr=False)
+
+    # -- values -------------------------------------------------------------------
+    def params(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param as MlflowParam
+
+        items = [MlflowParam(k, _clean_param(v)) for k, v in values.items() if v is not None]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + _MAX_PARAMS_PER_BATCH])
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in values.items() if v is not None]
+        for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=items[start:start + _MAX_PARAMS_PER_BATCH])
+
+    def metrics(self, values: Mapping[str, float], *, step: int = 0) -> None:
+        """Log ``values`` at ``step``; None is skipped, NaN kept (MLflow stores it)."""
+        self.metric_rows([(name, value, step) for name, value in values.items()])
+
+    def metric_rows(self, rows: list[tuple[str, float, int]]) -> None:
+        """Log ``(name, value, step)`` rows in as few batches as MLflow allows."""
+        from mlflow.entities import Metric as MlflowMetric
+
+        now = int(time.time() * 1000)
+        items = [
+            MlflowMetric(name, float(value), now, int(step))
+            for name, value, step in rows
+            if value is not None and not (isinstance(value, float) and math.isinf(value))
+        ]
+        for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start:start + _MAX_METRICS_PER_BATCH])
+
+    def curve(self, name: str, values_by_step: Mapping[int, float]) -> None:
+        """One metric over steps (layers), e.g. ``curve("ami", {0: .2, 1: .5})``."""
+        self.metric_rows([(name, value, step) for step, value in values_by_step.items()])
+
+    # -- artifacts ----------------------------------------------------------------
+    def _stage(self, artifact_path: str) -> Path:
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="latentscape-"))
+        target = self._staging / artifact_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def table(self, artifact_path: str, frame: pd.DataFrame) -> None:
+        frame.to_parquet(self._stage(artifact_path), index=False)
+
+    def array(self, artifact_path: str, values: np.ndarray) -> None:
+        np.save(self._stage(artifact_path), np.ascontiguousarray(values), allow_pickle=False)
+
+    def json(self, artifact_path: str, payload: Any) -> None:
+        self._stage(artifact_path).write_text(json.dumps(payload, indent=2, default=str))
+
+    def text(self, artifact_path: str, content: str) -> None:
+        self._stage(artifact_path).write_text(content)
+
+    def file(self, artifact_path: str, source: Path) -> None:
+        shutil.copyfile(source, self._stage(artifact_path))
+
+    def bytes(self, artifact_path: str, content: bytes) -> None:
+        self._stage(artifact_path).write_bytes(content)
+
+    def flush(self) -> None:
+        """Upload the staged artifacts in one call."""
+        if self._staging is None:
+            return
+        staging, self._staging = self._staging, None
+        try:
+            if any(staging.iterdir()):
+                self.client.log_artifacts(self.run_id, str(staging))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def dataset(self, frame: pd.DataFrame, *, name: str, source: str, digest: str,
+                targets: str | None = None, context: str = "training") -> None:
+        """Log a data set with MLflow's ``log_input`` (name, source, digest, schema, size)."""
+        import mlflow.data
+        from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: F401
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])],
+        )
+
+
+class _Terminated(BaseException):
+    """SIGTERM turned into an exception so the run ends KILLED, not RUNNING."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def tracked_run(
+    store: Store,
+    experiment_id: str,
+    kind: Kind,
+    *,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    source_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[RunLog]:
+    """Open a run of ``kind``; end it FINISHED, FAILED (error in the ``error`` tag) or
+    KILLED (Ctrl-C, SIGTERM). Staged artifacts are uploaded in every case."""
+    all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or ""}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    log = RunLog(store.client, run.info.run_id)
+    status = "FINISHED"
+    try:
+        with _sigterm_as_exception():
+            yield log
+    except (KeyboardInterrupt, _Terminated) as error:
+        status = "KILLED"
+        _record_error(log, error)
+        raise
+    except BaseException as error:
+        status = "FAILED"
+        _record_error(log, error)
+        raise
+    finally:
+        try:
+            log.flush()
+        finally:
+            store.client.set_terminated(log.run_id, status=status)
+
+
+def _record_error(log: RunLog, error: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        log.tags({Tag.ERROR: one_line(error)[:5000]})
+
+
+def end_stale_runs(store: Store, experiment_id: str, *, parent_run_id: str, status: str = "KILLED",
+                   reason: str = "the process died before the run ended") -> list[str]:
+    """End child runs of ``parent_run_id`` still RUNNING (their process was killed with
+    SIGKILL, which no handler can catch). Returns their ids."""
+    runs = store.client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=10000,
+    )
+    for run in runs:
+        store.client.set_tag(run.info.run_id, Tag.ERROR, reason)
+        store.client.set_terminated(run.info.run_id, status=status)
+    return [run.info.run_id for run in runs]
+
+
+def download(store: Store, run_id: str, artifact_path: str) -> Path:
+    """A run's artifact as a local path (local stores are read in place)."""
+    import mlflow.artifacts
+
+    run = store.get_run(run_id)
+    root = run.info.artifact_uri
+    if root.startswith("file://"):
+        local = Path(urlparse(root).path) / artifact_path
+        if local.exists():
+            return local
+    cache = Path(tempfile.gettempdir()) / "latentscape-artifacts" / run_id
+    target = cache / artifact_path
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact_path, dst_path=str(cache),
+                tracking_uri=store.uri,
+            )
+        except Exception as error:
+            raise UsageError(
+                f"run {run_id} has no artifact {artifact_path!r}",
+                "check that the run finished and is of the right kind",
+            ) from error
+    return target
+
+
+def load_table(store: Store, run_id: str, artifact_path: str) -> pd.DataFrame:
+    return pd.read_parquet(download(store, run_id, artifact_path))
+
+
+def load_array(store: Store, run_id: str, artifact_path: str) -> np.ndarray:
+    return np.load(download(store, run_id, artifact_path), allow_pickle=False)

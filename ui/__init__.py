@@ -1,0 +1,1 @@
+"""latentscape's Streamlit app. Reads only through tracking.catalog."""
