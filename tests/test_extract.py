@@ -164,3 +164,20 @@ def test_json_output_is_one_line(tmp_path):
     payload = json.loads(lines[0])
     assert payload["kind"] == "extract" and len(payload["run_id"]) == 32
     assert (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("pooling", sorted(POOLINGS))
+def test_device_pooling_equals_the_numpy_reference(pooling):
+    """The accelerator path pools in torch; it must agree with jobs.core.pooling,
+    padding on either side included."""
+    import torch
+
+    from jobs._embedding import _pool_on_device
+    from jobs.core.pooling import pool
+
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(3, 4, 6, 5)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]])
+    pooled = _pool_on_device(pooling, torch.tensor(states), torch.tensor(mask)).numpy()
+    for layer in range(3):
+        np.testing.assert_allclose(pooled[layer], pool(pooling, states[layer], mask), atol=1e-6)

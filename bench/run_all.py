@@ -1,0 +1,63 @@
+"""`make bench`: every benchmark in one process run, one summary table.
+
+Each bench module exposes ``main(quick: bool)`` returning a row or a list of rows
+(``bench._common.Row`` or a dict with workload, plain_s, latentscape_s, ratio,
+quality_held). ``--quick`` uses the smaller sizes each benchmark defines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import Row, print_rows  # noqa: E402
+
+BENCHMARKS = ["extract", "map", "sweep", "layers", "catalog", "bigmap", "cold_start"]
+
+
+def _rows(result) -> list[Row]:
+    items = result if isinstance(result, list) else [result]
+    rows = []
+    for item in items:
+        if isinstance(item, Row):
+            rows.append(item)
+        else:
+            rows.append(Row(workload=item["workload"], plain_s=float(item["plain_s"]),
+                            latentscape_s=float(item["latentscape_s"]),
+                            quality=str(item.get("quality", "")), quality_held=bool(item.get("quality_held", True))))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("names", nargs="*", default=BENCHMARKS)
+    args = parser.parse_args()
+    rows: list[Row] = []
+    failed = []
+    for name in args.names:
+        if not (HERE / f"{name}.py").exists():
+            continue
+        started = time.perf_counter()
+        print(f"== bench/{name}.py", file=sys.stderr, flush=True)
+        try:
+            rows += _rows(importlib.import_module(name).main(args.quick))
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+        print(f"   {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    print()
+    print_rows(rows)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
