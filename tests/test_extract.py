@@ -181,3 +181,41 @@ def test_device_pooling_equals_the_numpy_reference(pooling):
     pooled = _pool_on_device(pooling, torch.tensor(states), torch.tensor(mask)).numpy()
     for layer in range(3):
         np.testing.assert_allclose(pooled[layer], pool(pooling, states[layer], mask), atol=1e-6)
+
+
+ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO", ".", "-", "<null_1>", "<mask>"]
+
+
+@pytest.fixture(scope="module")
+def tiny_esm(tmp_path_factory):
+    """A 2-block ESM-2-style protein model with random weights and its real tokenizer class."""
+    import torch
+    from transformers import EsmConfig, EsmModel, EsmTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-esm")
+    (folder / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    EsmTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = EsmConfig(vocab_size=len(ESM_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, pad_token_id=1, mask_token_id=len(ESM_VOCAB) - 1,
+                       max_position_embeddings=130, position_embedding_type="rotary", token_dropout=False)
+    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def test_a_protein_language_model_extracts_sequences(store, tmp_path, tiny_esm):
+    import pandas as pd
+
+    from jobs._source import load_extraction
+    from jobs.extract import ExtractConfig, extract
+
+    sequences = ["MKTAYIAKQR", "GAVLIPFMW", "MKTAYIAKQRQISFVKSHFSRQ", "STNQCYDE", "MALWMRLLPLLALLALWG", "KRHDE"]
+    pd.DataFrame({"id": [f"p{i}" for i in range(6)], "text": sequences,
+                  "label": ["a", "b", "a", "b", "a", "b"]}).to_csv(tmp_path / "proteins.csv", index=False)
+    result = extract(ExtractConfig(data=str(tmp_path / "proteins.csv"), model=str(tiny_esm), batch_size=4),
+                     store=store)
+    extraction = load_extraction(store, result.run_id)
+    assert extraction.layers == [0, 1, 2]
+    expected = _direct(tiny_esm, sequences, "mean")
+    for layer in extraction.layers:
+        np.testing.assert_allclose(extraction.embedding(layer), expected[layer], atol=1e-5, rtol=1e-4)

@@ -153,7 +153,22 @@ def open_store(uri: str | None = None) -> Store:
                 "create it or pass another --tracking-uri",
             )
         shutil.copyfile(_template_database(), path)
+    if path is not None:
+        _use_write_ahead_log(path)
     return Store(uri=uri, client=MlflowClient(tracking_uri=uri))
+
+
+def _use_write_ahead_log(path: Path) -> None:
+    """Put a SQLite store in WAL mode (a persistent property of the file).
+
+    In the default rollback-journal mode a reader blocks writers, so a UI or a second
+    job reading while a sweep writes makes MLflow fail with "database is locked"; in
+    WAL mode readers never block the writer and writers wait their turn."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 def one_line(error: BaseException) -> str:
@@ -255,11 +270,15 @@ class RunLog:
                 targets: str | None = None, context: str = "training") -> None:
         """Log a data set with MLflow's ``log_input`` (name, source, digest, schema, size)."""
         import mlflow.data
-        from mlflow.data.dataset_source_registry import resolve_dataset_source  # noqa: F401
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        dataset = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
+        import warnings
+
+        with warnings.catch_warnings():
+            # A plain path or name matches two local source types; either is right.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
         self.client.log_inputs(
             self.run_id,
             datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])],

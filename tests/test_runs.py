@@ -1,0 +1,99 @@
+"""The MLflow adapter: runs always end, artifacts are never lost, batches respect MLflow's limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tracking.contract import Kind, Tag
+from tracking.errors import UsageError
+from tracking.runs import load_array, load_table, open_store, tracked_run
+
+
+def _only_run(store):
+    runs = store.client.search_runs([store.experiment_id()])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_a_failing_job_ends_failed_with_its_error_and_keeps_its_artifacts(store):
+    with pytest.raises(UsageError):
+        with tracked_run(store, store.experiment_id(), Kind.MAP) as log:
+            log.table("partial.parquet", pd.DataFrame({"a": [1, 2]}))
+            raise UsageError("layer 9 does not exist", "pass --layer 0..6")
+    run = _only_run(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[Tag.ERROR] == "layer 9 does not exist; pass --layer 0..6"
+    assert list(load_table(store, run.info.run_id, "partial.parquet")["a"]) == [1, 2]
+
+
+def test_ctrl_c_ends_killed(store):
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(store, store.experiment_id(), Kind.SWEEP):
+            raise KeyboardInterrupt
+    assert _only_run(store).info.status == "KILLED"
+
+
+def test_sigterm_ends_killed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = textwrap.dedent(f"""
+        import time
+        from tracking.contract import Kind
+        from tracking.runs import open_store, tracked_run
+        store = open_store({uri!r})
+        with tracked_run(store, store.experiment_id(), Kind.SWEEP):
+            print("started", flush=True)
+            time.sleep(60)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "started"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    run = _only_run(open_store(uri))
+    assert run.info.status == "KILLED"
+    assert "signal" in run.data.tags[Tag.ERROR]
+
+
+def test_batches_respect_mlflows_limits(store):
+    with tracked_run(store, store.experiment_id(), Kind.LAYERS) as log:
+        log.params({f"p{i}": i for i in range(250)})
+        log.metric_rows([("curve", float(i), i) for i in range(2500)])
+        log.array("a.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    run = _only_run(store)
+    assert len(run.data.params) == 250
+    assert len(store.client.get_metric_history(run.info.run_id, "curve")) == 2500
+    assert load_array(store, run.info.run_id, "a.npy").shape == (2, 3)
+
+
+def test_two_processes_writing_one_local_store_never_lock(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_store(uri).experiment_id("shared")
+    script = textwrap.dedent(f"""
+        from tracking.contract import Kind
+        from tracking.runs import open_store, tracked_run
+        store = open_store({uri!r})
+        experiment = store.experiment_id("shared")
+        for i in range(60):
+            with tracked_run(store, experiment, Kind.TRIAL) as log:
+                log.params({{"i": i}})
+                log.metrics({{"value": i * 0.5}})
+    """)
+    env = {**os.environ}
+    started = time.perf_counter()
+    workers = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(2)]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), errors
+    store = open_store(uri)
+    runs = store.client.search_runs([store.experiment_id("shared")], max_results=1000)
+    assert len(runs) == 120 and all(run.info.status == "FINISHED" for run in runs)
+    assert time.perf_counter() - started < 300
