@@ -37,5 +37,9 @@ class JobResult:
         for name, value in self.scores.items():
             lines.append(f"  {name:<24} {value:.4f}" if isinstance(value, float) else f"  {name:<24} {value}")
         for name, value in self.details.items():
-            lines.append(f"  {name:<24} {value}")
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                lines.append(f"  {name}:")
+                lines.extend("    " + "  ".join(str(v)[:60] for v in row.values()) for row in value)
+            else:
+                lines.append(f"  {name:<24} {value}")
         return "\n".join(lines)

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs._result import JobResult
-from tracking.contract import DEFAULT_EXPERIMENT, Artifact, Column, Kind, Metric, Param, Tag
+from tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
 
 __all__ = ["ExtractConfig", "extract", "add_parser", "TABULAR_MODEL"]
-
-TABULAR_MODEL = "none"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""``latentscape directions``: is there a direction for this concept?
+
+For every label of an extraction, at one layer: the difference of the class mean and
+the mean of the rest, and the weight vector of a one-vs-rest linear probe, both as
+unit directions. Every sample is projected onto every direction (centred on the data
+mean), and the cosines between all directions are logged: do independent concepts get
+orthogonal axes, and do the two methods agree?
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jobs._result import JobResult
+from jobs.core.walk import DIRECTION_METHODS
+from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from tracking.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DirectionsConfig", "directions", "add_parser"]
+
+_METHODS = tuple(DIRECTION_METHODS)
+
+
+@dataclass(frozen=True)
+class DirectionsConfig:
+    run: str
+    layer: int
+    methods: tuple[str, ...] = _METHODS
+    seed: int = 0
+
+    def __post_init__(self):
+        for method in self.methods:
+            if method not in _METHODS:
+                raise UsageError(f"unknown --method {method!r}", f"choose one of {', '.join(_METHODS)}")
+
+
+def add_parser(subparsers, parents) -> None:
+    parser = subparsers.add_parser(
+        "directions", parents=parents, help="a direction per label (mean difference, probe) and their angles",
+        description="For every label, derive a concept direction in one layer (class mean minus the rest's "
+        "mean, and a one-vs-rest linear probe's weights), project every sample onto it and log the cosine "
+        "matrix between the directions.",
+        epilog="example:\n  latentscape directions --run EXTRACT_RUN --layer 6",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of a labelled extract run")
+    parser.add_argument("--layer", type=int, required=True, help="layer to find directions in")
+    parser.add_argument("--method", choices=_METHODS, help="one method only (default: both)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default 0)")
+    parser.set_defaults(handler=_run_cli)
+
+
+def _run_cli(args) -> JobResult:
+    from tracking.runs import open_store
+
+    config = DirectionsConfig(run=args.run, layer=args.layer, seed=args.seed,
+                              methods=(args.method,) if args.method else _METHODS)
+    return directions(config, store=open_store(args.tracking_uri), experiment=args.experiment)
+
+
+def directions(config: DirectionsConfig, *, store, experiment: str | None = None) -> JobResult:
+    """Directions for every label of ``config.run`` at ``config.layer``; one ``directions`` run."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from jobs._source import load_extraction
+    from jobs.core.walk import concept_directions, cosine_matrix, project
+    from tracking.runs import tracked_run
+
+    # Load and validate everything before a run exists.
+    extraction = load_extraction(store, config.run)
+    layer = extraction.check_layer(config.layer)
+    labels = extraction.labels
+    if labels is None:
+        raise UsageError(f"extract run {config.run} has no labels, and concept directions are derived from labels",
+                         "extract a labelled data set (--label-col naming its label column)")
+    x = extraction.embedding(layer).astype(np.float64)
+    experiment_name = experiment or extraction.experiment_name
+    experiment_id = store.experiment_id(experiment_name)
+
+    with tracked_run(store, experiment_id, Kind.DIRECTIONS, run_name=f"directions · layer {layer}",
+                     parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
+                     tags={**extraction.lineage_tags(), Tag.LAYER: layer}) as log:
+        log.params({Param.LAYER: layer, Param.METHODS: ",".join(config.methods), Param.SEED: config.seed,
+                    Param.N_CLASSES: len(np.unique(labels))})
+
+        # One unit direction per label and method; every sample projected onto each.
+        found, frames, scores = [], [], {}
+        for method in config.methods:
+            result = concept_directions(method, x, labels, seed=config.seed)
+            found.append(result)
+            log.array(Artifact.direction_vectors(method), result.vectors.astype(np.float32))
+            projections = project(x, result.vectors)
+            aucs = {str(name): float(roc_auc_score(labels == name, projections[:, j]))
+                    for j, name in enumerate(result.classes)}
+            log.metrics({Metric.qualified(Metric.qualified(Metric.DIRECTION_AUC, method), name): auc
+                         for name, auc in aucs.items()})
+            scores[Metric.qualified(Metric.DIRECTION_AUC, method)] = float(np.mean(list(aucs.values())))
+            frames.append(_projection_frame(extraction, labels, method, result.classes, projections))
+        log.table(Artifact.PROJECTIONS, pd.concat(frames, ignore_index=True))
+
+        # Angles between every pair of directions, within and across methods.
+        classes = np.concatenate([d.classes for d in found])
+        methods = np.concatenate([[d.method] * len(d.classes) for d in found])
+        cosines = cosine_matrix(np.concatenate([d.vectors for d in found]))
+        log.table(Artifact.DIRECTION_COSINES, _cosine_frame(classes, methods, cosines))
+        for d in found:
+            block = cosine_matrix(d.vectors)
+            off_diagonal = np.abs(block[~np.eye(len(block), dtype=bool)])
+            scores[Metric.qualified(Metric.MEAN_ABS_COSINE, d.method)] = float(off_diagonal.mean())
+        if len(found) == 2:
+            scores[Metric.METHOD_AGREEMENT] = float(np.mean(np.sum(found[0].vectors * found[1].vectors, axis=1)))
+        log.metrics(scores)
+        run_id = log.run_id
+
+    return JobResult(kind=Kind.DIRECTIONS.value, run_id=run_id, experiment=experiment_name, scores=scores,
+                     details={"layer": layer, "labels": len(found[0].classes), "samples": len(x)})
+
+
+def _projection_frame(extraction, labels, method: str, classes, projections: np.ndarray) -> pd.DataFrame:
+    """Long table: one row per (sample, direction)."""
+    import pandas as pd
+
+    n, c = projections.shape
+    return pd.DataFrame({
+        Column.SAMPLE_ID: np.repeat(extraction.ids, c), Column.LABEL: np.repeat(labels, c),
+        Column.DIRECTION: np.tile(classes.astype(str), n), Column.METHOD: method,
+        Column.PROJECTION: projections.ravel(),
+    })
+
+
+def _cosine_frame(classes, methods, cosines: np.ndarray) -> pd.DataFrame:
+    """Long table: one row per ordered pair of (label, method) directions."""
+    import pandas as pd
+
+    i, j = np.indices(cosines.shape)
+    return pd.DataFrame({
+        Column.DIRECTION_A: classes[i.ravel()].astype(str), Column.METHOD_A: methods[i.ravel()],
+        Column.DIRECTION_B: classes[j.ravel()].astype(str), Column.METHOD_B: methods[j.ravel()],
+        Column.COSINE: cosines.ravel(),
+    })
