@@ -24,8 +24,10 @@ __all__ = [
     "Metric",
     "Artifact",
     "Column",
+    "CatalogColumn",
     "DEFAULT_EXPERIMENT",
     "DEFAULT_TRACKING_URI",
+    "TABULAR_MODEL",
     "MLFLOW_PARENT_RUN_ID",
     "MLFLOW_RUN_NAME",
     "MLFLOW_USER",
@@ -34,6 +36,8 @@ __all__ = [
 
 DEFAULT_EXPERIMENT = "latentscape"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The model (and pooling) of an extraction of tabular data: its features are layer 0.
+TABULAR_MODEL = "none"
 
 # MLflow's own system tags, named once here.
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
@@ -69,6 +73,8 @@ class Tag:
     TRIAL_NUMBER = "optuna_trial_number"
     TRIAL_STATE = "optuna_trial_state"
     LAYER = "layer"
+    NOTE = "note"  # why a result is missing (e.g. label-based scores of an unlabelled set)
+    REPLAY_OF = "replay_of"  # map --from-run: the run whose logged config.json was replayed
 
 
 class Param:
@@ -97,6 +103,10 @@ class Param:
     CLUSTERER = "clusterer"
     SEED = "seed"
     NOISE_POLICY = "noise_policy"
+    VIEW = "view"  # how the 2D display coordinates were made: embedding, refit or pca
+    KNN = "knn"  # the reducer's k-NN graph: exact, approx or none
+    SCORE_K = "score_k"  # neighbourhood size of trustworthiness / k-NN preservation
+    SCORE_SAMPLE = "score_sample"  # sample size of silhouette and the neighbourhood scores
     # sweep
     TRIALS = "trials"
     OBJECTIVE = "objective"
@@ -106,10 +116,14 @@ class Param:
     STUDY_NAME = "study_name"
     SEARCH_SPACE = "search_space"
     BEST_PREFIX = "best."
+    N_JOBS = "n_jobs"
     # layers
     STABLE_CKA = "stable_cka"
     LAYER_OF_LARGEST_CHANGE = "layer_of_largest_change"
     FIRST_STABLE_LAYER = "first_stable_layer"
+    DEBIASED = "debiased"
+    PROBE_FOLDS = "probe_folds"
+    KNN_K = "knn_k"
     # interpolate / analogies / directions
     FROM = "from"
     TO = "to"
@@ -117,6 +131,20 @@ class Param:
     STEPS = "steps"
     K = "k"
     QUESTIONS = "questions"
+    N_QUESTIONS = "n_questions"
+    VOCABULARY_SIZE = "vocabulary_size"
+    NORMALIZE = "normalize"
+    ADD = "add"
+    SUBTRACT = "subtract"
+    DECODER = "decoder"
+    AUTOENCODER_RUN = "autoencoder_run"
+    METHODS = "methods"
+    # autoencoder
+    LATENT_DIM = "latent_dim"
+    HIDDEN = "hidden"
+    EPOCHS = "epochs"
+    LEARNING_RATE = "learning_rate"
+    HOLDOUT = "holdout"
 
     @staticmethod
     def reducer_param(name: str) -> str:
@@ -158,18 +186,38 @@ class Metric:
     BEST_VALUE = "best_value"
     TRIAL_SECONDS = "trial_seconds"
     N_TRIALS_COMPLETE = "n_trials_complete"
+    N_TRIALS_FAILED = "n_trials_failed"
+    BEST_TRIAL = "best_trial"
+    # the largest |score difference| between a replayed map and the run it replays (0: exact)
+    REPLAY_MAX_ABS_DIFF = "replay_max_abs_diff"
     # layers (step=layer)
     CKA_PREVIOUS = "cka_previous"
     COSINE_PREVIOUS = "cosine_previous"
     PROBE_ACCURACY = "probe_accuracy"
     KNN_AGREEMENT = "knn_agreement"
     INTRINSIC_DIM = "intrinsic_dim"
+    PROBE_ACCURACY_STD = "probe_accuracy_std"  # spread over the probe's folds
+    PROBE_CHANCE = "probe_chance"  # majority-class accuracy, one value per run
+    CKA_SECONDS = "cka_seconds"
     # interpolate / analogies / directions
     ACCURACY_AT_1 = "accuracy_at_1"
     ACCURACY_AT_5 = "accuracy_at_5"
     RECONSTRUCTION_MSE = "reconstruction_mse"
     BASELINE_MSE = "baseline_mse"
-    LOSS = "loss"
+    LOSS = "loss"  # autoencoder, step=epoch
+    ARITHMETIC_HIT_RATE = "arithmetic_hit_rate"
+    MEAN_ABS_COSINE = "mean_abs_cosine"
+    DIRECTION_AUC = "direction_auc"
+    METHOD_AGREEMENT = "method_agreement"
+
+    @staticmethod
+    def qualified(metric: str, qualifier: str) -> str:
+        """A metric for one part, e.g. ``accuracy_at_1.gender`` (analogy section) or
+        ``direction_auc.probe`` (direction method). Characters MLflow refuses become ``_``."""
+        import re
+
+        clean = re.sub(r"[^A-Za-z0-9_\-. /]", "_", qualifier)
+        return f"{metric}.{clean}"
 
 
 class Artifact:
@@ -189,12 +237,32 @@ class Artifact:
     PROJECTIONS = "projections.parquet"
     DIRECTION_COSINES = "direction_cosines.parquet"
     IMAGES_DIR = "images"
+    ARITHMETIC_IMAGE = "images/arithmetic.png"
+    RECONSTRUCTIONS_IMAGE = "images/reconstructions.png"
+    AUTOENCODER_WEIGHTS = "autoencoder/state_dict.pt"
+    QUESTIONS_FILE = "questions.txt"
+    DIRECTIONS_DIR = "directions"
     EMBEDDINGS_DIR = "embeddings"
 
     @staticmethod
     def embedding(layer: int) -> str:
         """Path of one layer's ``(n_samples, dim)`` float32 array."""
         return f"embeddings/layer_{int(layer):03d}.npy"
+
+    @staticmethod
+    def step_image(method: str, step: int) -> str:
+        """PNG of one decoded interpolation step."""
+        return f"images/{method}/step_{int(step):03d}.png"
+
+    @staticmethod
+    def strip_image(method: str) -> str:
+        """PNG of every decoded step of one path, side by side."""
+        return f"images/{method}_strip.png"
+
+    @staticmethod
+    def direction_vectors(method: str) -> str:
+        """``(n_labels, dim)`` float32 unit directions of one method (rows in label order)."""
+        return f"directions/{method}.npy"
 
 
 class Column:
@@ -220,6 +288,68 @@ class Column:
     PARAM = "param"
     IMPORTANCE = "importance"
     META_PREFIX = "meta."
+    RUN_ID = "run_id"  # trials.parquet: the trial's MLflow child run
+    DURATION = "duration_s"  # trials.parquet: seconds the trial took
+    # interpolate
+    T = "t"
+    NORM = "norm"
+    COSINE_FROM = "cosine_from"
+    COSINE_TO = "cosine_to"
+    IMAGE = "image"
+    # analogies
+    SECTION = "section"
+    WORD_A = "a"
+    WORD_B = "b"
+    WORD_C = "c"
+    EXPECTED = "expected"
+    PREDICTED = "predicted"
+    EXPECTED_RANK = "expected_rank"
+    TOP_K = "top_k"
+    # directions
+    DIRECTION = "direction"
+    PROJECTION = "projection"
+    DIRECTION_A = "direction_a"
+    DIRECTION_B = "direction_b"
+    METHOD_A = "method_a"
+    METHOD_B = "method_b"
+    COSINE = "cosine"
+
+
+class CatalogColumn:
+    """Columns of the frames ``tracking.queries`` returns (docs/CATALOG_API.md).
+
+    Times are naive UTC timestamps; ``layer`` is the run's ``layer`` tag as an integer."""
+
+    RUN_ID = "run_id"
+    EXPERIMENT_ID = "experiment_id"
+    EXPERIMENT = "experiment"
+    NAME = "name"
+    KIND = "kind"
+    STATUS = "status"
+    USER = "user"
+    START_TIME = "start_time"
+    END_TIME = "end_time"
+    PARENT_RUN_ID = "parent_run_id"
+    SOURCE_RUN = "source_run"
+    MODEL = "model"
+    DATASET_NAME = "dataset_name"
+    DATASET_DIGEST = "dataset_digest"
+    POOLING = "pooling"
+    LAYER = "layer"
+    ERROR = "error"
+    N_RUNS = "n_runs"
+    LAST_START = "last_start"
+    KEY = "key"
+    VALUE = "value"
+    STEP = "step"
+    RUN_NAME = "run_name"
+    BUCKET = "bucket"
+    FACET = "facet"
+    PARAM_PREFIX = "param."  # run_table: one column per param key
+    METRIC_PREFIX = "metric."  # run_table: one column per metric key (latest value)
+    # The columns of queries.runs / children, in order.
+    RUNS = (RUN_ID, EXPERIMENT, NAME, KIND, STATUS, USER, START_TIME, END_TIME, PARENT_RUN_ID, SOURCE_RUN,
+            MODEL, DATASET_NAME, DATASET_DIGEST, POOLING, LAYER, ERROR, EXPERIMENT_ID)
 
 
 def all_keys() -> dict[str, list[str]]:
