@@ -1,0 +1,174 @@
+"""The layers job: every curve per layer, the CKA matrix, the findings, clean failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.layers import CURVES, LABELLED_CURVES, NONE, LayerFindings, LayersConfig, findings, layers
+from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from tracking.errors import UsageError
+from tracking.runs import load_table, tracked_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_findings_largest_change_and_first_stable_layer():
+    ids = [0, 1, 2, 3, 4]
+    found = findings(ids, np.array([0.8, 0.6, 0.97, 0.99]), 0.95)
+    assert (found.largest_change, found.first_stable) == (2, 2)
+    found = findings(ids, np.array([0.96, 0.97, 0.98, 0.99]), 0.95)
+    assert (found.largest_change, found.first_stable) == (1, 0)
+    found = findings(ids, np.array([0.99, 0.97, 0.98, 0.90]), 0.95)
+    assert (found.largest_change, found.first_stable) == (4, None)  # unstable at the end
+    found = findings([0, 3, 6], np.array([np.nan, 0.99]), 0.95)
+    assert (found.largest_change, found.first_stable) == (6, 3)  # NaN: unstable, never the change
+    assert findings([0], np.array([]), 0.95) == LayerFindings(None, None)
+
+
+@pytest.fixture(scope="module")
+def layers_run(text_extraction):
+    # Logged beside the shared extraction (a child run needs its parent's store), in an
+    # experiment of its own so other tests' searches of "demo" do not see it.
+    result = layers(LayersConfig(run=text_extraction.run_id, map_reducer="pca", map_clusterer="kmeans"),
+                    store=text_extraction.store, experiment="layers-tests")
+    return text_extraction, result
+
+
+def test_layers_logs_every_curve_per_layer(layers_run):
+    extraction, result = layers_run
+    store = extraction.store
+    run = store.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags[Tag.KIND] == Kind.LAYERS
+    assert tags[MLFLOW_PARENT_RUN_ID] == extraction.run_id
+    assert tags[Tag.SOURCE_RUN] == extraction.run_id
+    assert tags[Tag.DATASET_DIGEST] == extraction.dataset_digest
+    assert Tag.NOTE not in tags
+
+    ids = extraction.layers
+    assert ids == list(range(7))
+    for name in CURVES:
+        steps = sorted(m.step for m in store.client.get_metric_history(result.run_id, name))
+        expected = ids[1:] if name in (Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS) else ids
+        assert steps == expected, name
+    table = load_table(store, result.run_id, Artifact.LAYER_SUMMARY)
+    assert list(table[Column.LAYER]) == ids
+    assert set(CURVES) <= set(table.columns)
+    assert table[Metric.CKA_PREVIOUS].between(0, 1).iloc[1:].all()
+    assert table[Metric.PROBE_ACCURACY].between(0, 1).all()
+    # The demo's 10 topics are readable from MiniLM's later layers far above chance.
+    chance = run.data.metrics[Metric.PROBE_CHANCE]
+    assert chance == pytest.approx(0.1)
+    assert table[Metric.PROBE_ACCURACY].iloc[-1] > 0.6
+    assert table[Metric.KNN_AGREEMENT].iloc[-1] > 2 * chance
+    assert (table[Metric.INTRINSIC_DIM] > 1).all() and (table[Metric.INTRINSIC_DIM] < 384).all()
+    assert table[Metric.AMI].notna().all()
+
+
+def test_layers_logs_the_cka_matrix_and_the_findings(layers_run):
+    extraction, result = layers_run
+    store = extraction.store
+    cka = load_table(store, result.run_id, Artifact.CKA)
+    assert len(cka) == 49
+    matrix = cka.pivot(index=Column.LAYER_A, columns=Column.LAYER_B, values=Column.CKA).to_numpy()
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-9)
+    assert ((matrix > 0) & (matrix <= 1 + 1e-9)).all()
+
+    # The findings agree with the curve they summarise.
+    params = store.client.get_run(result.run_id).data.params
+    table = load_table(store, result.run_id, Artifact.LAYER_SUMMARY)
+    previous = table[Metric.CKA_PREVIOUS].to_numpy()
+    assert int(params[Param.LAYER_OF_LARGEST_CHANGE]) == int(table[Column.LAYER].iloc[np.nanargmin(previous)])
+    np.testing.assert_allclose(previous[1:], np.diag(matrix, 1), atol=1e-12)
+    stable = params[Param.FIRST_STABLE_LAYER]
+    threshold = float(params[Param.STABLE_CKA])
+    if stable == NONE:
+        assert previous[-1] < threshold
+    else:
+        assert (previous[int(stable) + 1:] >= threshold).all()
+        assert int(stable) == 0 or previous[int(stable)] < threshold
+    assert params[Param.REDUCER] == "pca" and params[Param.CLUSTERER] == "kmeans"
+
+
+def test_layers_ami_is_the_map_jobs_ami_with_the_same_settings(layers_run):
+    from jobs.core.mapping import data_shape, fit_map, resolve_config
+
+    extraction, result = layers_run
+    table = load_table(extraction.store, result.run_id, Artifact.LAYER_SUMMARY)
+    x, labels = extraction.embedding(3), extraction.labels
+    config = resolve_config(shape=data_shape(x, labels), reducer="pca", clusterer="kmeans", seed=0)
+    direct = fit_map(x, labels, config, with_view=False).scores[Metric.AMI]
+    assert table[Metric.AMI].iloc[3] == pytest.approx(direct, abs=1e-12)
+    params = extraction.store.client.get_run(result.run_id).data.params
+    assert params[Param.clusterer_param("n_clusters")] == "10"  # k = number of classes, logged
+
+
+def test_unlabelled_data_skips_label_scores_with_a_note(store, tmp_path, tiny_bert):
+    from jobs._source import load_extraction
+    from jobs.datasets import load_dataset
+    from jobs.extract import ExtractConfig, extract
+
+    texts = load_dataset("demo", limit=40).texts
+    path = tmp_path / "plain.csv"
+    path.write_text("text\n" + "\n".join(f'"{t}"' for t in texts) + "\n")
+    extracted = extract(ExtractConfig(data=str(path), label_col=None, model=str(tiny_bert)), store=store)
+    assert load_extraction(store, extracted.run_id).labels is None
+
+    result = layers(LayersConfig(run=extracted.run_id, debiased=True), store=store)
+    run = store.client.get_run(result.run_id)
+    assert "unlabelled" in run.data.tags[Tag.NOTE] and "note" in result.details
+    for name in LABELLED_CURVES:
+        assert not store.client.get_metric_history(result.run_id, name)
+    assert sorted(m.step for m in store.client.get_metric_history(result.run_id, Metric.INTRINSIC_DIM)) == [0, 1, 2]
+    assert run.data.params[Param.DEBIASED] == "True"
+    assert Metric.PROBE_CHANCE not in run.data.metrics
+
+
+def test_bad_settings_fail_before_any_run(text_extraction):
+    with pytest.raises(UsageError, match="stable-cka"):
+        LayersConfig(run="x", stable_cka=1.5)
+    with pytest.raises(UsageError, match="probe-folds"):
+        LayersConfig(run="x", probe_folds=1)
+    before = len(text_extraction.store.client.search_runs(
+        [e.experiment_id for e in text_extraction.store.client.search_experiments()]))
+    with pytest.raises(UsageError, match="fewer than the 30 folds"):  # 24 samples per class
+        layers(LayersConfig(run=text_extraction.run_id, probe_folds=30), store=text_extraction.store)
+    after = len(text_extraction.store.client.search_runs(
+        [e.experiment_id for e in text_extraction.store.client.search_experiments()]))
+    assert after == before
+
+
+def test_cli_rejects_a_run_that_is_not_an_extraction(store):
+    with tracked_run(store, store.experiment_id(), Kind.MAP) as log:
+        not_an_extraction = log.run_id
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "layers", "--run", not_an_extraction, "--tracking-uri", store.uri],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+        env={**os.environ, "LATENTSCAPE_PROGRESS": "0"},
+    )
+    assert completed.returncode == 2, completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("latentscape layers: error:"), completed.stderr
+    assert "not an extraction" in lines[0]
+    assert completed.stdout == ""
+
+
+def test_a_single_layer_has_no_findings_but_every_other_measure(digits_extraction):
+    result = layers(LayersConfig(run=digits_extraction.run_id, map=False), store=digits_extraction.store,
+                    experiment="layers-tests")
+    store = digits_extraction.store
+    params = store.client.get_run(result.run_id).data.params
+    assert params[Param.LAYER_OF_LARGEST_CHANGE] == NONE and params[Param.FIRST_STABLE_LAYER] == NONE
+    table = load_table(store, result.run_id, Artifact.LAYER_SUMMARY)
+    assert table[Metric.PROBE_ACCURACY].iloc[0] > 0.9  # digits are nearly linearly separable
+    assert 5 < table[Metric.INTRINSIC_DIM].iloc[0] < 30
+    assert np.isnan(table[Metric.AMI].iloc[0]) and Param.REDUCER not in params
+    assert len(load_table(store, result.run_id, Artifact.CKA)) == 1
