@@ -1,0 +1,617 @@
+"""The Streamlit app (ui/): every page on a real store built by the real jobs.
+
+- The pure "info" step of every chart, on planted frames (no Streamlit), and every
+  chart a valid Vega-Lite spec.
+- Every page through Streamlit's AppTest, on runs logged by the jobs beside the shared
+  extractions: charts drawn, no exception, no error; a link's query parameters select
+  the same runs and settings; an empty store says which command to run; Refresh shows
+  runs logged after the app started.
+- The UI process imports no torch, numba, umap or jobs.
+- ``latentscape ui``: its command line and its errors.
+
+The runs are built once per session (``build_ui_runs``; the browser tests reuse them).
+A page whose job is not written yet is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tracking.contract import CatalogColumn, Column, Kind, Metric
+from ui.charts import compare as compare_charts
+from ui.charts import directions as direction_charts
+from ui.charts import interpolation as interpolation_charts
+from ui.charts import layers as layer_charts
+from ui.charts import maps as map_charts
+from ui.charts import overview as overview_charts
+from ui.charts import sweeps as sweep_charts
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "ui" / "app.py"
+UI_EXPERIMENT = "ui-tests"  # the runs of these tests, beside the shared extractions
+DEFAULT_PAGE = "views/overview.py"  # served at the app's root URL
+RUNS_FILE = "ui-runs.json"  # what build_ui_runs logged, beside the store (reused by test_ui_browser)
+
+
+# -- the runs the pages show ---------------------------------------------------------------
+@dataclass
+class UiRuns:
+    """Run ids of one store built for the UI tests; ``missing`` names jobs not written yet."""
+
+    tracking_uri: str
+    text: str
+    digits: str
+    n_text: int = 0
+    maps: list[str] = field(default_factory=list)
+    sweep: str | None = None
+    layers: str | None = None
+    interpolations: list[str] = field(default_factory=list)
+    digits_interpolation: str | None = None
+    analogies: str | None = None
+    directions: str | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def need(self, job: str) -> None:
+        """Skip the calling test when ``job`` is not written yet."""
+        if job in self.missing:
+            pytest.skip(self.missing[job])
+
+
+def _written(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def build_ui_runs(text, digits) -> UiRuns:
+    """Log one run of every job the UI shows, beside the shared ``text`` and ``digits``
+    extractions (conftest), in an experiment of its own. Fast settings: PCA maps,
+    4-trial sweep, a 5-epoch autoencoder. Built once per store: later calls read the
+    ids back from ``ui-runs.json`` beside the store."""
+    store = text.store
+    marker = Path(store.uri.removeprefix("sqlite:///")).parent / RUNS_FILE
+    if marker.exists():
+        return UiRuns(**json.loads(marker.read_text()))
+    runs = UiRuns(tracking_uri=store.uri, text=text.run_id, digits=digits.run_id, n_text=len(text.ids))
+    labels = text.labels
+    start = text.ids[0]
+    end = next(i for i, label in zip(text.ids, labels) if label != labels[0])
+    for module in ("map", "sweep", "layers", "interpolate", "analogies", "directions"):
+        if not _written(f"jobs.{module}"):
+            runs.missing[module] = f"jobs/{module}.py is not written yet: its page is not checked"
+    if "map" not in runs.missing:
+        from jobs.map import MapRequest, map_layer
+
+        for layer in (6, 2):
+            request = MapRequest(run=text.run_id, layer=layer, reducer="pca", clusterer="kmeans")
+            runs.maps.append(map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id)
+    if "sweep" not in runs.missing:
+        from jobs.sweep import SweepConfig, sweep
+
+        config = SweepConfig(run=text.run_id, layer=6, trials=4, reducer="pca", clusterer="kmeans", progress=False)
+        runs.sweep = sweep(config, store=store, experiment=UI_EXPERIMENT).run_id
+    if "layers" not in runs.missing:
+        from jobs.layers import LayersConfig, layers
+
+        config = LayersConfig(run=text.run_id, map_reducer="pca", map_clusterer="kmeans")
+        runs.layers = layers(config, store=store, experiment=UI_EXPERIMENT).run_id
+    if "interpolate" not in runs.missing:
+        from jobs.interpolate import InterpolateConfig, interpolate
+
+        for layer in (6, 2):
+            config = InterpolateConfig(run=text.run_id, layer=layer, start=start, end=end, steps=7)
+            runs.interpolations.append(interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id)
+        config = InterpolateConfig(run=digits.run_id, layer=0, start=digits.ids[0], end=digits.ids[1], steps=7,
+                                   decoder="autoencoder", epochs=5)
+        runs.digits_interpolation = interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id
+    if "analogies" not in runs.missing:
+        from jobs.analogies import AnalogiesConfig, analogies
+
+        runs.analogies = analogies(AnalogiesConfig(run=text.run_id), store=store, experiment=UI_EXPERIMENT).run_id
+    if "directions" not in runs.missing:
+        from jobs.directions import DirectionsConfig, directions
+
+        config = DirectionsConfig(run=text.run_id, layer=6)
+        runs.directions = directions(config, store=store, experiment=UI_EXPERIMENT).run_id
+    marker.write_text(json.dumps(asdict(runs)))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def ui_runs(text_extraction, digits_extraction) -> UiRuns:
+    return build_ui_runs(text_extraction, digits_extraction)
+
+
+def _clear_streamlit_caches() -> None:
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def app_env(ui_runs, tmp_path_factory, monkeypatch):
+    """The environment `latentscape ui` gives the app: the store, and a catalog of our own."""
+    catalog = tmp_path_factory.getbasetemp() / "ui-app-catalog.duckdb"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ui_runs.tracking_uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(catalog))
+    _clear_streamlit_caches()
+    yield ui_runs
+    _clear_streamlit_caches()
+
+
+def open_page(path: str | None, params: dict | None = None, *, timeout: float = 120):
+    """Run the app, then switch to ``path`` (e.g. ``views/maps.py``) with ``params`` as its URL query."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    if path in (None, DEFAULT_PAGE):  # the link opens the app itself
+        at.query_params = dict(params or {})
+        return at.run()
+    at.run()
+    at.query_params = dict(params or {})
+    return at.switch_page(path).run()
+
+
+def charts(at) -> list[dict]:
+    """The Vega-Lite specs of the page's charts."""
+    return [json.loads(element.proto.spec) for element in at.get("vega_lite_chart")]
+
+
+def assert_clean(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# -- pure info steps ----------------------------------------------------------------------------
+def _runs_frame(n: int, *, hours: float) -> pd.DataFrame:
+    start = pd.Timestamp("2026-11-01 08:00")
+    return pd.DataFrame({
+        CatalogColumn.RUN_ID: [f"run{i:03d}" for i in range(n)],
+        CatalogColumn.NAME: [f"run {i}" for i in range(n)],
+        CatalogColumn.KIND: ["map" if i % 3 else "extract" for i in range(n)],
+        CatalogColumn.STATUS: ["FINISHED"] * (n - 1) + ["FAILED"],
+        CatalogColumn.USER: ["ana" if i % 2 else "bo" for i in range(n)],
+        CatalogColumn.START_TIME: [start + pd.Timedelta(hours=hours * i / max(n - 1, 1)) for i in range(n)],
+    })
+
+
+def test_timeline_buckets_follow_the_span_and_count_every_run():
+    for hours, unit in ((20, "hour"), (24 * 30, "day"), (24 * 400, "week")):
+        runs = _runs_frame(30, hours=hours)
+        info = overview_charts.timeline_info(runs)
+        assert info.unit == unit
+        assert info.frame["n"].sum() == 30 == info.n_runs
+        assert list(info.frame["bucket"]) == sorted(info.frame["bucket"])
+        overview_charts.timeline_chart(info).to_dict()
+    empty = overview_charts.timeline_info(_runs_frame(3, hours=1).iloc[0:0])
+    assert empty.n_runs == 0 and empty.frame.empty
+    users = overview_charts.users_info(_runs_frame(10, hours=5))
+    assert users.n_users == 2 and users.frame["n"].sum() == 10
+    overview_charts.users_chart(users).to_dict()
+    assert overview_charts.status_counts(_runs_frame(10, hours=5))["FAILED"] == 1
+
+
+def test_filter_options_come_from_the_facets_most_used_first():
+    facets = pd.DataFrame({CatalogColumn.FACET: ["kind", "kind", "model", "user"],
+                           CatalogColumn.VALUE: ["map", "extract", "m", "ana"],
+                           CatalogColumn.N_RUNS: [1, 5, 2, 3]})
+    options = overview_charts.filter_options(facets)
+    assert options.kinds == ["extract", "map"] and options.models == ["m"] and options.datasets == []
+
+
+def test_first_stable_layer_is_where_consecutive_layers_stay_similar():
+    assert layer_charts.first_stable_layer({1: 0.5, 2: 0.97, 3: 0.99}) == 1
+    assert layer_charts.first_stable_layer({1: 0.99, 2: 0.97, 3: 0.90}) is None  # changes at the end
+    assert layer_charts.first_stable_layer({3: 0.99, 6: np.nan}) is None
+    assert layer_charts.first_stable_layer({}) is None
+
+
+def test_curves_of_two_runs_share_panels_and_carry_their_findings():
+    rows = []
+    for run in ("a", "b"):
+        for layer in range(4):
+            rows.append({"run_id": run, "run_name": run, "key": Metric.PROBE_ACCURACY, "layer": layer,
+                         "value": 0.5 + layer / 10})
+            if layer:
+                rows.append({"run_id": run, "run_name": run, "key": Metric.CKA_PREVIOUS, "layer": layer,
+                             "value": [0.5, 0.99, 0.99][layer - 1]})
+    curves = pd.DataFrame(rows)
+    info = layer_charts.curves_info(curves, labels={"a": "run A"},
+                                    marks={"b": {layer_charts.MARK_STABLE: 3, layer_charts.MARK_LARGEST: 1}})
+    assert info.keys == [Metric.PROBE_ACCURACY, Metric.CKA_PREVIOUS]  # the usual order
+    assert set(info.frame["run"]) == {"run A", "b"}
+    marks = {(r.run, r.what): r.layer for r in info.marks.itertuples()}
+    assert marks[("run A", layer_charts.MARK_STABLE)] == 1  # computed from cka_previous
+    assert marks[("b", layer_charts.MARK_STABLE)] == 3  # the run's own finding wins
+    assert marks[("b", layer_charts.MARK_LARGEST)] == 1
+    spec = layer_charts.curves_chart(info).to_dict()
+    assert len(spec["concat"]) == 2
+    assert layer_charts.curves_info(curves, keys=[Metric.AMI]).empty
+
+
+def test_cka_matrix_is_completed_by_symmetry_with_a_unit_diagonal():
+    upper = pd.DataFrame({Column.LAYER_A: [0, 0, 1], Column.LAYER_B: [1, 2, 2], Column.CKA: [0.9, 0.5, 0.7]})
+    info = layer_charts.cka_info(upper, stable_from=1)
+    square = info.frame.pivot(index=Column.LAYER_A, columns=Column.LAYER_B, values=Column.CKA).to_numpy()
+    np.testing.assert_allclose(square, square.T)
+    np.testing.assert_allclose(np.diag(square), 1.0)
+    assert info.layers == [0, 1, 2]
+    layer_charts.cka_chart(info).to_dict()
+    matrix = pd.DataFrame(square, index=[0, 1, 2], columns=[0, 1, 2])
+    np.testing.assert_allclose(layer_charts.cka_info(matrix).frame[Column.CKA], info.frame[Column.CKA])
+
+
+def _map_points(n: int = 200) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        Column.SAMPLE_ID: [f"s{i}" for i in range(n)], Column.X: rng.normal(size=n), Column.Y: rng.normal(size=n),
+        Column.CLUSTER: np.where(np.arange(n) % 10 == 0, -1, np.arange(n) % 3),
+        Column.LABEL: [f"class {i % 4}" for i in range(n)], Column.TEXT: ["word " * 100] * n,
+    })
+
+
+def test_map_info_colours_by_label_or_cluster_and_counts_noise():
+    points = _map_points()
+    info = map_charts.map_info(points, color_by=Column.CLUSTER)
+    assert info.n_clusters == 3 and info.noise_fraction == pytest.approx(0.1)
+    assert map_charts.NOISE in set(info.frame["colour"])
+    assert info.frame[Column.TEXT].str.len().max() <= 160  # tooltips stay short
+    by_label = map_charts.map_info(points.assign(**{Column.LABEL: None}), color_by=Column.LABEL)
+    assert by_label.color_by == Column.CLUSTER and not by_label.has_labels  # unlabelled: clusters
+    sampled = map_charts.map_info(points, max_points=50)
+    assert (sampled.n_points, sampled.n_shown) == (200, 50)
+    highlighted = map_charts.map_info(points, highlight={"s1", "s2"})
+    assert highlighted.frame["highlight"].sum() == 2
+    spec = map_charts.map_chart(info, box={"x": [0, 1], "y": [0, 1]}).to_dict()
+    assert spec["params"][0]["name"] == map_charts.BRUSH and spec["params"][0]["value"] == {"x": [0, 1], "y": [0, 1]}
+    with pytest.raises(ValueError):
+        map_charts.map_info(points, color_by="nope")
+
+
+def test_a_box_selection_round_trips_through_the_url_and_selects_the_points_inside():
+    state = {"selection": {"brush": {"x": [1.0, -1.0], "y": [-0.5, 0.5]}}}
+    box = map_charts.selection_box(state)
+    assert box == {"x": [-1.0, 1.0], "y": [-0.5, 0.5]}
+    assert map_charts.decode_box(map_charts.encode_box(box)) == box
+    for bad in (None, "", "1,2,3", "a,b,c,d", "nan,1,2,3"):
+        assert map_charts.decode_box(bad) is None
+    for empty in (None, {}, {"selection": {}}, {"selection": {"brush": {}}}, {"selection": {"brush": {"x": [1]}}}):
+        assert map_charts.selection_box(empty) is None
+    points = _map_points()
+    inside = map_charts.points_in_box(points, box)
+    assert len(inside) == int((points.x.between(-1, 1) & points.y.between(-0.5, 0.5)).sum()) > 0
+    assert map_charts.points_in_box(points, None).empty
+
+
+def test_compare_highlights_what_differs():
+    table = pd.DataFrame({
+        "run_id": ["r1", "r2"], "kind": ["map", "map"], "param.layer": ["6", "2"], "param.seed": ["0", "0"],
+        "metric.ami": [0.5, 0.25], "metric.nmi": [0.4, 0.4 + 1e-13], "metric.only_one": [1.0, np.nan],
+    })
+    info = compare_charts.compare_info(table, labels={"r1": "one", "r2": "two"})
+    flags = dict(zip(info.table["field"], info.differs))
+    assert flags == {"kind": False, "layer": True, "seed": False, "ami": True, "nmi": False, "only_one": True}
+    assert info.runs == ["one", "two"]
+    assert set(info.metrics["metric"]) == {"ami"}  # a metric of one run only is not compared
+    assert sorted(info.metrics["scaled"]) == [0.0, 1.0]
+    only = compare_charts.compare_info(table, only_differences=True)
+    assert set(only.table["field"]) == {"layer", "ami", "only_one"}
+    compare_charts.metrics_chart(info).to_dict()
+
+
+def _trials() -> pd.DataFrame:
+    return pd.DataFrame({
+        Column.TRIAL: [0, 1, 2, 3, 4], Column.STATE: ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"],
+        Column.VALUE: [0.2, 0.5, np.nan, 0.4, 0.7], "reducer.n_neighbors": [5, 50, 10, 15, 100],
+        "reducer.metric": ["cosine", "euclidean", "cosine", "cosine", "euclidean"], Metric.AMI: [0.2, 0.5, 0, 0.4, 0.7],
+    })
+
+
+def test_sweep_history_parameters_and_parallel_coordinates():
+    history = sweep_charts.history_info(_trials(), direction="maximize")
+    assert (history.best_trial, history.best_value, history.n_complete) == (4, 0.7, 4)
+    assert list(history.frame["best_so_far"].ffill()) == [0.2, 0.5, 0.5, 0.5, 0.7]
+    assert sweep_charts.history_info(_trials(), direction="minimize").best_trial == 0
+    sweep_charts.history_chart(history).to_dict()
+    assert sweep_charts.param_columns(_trials()) == ["reducer.n_neighbors", "reducer.metric"]
+    params = sweep_charts.param_info(_trials())
+    assert params.numeric == {"reducer.n_neighbors": True, "reducer.metric": False}
+    assert params.log_scale["reducer.n_neighbors"]  # 5..100 spans 20x
+    assert len(params.frames["reducer.metric"]) == 4  # complete trials only
+    sweep_charts.param_chart(params).to_dict()
+    parallel = sweep_charts.parallel_info(_trials())
+    assert set(parallel["axis"]) == {"reducer.n_neighbors", "reducer.metric", "value"}
+    assert parallel["scaled"].between(0, 1).all()
+    sweep_charts.parallel_chart(parallel).to_dict()
+    importances = sweep_charts.importance_info(pd.DataFrame({Column.PARAM: ["a", "b"], Column.IMPORTANCE: [1.0, 3.0]}))
+    assert list(importances[Column.PARAM]) == ["b", "a"] and importances["share"].sum() == pytest.approx(1)
+    sweep_charts.importance_chart(importances).to_dict()
+    assert sweep_charts.history_info(_trials().iloc[0:0]).best_trial is None
+
+
+def test_path_info_splits_methods_and_tables_the_neighbours():
+    path = pd.DataFrame({Column.METHOD: ["lerp"] * 3 + ["slerp"] * 3, Column.STEP: [0, 1, 2] * 2,
+                         Column.T: [0, 0.5, 1] * 2, Column.NORM: [1, 0.8, 1, 1, 1, 1],
+                         Column.COSINE_FROM: [1, 0.7, 0.1] * 2, Column.COSINE_TO: [0.1, 0.7, 1] * 2,
+                         Column.IMAGE: [None] * 3 + ["images/slerp/step_000.png", None, None]})
+    rows = [{Column.METHOD: m, Column.STEP: s, Column.RANK: r, Column.SAMPLE_ID: f"{m}{s}{r}", Column.LABEL: "x",
+             Column.TEXT: "t", Column.DISTANCE: 0.1} for m in ("lerp", "slerp", "arithmetic") for s in range(3)
+            for r in (1, 2)]
+    neighbours = pd.DataFrame(rows)
+    info = interpolation_charts.path_info(path, neighbours, method="slerp")
+    assert info.methods == ["lerp", "slerp", "arithmetic"]
+    assert (info.method, info.n_steps, info.k) == ("slerp", 3, 2)
+    assert info.images == {0: "images/slerp/step_000.png"}
+    assert set(info.geometry["measure"]) == {"cosine to A", "cosine to B", "norm"}
+    assert interpolation_charts.neighbour_table(info).shape == (3, 2)
+    assert interpolation_charts.path_info(path, neighbours, method="nope").method == "lerp"
+    arithmetic = interpolation_charts.path_info(path, neighbours, method="arithmetic")
+    assert arithmetic.geometry.empty and len(arithmetic.neighbours) == 6
+    interpolation_charts.neighbour_chart(info).to_dict()
+    interpolation_charts.geometry_chart(info).to_dict()
+
+
+def test_analogy_accuracy_per_section_and_layer():
+    rows = [("a", Metric.ACCURACY_AT_1, 0.5, 0), ("a", Metric.ACCURACY_AT_1, 0.8, 1),
+            ("a", Metric.qualified(Metric.ACCURACY_AT_1, "gender"), 1.0, 1), ("a", Metric.ACCURACY_AT_5, 0.9, 1)]
+    metrics = pd.DataFrame(rows, columns=["run_id", "key", "value", "step"])
+    info = interpolation_charts.analogy_info(metrics, labels={"a": "A"})
+    assert info.sections == [interpolation_charts.OVERALL, "gender"]
+    assert info.best == {"A": (1, 0.8)}
+    assert len(interpolation_charts.analogy_info(metrics, at=5).frame) == 1
+    interpolation_charts.analogy_chart(info).to_dict()
+
+
+def test_projection_separation_and_angles_between_directions():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["cat", "dog"], 50)
+    projections = pd.DataFrame({
+        Column.SAMPLE_ID: np.tile(np.arange(100).astype(str), 2), Column.LABEL: np.tile(labels, 2),
+        Column.DIRECTION: np.repeat(["cat", "dog"], 100), Column.METHOD: "mean_difference",
+        Column.PROJECTION: np.concatenate([np.where(labels == "cat", 3.0, 0.0), np.zeros(100)]) + rng.normal(size=200),
+    })
+    info = direction_charts.projection_info(projections, direction="cat")
+    assert info.directions == ["cat", "dog"] and info.separation > 2
+    assert direction_charts.projection_info(projections, direction="dog").separation < 1
+    direction_charts.projection_chart(info).to_dict()
+    cosines = pd.DataFrame({
+        Column.DIRECTION_A: ["cat", "cat", "dog", "dog", "cat"],
+        Column.DIRECTION_B: ["cat", "dog", "cat", "dog", "cat"],
+        Column.METHOD_A: ["m"] * 4 + ["m"], Column.METHOD_B: ["m"] * 4 + ["probe"],
+        Column.COSINE: [1.0, 0.0, 0.0, 1.0, 0.9],
+    })
+    angles = direction_charts.angle_info(cosines, method="m")
+    assert angles.mean_abs_cosine == 0.0 and angles.agreement == {"cat": 0.9}
+    assert sorted(angles.frame["angle"].round(6)) == [0, 0, 90, 90]
+    direction_charts.angle_chart(angles).to_dict()
+
+
+# -- every page on real runs --------------------------------------------------------------------
+PAGES = {
+    # path: (job it needs or None, minimum charts on the page with this session's runs)
+    "views/overview.py": (None, 2),
+    "views/layers.py": ("layers", 2),
+    "views/maps.py": ("map", 2),
+    "views/sweeps.py": ("sweep", 4),
+    "views/interpolation.py": ("interpolate", 3),
+    "views/directions.py": ("directions", 2),
+    "views/compare.py": (None, 1),
+}
+
+
+def _params_for(path: str, runs: UiRuns) -> dict:
+    """The URL of each page as a user would share it: these tests' own runs."""
+    return {
+        "views/overview.py": {},
+        "views/layers.py": {"run": [runs.text]},
+        "views/maps.py": {"run": runs.maps},
+        "views/sweeps.py": {"run": runs.sweep} if runs.sweep else {},
+        "views/interpolation.py": {"run": runs.interpolations + [runs.digits_interpolation],
+                                   "analogy": runs.analogies} if runs.interpolations else {},
+        "views/directions.py": {"run": runs.directions} if runs.directions else {},
+        "views/compare.py": {"run": runs.maps or [runs.text, runs.digits]},
+    }[path]
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_draws_its_charts_without_an_error(app_env, path):
+    job, minimum = PAGES[path]
+    if job:
+        app_env.need(job)
+    at = open_page(path, {k: v for k, v in _params_for(path, app_env).items() if v})
+    assert_clean(at)
+    assert at.title, "every page has a title"
+    assert len(charts(at)) >= minimum
+    assert not at.warning, [w.value for w in at.warning]  # every linked run was found
+
+
+def test_layers_page_shows_curves_findings_and_the_cka_heatmap(app_env):
+    app_env.need("layers")
+    at = open_page("views/layers.py", {"run": [app_env.text], "curve": [Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY]})
+    assert_clean(at)
+    assert at.multiselect[1].value == [Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY]
+    specs = charts(at)
+    curves = next(s for s in specs if "concat" in s)
+    assert len(curves["concat"]) == 2
+    heatmap = json.dumps(next(s for s in specs if "concat" not in s))
+    assert Column.LAYER_A in heatmap and Column.CKA in heatmap
+    assert [m.label for m in at.metric][:2] == ["stops changing at layer", "largest change at layer"]
+
+
+def test_a_shared_maps_link_opens_the_same_runs_colouring_and_selection(app_env):
+    app_env.need("map")
+    x0, x1, y0, y1 = -1e9, 1e9, -1e9, 1e9  # a box around every point
+    link = {"run": list(reversed(app_env.maps)), "color": "cluster", "cols": "1",
+            "sel": app_env.maps[1], "box": f"{x0},{x1},{y0},{y1}"}
+    at = open_page("views/maps.py", link)
+    assert_clean(at)
+    assert at.multiselect[0].value == list(reversed(app_env.maps))
+    assert at.radio[0].value == "cluster"
+    specs = charts(at)
+    assert len(specs) == 2
+    assert all(s["encoding"]["color"]["condition"]["title"] == "cluster" for s in specs)
+    assert specs[0]["params"][0].get("value") == {"x": [x0, x1], "y": [y0, y1]}  # the brush is drawn where it was
+    table = at.dataframe[-1].value
+    assert len(table) == app_env.n_text and set(table.columns) >= {Column.SAMPLE_ID, Column.LABEL, Column.TEXT}
+    assert at.query_params["sel"] == app_env.maps[1] and at.query_params["color"] == "cluster"
+
+
+def test_the_sweeps_page_links_to_the_best_trials_map(app_env):
+    app_env.need("sweep")
+    at = open_page("views/sweeps.py", {"run": app_env.sweep})
+    assert_clean(at)
+    links = {link.proto.label: link.proto for link in at.get("page_link")}
+    assert "Best trial's map" in links
+    assert app_env.sweep in links["Best trial's map"].page or app_env.sweep in str(links["Best trial's map"])
+    assert {m.label for m in at.metric} >= {"trials", "complete", "best trial"}
+
+
+def test_interpolation_shows_the_decoded_strip_and_analogies(app_env):
+    app_env.need("interpolate")
+    at = open_page("views/interpolation.py", {"run": [app_env.digits_interpolation], "method": "slerp"})
+    assert_clean(at)
+    assert at.radio[0].value == "slerp"
+    assert len(at.get("image")) >= 1, "the autoencoder's decoded path is shown"
+    if "analogies" not in app_env.missing:
+        specs = json.dumps(charts(at))
+        assert "accuracy" in specs and "section" in specs
+
+
+def test_directions_page_projects_on_the_linked_concept(app_env):
+    app_env.need("directions")
+    at = open_page("views/directions.py", {"run": app_env.directions})
+    labels = [label for label in at.selectbox[1].options]
+    chosen = labels[-1]
+    at = open_page("views/directions.py", {"run": app_env.directions, "direction": chosen, "method": "probe"})
+    assert_clean(at)
+    assert at.selectbox[1].value == chosen and at.radio[0].value == "probe"
+    assert any(chosen in json.dumps(spec.get("title", "")) for spec in charts(at))
+
+
+def test_compare_lists_params_and_metrics_of_the_linked_runs(app_env):
+    app_env.need("map")
+    at = open_page("views/compare.py", {"run": app_env.maps, "diff": "1"})
+    assert_clean(at)
+    assert at.toggle[0].value is True
+    table = at.dataframe[0].value
+    fields = set(table["field"])
+    assert "layer" in fields and Metric.AMI in fields  # the layer differs, and so does the AMI
+    assert "seed" not in fields  # the same in both maps: hidden with "only differences"
+
+
+def test_overview_filters_come_from_the_link(app_env):
+    at = open_page("views/overview.py", {"kind": ["map", "extract"], "q": "layer"})
+    assert_clean(at)
+    assert sorted(at.multiselect[0].value) == ["extract", "map"]
+    assert at.text_input[0].value == "layer"
+    assert at.query_params["q"] == "layer"
+
+
+def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):
+    from tracking.runs import open_store, tracked_run
+
+    # A store of our own: this test writes.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = open_store(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
+    _clear_streamlit_caches()
+    experiment = store.experiment_id("refresh")
+    with tracked_run(store, experiment, Kind.EXTRACT, run_name="before"):
+        pass
+    at = open_page(None)
+    assert_clean(at)
+    assert at.metric[0].value == "1"
+    with tracked_run(store, experiment, Kind.EXTRACT, run_name="after"):
+        pass
+    at.run()
+    assert at.metric[0].value == "1", "without a refresh the catalog is as it was"
+    at.button(key="refresh").click().run()
+    assert_clean(at)
+    assert at.metric[0].value == "2"
+
+
+def test_an_empty_store_says_what_to_run_on_every_page(monkeypatch, tmp_path):
+    from tracking.runs import open_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    open_store(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
+    _clear_streamlit_caches()
+    try:
+        for path in PAGES:
+            at = open_page(path, {"run": "0123456789abcdef"})
+            assert_clean(at)
+            commands = "\n".join(code.value for code in at.code)
+            assert "latentscape " in commands, path
+            assert not charts(at)
+    finally:
+        _clear_streamlit_caches()
+
+
+# -- the UI process stays light ------------------------------------------------------------------
+def test_the_app_imports_no_torch_numba_umap_or_jobs(ui_runs, tmp_path):
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=120).run()
+for path in {list(PAGES)[1:]!r}:
+    at.query_params = {{}}
+    at.switch_page(path).run()
+    assert not at.exception, (path, [e.value for e in at.exception])
+heavy = {{"torch", "numba", "umap", "jobs", "transformers", "pynndescent"}}
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & heavy)
+print(",".join(loaded))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ui_runs.tracking_uri,
+           "LATENTSCAPE_CATALOG": str(tmp_path / "catalog.duckdb")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1:] in ([], [""]), done.stdout
+
+
+# -- latentscape ui ---------------------------------------------------------------------------------
+def test_ui_command_runs_the_app_headless_without_telemetry_or_tracebacks():
+    from jobs.serve import APP_PATH, ui_command, ui_environment
+
+    command = ui_command(port=8600, address="127.0.0.1")
+    assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
+    flags = dict(zip(command[5::2], command[6::2]))
+    assert flags["--server.port"] == "8600" and flags["--server.address"] == "127.0.0.1"
+    assert flags["--server.headless"] == "true"
+    assert flags["--browser.gatherUsageStats"] == "false"
+    assert flags["--client.showErrorDetails"] == "none"
+    env = ui_environment(tracking_uri="sqlite:////data/mlflow.db", catalog="cat.duckdb", base={})
+    assert env["MLFLOW_TRACKING_URI"] == "sqlite:////data/mlflow.db"
+    assert env["LATENTSCAPE_CATALOG"] == str(Path("cat.duckdb").resolve())
+    assert APP_PATH == APP and (APP.parent / ".streamlit" / "config.toml").is_file()
+
+
+def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "ui", "--port", str(port), "--address", "127.0.0.1",
+             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"latentscape ui: error: port {port} is already in use; pass another --port (e.g. {port + 1}), "
+        "or stop the process that holds it"]
+    missing = subprocess.run([sys.executable, "-m", "jobs.cli", "ui", "--tracking-uri", "sqlite:////no/such/dir/x.db",
+                              "--port", str(port), "--address", "127.0.0.1"], capture_output=True, text=True,
+                             timeout=60, cwd=REPO)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr

@@ -1,0 +1,232 @@
+"""The app end to end in headless Chromium (Debian's ``chromium``, driven by Playwright;
+no browser download): ``streamlit run`` as ``latentscape ui`` starts it, on the runs of
+tests/test_ui_app.py. Every page renders its charts with no exception shown; a box
+dragged on a map becomes part of the URL, and opening that URL in a new browser shows
+the same runs, colouring and selection. A screenshot of each page goes to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# A chart is drawn when vega-embed has put its SVG (or canvas) into the chart element.
+DRAWN = "[data-testid='stVegaLiteChart'].vega-embed > :is(svg, canvas)"
+PAGES = {
+    # url path: (title, job it needs or None, query builder, minimum charts)
+    "": ("Overview", None, lambda runs: {}, 2),
+    "layers": ("Layers", "layers", lambda runs: {"run": runs.text}, 2),
+    "maps": ("Maps", "map", lambda runs: {"run": runs.maps}, 2),
+    "sweeps": ("Sweeps", "sweep", lambda runs: {"run": runs.sweep}, 4),
+    "interpolation": ("Interpolation", "interpolate",
+                      lambda runs: {"run": [*runs.interpolations[:1], runs.digits_interpolation],
+                                    "analogy": runs.analogies}, 5),
+    "directions": ("Directions", "directions", lambda runs: {"run": runs.directions}, 2),
+    "compare": ("Compare", None, lambda runs: {"run": runs.maps or [runs.text, runs.digits]}, 1),
+}
+
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`, or `make browser`)",
+                allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+def _app_tests():
+    """tests/test_ui_app.py, for the runs it builds (once per session and store)."""
+    spec = importlib.util.spec_from_file_location("_ui_app_tests", Path(__file__).with_name("test_ui_app.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ui_runs(text_extraction, digits_extraction):
+    return _app_tests().build_ui_runs(text_extraction, digits_extraction)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}: {process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}/_stcore/health did not answer ok within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(ui_runs, tmp_path_factory):
+    """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
+    from jobs.serve import ui_command, ui_environment
+
+    port = _free_port()
+    catalog = tmp_path_factory.mktemp("ui-browser") / "catalog.duckdb"
+    process = subprocess.Popen(ui_command(port=port, address="127.0.0.1"), cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=ui_environment(tracking_uri=ui_runs.tracking_uri, catalog=catalog))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def chromium_browser():
+    # Our own names (not pytest-playwright's `browser`/`page`): launched from Debian's chromium.
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def tab(chromium_browser):
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def _query(params: dict) -> str:
+    from urllib.parse import urlencode
+
+    clean = {k: v for k, v in params.items() if v}
+    return ("?" + urlencode(clean, doseq=True)) if clean else ""
+
+
+def open_app(page, url: str, title: str, *, charts: int = 0, timeout_ms: int = 90_000) -> None:
+    """Open ``url`` and wait for the app, the page's title and ``charts`` drawn charts."""
+    page.goto(url)
+    page.get_by_test_id("stAppViewContainer").wait_for(timeout=timeout_ms)
+    page.get_by_test_id("stMain").get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        running = page.get_by_test_id("stStatusWidget").count() > 0
+        skeletons = page.get_by_test_id("stSkeleton").count()
+        if not running and not skeletons and page.locator(DRAWN).count() >= charts:
+            return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{url}: {page.locator(DRAWN).count()} charts drawn, expected {charts}")
+
+
+def screenshot(page, name: str) -> Path:
+    """The whole page (the app scrolls inside its main block, so grow the viewport to it)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": max(800, min(int(height) + 40, 8000))})
+    page.wait_for_timeout(600)  # charts re-layout to the new size
+    target = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(target))
+    return target
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_every_page_renders_its_charts_without_an_exception(server, tab, ui_runs, path):
+    title, job, query, minimum = PAGES[path]
+    if job:
+        ui_runs.need(job)
+    open_app(tab, f"{server}/{path}{_query(query(ui_runs))}", title, charts=minimum)
+    assert tab.get_by_test_id("stException").count() == 0
+    assert tab.locator(DRAWN).count() >= minimum
+    shot = screenshot(tab, path or "overview")
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_sidebar_reaches_every_page(server, tab):
+    open_app(tab, server, "Overview", charts=1)
+    for title, *_ in list(PAGES.values())[1:]:
+        tab.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+        tab.get_by_test_id("stMain").get_by_role("heading", name=title, exact=True).wait_for(timeout=60_000)
+        assert tab.get_by_test_id("stException").count() == 0
+
+
+def _drag_box(page, chart, fraction=(0.2, 0.2, 0.8, 0.8)) -> None:
+    """Drag a box over the middle of the chart's plotting area (Vega's view background)."""
+    box = chart.locator("svg g.role-frame.root > g > path.background").first.bounding_box()
+    x0, y0 = box["x"] + box["width"] * fraction[0], box["y"] + box["height"] * fraction[1]
+    x1, y1 = box["x"] + box["width"] * fraction[2], box["y"] + box["height"] * fraction[3]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=5)
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+
+
+def _selected_count(page) -> int:
+    caption = page.get_by_text(re.compile(r"^[\d,]+ samples in the box on "))
+    caption.wait_for(timeout=60_000)
+    return int(caption.inner_text().split()[0].replace(",", ""))
+
+
+def test_a_box_selection_is_a_shareable_link(server, chromium_browser, tab, ui_runs):
+    ui_runs.need("map")
+    url = f"{server}/maps{_query({'run': ui_runs.maps, 'color': 'cluster'})}"
+    open_app(tab, url, "Maps", charts=2)
+    charts = tab.get_by_test_id("stVegaLiteChart")
+    _drag_box(tab, charts.nth(0))
+    tab.wait_for_url(re.compile(r"[?&]box="), timeout=60_000)
+    count = _selected_count(tab)
+    assert 0 < count <= ui_runs.n_text
+    shared = tab.url
+    assert f"sel={ui_runs.maps[0]}" in shared and "color=cluster" in shared
+    assert all(f"run={run_id}" in shared for run_id in ui_runs.maps)
+    screenshot(tab, "maps-selection")
+
+    # Someone else opens the link: same maps, same colouring, same samples listed.
+    other = chromium_browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    try:
+        open_app(other, shared, "Maps", charts=2)
+        assert _selected_count(other) == count
+        assert other.get_by_test_id("stRadio").get_by_role("radio", name="cluster").is_checked()
+        chips = other.get_by_test_id("stMultiSelect").first.inner_text()
+        assert all(run_id[:8] in chips for run_id in ui_runs.maps)
+        assert other.get_by_test_id("stException").count() == 0
+    finally:
+        other.context.close()
+
+
+def test_the_best_trials_map_is_one_click_from_the_sweep(server, tab, ui_runs):
+    ui_runs.need("sweep")
+    open_app(tab, f"{server}/sweeps{_query({'run': ui_runs.sweep})}", "Sweeps", charts=4)
+    tab.get_by_role("link", name="Best trial's map").click()
+    tab.get_by_test_id("stMain").get_by_role("heading", name="Maps", exact=True).wait_for(timeout=60_000)
+    tab.wait_for_url(re.compile(rf"/maps\?.*run={ui_runs.sweep}"), timeout=60_000)
+    deadline = time.monotonic() + 60
+    while tab.locator(DRAWN).count() < 1 and time.monotonic() < deadline:
+        tab.wait_for_timeout(250)
+    assert tab.locator(DRAWN).count() >= 1
+    assert tab.get_by_test_id("stException").count() == 0

@@ -1,0 +1,217 @@
+"""Layers charts: per-layer curves of several runs on one chart, the CKA heatmap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import altair as alt
+import pandas as pd
+
+from tracking.contract import CatalogColumn as C
+from tracking.contract import Column, Metric
+
+__all__ = [
+    "CURVE_TITLES",
+    "DEFAULT_CURVES",
+    "CurvesInfo",
+    "CkaInfo",
+    "curves_info",
+    "curves_chart",
+    "cka_info",
+    "cka_chart",
+    "first_stable_layer",
+]
+
+# What each per-layer metric means, for the chart titles (step=layer metrics).
+CURVE_TITLES: dict[str, str] = {
+    Metric.AMI: "AMI of a fixed map",
+    Metric.PROBE_ACCURACY: "linear-probe accuracy",
+    Metric.KNN_AGREEMENT: "k-NN label agreement",
+    Metric.CKA_PREVIOUS: "CKA to the previous layer",
+    Metric.COSINE_PREVIOUS: "cosine to the previous layer",
+    Metric.INTRINSIC_DIM: "intrinsic dimension (TwoNN)",
+    Metric.ANISOTROPY: "anisotropy",
+    Metric.MEAN_NORM: "mean norm",
+}
+DEFAULT_CURVES: tuple[str, ...] = (
+    Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.INTRINSIC_DIM,
+)
+
+MARK_STABLE = "representation stops changing"
+MARK_LARGEST = "largest change"
+
+
+def first_stable_layer(cka_previous: Mapping[int, float], threshold: float = 0.95) -> int | None:
+    """The first layer after which every consecutive pair keeps CKA >= threshold (the
+    layers job's finding, recomputed for runs that did not log it).
+
+    cka_previous: layer -> CKA between that layer and the layer before it (layers may be
+    non-contiguous, e.g. 0, 3, 6; NaN counts as a change). None when the last pair is
+    below the threshold or there is no pair."""
+    pairs = sorted((int(layer), float(value)) for layer, value in cka_previous.items() if value is not None)
+    stable = None
+    for index in range(len(pairs) - 1, -1, -1):
+        layer, value = pairs[index]
+        if not value >= threshold:  # NaN too
+            break
+        stable = pairs[index - 1][0] if index > 0 else layer - 1
+    return stable
+
+
+@dataclass(frozen=True)
+class CurvesInfo:
+    """Per-layer curves of several runs.
+
+    frame: columns ``run`` (a label), ``run_id``, ``key``, ``title``, ``layer``, ``value``;
+    keys: the metric keys present, in display order;
+    marks: columns ``run``, ``layer``, ``what`` (``MARK_STABLE`` / ``MARK_LARGEST``).
+    """
+
+    frame: pd.DataFrame
+    keys: list[str]
+    marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"run": [], C.LAYER: [], "what": []}))
+
+    @property
+    def empty(self) -> bool:
+        return self.frame.empty
+
+
+def curves_info(
+    curves: pd.DataFrame,
+    *,
+    labels: Mapping[str, str] | None = None,
+    keys: Sequence[str] | None = None,
+    marks: Mapping[str, Mapping[str, int | None]] | None = None,
+    stable_threshold: float = 0.95,
+) -> CurvesInfo:
+    """curves: ``queries.layer_curves`` rows (run_id, key, layer, value; run_name optional);
+    labels: run_id -> display label; keys: which metrics, in order (default: those present,
+    the usual ones first); marks: run_id -> {what: layer} findings logged by the run.
+    Where a run logged no stable layer but has ``cka_previous``, it is computed here."""
+    labels = dict(labels or {})
+    frame = curves.copy()
+    if frame.empty:
+        return CurvesInfo(pd.DataFrame({"run": [], C.RUN_ID: [], C.KEY: [], "title": [], C.LAYER: [], C.VALUE: []}), [])
+    frame[C.LAYER] = frame[C.LAYER].astype(int)
+    frame[C.VALUE] = pd.to_numeric(frame[C.VALUE], errors="coerce")
+    present = list(dict.fromkeys(frame[C.KEY]))
+    if keys is None:
+        ordered = [k for k in CURVE_TITLES if k in present] + [k for k in present if k not in CURVE_TITLES]
+    else:
+        ordered = [k for k in keys if k in present]
+    frame = frame[frame[C.KEY].isin(ordered)]
+    fallback = frame[C.RUN_NAME] if C.RUN_NAME in frame else frame[C.RUN_ID]
+    frame["run"] = [labels.get(rid) or str(name) for rid, name in zip(frame[C.RUN_ID], fallback)]
+    frame["title"] = frame[C.KEY].map(lambda k: CURVE_TITLES.get(k, k))
+    frame = frame[["run", C.RUN_ID, C.KEY, "title", C.LAYER, C.VALUE]].sort_values([C.KEY, "run", C.LAYER])
+
+    rows = []
+    for run_id, run in frame[[C.RUN_ID, "run"]].drop_duplicates().itertuples(index=False):
+        found = dict((marks or {}).get(run_id, {}))
+        if found.get(MARK_STABLE) is None:
+            cka = curves[(curves[C.RUN_ID] == run_id) & (curves[C.KEY] == Metric.CKA_PREVIOUS)]
+            found[MARK_STABLE] = first_stable_layer(dict(zip(cka[C.LAYER], cka[C.VALUE])), stable_threshold)
+        for what, layer in found.items():
+            if layer is not None:
+                rows.append({"run": run, C.LAYER: int(layer), "what": what})
+    marks_frame = pd.DataFrame(rows, columns=["run", C.LAYER, "what"])
+    return CurvesInfo(frame.reset_index(drop=True), ordered, marks_frame)
+
+
+def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
+    """One small panel per metric (own y scale), every run a line coloured the same in
+    all panels; vertical rules at each run's findings: dashed where the representation
+    stops changing, dotted at the largest change."""
+    runs = sorted(info.frame["run"].unique())
+    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=runs),
+                      legend=alt.Legend(orient="bottom", columns=1, labelLimit=400))
+    dash = alt.StrokeDash("what:N", title="finding", scale=alt.Scale(domain=[MARK_STABLE, MARK_LARGEST],
+                                                                     range=[[6, 3], [2, 2]]),
+                          legend=alt.Legend(orient="bottom", labelLimit=300))
+    panels = []
+    for key in info.keys:
+        data = info.frame[info.frame[C.KEY] == key]
+        line = (
+            alt.Chart(data, title=CURVE_TITLES.get(key, key))
+            .mark_line(point=True)
+            .encode(
+                x=alt.X(f"{C.LAYER}:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d")),
+                y=alt.Y(f"{C.VALUE}:Q", title=key, scale=alt.Scale(zero=False)),
+                color=color,
+                tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip(f"{C.VALUE}:Q", format=".4f")],
+            )
+            .properties(width=215, height=160)
+        )
+        if info.marks.empty:
+            panels.append(line)
+            continue
+        rules = (
+            alt.Chart(info.marks)
+            .mark_rule(strokeWidth=1.5)
+            .encode(x=f"{C.LAYER}:Q", color=color, strokeDash=dash, tooltip=["run:N", "what:N", f"{C.LAYER}:Q"])
+        )
+        panels.append(alt.layer(line, rules))
+    return alt.concat(*panels, columns=columns).resolve_scale(color="shared", strokeDash="shared")
+
+
+@dataclass(frozen=True)
+class CkaInfo:
+    """A CKA matrix in long form: frame columns ``layer_a``, ``layer_b``, ``cka``
+    (both triangles and the diagonal, whatever the artifact stored); layers: sorted."""
+
+    frame: pd.DataFrame
+    layers: list[int]
+    stable_from: int | None = None
+
+
+def cka_info(cka: pd.DataFrame, *, stable_from: int | None = None) -> CkaInfo:
+    """cka: the ``cka.parquet`` artifact, long form (layer_a, layer_b, cka) or a square
+    matrix (index and columns = layers). Missing mirrored cells are filled by symmetry,
+    a missing diagonal by 1."""
+    if cka is None or cka.empty:
+        return CkaInfo(pd.DataFrame({Column.LAYER_A: [], Column.LAYER_B: [], Column.CKA: []}), [], stable_from)
+    if {Column.LAYER_A, Column.LAYER_B, Column.CKA} <= set(cka.columns):
+        long = cka[[Column.LAYER_A, Column.LAYER_B, Column.CKA]].copy()
+    else:  # a square matrix, possibly with the layer as a column
+        square = cka.set_index(Column.LAYER) if Column.LAYER in cka.columns else cka
+        square.columns = [int(str(c).removeprefix("layer_")) for c in square.columns]
+        long = square.rename_axis(Column.LAYER_A).reset_index().melt(
+            id_vars=Column.LAYER_A, var_name=Column.LAYER_B, value_name=Column.CKA)
+    long[Column.LAYER_A] = long[Column.LAYER_A].astype(int)
+    long[Column.LAYER_B] = long[Column.LAYER_B].astype(int)
+    mirrored = long.rename(columns={Column.LAYER_A: Column.LAYER_B, Column.LAYER_B: Column.LAYER_A})
+    layers = sorted(set(long[Column.LAYER_A]) | set(long[Column.LAYER_B]))
+    diagonal = pd.DataFrame({Column.LAYER_A: layers, Column.LAYER_B: layers, Column.CKA: 1.0})
+    full = (pd.concat([long, mirrored, diagonal], ignore_index=True)
+            .drop_duplicates([Column.LAYER_A, Column.LAYER_B], keep="first")
+            .sort_values([Column.LAYER_A, Column.LAYER_B]).reset_index(drop=True))
+    return CkaInfo(full, layers, stable_from)
+
+
+def cka_chart(info: CkaInfo, *, title: str = "Linear CKA between layers") -> alt.LayerChart:
+    """Heatmap with the value in each cell; a frame around the block of layers that no
+    longer change (from ``stable_from`` to the last layer)."""
+    step = max(22, min(48, 360 // max(len(info.layers), 1)))
+    base = alt.Chart(info.frame, title=title).encode(
+        x=alt.X(f"{Column.LAYER_B}:O", title="layer", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y(f"{Column.LAYER_A}:O", title="layer", sort="descending"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(f"{Column.CKA}:Q", title="CKA", scale=alt.Scale(domain=[0, 1], scheme="viridis")),
+        tooltip=[f"{Column.LAYER_A}:O", f"{Column.LAYER_B}:O", alt.Tooltip(f"{Column.CKA}:Q", format=".3f")],
+    )
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text(f"{Column.CKA}:Q", format=".2f"),
+        color=alt.condition(f"datum.{Column.CKA} > 0.6", alt.value("black"), alt.value("white")),
+    )
+    layers = [cells, text]
+    if info.stable_from is not None and info.layers:
+        block = info.frame[(info.frame[Column.LAYER_A] >= info.stable_from)
+                           & (info.frame[Column.LAYER_B] >= info.stable_from)]
+        layers.append(
+            alt.Chart(block).mark_rect(fill=None, stroke="red", strokeWidth=1.5).encode(
+                x=f"{Column.LAYER_B}:O", y=alt.Y(f"{Column.LAYER_A}:O", sort="descending"))
+        )
+    # Discrete axes are sized by step (a fixed height squeezes the bands).
+    return alt.layer(*layers).properties(width=alt.Step(step), height=alt.Step(step))

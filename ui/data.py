@@ -1,0 +1,235 @@
+"""Every read the app makes, and the only module with ``st.cache_*``.
+
+- The catalog (DuckDB, synced from MLflow) is a ``cache_resource``: one shared object
+  per process, opened and synced on first use.
+- Each rerun reads through one cursor (:func:`begin_rerun`, called by ``ui/app.py``):
+  every query of a rerun sees the same version of the catalog, and no two sessions'
+  threads share a cursor.
+- Query results are ``cache_data`` (each caller gets its own copy), keyed by their
+  arguments; :func:`refresh` syncs the catalog and clears them all.
+
+Pages never call ``tracking.queries`` themselves: they call these functions with
+hashable arguments (tuples, not lists).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from tracking import queries
+from tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
+from tracking.contract import CatalogColumn as C
+
+__all__ = [
+    "catalog",
+    "begin_rerun",
+    "refresh",
+    "ensure_fresh",
+    "last_refresh",
+    "experiments",
+    "facets",
+    "runs",
+    "run_table",
+    "metrics",
+    "layer_curves",
+    "children",
+    "map_points",
+    "sweep_trials",
+    "table",
+    "artifact",
+    "CatalogStatus",
+]
+
+# A new browser session syncs the catalog when the last sync is older than this.
+_STALE_AFTER_S = 30.0
+_TTL = 3600  # cached frames also expire on their own after an hour
+
+
+@dataclass
+class CatalogStatus:
+    """What the sidebar says about the catalog."""
+
+    tracking_uri: str
+    path: str
+    synced_at: float
+    last: RefreshStats | None
+
+
+@st.cache_resource(show_spinner="Syncing the run catalog from MLflow…")
+def _opened() -> tuple[Catalog, CatalogStatus]:
+    cat = Catalog.open()  # $MLFLOW_TRACKING_URI and $LATENTSCAPE_CATALOG, as `latentscape ui` sets them
+    stats = cat.refresh()
+    return cat, CatalogStatus(tracking_uri=cat.tracking_uri, path=str(cat.path), synced_at=time.time(), last=stats)
+
+
+def catalog() -> Catalog:
+    """The process-wide catalog (opened and synced on first use)."""
+    return _opened()[0]
+
+
+def last_refresh() -> CatalogStatus:
+    return _opened()[1]
+
+
+class _RerunCatalog:
+    """The shared catalog as ``tracking.queries`` sees it during one rerun: every query
+    gets the rerun's cursor (one DuckDB cursor per rerun, one rerun per thread)."""
+
+    def __init__(self, shared: Catalog):
+        self._shared = shared
+        self._cursor: duckdb.DuckDBPyConnection = shared.cursor()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._cursor
+
+    def artifact(self, run_id: str, artifact_path: str) -> Path | None:
+        return self._shared.artifact(run_id, artifact_path)
+
+    def __getattr__(self, name: str):
+        return getattr(self._shared, name)
+
+
+_rerun = threading.local()
+
+
+def begin_rerun() -> None:
+    """Give this rerun (this thread) a fresh cursor on the latest catalog."""
+    _rerun.catalog = _RerunCatalog(catalog())
+
+
+def _reader() -> _RerunCatalog:
+    reader = getattr(_rerun, "catalog", None)
+    if reader is None or reader._shared is not catalog():
+        begin_rerun()
+        reader = _rerun.catalog
+    return reader
+
+
+def _clear() -> None:
+    for function in _CACHED:
+        function.clear()
+
+
+def refresh() -> RefreshStats:
+    """Sync the catalog from MLflow now and drop every cached query result."""
+    cat, status = _opened()
+    stats = cat.refresh()
+    status.synced_at, status.last = time.time(), stats
+    _clear()
+    begin_rerun()  # the rest of this rerun reads the new version
+    return stats
+
+
+def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> None:
+    """Sync when the last sync is older than ``max_age_s`` (called once per browser session)."""
+    if time.time() - last_refresh().synced_at > max_age_s:
+        refresh()
+
+
+def _tuple(values) -> tuple | None:
+    return None if values is None else tuple(values)
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def experiments() -> pd.DataFrame:
+    return queries.experiments(_reader())
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def facets() -> pd.DataFrame:
+    """facet, value, n_runs: what the Overview filters offer."""
+    return queries.facets(_reader())
+
+
+def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
+    if C.START_TIME in frame and not frame.empty:
+        frame = frame.sort_values(C.START_TIME, ascending=False, kind="stable", na_position="last")
+    return frame.reset_index(drop=True)
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def runs(*, kinds: tuple[str, ...] | None = None, experiments: tuple[str, ...] | None = None,
+         models: tuple[str, ...] | None = None, datasets: tuple[str, ...] | None = None,
+         since: dt.date | None = None, until: dt.date | None = None, text: str | None = None,
+         parent_run_id: str | None = None, limit: int = 5000) -> pd.DataFrame:
+    """``queries.runs``, newest first."""
+    return _newest_first(queries.runs(
+        _reader(), kinds=_tuple(kinds), experiments=_tuple(experiments), models=_tuple(models),
+        datasets=_tuple(datasets), since=since, until=until, text=text or None, parent_run_id=parent_run_id,
+        limit=limit))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def run_table(run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """One row per run with ``param.<key>`` and ``metric.<key>`` columns, in the order asked."""
+    if not run_ids:
+        return pd.DataFrame({C.RUN_ID: []})
+    frame = queries.run_table(_reader(), list(run_ids))
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    return frame.sort_values(C.RUN_ID, key=lambda ids: ids.map(order)).reset_index(drop=True)
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def metrics(run_ids: tuple[str, ...], keys: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """run_id, key, value, step (full history of per-layer metrics)."""
+    if not run_ids:
+        return pd.DataFrame({C.RUN_ID: [], C.KEY: [], C.VALUE: [], C.STEP: []})
+    return queries.metrics(_reader(), list(run_ids), keys=None if keys is None else list(keys))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def layer_curves(run_ids: tuple[str, ...], keys: tuple[str, ...]) -> pd.DataFrame:
+    if not run_ids or not keys:
+        return pd.DataFrame({C.RUN_ID: [], C.RUN_NAME: [], C.KEY: [], C.LAYER: [], C.VALUE: []})
+    return queries.layer_curves(_reader(), list(run_ids), list(keys))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def children(parent_run_id: str, kind: str | None = None) -> pd.DataFrame:
+    """Child runs, newest first."""
+    return _newest_first(queries.children(_reader(), parent_run_id, kind=kind))
+
+
+@st.cache_data(ttl=_TTL, show_spinner="Loading the map…")
+def map_points(run_id: str) -> pd.DataFrame | None:
+    """The run's ``map.parquet``, or None when it has none."""
+    return _or_none(lambda: queries.map_points(_reader(), run_id))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def sweep_trials(sweep_run_id: str) -> pd.DataFrame | None:
+    """The sweep's ``trials.parquet``, or None (not written yet: the sweep is running)."""
+    return _or_none(lambda: queries.sweep_trials(_reader(), sweep_run_id))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def table(run_id: str, artifact_path: str) -> pd.DataFrame | None:
+    """Any Parquet artifact of a run, or None when the run has no such artifact."""
+    return _or_none(lambda: queries.table(_reader(), run_id, artifact_path))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
+def artifact(run_id: str, artifact_path: str) -> bytes | None:
+    """The bytes of a (small) artifact such as an image, or None when absent."""
+    path = _reader().artifact(run_id, artifact_path)
+    return path.read_bytes() if path is not None and path.is_file() else None
+
+
+def _or_none(read):
+    """A table read that may find no artifact: None instead of ``ArtifactNotFound``."""
+    try:
+        return read()
+    except ArtifactNotFound:
+        return None
+
+
+_CACHED = (experiments, facets, runs, run_table, metrics, layer_curves, children, map_points, sweep_trials, table,
+           artifact)

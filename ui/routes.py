@@ -1,0 +1,68 @@
+"""The app's pages: file, title, URL path, and which page shows which kind of run.
+
+Paths are relative to ``ui/app.py`` (what ``st.Page`` and ``st.page_link`` expect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracking.contract import Kind
+
+__all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "COMPARE",
+           "route_for_kind"]
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str  # the page file, relative to ui/app.py
+    title: str
+    url_path: str
+    icon: str
+    question: str  # the user's question the page answers
+
+
+OVERVIEW = Route("views/overview.py", "Overview", "overview", ":material/dashboard:",
+                 "what has been run, by whom, and when?")
+LAYERS = Route("views/layers.py", "Layers", "layers", ":material/stacked_line_chart:",
+               "what does each layer hold, and where does the representation stop changing?")
+MAPS = Route("views/maps.py", "Maps", "maps", ":material/scatter_plot:", "how does a layer look in 2D?")
+SWEEPS = Route("views/sweeps.py", "Sweeps", "sweeps", ":material/tune:",
+               "which settings make the structure clearest?")
+INTERPOLATION = Route("views/interpolation.py", "Interpolation", "interpolation", ":material/timeline:",
+                      "what lies between two inputs?")
+DIRECTIONS = Route("views/directions.py", "Directions", "directions", ":material/explore:",
+                   "is there a direction for this concept?")
+COMPARE = Route("views/compare.py", "Compare", "compare", ":material/compare_arrows:",
+                "how do these runs differ?")
+
+ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, COMPARE)
+
+_BY_KIND = {
+    Kind.EXTRACT: LAYERS,
+    Kind.LAYERS: LAYERS,
+    Kind.MAP: MAPS,
+    Kind.TRIAL: MAPS,
+    Kind.SWEEP: SWEEPS,
+    Kind.INTERPOLATE: INTERPOLATION,
+    Kind.ANALOGIES: INTERPOLATION,
+    Kind.DIRECTIONS: DIRECTIONS,
+}
+
+
+def route_for_kind(kind: str) -> Route:
+    """The page that shows a run of ``kind`` (Compare for kinds without their own page)."""
+    try:
+        return _BY_KIND.get(Kind(kind), COMPARE)
+    except ValueError:
+        return COMPARE
+
+
+def link_params(kind: str, run_id: str, source_run: str | None = None) -> dict[str, str]:
+    """Query parameters that open ``run_id`` on its page (a layers run opens its extraction;
+    an analogies run is the Interpolation page's ``analogy`` selection)."""
+    if kind == Kind.LAYERS and source_run:
+        return {"run": source_run}
+    if kind == Kind.ANALOGIES:
+        return {"analogy": run_id}
+    return {"run": run_id}

@@ -1,0 +1,120 @@
+"""Layers: per-layer curves of one or several extractions on one chart, the CKA heatmap,
+and where the representation stops changing."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from tracking.contract import Artifact, Kind, Metric, Param
+from tracking.contract import CatalogColumn as C
+from ui import components, data, routes, state
+from ui.charts import layers as charts
+from ui.labels import run_labels
+
+PAGE = "layers"
+# Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).
+_EXTRACT_CURVES = (Metric.ANISOTROPY, Metric.MEAN_NORM)
+_MAX_HEATMAPS = 3
+
+
+def _latest_layers_run(layer_runs: pd.DataFrame, extraction_id: str) -> str | None:
+    """The newest finished ``layers`` run built on ``extraction_id``."""
+    if layer_runs.empty:
+        return None
+    mine = layer_runs[((layer_runs[C.SOURCE_RUN] == extraction_id) | (layer_runs[C.PARENT_RUN_ID] == extraction_id))
+                      & (layer_runs[C.STATUS] == "FINISHED")]
+    return None if mine.empty else str(mine.iloc[0][C.RUN_ID])
+
+
+def _finding(value) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None  # "none", missing, NaN
+
+
+def render() -> None:
+    components.page_header(routes.LAYERS)
+    extractions = data.runs(kinds=(Kind.EXTRACT.value,))
+    if extractions.empty:
+        components.empty_state("No extraction yet: the layers of a model come from an extract run.",
+                               ["latentscape extract --data demo"])
+        return
+    layer_runs = data.runs(kinds=(Kind.LAYERS.value,))
+    labels = run_labels(extractions)
+    ids = list(extractions[C.RUN_ID])
+    with_layers = [run_id for run_id in ids if _latest_layers_run(layer_runs, run_id)]
+    chosen = state.pick_runs("Extractions", ids, labels, page=PAGE, default=(with_layers or ids)[:1],
+                             help="one line per extraction in every panel")
+    if not chosen:
+        st.info("Choose one or more extractions above.", icon=":material/arrow_upward:")
+        return
+
+    # Where each curve comes from: the layers run of each extraction, and the extraction.
+    analysed = {run_id: _latest_layers_run(layer_runs, run_id) for run_id in chosen}
+    sources = {**{lr: labels[e] for e, lr in analysed.items() if lr}, **{e: labels[e] for e in chosen}}
+    curve_keys = tuple(charts.CURVE_TITLES)
+    curves = data.layer_curves(tuple(sources), curve_keys)
+    if not curves.empty:
+        # Where a layers run and its extraction both logged a curve, keep the layers run's.
+        owner = curves[C.RUN_ID].map(sources)
+        from_layers = curves[C.RUN_ID].isin([lr for lr in analysed.values() if lr])
+        covered = set(zip(owner[from_layers], curves.loc[from_layers, C.KEY]))
+        keep = from_layers | ~pd.Series([(o, k) in covered for o, k in zip(owner, curves[C.KEY])], index=curves.index)
+        curves = curves[keep]
+    available = [k for k in charts.CURVE_TITLES if not curves.empty and k in set(curves[C.KEY])]
+    wanted = [k for k in state.url_list("curve") if k in available] or \
+             [k for k in charts.DEFAULT_CURVES if k in available] or available
+    keys = st.multiselect("Curves", available, default=wanted, key=state.widget_key(PAGE, "curve"),
+                          format_func=lambda k: charts.CURVE_TITLES.get(k, k))
+    state.publish(curve=keys)
+
+    findings = data.run_table(tuple(lr for lr in analysed.values() if lr))
+    marks = {}
+    for row in findings.to_dict("records"):
+        marks[row[C.RUN_ID]] = {
+            charts.MARK_STABLE: _finding(row.get(C.PARAM_PREFIX + Param.FIRST_STABLE_LAYER)),
+            charts.MARK_LARGEST: _finding(row.get(C.PARAM_PREFIX + Param.LAYER_OF_LARGEST_CHANGE)),
+        }
+    info = charts.curves_info(curves, labels=sources, keys=keys, marks=marks)
+    if info.empty:
+        st.info("These extractions have no per-layer curves yet.", icon=":material/info:")
+    else:
+        st.altair_chart(charts.curves_chart(info), width="content")
+        st.caption("Dashed rule: where the representation stops changing (the first layer after which "
+                   "consecutive layers stay above the run's CKA threshold). Dotted: the layer least like the one "
+                   "before it.")
+
+    missing = [e for e, lr in analysed.items() if not lr]
+    if missing:
+        components.empty_state(
+            f"{len(missing)} extraction(s) have no layers analysis (CKA, probes, intrinsic dimension, AMI) yet.",
+            [f"latentscape layers --run {run_id}" for run_id in missing])
+
+    st.subheader("Similarity between layers (linear CKA)")
+    done = [(e, lr) for e, lr in analysed.items() if lr][:_MAX_HEATMAPS]
+    if not done:
+        st.caption("The CKA heatmap appears once a layers run exists.")
+        return
+    columns = st.columns(len(done))
+    for column, (extraction_id, layers_id) in zip(columns, done):
+        found = marks.get(layers_id, {})
+        cka = data.table(layers_id, Artifact.CKA)
+        with column:
+            stable, largest = found.get(charts.MARK_STABLE), found.get(charts.MARK_LARGEST)
+            cells = st.columns(2)
+            cells[0].metric("stops changing at layer", "–" if stable is None else stable,
+                            help="first layer after which consecutive layers keep CKA above the threshold")
+            cells[1].metric("largest change at layer", "–" if largest is None else largest,
+                            help="the layer least like the one before it")
+            if cka is None or cka.empty:
+                st.caption(f"run {layers_id[:8]} has no {Artifact.CKA}")
+                continue
+            heat = charts.cka_info(cka, stable_from=stable)
+            st.altair_chart(charts.cka_chart(heat, title=labels[extraction_id]), width="content")
+            components.link(routes.COMPARE, "this layers run in Compare", {"run": [layers_id]})
+
+
+if __name__ == "__main__":
+    render()
