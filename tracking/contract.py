@@ -190,6 +190,15 @@ class Metric:
     BEST_TRIAL = "best_trial"
     # the largest |score difference| between a replayed map and the run it replays (0: exact)
     REPLAY_MAX_ABS_DIFF = "replay_max_abs_diff"
+    # trust (issue 11): beside a score S, S_perm_mean / S_p_value (label permutations),
+    # S_ci_low / S_ci_high (bootstrap interval), S_mean / S_std (over seeds); see trust()
+    PERM_MEAN_SUFFIX = "_perm_mean"
+    P_VALUE_SUFFIX = "_p_value"
+    CI_LOW_SUFFIX = "_ci_low"
+    CI_HIGH_SUFFIX = "_ci_high"
+    MEAN_SUFFIX = "_mean"
+    STD_SUFFIX = "_std"
+    SEED_ARI_MEAN = "seed_ari_mean"  # mean ARI between every pair of seeds' clusterings
     # layers (step=layer)
     CKA_PREVIOUS = "cka_previous"
     COSINE_PREVIOUS = "cosine_previous"
@@ -198,6 +207,7 @@ class Metric:
     INTRINSIC_DIM = "intrinsic_dim"
     PROBE_ACCURACY_STD = "probe_accuracy_std"  # spread over the probe's folds
     PROBE_CHANCE = "probe_chance"  # majority-class accuracy, one value per run
+    AMI_STD = "ami_std"  # layers --seeds: spread of the per-layer AMI over seeds (ami: their mean)
     CKA_SECONDS = "cka_seconds"
     # interpolate / analogies / directions
     ACCURACY_AT_1 = "accuracy_at_1"
@@ -209,6 +219,12 @@ class Metric:
     MEAN_ABS_COSINE = "mean_abs_cosine"
     DIRECTION_AUC = "direction_auc"
     METHOD_AGREEMENT = "method_agreement"
+
+    @staticmethod
+    def trust(score: str, suffix: str) -> str:
+        """A trust measure of a score, e.g. ``trust("ami", Metric.P_VALUE_SUFFIX)`` ->
+        ``ami_p_value``; ``ami_clustered_ci_low`` for a clustered score."""
+        return f"{score}{suffix}"
 
     @staticmethod
     def qualified(metric: str, qualifier: str) -> str:
@@ -313,6 +329,16 @@ class Column:
     METHOD_A = "method_a"
     METHOD_B = "method_b"
     COSINE = "cosine"
+    # clusters.parquet (one row per cluster of a map; x / y: the cluster's median map position)
+    NOISE = "noise"  # True for the row of HDBSCAN's noise (-1)
+    SIZE = "size"
+    SHARE = "share"  # size / all samples
+    MAJORITY_LABEL = "majority_label"
+    PURITY = "purity"  # the majority label's share of the cluster
+    KEYWORDS = "keywords"  # top class-based TF-IDF terms, best first
+    KEYWORD_SCORES = "keyword_scores"
+    CENTRAL_SAMPLES = "central_samples"  # sample ids closest to the cluster's centre, closest first
+    CENTRAL_TEXTS = "central_texts"
 
 
 class CatalogColumn:
