@@ -87,6 +87,9 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # MLflow prints "View run ... at: URL" on stdout for every run ended on a tracking
+    # server, which would break --json's one-line stdout.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic", "optuna", "transformers", "numba", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")

@@ -40,6 +40,9 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 def add_parser(subparsers, parents) -> None:
     """Register this module's services: ``ui`` (and later ``server``)."""
     _add_ui(subparsers, parents)
+    from jobs.team import add_server_parser  # the team server (issue 9): jobs/team.py
+
+    add_server_parser(subparsers, parents)
 
 
 def _add_ui(subparsers, parents) -> None:

@@ -131,9 +131,13 @@ class Store:
         return RunLog(self.client, run_id)
 
     def get_run(self, run_id: str):
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_run(run_id)
-        except Exception as error:  # MLflow raises MlflowException for unknown ids
+        except MlflowException as error:
+            if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise  # a server that is down or refuses us is not a wrong run id
             raise UsageError(
                 f"no run with id {run_id!r} in {self.uri}",
                 "pass a run id printed by an earlier job (or set --tracking-uri)",
@@ -379,16 +383,28 @@ def download(store: Store, run_id: str, artifact_path: str) -> Path:
     target = cache / artifact_path
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)
+        # Into a private folder, then moved into place: MLflow writes the file in place, and
+        # several processes (sweep workers on one machine) may fetch the same artifact at once.
+        scratch = Path(tempfile.mkdtemp(dir=cache, prefix=".incoming-"))
         try:
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact_path, dst_path=str(cache),
-                tracking_uri=store.uri,
-            )
-        except Exception as error:
-            raise UsageError(
-                f"run {run_id} has no artifact {artifact_path!r}",
-                "check that the run finished and is of the right kind",
-            ) from error
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=artifact_path, dst_path=str(scratch),
+                    tracking_uri=store.uri,
+                )
+            except Exception as error:
+                raise UsageError(
+                    f"run {run_id} has no artifact {artifact_path!r}",
+                    "check that the run finished and is of the right kind",
+                ) from error
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(local, target)
+            except OSError:
+                if not target.exists():  # else another process put the same artifact there first
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
