@@ -124,6 +124,12 @@ class Param:
     DEBIASED = "debiased"
     PROBE_FOLDS = "probe_folds"
     KNN_K = "knn_k"
+    SEEDS = "seeds"  # layers / map --seeds: how many seeds (seed, seed + 1, ...) each map ran with
+    POOLINGS = "poolings"  # layers --compare-poolings: the poolings compared, comma-separated
+    POOLING_RUNS = "pooling_runs"  # ... and their extract runs, in the same order
+    BEST_POOLING = "best_pooling"  # the pooling with the highest probe accuracy at any layer
+    ALIGNED_MAPS = "aligned_maps"  # layers --aligned-maps: True when aligned_maps.parquet was logged
+    ALIGNED_EPOCHS = "aligned_epochs"
     # interpolate / analogies / directions
     FROM = "from"
     TO = "to"
@@ -208,6 +214,7 @@ class Metric:
     PROBE_ACCURACY_STD = "probe_accuracy_std"  # spread over the probe's folds
     PROBE_CHANCE = "probe_chance"  # majority-class accuracy, one value per run
     AMI_STD = "ami_std"  # layers --seeds: spread of the per-layer AMI over seeds (ami: their mean)
+    ALIGNED_SECONDS = "aligned_seconds"  # layers --aligned-maps: time of the aligned layout
     CKA_SECONDS = "cka_seconds"
     # interpolate / analogies / directions
     ACCURACY_AT_1 = "accuracy_at_1"
@@ -247,6 +254,8 @@ class Artifact:
     IMPORTANCES = "importances.parquet"
     CONFIG = "config.json"
     CKA = "cka.parquet"
+    POOLINGS = "poolings.parquet"  # layers --compare-poolings: pooling, layer, the labelled curves
+    ALIGNED_MAPS = "aligned_maps.parquet"  # layers --aligned-maps: layer, sample_id, x, y, label
     PATH = "path.parquet"
     NEIGHBOURS = "neighbours.parquet"
     MISSES = "misses.parquet"
@@ -294,6 +303,7 @@ class Column:
     LAYER_A = "layer_a"
     LAYER_B = "layer_b"
     CKA = "cka"
+    POOLING = "pooling"  # poolings.parquet
     STEP = "step"
     METHOD = "method"
     RANK = "rank"

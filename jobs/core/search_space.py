@@ -1,0 +1,253 @@
+"""What a sweep searches: a reducer, a clusterer, and ranges for some of their parameters.
+
+A space names parameters as the run contract logs them (``reducer.n_neighbors``,
+``clusterer.min_cluster_size``). Each entry is a range, a list of choices, or a single
+value (fixed for every trial); parameters not named keep their defaults. YAML form::
+
+    reducer: umap
+    clusterer: hdbscan
+    params:
+      reducer.n_neighbors: {low: 5, high: 100, log: true}
+      reducer.min_dist: {low: 0.0, high: 0.5}
+      reducer.metric: {choices: [euclidean, cosine]}
+      reducer.n_epochs: 200                      # fixed
+      clusterer.min_cluster_size: {low: 5, high: 100, log: true}
+
+With no file, :func:`default_space` searches the ranges each registry entry declares
+(``ParamSpec.search``), clipped to the data. Types come from the registry, so an integer
+parameter is searched with ``suggest_int`` and a string one as a categorical.
+
+``suggest(trial)`` works with any object that has Optuna's ``suggest_int`` /
+``suggest_float`` / ``suggest_categorical`` (this module never imports optuna).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jobs.core._params import ConfigError, DataShape, Method, lookup, resolve_params
+from jobs.core.cluster import CLUSTERERS
+from jobs.core.reduce import REDUCERS
+from tracking.contract import Param
+
+__all__ = ["Dimension", "SearchSpace", "default_space", "parse_space", "check_space"]
+
+_REDUCER = Param.reducer_param("")
+_CLUSTERER = Param.clusterer_param("")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched parameter: ``kind`` is "int", "float" or "categorical"."""
+
+    name: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "categorical":
+            return {"choices": list(self.choices or ())}
+        payload: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            payload["log"] = True
+        if self.step is not None:
+            payload["step"] = self.step
+        return payload
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "categorical":
+            return value in (self.choices or ())
+        return self.low <= value <= self.high
+
+    def extremes(self) -> list[Any]:
+        return list(self.choices or ()) if self.kind == "categorical" else [self.low, self.high]
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        if self.kind == "float":
+            return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
+        return trial.suggest_categorical(self.name, list(self.choices or ()))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """reducer, clusterer (registry names); dimensions searched; fixed: name -> value."""
+
+    reducer: str
+    clusterer: str
+    dimensions: tuple[Dimension, ...]
+    fixed: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        params: dict[str, Any] = {d.name: d.to_dict() for d in self.dimensions}
+        params.update(self.fixed)
+        return {"reducer": self.reducer, "clusterer": self.clusterer, "params": params}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def split(self, flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Flat ``reducer.x`` / ``clusterer.y`` values -> (reducer params, clusterer params)."""
+        reducer = {k[len(_REDUCER):]: v for k, v in flat.items() if k.startswith(_REDUCER)}
+        clusterer = {k[len(_CLUSTERER):]: v for k, v in flat.items() if k.startswith(_CLUSTERER)}
+        return reducer, clusterer
+
+    def suggest(self, trial) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One point: the fixed values plus a suggestion for every dimension."""
+        flat = dict(self.fixed)
+        for dimension in self.dimensions:
+            flat[dimension.name] = dimension.suggest(trial)
+        return self.split(flat)
+
+    def point_of(self, flat: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The searched values of a resolved config (``flat_params()``), or None when one
+        lies outside the space (it cannot be enqueued as a trial)."""
+        point = {}
+        for dimension in self.dimensions:
+            value = flat.get(dimension.name)
+            if value is None or not dimension.contains(value):
+                return None
+            point[dimension.name] = value
+        return point
+
+    def largest(self, name: str, default: Any) -> Any:
+        """The largest value ``name`` can take (searched, fixed, or its default)."""
+        for dimension in self.dimensions:
+            if dimension.name == name:
+                return max(dimension.extremes())
+        return self.fixed.get(name, default)
+
+    def values_of(self, name: str, default: Any) -> list[Any]:
+        """Every categorical value ``name`` can take (e.g. the metrics a sweep needs graphs for)."""
+        for dimension in self.dimensions:
+            if dimension.name == name:
+                return dimension.extremes()
+        return [self.fixed.get(name, default)]
+
+
+def _dimension(name: str, spec, raw: Mapping[str, Any], owner: str) -> Dimension:
+    unknown = set(raw) - {"low", "high", "log", "step", "choices"}
+    if unknown:
+        raise ConfigError(f"search space entry {name} has unknown keys {sorted(unknown)}",
+                          "use low/high/log/step or choices")
+    if "choices" in raw:
+        choices = raw["choices"]
+        if not isinstance(choices, (list, tuple)) or not choices:
+            raise ConfigError(f"search space entry {name}: choices must be a non-empty list")
+        return Dimension(name, "categorical", choices=tuple(spec.check(c, owner=owner) for c in choices))
+    if spec.kind not in (int, float):
+        raise ConfigError(f"search space entry {name} is a {spec.kind.__name__} parameter",
+                          "give it choices: [...] instead of low/high")
+    if "low" not in raw or "high" not in raw:
+        raise ConfigError(f"search space entry {name} needs low and high (or choices)")
+    low, high = spec.check(raw["low"], owner=owner), spec.check(raw["high"], owner=owner)
+    log = bool(raw.get("log", False))
+    step = raw.get("step")
+    if low > high:
+        raise ConfigError(f"search space entry {name}: low {low} is above high {high}", "swap them")
+    if log and low <= 0:
+        raise ConfigError(f"search space entry {name}: a log range needs low > 0, not {low}",
+                          "raise low or drop log")
+    if log and step is not None:
+        raise ConfigError(f"search space entry {name}: log and step cannot be combined", "drop one")
+    kind = "int" if spec.kind is int else "float"
+    if low == high:
+        return Dimension(name, "categorical", choices=(low,))
+    return Dimension(name, kind, low=low, high=high, log=log, step=None if step is None else float(step))
+
+
+def _methods(reducer: str, clusterer: str) -> tuple[Method, Method]:
+    return lookup(REDUCERS, reducer, "reducer"), lookup(CLUSTERERS, clusterer, "clusterer")
+
+
+def parse_space(payload: Mapping[str, Any] | None, shape: DataShape, *, reducer: str | None = None,
+                clusterer: str | None = None) -> SearchSpace:
+    """A space from its YAML/JSON form, checked against data of ``shape``."""
+    payload = dict(payload or {})
+    unknown = set(payload) - {"reducer", "clusterer", "params"}
+    if unknown:
+        raise ConfigError(f"search space has unknown top-level keys {sorted(unknown)}",
+                          "use reducer, clusterer and params")
+    reducer = str(payload.get("reducer") or reducer or "umap")
+    clusterer = str(payload.get("clusterer") or clusterer or "hdbscan")
+    reducer_method, clusterer_method = _methods(reducer, clusterer)
+    params = payload.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError("search space params must be a mapping of name -> range, choices or value")
+    dimensions, fixed = [], {}
+    for name, raw in params.items():
+        name = str(name)
+        if name.startswith(_REDUCER):
+            method, short = reducer_method, name[len(_REDUCER):]
+        elif name.startswith(_CLUSTERER):
+            method, short = clusterer_method, name[len(_CLUSTERER):]
+        else:
+            raise ConfigError(f"search space entry {name!r} names no reducer or clusterer parameter",
+                              f"write {_REDUCER}<name> or {_CLUSTERER}<name>")
+        spec = method.spec(short)
+        if isinstance(raw, Mapping):
+            dimensions.append(_dimension(name, spec, raw, method.name))
+        else:
+            fixed[name] = spec.check(raw, owner=method.name)
+    space = SearchSpace(reducer, clusterer, tuple(dimensions), fixed)
+    check_space(space, shape)
+    return space
+
+
+def default_space(reducer: str, clusterer: str, shape: DataShape,
+                  fixed: Mapping[str, Any] | None = None) -> SearchSpace:
+    """Every parameter with a declared search range, clipped to the data; ``fixed``
+    (flat names) pins some instead."""
+    reducer_method, clusterer_method = _methods(reducer, clusterer)
+    fixed = dict(fixed or {})
+    params: dict[str, Any] = {}
+    for prefix, method in ((_REDUCER, reducer_method), (_CLUSTERER, clusterer_method)):
+        for spec in method.params:
+            name = prefix + spec.name
+            search = spec.search_for(shape)
+            if name in fixed:
+                params[name] = fixed.pop(name)
+            elif search is not None:
+                params[name] = search
+    if fixed:
+        raise ConfigError(f"unknown parameters {sorted(fixed)} for {reducer} + {clusterer}")
+    return parse_space({"reducer": reducer, "clusterer": clusterer, "params": params}, shape)
+
+
+def check_space(space: SearchSpace, shape: DataShape) -> None:
+    """Fail now, not in trial 17: each range's ends (others at their defaults or lowest)
+    and the all-lowest and all-highest corners must resolve on data of ``shape``."""
+    reducer_method, clusterer_method = _methods(space.reducer, space.clusterer)
+
+    def resolve(flat: Mapping[str, Any]) -> None:
+        reducer_params, clusterer_params = space.split(flat)
+        reduced = resolve_params(reducer_method, reducer_params, shape)
+        dims = reduced.get("n_components", shape.n_features)
+        resolve_params(clusterer_method, clusterer_params, DataShape(shape.n_samples, dims, shape.n_classes))
+
+    def label(flat: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in flat.items() if k not in space.fixed) or "defaults"
+
+    base = dict(space.fixed)
+    points = [base]
+    for dimension in space.dimensions:
+        for value in dimension.extremes():
+            points.append({**base, dimension.name: value})
+    if space.dimensions:
+        points.append({**base, **{d.name: d.extremes()[0] for d in space.dimensions}})
+        points.append({**base, **{d.name: d.extremes()[-1] for d in space.dimensions}})
+    for point in points:
+        try:
+            resolve(point)
+        except ConfigError as error:
+            raise ConfigError(f"search space fails at {label(point)}: {error}",
+                              "narrow the range in the space file") from None

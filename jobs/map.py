@@ -1,0 +1,406 @@
+"""``latentscape map``: reduce, cluster and score one layer of an extraction, logged as one run.
+
+The run is a child of the extract run. Its params are every resolved setting (the run
+contract's ``reducer.<name>`` / ``clusterer.<name>`` plus layer, seed, view, ...); its
+metrics every score of :mod:`jobs.core.scores` and the duration of each step; its
+artifacts ``map.parquet`` (sample_id, x, y, cluster, label, text, meta.*) and
+``config.json`` (the fully resolved configuration: replaying it gives the same map).
+
+The pieces a sweep or another job reuses: :func:`resolve_for`, :func:`map_params`,
+:func:`log_map`, :func:`config_payload`, :func:`read_logged_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jobs._result import JobResult
+from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from tracking.errors import UsageError
+
+__all__ = [
+    "MapRequest",
+    "add_parser",
+    "check_request",
+    "map_layer",
+    "replay",
+    "resolve_for",
+    "map_params",
+    "map_frame",
+    "log_map",
+    "log_cluster_table",
+    "config_payload",
+    "read_logged_config",
+    "config_from_params",
+    "parse_assignments",
+    "KEY_SCORES",
+]
+
+# config.json: {"source_run": EXTRACT_RUN, "layer": K, "map": MapConfig.to_dict(), "versions": {...}}
+_CONFIG_SOURCE = Tag.SOURCE_RUN
+_CONFIG_LAYER = Param.LAYER
+_CONFIG_MAP = Kind.MAP.value
+_CONFIG_VERSIONS = "versions"
+_VERSIONED = ("umap-learn", "hdbscan", "scikit-learn", "numpy", "scipy", "pynndescent")
+
+# The scores a command-line summary shows (every score is logged).
+KEY_SCORES = (Metric.AMI, Metric.NMI, Metric.MUTUAL_INFO, Metric.ARI, Metric.V_MEASURE, Metric.N_CLUSTERS,
+              Metric.NOISE_FRACTION, Metric.AMI + Metric.CLUSTERED_SUFFIX, Metric.SILHOUETTE,
+              Metric.TRUSTWORTHINESS, Metric.KNN_PRESERVATION)
+
+# Convenience flags -> parameter names, so `--n-neighbors 30` works for any reducer that has it.
+_REDUCER_FLAGS = {"n_neighbors": "--n-neighbors", "min_dist": "--min-dist", "n_components": "--n-components",
+                  "metric": "--metric"}
+_CLUSTERER_FLAGS = {"min_cluster_size": "--min-cluster-size", "min_samples": "--min-samples",
+                    "n_clusters": "--n-clusters"}
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """What the user asked for; :func:`resolve_for` checks it and fills in every default."""
+
+    run: str | None = None
+    layer: int | None = None
+    reducer: str = "umap"
+    clusterer: str = "hdbscan"
+    reducer_params: Mapping[str, Any] = field(default_factory=dict)
+    clusterer_params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    view: str = "auto"
+    knn: str = "auto"
+    score_k: int | None = None
+    score_sample: int | None = None
+    from_run: str | None = None
+
+
+def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """``["n_neighbors=30", "metric=cosine"]`` -> dict (values stay strings; the registry
+    coerces them)."""
+    parsed: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{flag} {item!r} is not NAME=VALUE", f"write e.g. {flag} n_neighbors=30")
+        parsed[name.strip().replace("-", "_")] = value.strip()
+    return parsed
+
+
+def add_parser(subparsers, parents) -> None:
+    from jobs.core.cluster import CLUSTERERS
+    from jobs.core.reduce import REDUCERS
+
+    parser = subparsers.add_parser(
+        "map", parents=parents, help="reduce, cluster and score one layer (logged as a run)",
+        description="Reduce one layer of an extraction to 2D (or more), cluster it, and score the clusters "
+        "against the true labels (MI, NMI, AMI, ARI, homogeneity, completeness, V-measure) and the reduction "
+        "against the layer (trustworthiness, k-NN preservation). Logged as a child run of the extraction "
+        "with map.parquet and the fully resolved config.json. HDBSCAN noise is scored as its own label; "
+        "the same scores over clustered points only end in _clustered.",
+        epilog="examples:\n  latentscape map --run EXTRACT_RUN --layer 6\n"
+        "  latentscape map --run EXTRACT_RUN --layer 6 --n-neighbors 30 --n-components 5 --metric cosine\n"
+        "  latentscape map --run EXTRACT_RUN --reducer pca --clusterer kmeans --n-clusters 8\n"
+        "  latentscape map --run EXTRACT_RUN -r init=random -c cluster_selection_method=leaf\n"
+        "  latentscape map --from-run MAP_OR_TRIAL_RUN      # replay a logged map exactly\n\n"
+        f"reducers: {', '.join(REDUCERS)}; clusterers: {', '.join(CLUSTERERS)}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", help="the extract run to map (its id)")
+    parser.add_argument("--layer", help="layer to map (default: the last one)")
+    parser.add_argument("--reducer", default="umap", help="umap (default), pca, tsne, spectral or none")
+    parser.add_argument("--clusterer", default="hdbscan", help="hdbscan (default), kmeans, agglomerative or gmm")
+    group = parser.add_argument_group("common settings (any other: -r / -c NAME=VALUE)")
+    group.add_argument("--n-neighbors", help="umap/spectral neighbourhood size (default 15)")
+    group.add_argument("--min-dist", help="umap min_dist (default 0.1)")
+    group.add_argument("--n-components", help="dimensions to cluster in (default 2; a 2D view is kept for display)")
+    group.add_argument("--metric", help="input-space distance: euclidean (default), cosine, manhattan, ...")
+    group.add_argument("--min-cluster-size", help="hdbscan smallest cluster (default: a tenth of a class, 5..50)")
+    group.add_argument("--min-samples", help="hdbscan core-point neighbours (default min(10, min_cluster_size))")
+    group.add_argument("--n-clusters", help="kmeans/agglomerative/gmm clusters (default: the number of labels)")
+    group.add_argument("-r", "--reducer-param", action="append", metavar="NAME=VALUE",
+                       help="any reducer setting, e.g. -r n_epochs=500 (repeatable)")
+    group.add_argument("-c", "--clusterer-param", action="append", metavar="NAME=VALUE",
+                       help="any clusterer setting, e.g. -c cluster_selection_method=leaf (repeatable)")
+    group.add_argument("--seed", default="0", help="seed of every stochastic step (default 0)")
+    group.add_argument("--view", default="auto", help="2D display: auto, embedding, refit or pca")
+    group.add_argument("--knn", default="auto", help="k-NN graph: auto (exact up to 30,000 samples), exact, approx")
+    group.add_argument("--score-k", help="neighbours for trustworthiness / k-NN preservation (default 15)")
+    group.add_argument("--score-sample", help="sample size of silhouette and neighbourhood scores (default 1000)")
+    parser.add_argument("--from-run", metavar="RUN_ID",
+                        help="replay the logged config.json of a map run or sweep trial (no other settings)")
+    parser.set_defaults(handler=_run_cli)
+
+
+def _int_option(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not an integer", f"pass e.g. {flag} 0") from None
+
+
+def request_from_args(args) -> MapRequest:
+    """A :class:`MapRequest` from the parsed command line (shared with ``sweep``)."""
+    reducer_params = parse_assignments(getattr(args, "reducer_param", None), "--reducer-param")
+    clusterer_params = parse_assignments(getattr(args, "clusterer_param", None), "--clusterer-param")
+    for name, flag in _REDUCER_FLAGS.items():
+        if getattr(args, name, None) is not None:
+            reducer_params[name] = getattr(args, name)
+    for name, flag in _CLUSTERER_FLAGS.items():
+        if getattr(args, name, None) is not None:
+            clusterer_params[name] = getattr(args, name)
+    return MapRequest(
+        run=args.run, layer=_int_option(args.layer, "--layer"), reducer=args.reducer, clusterer=args.clusterer,
+        reducer_params=reducer_params, clusterer_params=clusterer_params, seed=_int_option(args.seed, "--seed"),
+        view=args.view, knn=args.knn, score_k=_int_option(args.score_k, "--score-k"),
+        score_sample=_int_option(args.score_sample, "--score-sample"), from_run=getattr(args, "from_run", None),
+    )
+
+
+def check_request(request: MapRequest) -> None:
+    """Everything that can be checked before a store is opened (UsageError)."""
+    from jobs.core.mapping import ConfigError, check_settings
+
+    if request.from_run:
+        if request != MapRequest(from_run=request.from_run):
+            raise UsageError("--from-run replays a logged configuration and takes no other map settings",
+                             "drop --run, --layer and the settings, or drop --from-run")
+        return
+    if not request.run:
+        raise UsageError("no extraction to map", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
+    try:
+        check_settings(reducer=request.reducer, clusterer=request.clusterer, reducer_params=request.reducer_params,
+                       clusterer_params=request.clusterer_params, seed=request.seed, view=request.view,
+                       knn=request.knn)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _run_cli(args) -> JobResult:
+    # Settings first (milliseconds), then the store and the extraction (seconds).
+    request = request_from_args(args)
+    check_request(request)
+    from tracking.runs import open_store
+
+    store = open_store(args.tracking_uri)
+    if request.from_run:
+        return replay(store, request.from_run, experiment=args.experiment)
+    return map_layer(request, store=store, experiment=args.experiment)
+
+
+def extraction_shape(extraction, layer: int):
+    """The :class:`DataShape` of one layer, read from the run's params and samples table
+    (no embeddings loaded), so settings are checked before any work."""
+    from jobs.core.mapping import DataShape
+
+    dim = extraction.params.get(Param.DIM)
+    n_features = int(dim) if dim else int(extraction.embedding(layer).shape[1])
+    labels = extraction.labels
+    n_classes = None if labels is None else int(len(np.unique(labels)))
+    return DataShape(n_samples=len(extraction.samples), n_features=n_features, n_classes=n_classes)
+
+
+def resolve_for(extraction, request: MapRequest):
+    """(layer, MapConfig) for ``request`` on ``extraction``; UsageError on any bad setting."""
+    from jobs.core.mapping import ConfigError, resolve_config
+
+    layer = max(extraction.layers) if request.layer is None else extraction.check_layer(request.layer)
+    try:
+        config = resolve_config(
+            shape=extraction_shape(extraction, layer), reducer=request.reducer, clusterer=request.clusterer,
+            reducer_params=request.reducer_params, clusterer_params=request.clusterer_params, seed=request.seed,
+            view=request.view, knn=request.knn, score_k=request.score_k, score_sample=request.score_sample,
+        )
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    return layer, config
+
+
+def map_params(config, layer: int) -> dict[str, Any]:
+    """The params a map (or trial) run logs: every resolved setting."""
+    return {
+        Param.LAYER: layer, Param.REDUCER: config.reducer, Param.CLUSTERER: config.clusterer, Param.SEED: config.seed,
+        Param.NOISE_POLICY: config.noise_policy, Param.VIEW: config.view, Param.KNN: config.knn,
+        Param.KNN_K: config.knn_k, Param.SCORE_K: config.score_k, Param.SCORE_SAMPLE: config.score_sample,
+        **config.flat_params(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def config_payload(config, *, source_run: str, layer: int) -> dict[str, Any]:
+    """The ``config.json`` of a map or trial: everything a replay needs."""
+    return {_CONFIG_SOURCE: source_run, _CONFIG_LAYER: int(layer), _CONFIG_MAP: config.to_dict(),
+            _CONFIG_VERSIONS: _versions()}
+
+
+def config_from_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """A MapConfig dict from a run's logged params (strings; :func:`resolve_config`
+    coerces them by each parameter's type). A sweep trial logs its config this way."""
+    reducer_prefix, clusterer_prefix = Param.reducer_param(""), Param.clusterer_param("")
+    knn_k = params.get(Param.KNN_K)
+    return {
+        "reducer": params[Param.REDUCER], "clusterer": params[Param.CLUSTERER], "seed": int(params[Param.SEED]),
+        "reducer_params": {k[len(reducer_prefix):]: v for k, v in params.items() if k.startswith(reducer_prefix)},
+        "clusterer_params": {k[len(clusterer_prefix):]: v for k, v in params.items()
+                             if k.startswith(clusterer_prefix)},
+        "view": params.get(Param.VIEW, "auto"), "knn": params.get(Param.KNN, "auto"),
+        "knn_k": int(knn_k) if knn_k else None, "score_k": int(params[Param.SCORE_K]),
+        "score_sample": int(params[Param.SCORE_SAMPLE]), "noise_policy": params.get(Param.NOISE_POLICY),
+    }
+
+
+def read_logged_config(store, run_id: str) -> tuple[str, int, dict[str, Any]]:
+    """(extract run, layer, MapConfig dict) of a map run (its ``config.json``), a sweep
+    run (its best trial's ``config.json``) or a sweep trial (its params)."""
+    import json
+
+    run = store.get_run(run_id)
+    names = {item.path for item in store.client.list_artifacts(run_id)}
+    try:
+        if Artifact.CONFIG in names:
+            from tracking.runs import download
+
+            payload = json.loads(download(store, run_id, Artifact.CONFIG).read_text())
+            return str(payload[_CONFIG_SOURCE]), int(payload[_CONFIG_LAYER]), dict(payload[_CONFIG_MAP])
+        if run.data.tags.get(Tag.KIND) == Kind.TRIAL.value:
+            params = run.data.params
+            return run.data.tags[Tag.SOURCE_RUN], int(params[Param.LAYER]), config_from_params(params)
+    except (KeyError, TypeError, ValueError):
+        pass
+    raise UsageError(f"run {run_id} has no logged map configuration",
+                     "pass a map run, a sweep run or a sweep trial run")
+
+
+def map_frame(extraction, coords: np.ndarray, clusters: np.ndarray):
+    """``map.parquet``: sample_id, x, y, cluster, label, text, then the samples' meta.* columns."""
+    import pandas as pd
+
+    samples = extraction.samples.reset_index(drop=True)
+    frame = pd.DataFrame({
+        Column.SAMPLE_ID: samples[Column.SAMPLE_ID].astype(str),
+        Column.X: np.asarray(coords[:, 0], dtype=np.float32),
+        Column.Y: np.asarray(coords[:, 1], dtype=np.float32),
+        Column.CLUSTER: np.asarray(clusters, dtype=np.int64),
+        Column.LABEL: samples[Column.LABEL] if Column.LABEL in samples else None,
+        Column.TEXT: samples[Column.TEXT] if Column.TEXT in samples else None,
+    })
+    for column in samples.columns:
+        if str(column).startswith(Column.META_PREFIX):
+            frame[column] = samples[column]
+    return frame
+
+
+def _finite(values: Mapping[str, float]) -> dict[str, float]:
+    # None dropped; NaN kept (MLflow stores it: "undefined for this map").
+    return {name: float(value) for name, value in values.items() if value is not None}
+
+
+def log_map(log, result, extraction, layer: int, *, with_table: bool = True) -> None:
+    """Log one :class:`~jobs.core.mapping.MapResult` into an open run: scores and
+    durations as metrics, ``config.json``, and (when it has coordinates) ``map.parquet``
+    and ``clusters.parquet`` (size, purity, keywords, central samples of every cluster)."""
+    log.metrics(_finite({**result.scores, **result.durations}))
+    log.json(Artifact.CONFIG, config_payload(result.config, source_run=extraction.run_id, layer=layer))
+    if with_table and result.coords is not None:
+        log.table(Artifact.MAP, map_frame(extraction, result.coords, result.clusters))
+        log_cluster_table(log, extraction, result)
+
+
+def log_cluster_table(log, extraction, result) -> None:
+    """``clusters.parquet`` beside ``map.parquet`` (what each cluster is: size, purity,
+    keywords, central samples; :mod:`jobs._clusters`)."""
+    try:
+        from jobs._clusters import log_clusters
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return
+    log_clusters(log, extraction, result)
+
+
+def map_layer(request: MapRequest, *, store, experiment: str | None = None, replay_of: str | None = None,
+              config=None) -> JobResult:
+    """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
+    from jobs._source import load_extraction
+    from jobs.core.mapping import fit_map
+    from tracking.runs import tracked_run
+
+    # Load what the map builds on and check every setting before a run exists.
+    extraction = load_extraction(store, request.run)
+    if config is None:
+        layer, config = resolve_for(extraction, request)
+    else:
+        layer = extraction.check_layer(request.layer)
+    experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
+    x = extraction.embedding(layer)
+    labels = extraction.labels
+
+    # Fit and log.
+    tags = {**extraction.lineage_tags(), Tag.LAYER: layer, Tag.REPLAY_OF: replay_of}
+    with tracked_run(store, experiment_id, Kind.MAP, run_name=f"map · layer {layer} · {config.reducer}+{config.clusterer}",
+                     parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
+        log.params(map_params(config, layer))
+        result = fit_map(x, labels, config)
+        log_map(log, result, extraction, layer)
+        replay_diff = None
+        if replay_of:
+            replay_diff = max_abs_diff(result.scores, store.get_run(replay_of).data.metrics)
+            log.metrics({Metric.REPLAY_MAX_ABS_DIFF: replay_diff})
+        run_id = log.run_id
+
+    details: dict[str, Any] = {"layer": layer, "reducer": config.reducer, "clusterer": config.clusterer,
+                               "seconds": round(sum(result.durations.values()), 2)}
+    if replay_of:
+        details["replay_of"] = replay_of
+        details[Metric.REPLAY_MAX_ABS_DIFF] = replay_diff
+    return JobResult(kind=Kind.MAP.value, run_id=run_id, experiment=experiment or extraction.experiment_name,
+                     scores={k: result.scores[k] for k in KEY_SCORES if k in result.scores}, details=details)
+
+
+def max_abs_diff(scores: Mapping[str, float], logged: Mapping[str, float]) -> float:
+    """Largest |difference| between ``scores`` and ``logged`` over the scores both have
+    (NaN equals NaN; a NaN against a number counts as infinitely far)."""
+    from jobs.core.scores import SCORE_NAMES
+
+    worst = 0.0
+    for name in SCORE_NAMES:
+        if name not in scores or name not in logged:
+            continue
+        a, b = float(scores[name]), float(logged[name])
+        if math.isnan(a) and math.isnan(b):
+            continue
+        worst = max(worst, abs(a - b) if not (math.isnan(a) or math.isnan(b)) else math.inf)
+    return worst
+
+
+def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
+    """Re-run a logged map or sweep trial from its ``config.json`` as a new ``map`` run
+    tagged ``replay_of``; logs the largest score difference to the original."""
+    from jobs._source import load_extraction
+    from jobs.core.mapping import ConfigError, MapConfig
+
+    store.get_run(run_id)  # a clear error for an unknown id
+    source, layer, payload = read_logged_config(store, run_id)
+    extraction = load_extraction(store, source)
+    extraction.check_layer(layer)
+    try:
+        config = MapConfig.from_dict(payload, extraction_shape(extraction, layer))
+    except (ConfigError, KeyError, TypeError) as error:
+        raise UsageError(f"the config.json of run {run_id} cannot be replayed: {error}") from None
+    request = MapRequest(run=source, layer=layer, reducer=config.reducer, clusterer=config.clusterer)
+    return map_layer(request, store=store, experiment=experiment, replay_of=run_id, config=config)

@@ -1,0 +1,855 @@
+"""``latentscape sweep``: an Optuna study for the map settings that maximise a score.
+
+Recipe: load the layer; check the search space and objective; create or join the study
+(Optuna RDB storage: a SQLite file beside the MLflow database by default, any database
+URL with ``--storage``); run trials, each one map (:func:`jobs.core.mapping.fit_map`)
+logged as a ``trial`` run, child of one ``sweep`` run (child of the extraction); when the
+study has all its trials, re-fit the best trial with its logged config (a replay: the
+scores must agree) and log its ``map.parquet``, ``trials.parquet`` and
+``importances.parquet`` in the sweep run.
+
+Trial counting. Each process asks for ``--trials N``; the study's target is the sum of
+what its processes asked for, and every process works until the study has that many
+COMPLETE trials: two processes with ``--trials 10`` on one study finish with 20. Running
+the same command again adds N more trials to the same study (the name is derived from
+the settings); ``--resume`` adds none and only completes an interrupted study.
+
+Crashes. Each trial beats a heartbeat in the storage. A trial whose process died
+(SIGKILL) goes stale after ``3 x --heartbeat`` seconds; Optuna then fails it, its MLflow
+run is ended KILLED, and a new trial takes its place, so the study still ends with
+exactly its target of COMPLETE trials. ``--resume`` waits for such stale trials first.
+
+Speed. The k-NN graph of each metric is computed once, at the largest n_neighbors of the
+space, and shared by all trials (exact graphs truncate exactly, so a trial gets the same
+map as alone); so is the input-space side of the neighbourhood scores. Each trial's
+MLflow logging is a few batched calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs._result import JobResult
+from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from tracking.errors import UsageError
+
+__all__ = ["SweepConfig", "sweep", "add_parser", "default_storage", "study_name_for"]
+
+# Optuna user attributes (the study's and each trial's), shared by every worker process.
+_ATTR_SWEEP_RUN = "latentscape.sweep_run_id"
+_ATTR_SPEC = "latentscape.spec"
+_ATTR_QUOTA = "latentscape.quota."  # + worker id -> trials that worker asked for
+_SURPLUS = "surplus: the study already has its trials"
+
+_JOIN_WAIT_S = 60.0
+_MAX_CONSECUTIVE_FAILURES = 10
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep as asked for. ``space``: a parsed YAML mapping (None: the defaults);
+    ``fixed``: map settings pinned for every trial (flat ``reducer.x`` names)."""
+
+    run: str
+    layer: int | None = None
+    trials: int = 30
+    objective: str = Metric.AMI
+    direction: str | None = None
+    reducer: str = "umap"
+    clusterer: str = "hdbscan"
+    space: dict | None = None
+    fixed: dict = field(default_factory=dict)
+    seed: int = 0
+    storage: str | None = None
+    study: str | None = None
+    resume: bool = False
+    n_jobs: int = 1
+    heartbeat: int = 5
+    score_k: int | None = None
+    score_sample: int | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise UsageError(f"--trials {self.trials} must be positive", "pass 1 or more (default 30)")
+        if self.n_jobs < 1:
+            raise UsageError(f"--n-jobs {self.n_jobs} must be positive", "pass 1 or more (default 1)")
+        if self.heartbeat < 1:
+            raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
+        if self.direction not in (None, "maximize", "minimize"):
+            raise UsageError(f"--direction {self.direction!r} is neither maximize nor minimize",
+                             "pass --direction maximize or --direction minimize")
+
+
+# -- command line --------------------------------------------------------------------
+def add_parser(subparsers, parents) -> None:
+    from jobs.core.scores import SCORE_NAMES
+
+    parser = subparsers.add_parser(
+        "sweep", parents=parents, help="search map settings with Optuna for the best score",
+        description="Search reducer and clusterer settings with an Optuna study (TPE, seeded) for the map that "
+        "maximises a score (AMI by default). One sweep run, child of the extraction; every trial a child run of "
+        "the sweep with its settings, scores, state and duration; the best trial's map.parquet, trials.parquet "
+        "and importances.parquet in the sweep run. The first trial is the default map, so the best is never "
+        "worse than it. Several processes (or machines, with --storage on a shared database) can work on one "
+        "study: each adds its --trials; --resume completes an interrupted study.",
+        epilog="examples:\n  latentscape sweep --run EXTRACT_RUN --layer 6 --trials 30\n"
+        "  latentscape sweep --run EXTRACT_RUN --space space.yaml --objective nmi --seed 1\n"
+        "  latentscape sweep --run EXTRACT_RUN --trials 30 --resume      # after an interruption\n"
+        "  latentscape sweep --run EXTRACT_RUN --storage postgresql://user@db/optuna --trials 20  # each worker\n\n"
+        f"objectives: {', '.join(SCORE_NAMES)}\n"
+        "space.yaml:\n  reducer: umap\n  clusterer: hdbscan\n  params:\n"
+        "    reducer.n_neighbors: {low: 5, high: 100, log: true}\n    reducer.metric: {choices: [euclidean, cosine]}\n"
+        "    reducer.n_epochs: 200        # fixed\n    clusterer.min_cluster_size: {low: 5, high: 100, log: true}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", required=False, help="the extract run to sweep (its id)")
+    parser.add_argument("--layer", help="layer to map (default: the last one)")
+    parser.add_argument("--trials", default="30", help="trials this process adds to the study (default 30)")
+    parser.add_argument("--objective", default=Metric.AMI, help="score to optimise (default ami)")
+    parser.add_argument("--direction", help="maximize or minimize (default: the score's natural direction)")
+    parser.add_argument("--reducer", default="umap", help="reducer when no --space names one (default umap)")
+    parser.add_argument("--clusterer", default="hdbscan", help="clusterer when no --space names one (default hdbscan)")
+    parser.add_argument("--space", metavar="FILE", help="search space YAML (default: each parameter's usual range)")
+    parser.add_argument("-r", "--reducer-param", action="append", metavar="NAME=VALUE",
+                        help="pin a reducer setting for every trial, e.g. -r n_epochs=100 (repeatable)")
+    parser.add_argument("-c", "--clusterer-param", action="append", metavar="NAME=VALUE",
+                        help="pin a clusterer setting for every trial (repeatable)")
+    parser.add_argument("--seed", default="0", help="seed of the sampler and of every map (default 0)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (default: sqlite optuna.db beside the MLflow database)")
+    parser.add_argument("--study", metavar="NAME", help="study name (default: derived from run, layer and settings)")
+    parser.add_argument("--resume", action="store_true",
+                        help="complete an interrupted study without adding trials")
+    parser.add_argument("--n-jobs", default="1", help="trials in parallel threads in this process (default 1)")
+    parser.add_argument("--heartbeat", default="5",
+                        help="seconds between trial heartbeats; a trial silent 3x as long is dead (default 5)")
+    parser.add_argument("--score-k", help="neighbours for trustworthiness / k-NN preservation (default 15)")
+    parser.add_argument("--score-sample", help="sample size of the geometry scores (default 1000)")
+    parser.set_defaults(handler=_run_cli)
+
+
+def _int(value: str | None, flag: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not an integer", f"pass e.g. {flag} 1") from None
+
+
+def _read_space(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"search space file {path} does not exist", "pass the path of a YAML file to --space")
+    try:
+        payload = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        first = " ".join(str(error).split())[:200]
+        raise UsageError(f"search space file {path} is not valid YAML ({first})") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"search space file {path} is not a mapping", "see `latentscape sweep --help`")
+    return payload
+
+
+def _run_cli(args) -> JobResult:
+    from jobs.map import parse_assignments
+
+    if not args.run:
+        raise UsageError("no extraction to sweep", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
+    fixed = {Param.reducer_param(k): v for k, v in parse_assignments(args.reducer_param, "--reducer-param").items()}
+    fixed |= {Param.clusterer_param(k): v
+              for k, v in parse_assignments(args.clusterer_param, "--clusterer-param").items()}
+    config = SweepConfig(
+        run=args.run, layer=_int(args.layer, "--layer"), trials=_int(args.trials, "--trials"),
+        objective=args.objective, direction=args.direction, reducer=args.reducer, clusterer=args.clusterer,
+        space=_read_space(args.space), fixed=fixed, seed=_int(args.seed, "--seed"), storage=args.storage,
+        study=args.study, resume=args.resume, n_jobs=_int(args.n_jobs, "--n-jobs"),
+        heartbeat=_int(args.heartbeat, "--heartbeat"), score_k=_int(args.score_k, "--score-k"),
+        score_sample=_int(args.score_sample, "--score-sample"),
+    )
+    precheck(config)  # before the store: milliseconds, not seconds
+    from tracking.runs import open_store
+
+    return sweep(config, store=open_store(args.tracking_uri), experiment=args.experiment)
+
+
+# -- names and storage ---------------------------------------------------------------
+def default_storage(tracking_uri: str) -> str:
+    """A SQLite file ``optuna.db`` beside a local MLflow database, else in the working folder."""
+    from tracking.runs import sqlite_path
+
+    path = sqlite_path(tracking_uri)
+    folder = path.parent if path is not None else Path.cwd()
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def _masked(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def study_name_for(spec: dict[str, Any]) -> str:
+    """A stable name from the sweep's settings: the same command joins the same study."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"sweep-{spec['run'][:8]}-layer{spec['layer']}-{spec['objective']}-{digest}"
+
+
+def _sqlite_wal(url: str) -> None:
+    """Switch a local SQLite file to write-ahead logging (a property of the file, kept)."""
+    import sqlite3
+
+    from tracking.runs import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None or str(path) in ("", ":memory:") or not path.parent.is_dir():
+        return
+    with contextlib.suppress(sqlite3.Error):
+        connection = sqlite3.connect(path, timeout=120)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+
+
+def _open_storage(url: str, heartbeat: int, on_stale):
+    import warnings
+
+    import optuna
+
+    from jobs.team import database_url
+
+    url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Wait for another process's write instead of failing with "database is locked",
+        # and let readers (every worker polls the study) not block the writer (WAL).
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+        _sqlite_wal(url)
+    for attempt in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat arguments are "experimental"
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+            except Exception as error:  # bad URL, unreachable server, missing driver
+                # Two workers creating a new storage at once race on CREATE TABLE (seen with
+                # SQLite: "table ... already exists"); the second try finds the tables made.
+                racing = any(sign in str(error) for sign in ("already exists", "UNIQUE constraint", "locked"))
+                if racing and attempt < 5:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise UsageError(f"cannot open Optuna storage {_masked(url)}: {' '.join(str(error).split())[:300]}",
+                                 "check --storage (e.g. sqlite:///optuna.db or postgresql://user@host/db)") from None
+    raise AssertionError("unreachable")
+
+
+# -- the sweep ------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Everything resolved before the study is touched."""
+
+    extraction: Any
+    layer: int
+    shape: Any
+    space: Any
+    base: Any  # MapConfig of the default trial
+    objective: str
+    direction: str
+    spec: dict[str, Any]
+    study_name: str
+    storage_url: str
+    experiment_id: str
+    experiment_name: str
+
+    def trial_config(self, reducer_params: dict, clusterer_params: dict):
+        """The MapConfig of one point of the space: seed, graph and score settings of the sweep."""
+        from jobs.core.mapping import resolve_config
+
+        return resolve_config(
+            shape=self.shape, reducer=self.space.reducer, clusterer=self.space.clusterer,
+            reducer_params=reducer_params, clusterer_params=clusterer_params, seed=self.base.seed,
+            knn=self.base.knn if self.base.knn != "none" else "auto", knn_k=self.base.knn_k,
+            score_k=self.base.score_k, score_sample=self.base.score_sample)
+
+
+def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
+    from jobs._source import load_extraction
+    from jobs.core.mapping import ConfigError, resolve_config
+    from jobs.core.scores import DIRECTIONS, LABEL_SCORES, SCORE_NAMES
+    from jobs.core.search_space import default_space, parse_space
+    from jobs.map import extraction_shape
+
+    extraction = load_extraction(store, config.run)
+    layer = max(extraction.layers) if config.layer is None else extraction.check_layer(config.layer)
+    shape = extraction_shape(extraction, layer)
+
+    # The objective and its direction.
+    if config.objective not in SCORE_NAMES:
+        raise UsageError(f"unknown objective {config.objective!r}", f"choose one of {', '.join(SCORE_NAMES)}")
+    base_name = config.objective.removesuffix(Metric.CLUSTERED_SUFFIX)
+    if base_name in LABEL_SCORES and extraction.labels is None:
+        raise UsageError(f"objective {config.objective} needs true labels and run {config.run} has none",
+                         "extract with --label-col, or optimise silhouette / trustworthiness")
+    direction = config.direction or DIRECTIONS[config.objective]
+    if direction is None:
+        raise UsageError(f"objective {config.objective} has no natural direction", "pass --direction")
+
+    # The search space, checked against this layer, and the default trial.
+    try:
+        if config.space is not None:
+            if config.fixed:
+                raise ConfigError("-r/-c pin settings of the default space only", "put them in the --space file")
+            space = parse_space(config.space, shape, reducer=config.reducer, clusterer=config.clusterer)
+        else:
+            space = default_space(config.reducer, config.clusterer, shape, fixed=config.fixed)
+        reducer_params, clusterer_params = space.split(space.fixed)
+        base = resolve_config(shape=shape, reducer=space.reducer, clusterer=space.clusterer,
+                              reducer_params=reducer_params, clusterer_params=clusterer_params, seed=config.seed,
+                              score_k=config.score_k, score_sample=config.score_sample)
+        if base.knn == "approx":
+            # One shared approximate graph, as wide as the widest trial needs: its width is
+            # then part of every trial's config (approximate graphs do not truncate exactly).
+            knn_k = int(space.largest(Param.reducer_param("n_neighbors"), base.knn_width))
+            base = resolve_config(shape=shape, reducer=space.reducer, clusterer=space.clusterer,
+                                  reducer_params=reducer_params, clusterer_params=clusterer_params, seed=config.seed,
+                                  knn="approx", knn_k=knn_k, score_k=config.score_k, score_sample=config.score_sample)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+    spec = {"run": extraction.run_id, "layer": layer, "objective": config.objective, "direction": direction,
+            "space": space.to_dict(), "seed": config.seed, "score_k": base.score_k,
+            "score_sample": base.score_sample, "knn": base.knn, "knn_k": base.knn_k}
+    from tracking.runs import resolve_tracking_uri
+
+    storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
+    experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
+    return _Plan(extraction, layer, shape, space, base, config.objective, direction, spec,
+                 config.study or study_name_for(spec), storage_url, experiment_id,
+                 experiment or extraction.experiment_name)
+
+
+def precheck(config: SweepConfig) -> None:
+    """What can be checked before the store is opened: objective, names, pinned settings."""
+    from jobs.core.mapping import ConfigError, check_settings
+    from jobs.core.scores import SCORE_NAMES
+    from jobs.core.search_space import SearchSpace
+
+    if config.objective not in SCORE_NAMES:
+        raise UsageError(f"unknown objective {config.objective!r}", f"choose one of {', '.join(SCORE_NAMES)}")
+    if config.space is not None:
+        return  # checked whole against the data in _plan
+    reducer_params, clusterer_params = SearchSpace(config.reducer, config.clusterer, (), {}).split(config.fixed)
+    try:
+        check_settings(reducer=config.reducer, clusterer=config.clusterer, reducer_params=reducer_params,
+                       clusterer_params=clusterer_params, seed=config.seed)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobResult:
+    """Run (or join, or resume) the study ``config`` describes; returns the sweep run."""
+    import optuna
+
+    precheck(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan = _plan(config, store, experiment)
+    worker = _Worker(config, plan, store)
+    return worker.run()
+
+
+class _Worker:
+    """One process's part of a study: its trials, and the final logging if it is last."""
+
+    def __init__(self, config: SweepConfig, plan: _Plan, store):
+        self.config, self.plan, self.store = config, plan, store
+        self.worker_id = uuid.uuid4().hex[:12]
+        self.sweep_run_id: str | None = None
+        self.study = None
+        self.x = None
+        self.labels = None
+        self.cache = None
+        self.lock = threading.Lock()
+        self.failures_in_a_row = 0
+        self.ran = 0
+        self.bar = None
+        self._best_scores: dict[str, float] = {}
+        self._best_details: dict[str, Any] = {}
+
+    # -- study -------------------------------------------------------------------------
+    def _trial_runs(self, *, running_only: bool = False) -> list:
+        """The MLflow runs of this study's trials (children of the sweep run)."""
+        from tracking.contract import MLFLOW_PARENT_RUN_ID
+
+        query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.sweep_run_id}'"
+        if running_only:
+            query += " and attributes.status = 'RUNNING'"
+        return self.store.client.search_runs([self.plan.experiment_id], filter_string=query, max_results=50000)
+
+    def _on_stale(self, study, trial) -> None:
+        """A trial whose process died: Optuna failed it; end its MLflow run KILLED."""
+        if self.sweep_run_id is None:
+            return
+        with contextlib.suppress(Exception):
+            for run in self._trial_runs(running_only=True):
+                if run.data.tags.get(Tag.TRIAL_NUMBER) == str(trial.number):
+                    self.store.client.log_batch(run.info.run_id, tags=[
+                        _tag(Tag.ERROR, "the process running this trial died (no heartbeat)"),
+                        _tag(Tag.TRIAL_STATE, "FAIL")])
+                    self.store.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def _sampler(self, offset: int):
+        import optuna
+
+        # Each worker its own seed: two workers with one seed would propose the same points.
+        return optuna.samplers.TPESampler(seed=self.config.seed + offset)
+
+    def _open_study(self) -> bool:
+        """Create the study (True) or load the existing one (False)."""
+        import optuna
+
+        storage = _open_storage(self.plan.storage_url, self.config.heartbeat, self._on_stale)
+        try:
+            self.study = optuna.create_study(storage=storage, study_name=self.plan.study_name,
+                                             direction=self.plan.direction, sampler=self._sampler(0),
+                                             load_if_exists=False)
+            self.study.set_user_attr(_ATTR_SPEC, self.plan.spec)
+            # The quota before the sweep run is published: a --resume worker that joins at
+            # once would otherwise see a target of 0 and stop with "no trial completed".
+            self.study.set_user_attr(_ATTR_QUOTA + self.worker_id, self.config.trials)
+            return True
+        except optuna.exceptions.DuplicatedStudyError:
+            pass
+        study = optuna.load_study(study_name=self.plan.study_name, storage=storage)
+        spec = study.user_attrs.get(_ATTR_SPEC)
+        if spec is not None and json.loads(json.dumps(spec)) != json.loads(json.dumps(self.plan.spec, default=str)):
+            raise UsageError(f"study {self.plan.study_name} was created with other settings",
+                             "pass the same settings as its first worker, or another --study")
+        if study.direction.name.lower() != self.plan.direction:
+            raise UsageError(f"study {self.plan.study_name} is {study.direction.name.lower()}d",
+                             "pass the same --direction, or another --study")
+        offset = len(self._quotas(study)) + (1 if self.config.resume else 0) + len(study.trials)
+        self.study = optuna.load_study(study_name=self.plan.study_name, storage=storage, sampler=self._sampler(offset))
+        return False
+
+    @staticmethod
+    def _quotas(study) -> dict[str, int]:
+        return {k: int(v) for k, v in study.user_attrs.items() if k.startswith(_ATTR_QUOTA)}
+
+    def target(self) -> int:
+        return sum(self._quotas(self.study).values())
+
+    def _counts(self) -> tuple[int, list[int]]:
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        return complete, sorted(t.number for t in trials if t.state == TrialState.RUNNING)
+
+    def _wait_for_sweep_run(self) -> str | None:
+        deadline = time.monotonic() + _JOIN_WAIT_S
+        while True:
+            run_id = self.study.user_attrs.get(_ATTR_SWEEP_RUN)
+            if run_id or time.monotonic() > deadline:
+                return run_id
+            # --resume gives up waiting only on a study with trials (its first worker died);
+            # a study without any may have a first worker starting it right now (team mode:
+            # workers started together would each open a sweep run).
+            if self.config.resume and self.study.trials:
+                return run_id
+            time.sleep(0.5)  # Study.user_attrs reads the storage on every access
+
+    # -- stale trials ---------------------------------------------------------------------
+    def _settle_stale(self) -> None:
+        """--resume: let trials of dead processes go stale and fail them (their runs end
+        KILLED), then end any trial run left RUNNING without a live trial."""
+        import warnings
+
+        import optuna
+
+        deadline = time.monotonic() + 3 * self.config.heartbeat + 2
+        announced = False
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(self.study)
+            _, running = self._counts()
+            if not running or time.monotonic() > deadline:
+                break
+            if not announced:
+                print(f"latentscape sweep: waiting up to {3 * self.config.heartbeat + 2} s for {len(running)} running "
+                      "trial(s) to finish or go stale", file=sys.stderr)
+                announced = True
+            time.sleep(min(1.0, self.config.heartbeat))
+        self._end_orphan_runs()
+
+    def _end_orphan_runs(self) -> None:
+        from tracking.runs import end_stale_runs
+
+        _, running = self._counts()
+        if not running:
+            end_stale_runs(self.store, self.plan.experiment_id, parent_run_id=self.sweep_run_id)
+            return
+        live = set(map(str, running))
+        for run in self._trial_runs(running_only=True):
+            if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
+                self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
+                self.store.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def _end_abandoned_sweep_runs(self) -> None:
+        """Sweep runs of this study left RUNNING by a process killed while starting it."""
+        runs = self.store.client.search_runs(
+            [self.plan.experiment_id], max_results=1000,
+            filter_string=f"tags.`{Tag.STUDY}` = '{self.plan.study_name}' and tags.`{Tag.KIND}` = '{Kind.SWEEP.value}' "
+                          "and attributes.status = 'RUNNING'")
+        for run in runs:
+            if run.info.run_id != self.sweep_run_id:
+                self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
+                self.store.client.set_terminated(run.info.run_id, status="KILLED")
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> JobResult:
+        from tracking.runs import tracked_run
+
+        created = self._open_study()
+        extraction = self.plan.extraction
+        if created:
+            with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
+                             run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
+                             parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
+                             tags=self._sweep_tags()) as log:
+                self.sweep_run_id = log.run_id
+                log.params(self._sweep_params())
+                self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
+                self._enqueue_default()
+                return self._work(log, created=True)
+        self.sweep_run_id = self._wait_for_sweep_run()
+        if self.sweep_run_id is None:
+            if not self.config.resume:
+                raise UsageError(f"study {self.plan.study_name} has no sweep run (its first worker died while "
+                                 "starting)", "run again with --resume")
+            with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
+                             run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
+                             parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
+                             tags=self._sweep_tags()) as log:
+                self.sweep_run_id = log.run_id
+                log.params(self._sweep_params())
+                self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
+                return self._work(log)
+        with _attached_run(self.store, self.sweep_run_id) as log:
+            return self._work(log)
+
+    def _sweep_tags(self) -> dict[str, Any]:
+        return {**self.plan.extraction.lineage_tags(), Tag.LAYER: self.plan.layer, Tag.STUDY: self.plan.study_name}
+
+    def _sweep_params(self) -> dict[str, Any]:
+        base = self.plan.base
+        return {
+            Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials, Param.OBJECTIVE: self.plan.objective,
+            Param.DIRECTION: self.plan.direction, Param.SAMPLER: f"TPESampler(seed={self.config.seed})",
+            Param.STORAGE: _masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
+            Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
+            Param.N_JOBS: self.config.n_jobs, Param.REDUCER: base.reducer, Param.CLUSTERER: base.clusterer,
+            Param.NOISE_POLICY: base.noise_policy, Param.KNN: base.knn, Param.KNN_K: base.knn_k,
+            Param.SCORE_K: base.score_k, Param.SCORE_SAMPLE: base.score_sample,
+        }
+
+    def _enqueue_default(self) -> None:
+        # The default map is the first trial: the best is never worse than the defaults.
+        point = self.plan.space.point_of(self.plan.base.flat_params())
+        if point is not None:
+            self.study.enqueue_trial(point, skip_if_exists=True)
+
+    def _work(self, log, *, created: bool = False) -> JobResult:
+        from jobs.core.mapping import NeighbourCache
+
+        if self.config.resume:
+            self._end_abandoned_sweep_runs()
+            self._settle_stale()
+        if created or not self.config.resume:
+            self.study.set_user_attr(_ATTR_QUOTA + self.worker_id, self.config.trials)
+
+        # Load the layer once; share k-NN graphs and score references across trials.
+        self.x = self.plan.extraction.embedding(self.plan.layer)
+        self.labels = self.plan.extraction.labels
+        hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
+        self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
+
+        # One BLAS/OpenMP thread per map, set once for the whole process (not per map:
+        # trial threads would undo each other's limits); parallelism is across trials.
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            complete, _ = self._counts()
+            remaining = max(0, self.target() - complete)
+            if remaining:
+                self._optimize(remaining)
+            return self._finish(log)
+
+    def _optimize(self, remaining: int) -> None:
+        from jobs._progress import progress
+
+        bar_context = progress(remaining, "sweep trials", unit="trial") if self.config.progress \
+            else contextlib.nullcontext(None)
+        with bar_context as bar:
+            self.bar = bar
+            # Loop: a stop can come while a sibling thread's trial is still running, and
+            # that trial may fail; go on until the study's trials are complete or in flight.
+            while self.failures_in_a_row < _MAX_CONSECUTIVE_FAILURES:
+                complete, running = self._counts()
+                if complete + len(running) >= self.target():
+                    break
+                self.study.optimize(self._objective, n_trials=None, n_jobs=self.config.n_jobs, catch=(Exception,),
+                                    callbacks=[self._after_trial], gc_after_trial=False)
+
+    def _enough(self, number: int) -> bool:
+        complete, running = self._counts()
+        return complete + sum(1 for n in running if n < number) >= self.target()
+
+    def _after_trial(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.COMPLETE:
+            self.failures_in_a_row = 0
+            if self.bar is not None:
+                self.bar.update(1)
+        elif trial.state == TrialState.FAIL:
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= _MAX_CONSECUTIVE_FAILURES:
+                study.stop()
+        complete, running = self._counts()
+        if complete + len(running) >= self.target():
+            study.stop()
+
+    def _objective(self, trial) -> float:
+        import optuna
+
+        from jobs.core.mapping import ConfigError, fit_map
+        from jobs.map import map_params
+        from tracking.runs import tracked_run
+
+        if self._enough(trial.number):
+            trial.study.stop()
+            raise optuna.TrialPruned(_SURPLUS)
+        started = time.perf_counter()
+        plan = self.plan
+        reducer_params, clusterer_params = plan.space.suggest(trial)
+        tags = {**plan.extraction.lineage_tags(), Tag.LAYER: plan.layer, Tag.STUDY: plan.study_name,
+                Tag.TRIAL_NUMBER: trial.number}
+        # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
+        # them); they, its scores and its state go in one batch at the end: measured on
+        # local SQLite, a config.json artifact per trial cost ~50 ms and each extra batch ~10.
+        with tracked_run(self.store, plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
+                         parent_run_id=self.sweep_run_id, source_run_id=plan.extraction.run_id, tags=tags) as log:
+            config = None
+            try:
+                config = plan.trial_config(reducer_params, clusterer_params)
+                result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=False, threads=None)
+            except BaseException as error:
+                params = map_params(config, plan.layer) if config is not None else {}
+                _log_batch(log, params=params, tags={Tag.TRIAL_STATE: "FAIL"})
+                if isinstance(error, ConfigError):
+                    raise ValueError(str(error)) from None
+                raise
+            value = float(result.scores[plan.objective])
+            state = "COMPLETE" if math.isfinite(value) else "FAIL"
+            seconds = time.perf_counter() - started
+            _log_batch(log, params=map_params(config, plan.layer), tags={Tag.TRIAL_STATE: state},
+                       metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: seconds})
+        with self.lock:
+            self.ran += 1
+        return value
+
+    # -- the end ---------------------------------------------------------------------
+    def _finish(self, log) -> JobResult:
+        from optuna.trial import TrialState
+
+        complete, running = self._counts()
+        target = self.target()
+        trials = self.study.get_trials(deepcopy=False)
+        failed = sum(1 for t in trials if t.state == TrialState.FAIL)
+        details: dict[str, Any] = {"study": self.plan.study_name, "storage": _masked(self.plan.storage_url),
+                                   "trials_here": self.ran, "complete": f"{complete}/{target}"}
+        log.metrics({Metric.N_TRIALS_COMPLETE: complete, Metric.N_TRIALS_FAILED: failed})
+        if complete == 0:
+            errors = [t for t in trials if t.state == TrialState.FAIL]
+            raise RuntimeError(f"no trial completed ({len(errors)} failed); see the error tags of the trial runs")
+        if running or complete < target:
+            # Another worker is still running trials: it writes the final tables.
+            details["note"] = "other workers still running; the last one logs the best map"
+            return self._result(details)
+        self._log_best(log)
+        details.update(self._best_details)
+        return self._result(details)
+
+    def _result(self, details: dict[str, Any]) -> JobResult:
+        scores = dict(self._best_scores)
+        best = None
+        with contextlib.suppress(ValueError):
+            best = self.study.best_trial
+        if best is not None:
+            details.setdefault("best_trial", best.number)
+            scores = scores or {self.plan.objective: best.value}
+        return JobResult(kind=Kind.SWEEP.value, run_id=self.sweep_run_id, experiment=self.plan.experiment_name,
+                         scores=scores, details=details)
+
+    def _log_best(self, log) -> None:
+        from jobs.core.mapping import fit_map
+        from jobs.map import KEY_SCORES, config_payload, log_cluster_table, map_frame, max_abs_diff
+
+        plan = self.plan
+        best = self.study.best_trial
+        # Replay the best trial from its settings, with the 2D view this time.
+        config = plan.trial_config(*plan.space.split({**plan.space.fixed, **best.params}))
+        result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=True, threads=None)
+        runs = self._runs_by_trial()
+        best_run = runs.get(best.number)
+        diff = max_abs_diff(result.scores, best_run.data.metrics) if best_run is not None else math.nan
+
+        log.metrics({**result.scores, Metric.BEST_VALUE: best.value, Metric.BEST_TRIAL: best.number,
+                     Metric.REPLAY_MAX_ABS_DIFF: diff})
+        self._log_best_params(log, best)
+        log.table(Artifact.MAP, map_frame(plan.extraction, result.coords, result.clusters))
+        log_cluster_table(log, plan.extraction, result)  # clusters.parquet of the best map
+        log.table(Artifact.TRIALS, self._trials_frame(runs))
+        log.table(Artifact.IMPORTANCES, self._importances())
+        payload = config_payload(config, source_run=plan.extraction.run_id, layer=plan.layer)
+        payload[Kind.SWEEP.value] = {**plan.spec, "study": plan.study_name, "storage": _masked(plan.storage_url),
+                                     "best_trial": best.number, "best_value": best.value}
+        log.json(Artifact.CONFIG, payload)
+        self._best_scores = {k: result.scores[k] for k in KEY_SCORES if k in result.scores}
+        self._best_details = {"best_trial": best.number,
+                              "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
+                              Metric.REPLAY_MAX_ABS_DIFF: diff}
+
+    def _log_best_params(self, log, best) -> None:
+        # Params are immutable: the first finish logs best.*; a later one (more trials
+        # added to the study) records a changed best as tags of the same names.
+        run = self.store.client.get_run(self.sweep_run_id)
+        wanted = {Param.BEST_PREFIX + k: v for k, v in best.params.items()}
+        wanted[Param.BEST_PREFIX + "trial"] = best.number
+        fresh = {k: v for k, v in wanted.items() if k not in run.data.params}
+        changed = {k: v for k, v in wanted.items() if k in run.data.params and run.data.params[k] != str(v)}
+        if fresh:
+            log.params(fresh)
+        if changed:
+            log.tags(changed)
+
+    def _runs_by_trial(self) -> dict[int, Any]:
+        """Trial number -> its MLflow run (a finished one where a number has several)."""
+        found: dict[int, Any] = {}
+        for run in self._trial_runs():
+            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            if number is None:
+                continue
+            if int(number) not in found or run.info.status == "FINISHED":
+                found[int(number)] = run
+        return found
+
+    def _trials_frame(self, runs: dict[int, Any]):
+        """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score."""
+        import pandas as pd
+
+        from jobs.core.scores import SCORE_NAMES
+
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+                if t.datetime_complete and t.datetime_start else None
+            run = runs.get(t.number)
+            row = {Column.TRIAL: t.number, Column.STATE: t.state.name, Column.VALUE: t.value,
+                   Column.DURATION: duration, Column.RUN_ID: run.info.run_id if run is not None else None}
+            row.update(t.params)
+            metrics = run.data.metrics if run is not None else {}
+            row.update({name: metrics.get(name, math.nan) for name in SCORE_NAMES})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _importances(self):
+        import warnings
+
+        import optuna
+        import pandas as pd
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=self.config.seed)
+                found = optuna.importance.get_param_importances(self.study, evaluator=evaluator)
+        except Exception:  # too few complete trials, or no parameter varied
+            found = {}
+        return pd.DataFrame({Column.PARAM: list(found), Column.IMPORTANCE: [float(v) for v in found.values()]})
+
+
+def _tag(key: str, value: Any):
+    from mlflow.entities import RunTag
+
+    return RunTag(key, str(value))
+
+
+def _log_batch(log, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+               tags: dict[str, Any] | None = None) -> None:
+    """Params, metrics and tags of a trial in one MLflow call (within log_batch's limits:
+    a trial has ~40 params and ~30 metrics)."""
+    from mlflow.entities import Metric as MlflowMetric
+    from mlflow.entities import Param as MlflowParam
+
+    now = int(time.time() * 1000)
+    log.client.log_batch(
+        log.run_id,
+        params=[MlflowParam(k, str(v)) for k, v in (params or {}).items() if v is not None],
+        metrics=[MlflowMetric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                 if v is not None and not math.isinf(float(v))],
+        tags=[_tag(k, v) for k, v in (tags or {}).items() if v is not None],
+    )
+
+
+@contextlib.contextmanager
+def _attached_run(store, run_id: str):
+    """Log into an existing run (a study's sweep run, joined or resumed): RUNNING while
+    this process works in it, then FINISHED, FAILED (error tag) or KILLED."""
+    from tracking.runs import RunLog, one_line
+
+    try:  # SIGTERM as an exception, as tracked_run does, so the run never stays RUNNING
+        from tracking.runs import _sigterm_as_exception as sigterm_guard
+    except ImportError:  # pragma: no cover
+        sigterm_guard = contextlib.nullcontext
+
+    store.client.update_run(run_id, status="RUNNING")
+    log = RunLog(store.client, run_id)
+    status = "FINISHED"
+    try:
+        with sigterm_guard():
+            yield log
+    except KeyboardInterrupt as error:
+        status = "KILLED"
+        with contextlib.suppress(Exception):
+            log.tags({Tag.ERROR: one_line(error)})
+        raise
+    except BaseException as error:
+        status = "FAILED" if not type(error).__name__ == "_Terminated" else "KILLED"
+        with contextlib.suppress(Exception):
+            log.tags({Tag.ERROR: one_line(error)[:5000]})
+        raise
+    finally:
+        try:
+            log.flush()
+        finally:
+            store.client.set_terminated(run_id, status=status)

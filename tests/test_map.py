@@ -1,0 +1,131 @@
+"""The map job: the default map of digits is good, the run follows the contract, a logged
+config replays exactly, and bad settings fail in one line before any run exists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jobs.core.scores import SCORE_NAMES
+from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+
+FAST = {Param.reducer_param("n_epochs"): 60}
+
+
+def _extract_digits(store, limit=None):
+    from jobs._source import load_extraction
+    from jobs.extract import ExtractConfig, extract
+
+    result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="maps")
+    return load_extraction(store, result.run_id)
+
+
+def test_default_map_of_digits_reaches_ami_085(digits_extraction):
+    """Raw digits features, UMAP + HDBSCAN with the job's defaults (what `latentscape map`
+    resolves when given no settings)."""
+    from jobs.core.mapping import fit_map
+    from jobs.map import MapRequest, resolve_for
+
+    layer, config = resolve_for(digits_extraction, MapRequest(run=digits_extraction.run_id))
+    assert layer == 0 and config.reducer == "umap" and config.clusterer == "hdbscan"
+    result = fit_map(digits_extraction.embedding(layer), digits_extraction.labels, config, with_view=False)
+    assert result.scores[Metric.AMI] >= 0.85, result.scores
+    assert result.scores[Metric.TRUSTWORTHINESS] > 0.9
+
+
+def test_map_run_follows_the_contract_and_replays_exactly(store):
+    from jobs.map import MapRequest, map_layer, replay
+
+    extraction = _extract_digits(store, limit=400)
+    request = MapRequest(run=extraction.run_id, layer=0, reducer_params={"n_epochs": "60", "n_components": "3"},
+                         clusterer_params={"min_cluster_size": "8"}, seed=3)
+    result = map_layer(request, store=store)
+    run = store.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert tags[Tag.KIND] == Kind.MAP and tags[Tag.SOURCE_RUN] == extraction.run_id
+    assert tags["mlflow.parentRunId"] == extraction.run_id and tags[Tag.LAYER] == "0"
+    assert tags[Tag.DATASET_DIGEST] == extraction.dataset_digest
+    assert params[Param.reducer_param("n_components")] == "3" and params[Param.clusterer_param("min_cluster_size")] == "8"
+    assert params[Param.reducer_param("n_neighbors")] == "15"  # defaults are logged too
+    assert params[Param.SEED] == "3" and params[Param.VIEW] == "refit"
+    assert set(SCORE_NAMES) <= set(metrics)
+    assert all(metrics[name] >= 0 for name in (Metric.REDUCE_SECONDS, Metric.CLUSTER_SECONDS, Metric.SCORE_SECONDS))
+    assert 0 < metrics[Metric.AMI] <= 1
+
+    from tracking.runs import download, load_table
+
+    frame = load_table(store, result.run_id, Artifact.MAP)
+    assert list(frame.columns[:6]) == [Column.SAMPLE_ID, Column.X, Column.Y, Column.CLUSTER, Column.LABEL, Column.TEXT]
+    assert len(frame) == 400 and frame[Column.SAMPLE_ID].is_unique
+    assert np.isfinite(frame[[Column.X, Column.Y]].to_numpy()).all()
+    assert (frame[Column.LABEL].astype(str).to_numpy() == extraction.labels).all()
+    config = json.loads(download(store, result.run_id, Artifact.CONFIG).read_text())
+    assert config["source_run"] == extraction.run_id and config["layer"] == 0
+    assert config["map"]["reducer_params"]["n_epochs"] == 60 and config["map"]["seed"] == 3
+
+    again = replay(store, result.run_id)
+    replayed = store.client.get_run(again.run_id)
+    assert replayed.data.tags[Tag.REPLAY_OF] == result.run_id
+    assert replayed.data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    for name in SCORE_NAMES:
+        assert replayed.data.metrics[name] == pytest.approx(metrics[name], nan_ok=True, abs=1e-12)
+    np.testing.assert_array_equal(load_table(store, again.run_id, Artifact.MAP)[Column.CLUSTER], frame[Column.CLUSTER])
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+BAD_SETTINGS = {
+    "n_neighbors at n": (["--n-neighbors", "200"], "n_neighbors=200 is not below the number of samples (200)"),
+    "n_components 0": (["--n-components", "0"], "n_components=0 is below 1"),
+    "unknown metric": (["--metric", "nope"], "unknown metric 'nope'"),
+    "unknown reducer": (["--reducer", "isomap"], "unknown reducer 'isomap'"),
+    "missing layer": (["--layer", "3"], "has no layer 3"),
+}
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """A store with a 200-sample digits extraction, for command-line tests."""
+    from tracking.runs import open_store
+
+    folder = tmp_path_factory.mktemp("map-cli")
+    store = open_store(f"sqlite:///{folder / 'mlflow.db'}")
+    extraction = _extract_digits(store, limit=200)
+    yield store, extraction.run_id, folder
+    experiments = [e.experiment_id for e in store.client.search_experiments()]
+    assert not store.client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+
+
+def test_bad_settings_fail_in_one_line_before_any_run(small_store):
+    store, run_id, folder = small_store
+    experiments = [e.experiment_id for e in store.client.search_experiments()]
+    map_runs = f"tags.`{Tag.KIND}` = '{Kind.MAP.value}'"
+    before = len(store.client.search_runs(experiments, filter_string=map_runs))
+    for case, (args, needle) in BAD_SETTINGS.items():
+        done = _cli("map", "--tracking-uri", store.uri, "--run", run_id, *args, cwd=folder)
+        assert done.returncode == 2, (case, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("latentscape map: error:") and needle in lines[0], (case, lines)
+        assert done.stdout == "", case
+    assert len(store.client.search_runs(experiments, filter_string=map_runs)) == before  # no run was opened
+
+
+def test_cli_maps_and_prints_json(small_store):
+    store, run_id, folder = small_store
+    done = _cli("map", "--tracking-uri", store.uri, "--run", run_id, "--reducer", "pca", "--clusterer", "kmeans",
+                "--json", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout.strip().splitlines()[-1])
+    assert payload["kind"] == Kind.MAP and payload["scores"][Metric.AMI] > 0.3
+    run = store.client.get_run(payload["run_id"])
+    assert run.data.params[Param.clusterer_param("n_clusters")] == "10"  # k = number of true labels
+    done = _cli("map", "--tracking-uri", store.uri, "--from-run", payload["run_id"], "--seed", "2", cwd=folder)
+    assert done.returncode == 2 and "--from-run" in done.stderr
