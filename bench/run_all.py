@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -41,6 +42,7 @@ def main() -> int:
     args = parser.parse_args()
     rows: list[Row] = []
     failed = []
+    began = time.perf_counter()
     for name in args.names:
         if not (HERE / f"{name}.py").exists():
             continue
@@ -54,6 +56,9 @@ def main() -> int:
         print(f"   {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     print()
     print_rows(rows)
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"\n{time.perf_counter() - began:.0f} s in all ({'quick' if args.quick else 'full'} sizes); "
+          f"load average {load} on {os.cpu_count()} cores")
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
     return 1 if failed else 0
