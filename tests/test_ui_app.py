@@ -33,6 +33,7 @@ from ui.charts import compare as compare_charts
 from ui.charts import directions as direction_charts
 from ui.charts import interpolation as interpolation_charts
 from ui.charts import layers as layer_charts
+from ui.charts import bigmap
 from ui.charts import maps as map_charts
 from ui.charts import overview as overview_charts
 from ui.charts import sweeps as sweep_charts
@@ -97,12 +98,14 @@ def build_ui_runs(text, digits) -> UiRuns:
     if "sweep" not in runs.missing:
         from jobs.sweep import SweepConfig, sweep
 
-        config = SweepConfig(run=text.run_id, layer=6, trials=4, reducer="pca", clusterer="kmeans", progress=False)
+        config = SweepConfig(run=text.run_id, layer=6, trials=4, reducer="pca", clusterer="kmeans", progress=False,
+                             holdout=0.3)
         runs.sweep = sweep(config, store=store, experiment=UI_EXPERIMENT).run_id
     if "layers" not in runs.missing:
         from jobs.layers import LayersConfig, layers
 
-        config = LayersConfig(run=text.run_id, map_reducer="pca", map_clusterer="kmeans")
+        config = LayersConfig(run=text.run_id, map_reducer="pca", map_clusterer="kmeans", seeds=2,
+                              aligned_maps=True, aligned_epochs=20)
         runs.layers = layers(config, store=store, experiment=UI_EXPERIMENT).run_id
     if "interpolate" not in runs.missing:
         from jobs.interpolate import InterpolateConfig, interpolate
@@ -165,6 +168,14 @@ def open_page(path: str | None, params: dict | None = None, *, timeout: float = 
 def charts(at) -> list[dict]:
     """The Vega-Lite specs of the page's charts."""
     return [json.loads(element.proto.spec) for element in at.get("vega_lite_chart")]
+
+
+def chart_datasets(at) -> list[list[pd.DataFrame]]:
+    """The named data sets of each Vega-Lite chart (Streamlit sends them as Arrow, apart from the spec)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return [[convert_arrow_bytes_to_pandas_df(d.data.data) for d in element.proto.datasets]
+            for element in at.get("vega_lite_chart")]
 
 
 def assert_clean(at) -> None:
@@ -291,6 +302,84 @@ def test_a_box_selection_round_trips_through_the_url_and_selects_the_points_insi
     inside = map_charts.points_in_box(points, box)
     assert len(inside) == int((points.x.between(-1, 1) & points.y.between(-0.5, 0.5)).sum()) > 0
     assert map_charts.points_in_box(points, None).empty
+
+
+def test_cluster_labels_name_each_cluster_at_its_centre_and_the_table_reads_well():
+    clusters = pd.DataFrame({
+        Column.CLUSTER: [-1, 0, 1, 2], Column.NOISE: [True, False, False, False], Column.SIZE: [5, 20, 40, 9],
+        Column.SHARE: [0.07, 0.27, 0.54, 0.12], Column.MAJORITY_LABEL: ["a", "cooking", "b", None],
+        Column.PURITY: [0.4, 0.9, 1.0, np.nan], Column.X: [0.0, 1.0, 2.0, np.nan], Column.Y: [0.0, 1.0, 2.0, 3.0],
+        Column.KEYWORDS: [["x"], ["soup", "stir", "oven", "bake"], [], []],
+        Column.CENTRAL_TEXTS: [[], ["Simmer the soup. " * 20], ["b text"], []],
+    })
+    names = map_charts.cluster_labels(clusters)
+    assert list(names[Column.CLUSTER]) == [0, 1]  # no noise, no label without a position
+    assert list(names["text"]) == ["soup, stir, oven", "b (100%)"]  # keywords, else the majority label
+    table = map_charts.cluster_table(clusters)
+    assert list(table[Column.CLUSTER]) == ["1", "0", "2", "noise"]  # largest first
+    assert table.loc[1, Column.KEYWORDS] == "soup, stir, oven, bake"
+    assert table["typical sample"].str.len().max() <= 160
+    info = map_charts.map_info(_map_points())
+    spec = map_charts.map_chart(info, labels=names, query={"x": 0.5, "y": 0.5, "text": "a new text"},
+                                neighbours={"s1", "s2"}, box={"x": [0, 1], "y": [0, 1]}).to_dict()
+    marks = [layer["mark"] for layer in spec["layer"]]
+    assert marks[0]["type"] == "circle" and any(m.get("shape") == "diamond" for m in marks)
+    assert sum(m["type"] == "text" for m in marks) == 2
+    assert spec["params"][0]["name"] == map_charts.BRUSH  # the brush still selects on the scatter
+    assert "layer" not in map_charts.map_chart(info).to_dict()  # nothing to add: a plain scatter
+    assert map_charts.cluster_labels(None).empty and map_charts.cluster_table(None).empty
+
+
+def _big_points(n: int, *, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    blob = rng.integers(0, 25, size=n)
+    return pd.DataFrame({
+        Column.SAMPLE_ID: [f"p{i}" for i in range(n)],
+        Column.X: (rng.normal(size=n) + blob * 3).astype(np.float32), Column.Y: rng.normal(size=n) * 2,
+        Column.CLUSTER: np.where(blob == 0, -1, blob), Column.LABEL: [f"class {b % 12}" for b in blob],
+        Column.TEXT: [f'text "{i}" <b>\n' + "word " * (i % 40) for i in range(n)],
+    })
+
+
+def test_a_large_map_is_every_point_on_a_grid_with_text_for_the_hover_sample():
+    points = _big_points(3000)
+    info = bigmap.deck_info(points, color_by=Column.CLUSTER, hover_points=1000, text_chars=30)
+    assert (info.n_points, info.n_hover) == (3000, 1000) and info.color_by == Column.CLUSTER
+    assert len(info.legend) == bigmap.MAX_COLOURS + 1  # 19 colours, "other", and noise
+    assert {e.category for e in info.legend} >= {bigmap.OTHER, bigmap.NOISE}
+    assert sum(e.n_points for e in info.legend) == 3000
+    deck = json.loads(bigmap.deck_json(info, query={"x": 3.0, "y": 0.0, "text": "new"},
+                                       cluster_labels=pd.DataFrame({"x": [0.0], "y": [0.0], "text": ["soup"]})))
+    assert deck["views"] == [{"@@type": "OrthographicView", "controller": True, "flipY": False}]
+    assert "mapStyle" not in deck or not deck["mapStyle"]  # no basemap: nothing fetched from the internet
+    layers = {layer["id"]: layer for layer in deck["layers"]}
+    drawn = [layer for layer in deck["layers"] if layer["@@type"] == "ScatterplotLayer" and "query" not in layer["id"]]
+    assert sum(len(layer["data"]) for layer in drawn) == 3000
+    hover = [row for layer in drawn if layer["pickable"] for row in layer["data"]]
+    assert len(hover) == 1000 and max(len(row["t"]) for row in hover) <= 30
+    assert all(0 <= v <= bigmap.GRID for layer in drawn for row in layer["data"]
+               for v in (row["p"] if isinstance(row, dict) else row))
+    by_id = points.set_index(Column.SAMPLE_ID)
+    row = hover[0]
+    assert row["t"] == bigmap._short(pd.Series([by_id.loc[row["i"], Column.TEXT]]), 30)[0]
+    back = np.array(row["p"]) / info.scale + np.array(info.origin)
+    assert np.abs(back - by_id.loc[row["i"], [Column.X, Column.Y]].to_numpy(float)).max() <= 0.5 / info.scale + 1e-9
+    assert layers[next(k for k in layers if k.endswith("-query"))]["data"][0]["t"] == "query: new"
+    assert any(layer["@@type"] == "TextLayer" for layer in deck["layers"])
+    served: dict[str, str] = {}
+
+    def serve(name: str, digest: str, text: str) -> str:
+        served[name] = text
+        return f"/media/{digest}.json"
+
+    by_url = json.loads(bigmap.deck_json(info, serve=serve))
+    urls = [layer["data"] for layer in by_url["layers"] if layer["@@type"] == "ScatterplotLayer"]
+    assert urls == [f"/media/{digest}.json" for digest in info.digests] and len(set(urls)) == len(urls)
+    assert sum(len(json.loads(text)) for text in served.values()) == 3000
+    small = bigmap.deck_info(points.drop(columns=[Column.LABEL]).head(50), color_by=Column.LABEL)
+    assert small.color_by == Column.CLUSTER and small.n_hover == 50  # unlabelled: clusters; all hoverable
+    codes, names = bigmap.categories(pd.Series([3, -1, 3, None]))
+    assert [names[c] for c in codes] == ["3", "noise", "3", ""]
 
 
 def test_compare_highlights_what_differs():
@@ -459,11 +548,92 @@ def test_a_shared_maps_link_opens_the_same_runs_colouring_and_selection(app_env)
     assert at.radio[0].value == "cluster"
     specs = charts(at)
     assert len(specs) == 2
-    assert all(s["encoding"]["color"]["condition"]["title"] == "cluster" for s in specs)
+    scatters = [s["layer"][0] if "layer" in s else s for s in specs]  # clusters named in a layer on top
+    assert all(s["encoding"]["color"]["condition"]["title"] == "cluster" for s in scatters)
     assert specs[0]["params"][0].get("value") == {"x": [x0, x1], "y": [y0, y1]}  # the brush is drawn where it was
     table = at.dataframe[-1].value
     assert len(table) == app_env.n_text and set(table.columns) >= {Column.SAMPLE_ID, Column.LABEL, Column.TEXT}
     assert at.query_params["sel"] == app_env.maps[1] and at.query_params["color"] == "cluster"
+
+
+def test_maps_name_their_clusters_and_list_them(app_env):
+    app_env.need("map")
+    app_env.need("sweep")
+    at = open_page("views/maps.py", {"run": [*app_env.maps, app_env.sweep], "cols": "3"})  # the sweep's best map too
+    assert_clean(at)
+    assert len(charts(at)) == 3
+    for spec, frames in zip(charts(at), chart_datasets(at)):
+        marks = [layer["mark"]["type"] for layer in spec["layer"]]
+        assert marks[0] == "circle" and marks.count("text") == 2  # cluster names over the scatter
+        names = next(f for f in frames if "text" in f and Column.SAMPLE_ID not in f)
+        assert len(names) >= 2 and names["text"].str.strip().str.len().min() > 0
+    assert any("clusters: size, purity, keywords" in e.label for e in at.expander)
+    tables = [d.value for d in at.dataframe if Column.KEYWORDS in d.value]
+    assert len(tables) == 3 and all(t[Column.KEYWORDS].str.len().min() > 0 for t in tables)
+
+
+def test_search_by_a_new_text_lists_its_neighbours_and_places_it_on_the_map(app_env, text_extraction):
+    app_env.need("map")
+    row = 5
+    text, sample_id = text_extraction.texts[row], text_extraction.ids[row]
+    at = open_page("views/maps.py", {"run": app_env.maps, "search": text, "in": app_env.maps[1]})
+    assert_clean(at)
+    assert at.text_input(key="maps.search").value == text and at.selectbox(key="maps.in").value == app_env.maps[1]
+    neighbours = next(d.value for d in at.dataframe if Column.DISTANCE in d.value)
+    assert neighbours.iloc[0][Column.SAMPLE_ID] == sample_id
+    assert neighbours.iloc[0][Column.DISTANCE] == pytest.approx(0.0, abs=1e-5)
+    assert list(neighbours[Column.DISTANCE]) == sorted(neighbours[Column.DISTANCE])
+    specs = charts(at)
+    diamonds = [i for i, spec in enumerate(specs) for layer in spec["layer"] if layer["mark"].get("shape") == "diamond"]
+    assert diamonds == [1], "the query is drawn on the map it was searched in only"
+    # The exact text lands on its own sample: the marker sits on that sample's position.
+    frames = chart_datasets(at)[1]
+    points = next(f for f in frames if Column.SAMPLE_ID in f).set_index(Column.SAMPLE_ID)
+    marker = next(f for f in frames if "name" in f and (f["name"] == map_charts.QUERY).all()).iloc[0]
+    assert (marker[Column.X], marker[Column.Y]) == pytest.approx(
+        (points.loc[sample_id, Column.X], points.loc[sample_id, Column.Y]), abs=1e-4)
+    assert at.query_params["search"] == text
+
+
+def test_search_says_why_a_run_cannot_be_searched(app_env):
+    app_env.need("interpolate")
+    at = open_page("views/interpolation.py", {"run": [app_env.digits_interpolation]})
+    at.text_input(key="interpolation.search").input("the digit seven").run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any("tabular" in w and "latentscape search: error:" in w for w in warnings), warnings
+
+
+def test_a_large_map_is_drawn_by_deck_gl_from_the_columns_it_needs(monkeypatch, tmp_path):
+    from tracking.contract import Artifact, Param, Tag
+    from tracking.runs import open_store, tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = open_store(uri)
+    points = _big_points(bigmap.LARGE_MAP_POINTS + 5000).assign(**{"meta.source": "synthetic"})
+    with tracked_run(store, store.experiment_id("big"), Kind.MAP, run_name="big map", tags={Tag.LAYER: 0}) as log:
+        log.params({Param.LAYER: 0, Param.REDUCER: "umap", Param.CLUSTERER: "hdbscan"})
+        log.table(Artifact.MAP, points)
+        run_id = log.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
+    _clear_streamlit_caches()
+    try:
+        at = open_page("views/maps.py", {"run": run_id, "color": "cluster"})
+        assert_clean(at)
+        assert not charts(at), "no Vega-Lite map above the threshold"
+        decks = at.get("deck_gl_json_chart")
+        assert len(decks) == 1
+        deck = json.loads(decks[0].proto.json)
+        drawn = [layer for layer in deck["layers"] if layer["@@type"] == "ScatterplotLayer"]
+        # The points travel as JSON files of the app's media store, not in the chart's JSON
+        # (which Streamlit's frontend parses with a slow JSON5 parser).
+        assert drawn and all("/media/" in str(layer["data"]) and layer["data"].endswith(".json") for layer in drawn)
+        assert len(decks[0].proto.json) < 20_000
+        assert json.loads(decks[0].proto.tooltip)["text"].startswith("{t}")
+        assert "drawn by deck.gl" in " ".join(c.value for c in at.caption)
+    finally:
+        _clear_streamlit_caches()
 
 
 def test_the_sweeps_page_links_to_the_best_trials_map(app_env):
@@ -615,3 +785,57 @@ def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
                               "--port", str(port), "--address", "127.0.0.1"], capture_output=True, text=True,
                              timeout=60, cwd=REPO)
     assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
+
+
+# -- how far to trust a result (issue 11) ---------------------------------------------------------
+def test_score_text_shows_interval_p_value_and_spread():
+    from ui.labels import score_text
+
+    row = {"metric.ami": 0.81234, "metric.ami_ci_low": 0.79, "metric.ami_ci_high": 0.83,
+           "metric.ami_p_value": 1 / 101, "metric.ami_std": 0.004, "metric.nmi": 0.5, "metric.nmi_p_value": None}
+    assert score_text("ami", row, prefix="metric.") == "ami 0.812 [0.790, 0.830] p=0.0099 ±0.004"
+    assert score_text("nmi", row, prefix="metric.") == "nmi 0.500"
+
+
+def test_aligned_maps_share_axes_and_curves_get_error_bars():
+    frame = pd.DataFrame({Column.LAYER: np.repeat([0, 1, 2], 4), Column.SAMPLE_ID: list("abcd") * 3,
+                          Column.X: np.arange(12.0), Column.Y: -np.arange(12.0), Column.LABEL: ["p", "q"] * 6})
+    first, last = layer_charts.aligned_info(frame, 0), layer_charts.aligned_info(frame, 2)
+    assert first.layers == [0, 1, 2] and len(last.points) == 4 and last.layer == 2
+    assert first.x_domain == last.x_domain and first.labels == ["p", "q"]  # same axes, same colours
+    assert layer_charts.aligned_info(frame, 9).layer == 0 and layer_charts.aligned_info(None).layer is None
+    layer_charts.aligned_chart(last).to_dict()
+    curves = pd.DataFrame({CatalogColumn.RUN_ID: ["r"] * 4, CatalogColumn.KEY: [Metric.AMI] * 2 + [Metric.AMI_STD] * 2,
+                           CatalogColumn.LAYER: [0, 1, 0, 1], CatalogColumn.VALUE: [0.5, 0.6, 0.01, 0.02]})
+    info = layer_charts.curves_info(curves)
+    assert info.keys == [Metric.AMI]  # the spread is no panel of its own
+    np.testing.assert_allclose(info.frame["low"], [0.49, 0.58]) and np.testing.assert_allclose(info.frame["high"],
+                                                                                               [0.51, 0.62])
+    assert "rule" in json.dumps(layer_charts.curves_chart(info).to_dict())
+
+
+def test_layers_page_steps_through_the_aligned_maps(app_env):
+    app_env.need("layers")
+    at = open_page("views/layers.py", {"run": [app_env.text]})
+    assert_clean(at)
+    slider = at.select_slider[0]
+    assert slider.label == "Layer" and slider.value == 0
+    titles = [s.get("title") for s in charts(at)]
+    assert "layer 0" in json.dumps(titles)
+    at = slider.set_value(4).run()
+    assert_clean(at)
+    assert "layer 4" in json.dumps([s.get("title") for s in charts(at)])
+
+
+def test_maps_show_p_values_and_intervals_and_sweeps_their_held_out_scores(app_env):
+    app_env.need("map")
+    at = open_page("views/maps.py", {"run": app_env.maps})
+    assert_clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "p=0.0099" in captions and "ami " in captions and "[" in captions
+    app_env.need("sweep")
+    at = open_page("views/sweeps.py", {"run": app_env.sweep})
+    assert_clean(at)
+    labels = {m.label for m in at.metric}
+    assert {"held-out ami", "best ami (tuning samples)"} <= labels
+    assert any("never read while tuning" in str(frame.value.columns.tolist()) for frame in at.dataframe)

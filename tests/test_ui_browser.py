@@ -2,8 +2,9 @@
 no browser download): ``streamlit run`` as ``latentscape ui`` starts it, on the runs of
 tests/test_ui_app.py. Every page renders its charts with no exception shown; a box
 dragged on a map becomes part of the URL, and opening that URL in a new browser shows
-the same runs, colouring and selection. A screenshot of each page goes to
-``test-artifacts/``.
+the same runs, colouring and selection; a map of 100,000 points is drawn by deck.gl
+and answers the pointer (hover tooltip, zoom) without an error. A screenshot of each
+page goes to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -81,8 +82,54 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> N
     raise TimeoutError(f"{url}/_stcore/health did not answer ok within {timeout} s")
 
 
+BIG_MAP_POINTS = 100_000
+
+
+def big_map_frame(n: int, *, seed: int = 0):
+    """``n`` points: 30% in a dense blob at the middle of the map (so the middle of the
+    chart always holds points to hover), the rest in eight blobs around it."""
+    import numpy as np
+    import pandas as pd
+
+    from tracking.contract import Column
+
+    rng = np.random.default_rng(seed)
+    blob = np.where(rng.random(n) < 0.3, 0, rng.integers(1, 9, size=n))
+    angle = blob * np.pi / 4
+    centre = np.where(blob[:, None] == 0, 0.0, np.column_stack([np.cos(angle), np.sin(angle)]) * 10)
+    xy = centre + rng.normal(scale=np.where(blob == 0, 0.3, 1.0)[:, None], size=(n, 2))
+    topics = np.array(["soup simmered with onions", "rain and wind tomorrow", "interest rates rose",
+                       "the band played an encore", "a rocket reached orbit", "seedlings in warm soil",
+                       "a cheap flight to Lyon", "the compiler got faster", "a goal in the last minute"])
+    return pd.DataFrame({
+        Column.SAMPLE_ID: [f"big-{i:06d}" for i in range(n)], Column.X: xy[:, 0].astype(np.float32),
+        Column.Y: xy[:, 1].astype(np.float32), Column.CLUSTER: blob.astype(np.int64),
+        Column.LABEL: [f"topic {b}" for b in blob], Column.TEXT: [f"sentence {i}: {topics[b]}" for i, b in
+                                                                  enumerate(blob)],
+    })
+
+
 @pytest.fixture(scope="module")
-def server(ui_runs, tmp_path_factory):
+def big_map(ui_runs) -> str:
+    """A finished map run of BIG_MAP_POINTS points (and its clusters table), logged
+    beside the UI runs before the server starts (so its first catalog sync sees it)."""
+    from tracking.contract import Artifact, Column, Kind, Param, Tag
+    from tracking.runs import open_store, tracked_run
+
+    store = open_store(ui_runs.tracking_uri)
+    frame = big_map_frame(BIG_MAP_POINTS)
+    centres = frame.groupby(Column.CLUSTER)[[Column.X, Column.Y]].median().reset_index()
+    clusters = centres.assign(**{Column.NOISE: False, Column.KEYWORDS: [[f"topic {c}"] for c in centres[Column.CLUSTER]]})
+    with tracked_run(store, store.experiment_id("ui-browser-big"), Kind.MAP, run_name="map of 100k points",
+                     source_run_id=ui_runs.text, tags={Tag.LAYER: 6}) as log:
+        log.params({Param.LAYER: 6, Param.REDUCER: "umap", Param.CLUSTERER: "hdbscan"})
+        log.table(Artifact.MAP, frame)
+        log.table(Artifact.CLUSTERS, clusters)
+        return log.run_id
+
+
+@pytest.fixture(scope="module")
+def server(ui_runs, big_map, tmp_path_factory):
     """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
     from jobs.serve import ui_command, ui_environment
 
@@ -230,3 +277,36 @@ def test_the_best_trials_map_is_one_click_from_the_sweep(server, tab, ui_runs):
         tab.wait_for_timeout(250)
     assert tab.locator(DRAWN).count() >= 1
     assert tab.get_by_test_id("stException").count() == 0
+
+
+def test_a_100k_point_map_is_drawn_by_deck_gl_and_hovers_without_an_error(server, tab, big_map):
+    open_app(tab, f"{server}/maps{_query({'run': big_map})}", "Maps")
+    deck = tab.get_by_test_id("stDeckGlJsonChart")
+    deck.wait_for(timeout=90_000)
+    canvas = deck.locator("canvas").first
+    canvas.wait_for(timeout=60_000)
+    assert tab.locator(DRAWN).count() == 0, "no Vega-Lite chart for a map this large"
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2  # the dense blob is in the middle
+    tooltip = tab.locator(".deck-tooltip")
+    shown = ""
+    deadline = time.monotonic() + 60
+    step = 0
+    while time.monotonic() < deadline and not shown:  # deck.gl draws a moment after the element mounts
+        dx, dy = ((step % 5) - 2) * 3, ((step // 5 % 5) - 2) * 3
+        tab.mouse.move(cx + dx, cy + dy)
+        tab.wait_for_timeout(250)
+        if tooltip.count() and tooltip.first.is_visible():
+            shown = tooltip.first.inner_text()
+        step += 1
+    assert shown.startswith("sentence "), f"no tooltip with a sample's text: {shown!r}"
+    assert "topic 0" in shown and "big-" in shown  # label and sample id too
+    screenshot(tab, "maps-100k")
+    # Zoom in (one wheel turn): still no error. (Each redraw of 100,000 points takes seconds
+    # in software WebGL, so the test stops at one.)
+    tab.mouse.move(cx, cy)
+    tab.mouse.wheel(0, -400)
+    tab.wait_for_timeout(500)
+    assert tab.get_by_test_id("stException").count() == 0
+    caption = tab.get_by_text(re.compile(r"100,000 points drawn by deck.gl"))
+    assert caption.count() == 1

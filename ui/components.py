@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.routes import Route
 
-__all__ = ["empty_state", "page_header", "link"]
+__all__ = ["empty_state", "page_header", "link", "served_json"]
 
 
 def page_header(route: Route) -> None:
@@ -29,3 +29,23 @@ def link(route: Route, label: str, params: Mapping[str, str | Sequence[str]] | N
     """A link to another page that opens it with ``params`` in its URL."""
     query = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in (params or {}).items()}
     container.page_link(route.path, label=label, icon=icon or route.icon, query_params=query or None)
+
+
+def served_json(name: str, digest: str, text: str) -> str | None:
+    """A URL of this app's server from which the browser fetches ``text`` as JSON, or
+    None where there is no Streamlit runtime (a bare script).
+
+    Streamlit's media file store keeps the file while the element that added it is on the
+    page (dropped after a rerun that no longer adds it), as it does for ``st.image``.
+    ``name`` is the element's place (one file per name and session); ``digest`` names
+    the content, as the store itself identifies files over 1 MiB by a sample of their
+    bytes only. Uses ``streamlit.runtime``'s media file manager (not a public API: the
+    one place the app relies on Streamlit's internals)."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return None
+    url = runtime.get_instance().media_file_mgr.add(
+        text.encode(), "application/json", f"latentscape.{name}", file_name=f"{digest or name}.json")
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{url}" if base else url

@@ -10,11 +10,19 @@
 
 Pages never call ``tracking.queries`` themselves: they call these functions with
 hashable arguments (tuples, not lists).
+
+Search by a new text runs ``latentscape search ... --json`` in a subprocess: the text
+has to go through the run's own model, and this process never imports torch or the
+jobs. Its answer is cached per (run, text, layer, k).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +35,8 @@ import streamlit as st
 from tracking import queries
 from tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
 from tracking.contract import CatalogColumn as C
+from tracking.contract import Column
+from ui.charts import bigmap
 
 __all__ = [
     "catalog",
@@ -42,12 +52,19 @@ __all__ = [
     "layer_curves",
     "children",
     "map_points",
+    "map_size",
+    "big_map",
+    "search",
+    "SearchResult",
+    "SearchFailed",
     "sweep_trials",
     "table",
     "artifact",
     "CatalogStatus",
 ]
 
+# A search loads the run's model in a new process: seconds, more on a busy machine.
+_SEARCH_TIMEOUT_S = 600
 # A new browser session syncs the catalog when the last sync is older than this.
 _STALE_AFTER_S = 30.0
 _TTL = 3600  # cached frames also expire on their own after an hour
@@ -205,6 +222,88 @@ def map_points(run_id: str) -> pd.DataFrame | None:
 
 
 @st.cache_data(ttl=_TTL, show_spinner=False)
+def map_size(run_id: str) -> int | None:
+    """Points in the run's ``map.parquet`` (one float column read), or None without one."""
+    frame = _or_none(lambda: queries.map_points(_reader(), run_id, columns=[Column.X]))
+    return None if frame is None or Column.X not in frame else len(frame)
+
+
+@st.cache_data(ttl=_TTL, show_spinner="Preparing the large map…", max_entries=6)
+def big_map(run_id: str, color_by: str) -> bigmap.DeckInfo | None:
+    """A large map's deck.gl layers (:func:`ui.charts.bigmap.deck_info`), reading only the
+    columns the deck draws: no sample ids above ``bigmap.HOVER_POINTS`` points (only the
+    hover sample would show them), never the ``meta.*`` columns."""
+    reader = _reader()
+    try:
+        columns = bigmap.columns_for(map_size(run_id) or 0, queries.parquet_columns(reader, run_id))
+        points = queries.map_points(reader, run_id, columns=columns)
+    except ArtifactNotFound:
+        return None
+    return bigmap.deck_info(points, color_by=color_by)
+
+
+class SearchFailed(RuntimeError):
+    """The search process failed for a reason other than the user's input (not cached)."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What ``latentscape search --json`` answered.
+
+    neighbours: rank, sample_id, label, text, distance (cosine), nearest first; x / y:
+    the text's place on the run's map (None for an extraction, or a map without those
+    samples); layer: the layer searched; error: the command's one-line error when the
+    input cannot be searched (e.g. the run's model is not on this machine), else None."""
+
+    neighbours: pd.DataFrame
+    x: float | None
+    y: float | None
+    layer: int | None
+    error: str | None
+    seconds: float
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@st.cache_data(ttl=_TTL, show_spinner="Embedding the text with the run's own model…", max_entries=256)
+def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> SearchResult:
+    """The ``k`` samples nearest to ``text`` in run ``run_id`` (a map, sweep or trial run;
+    an extract run with ``layer``). Runs ``latentscape search --json`` in a subprocess
+    on the catalog's store. A usage error (exit 2: no such layer, a tabular run, the
+    model not available here) comes back as ``error`` and is cached like an answer;
+    any other failure raises :class:`SearchFailed` and is not cached."""
+    command = [sys.executable, "-m", "jobs.cli", "search", "--tracking-uri", catalog().tracking_uri,
+               "--run", run_id, f"--text={text}", "--k", str(int(k)), "--json"]
+    if layer is not None:
+        command += ["--layer", str(int(layer))]
+    env = {**os.environ, "LATENTSCAPE_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_SEARCH_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise SearchFailed(f"the search did not finish within {_SEARCH_TIMEOUT_S} s") from None
+    seconds = time.perf_counter() - started
+    empty = pd.DataFrame({Column.RANK: [], Column.SAMPLE_ID: [], Column.LABEL: [], Column.TEXT: [],
+                          Column.DISTANCE: []})
+    if done.returncode == 2:
+        return SearchResult(empty, None, None, layer, _last_line(done.stderr) or "the search was refused", seconds)
+    try:
+        payload = json.loads(_last_line(done.stdout)) if done.returncode == 0 else None
+    except json.JSONDecodeError:
+        payload = None
+    if payload is None:
+        raise SearchFailed(_last_line(done.stderr) or f"latentscape search exited with {done.returncode}")
+    details = payload.get("details", {})
+    neighbours = pd.DataFrame(details.get("neighbours", []), columns=list(empty.columns))
+    x, y = details.get(Column.X), details.get(Column.Y)
+    return SearchResult(neighbours, None if x is None else float(x), None if y is None else float(y),
+                        details.get("layer", layer), None, seconds)
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
 def sweep_trials(sweep_run_id: str) -> pd.DataFrame | None:
     """The sweep's ``trials.parquet``, or None (not written yet: the sweep is running)."""
     return _or_none(lambda: queries.sweep_trials(_reader(), sweep_run_id))
@@ -231,5 +330,5 @@ def _or_none(read):
         return None
 
 
-_CACHED = (experiments, facets, runs, run_table, metrics, layer_curves, children, map_points, sweep_trials, table,
-           artifact)
+_CACHED = (experiments, facets, runs, run_table, metrics, layer_curves, children, map_points, map_size, big_map,
+           search, sweep_trials, table, artifact)

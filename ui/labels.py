@@ -9,8 +9,12 @@ from typing import Any
 import pandas as pd
 
 from tracking.contract import CatalogColumn as C
+from tracking.contract import Metric
 
-__all__ = ["run_label", "run_labels", "short_id", "number", "truncate"]
+__all__ = ["run_label", "run_labels", "short_id", "number", "truncate", "score_text", "TRUST_HELP"]
+
+TRUST_HELP = ("[low, high]: 95% bootstrap interval of the score (samples resampled); p: the share of label "
+              "shuffles that score as high (the smallest possible is 1 / (shuffles + 1)); ± : spread over seeds.")
 
 _SHORT_ID = 8
 
@@ -52,3 +56,31 @@ def truncate(text: Any, limit: int = 160) -> str:
     """Text for a tooltip or a table cell: one line, at most ``limit`` characters."""
     flat = " ".join(str(text if text is not None else "").split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def score_text(name: str, metrics: Mapping[str, Any], *, prefix: str = "") -> str:
+    """``"ami 0.812 [0.790, 0.831] p=0.0099 ±0.004"``: a score with whatever of its trust
+    measures the run logged (bootstrap interval, permutation p-value, spread over seeds).
+    ``metrics``: metric name (with ``prefix``, e.g. ``metric.`` of a run_table row) -> value."""
+    def get(key: str) -> float | None:
+        return _finite(metrics.get(prefix + key))
+
+    text = f"{name} {number(metrics.get(prefix + name))}"
+    low, high = get(Metric.trust(name, Metric.CI_LOW_SUFFIX)), get(Metric.trust(name, Metric.CI_HIGH_SUFFIX))
+    if low is not None and high is not None:
+        text += f" [{number(low)}, {number(high)}]"
+    p_value = get(Metric.trust(name, Metric.P_VALUE_SUFFIX))
+    if p_value is not None:
+        text += f" p={p_value:.2g}"
+    spread = get(Metric.trust(name, Metric.STD_SUFFIX))
+    if spread is not None:
+        text += f" ±{number(spread)}"
+    return text

@@ -21,6 +21,9 @@ __all__ = [
     "cka_info",
     "cka_chart",
     "first_stable_layer",
+    "AlignedInfo",
+    "aligned_info",
+    "aligned_chart",
 ]
 
 # What each per-layer metric means, for the chart titles (step=layer metrics).
@@ -88,7 +91,10 @@ def curves_info(
     """curves: ``queries.layer_curves`` rows (run_id, key, layer, value; run_name optional);
     labels: run_id -> display label; keys: which metrics, in order (default: those present,
     the usual ones first); marks: run_id -> {what: layer} findings logged by the run.
-    Where a run logged no stable layer but has ``cka_previous``, it is computed here."""
+    Where a run logged no stable layer but has ``cka_previous``, it is computed here.
+    A curve's spread over seeds (``<key>_std`` rows, e.g. ``ami_std`` of ``layers --seeds``)
+    is never a panel of its own: it becomes the columns ``low`` / ``high`` (value -/+ std,
+    NaN where none) that the chart draws as error bars."""
     labels = dict(labels or {})
     frame = curves.copy()
     if frame.empty:
@@ -96,6 +102,9 @@ def curves_info(
     frame[C.LAYER] = frame[C.LAYER].astype(int)
     frame[C.VALUE] = pd.to_numeric(frame[C.VALUE], errors="coerce")
     present = list(dict.fromkeys(frame[C.KEY]))
+    spread_of = {Metric.trust(k, Metric.STD_SUFFIX): k for k in present}
+    spreads = frame[frame[C.KEY].isin(list(spread_of))]
+    present = [k for k in present if k not in spread_of]
     if keys is None:
         ordered = [k for k in CURVE_TITLES if k in present] + [k for k in present if k not in CURVE_TITLES]
     else:
@@ -105,6 +114,12 @@ def curves_info(
     frame["run"] = [labels.get(rid) or str(name) for rid, name in zip(frame[C.RUN_ID], fallback)]
     frame["title"] = frame[C.KEY].map(lambda k: CURVE_TITLES.get(k, k))
     frame = frame[["run", C.RUN_ID, C.KEY, "title", C.LAYER, C.VALUE]].sort_values([C.KEY, "run", C.LAYER])
+    spread = pd.DataFrame({C.RUN_ID: spreads[C.RUN_ID], C.KEY: spreads[C.KEY].map(spread_of),
+                           C.LAYER: spreads[C.LAYER], "spread": spreads[C.VALUE]})
+    frame = frame.merge(spread.drop_duplicates([C.RUN_ID, C.KEY, C.LAYER]), on=[C.RUN_ID, C.KEY, C.LAYER],
+                        how="left")
+    frame["low"], frame["high"] = frame[C.VALUE] - frame["spread"], frame[C.VALUE] + frame["spread"]
+    frame = frame.drop(columns="spread")
 
     rows = []
     for run_id, run in frame[[C.RUN_ID, "run"]].drop_duplicates().itertuples(index=False):
@@ -143,6 +158,12 @@ def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
             )
             .properties(width=215, height=160)
         )
+        bars = data[data["low"].notna()] if "low" in data else data.iloc[0:0]
+        if not bars.empty:  # the spread over seeds (layers --seeds): value -/+ std
+            line = alt.layer(line, alt.Chart(bars).mark_rule().encode(
+                x=f"{C.LAYER}:Q", y="low:Q", y2="high:Q", color=color,
+                tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip("low:Q", format=".4f"),
+                         alt.Tooltip("high:Q", format=".4f")]))
         if info.marks.empty:
             panels.append(line)
             continue
@@ -215,3 +236,58 @@ def cka_chart(info: CkaInfo, *, title: str = "Linear CKA between layers") -> alt
         )
     # Discrete axes are sized by step (a fixed height squeezes the bands).
     return alt.layer(*layers).properties(width=alt.Step(step), height=alt.Step(step))
+
+
+@dataclass(frozen=True)
+class AlignedInfo:
+    """One layer of a layers run's aligned maps (``aligned_maps.parquet``).
+
+    points: sample_id, x, y, label of ``layer``; layers: every layer in the table, sorted;
+    x_domain / y_domain: the extent over all layers, so that every layer is drawn on the
+    same axes and a point moves on screen only where its neighbourhood changed; labels:
+    every label in the table, sorted, so that a label keeps its colour from layer to layer."""
+
+    points: pd.DataFrame
+    layers: list[int]
+    layer: int | None
+    x_domain: tuple[float, float]
+    y_domain: tuple[float, float]
+    labels: list[str]
+
+
+def aligned_info(frame: pd.DataFrame | None, layer: int | None = None) -> AlignedInfo:
+    """frame: ``aligned_maps.parquet`` (layer, sample_id, x, y, label); layer: which one to
+    show (default, or when absent: the first)."""
+    columns = [Column.SAMPLE_ID, Column.X, Column.Y, Column.LABEL]
+    if frame is None or frame.empty or Column.LAYER not in frame:
+        return AlignedInfo(pd.DataFrame({c: [] for c in columns}), [], None, (0.0, 1.0), (0.0, 1.0), [])
+    layers = sorted(int(v) for v in frame[Column.LAYER].unique())
+    chosen = layer if layer in layers else layers[0]
+
+    def extent(column: str) -> tuple[float, float]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        low, high = float(values.min()), float(values.max())
+        pad = 0.03 * (high - low or 1.0)
+        return low - pad, high + pad
+
+    points = frame[frame[Column.LAYER] == chosen].copy()
+    points[Column.LABEL] = points[Column.LABEL].astype(str) if Column.LABEL in points else ""
+    labels = sorted(frame[Column.LABEL].astype(str).unique()) if Column.LABEL in frame else []
+    return AlignedInfo(points[[c for c in columns if c in points]].reset_index(drop=True), layers, chosen,
+                       extent(Column.X), extent(Column.Y), labels)
+
+
+def aligned_chart(info: AlignedInfo, *, size: int = 420) -> alt.Chart:
+    """The chosen layer's points on the axes shared by all layers, coloured by label."""
+    color = alt.Color(f"{Column.LABEL}:N", title="label", scale=alt.Scale(domain=info.labels or None))
+    return (
+        alt.Chart(info.points, title=f"layer {info.layer}")
+        .mark_circle(size=18, opacity=0.75)
+        .encode(
+            x=alt.X(f"{Column.X}:Q", title=None, scale=alt.Scale(domain=list(info.x_domain)), axis=None),
+            y=alt.Y(f"{Column.Y}:Q", title=None, scale=alt.Scale(domain=list(info.y_domain)), axis=None),
+            color=color,
+            tooltip=[f"{Column.SAMPLE_ID}:N", f"{Column.LABEL}:N"],
+        )
+        .properties(width=size, height=size)
+    )

@@ -1,5 +1,7 @@
 """Map charts: 2D maps side by side, coloured by true label or cluster, with a box
-selection whose samples are listed (and highlighted in the other maps)."""
+selection whose samples are listed (and highlighted in the other maps), each cluster
+named at its centre (from the map's ``clusters.parquet``), and the query of a search by
+a new text drawn as a marker with rings on its nearest samples."""
 
 from __future__ import annotations
 
@@ -27,11 +29,16 @@ __all__ = [
     "points_in_box",
     "encode_box",
     "decode_box",
+    "cluster_labels",
+    "cluster_table",
+    "QUERY",
 ]
 
 COLOR_BY = (Column.LABEL, Column.CLUSTER)
 NOISE = "noise"
 BRUSH = "brush"
+QUERY = "query"  # the name of the search marker's layer data
+LABEL_TEXT = "text"  # cluster_labels' column holding a cluster's name
 # Vega-Lite in the browser stays responsive to about this many points per map (SVG/canvas
 # marks, one tooltip each); above it the chart shows a seeded sample and says so.
 MAX_CHART_POINTS = 20_000
@@ -105,10 +112,74 @@ def map_info(
     return MapInfo(frame.reset_index(drop=True), color_by, n_points, len(frame), n_clusters, noise, has_labels)
 
 
-def map_chart(info: MapInfo, *, title: str = "", box: Mapping[str, list[float]] | None = None,
-              height: int = 440) -> alt.Chart:
+def cluster_labels(clusters: pd.DataFrame | None, *, top: int = 3) -> pd.DataFrame:
+    """Where to write each cluster's name: columns ``cluster``, ``x``, ``y``, ``text``.
+
+    clusters: a ``clusters.parquet`` frame (None or empty: no labels). The name is the
+    cluster's top ``top`` keywords, else (no texts: tabular data) its majority label and
+    purity, else its id. Noise and clusters without a finite position get no label."""
+    columns = [Column.CLUSTER, Column.X, Column.Y, LABEL_TEXT]
+    if clusters is None or clusters.empty or Column.X not in clusters or Column.Y not in clusters:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for row in clusters.to_dict("records"):
+        if bool(row.get(Column.NOISE, False)) or int(row.get(Column.CLUSTER, -1)) == -1:
+            continue
+        x, y = float(row[Column.X]), float(row[Column.Y])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        keywords = [str(k) for k in _as_list(row.get(Column.KEYWORDS))][:top]
+        majority, purity = row.get(Column.MAJORITY_LABEL), row.get(Column.PURITY)
+        if keywords:
+            text = ", ".join(keywords)
+        elif majority is not None and not (isinstance(majority, float) and math.isnan(majority)):
+            text = f"{majority} ({float(purity):.0%})" if purity is not None and not pd.isna(purity) else str(majority)
+        else:
+            text = f"cluster {int(row[Column.CLUSTER])}"
+        rows.append({Column.CLUSTER: int(row[Column.CLUSTER]), Column.X: x, Column.Y: y, LABEL_TEXT: text})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _as_list(value: Any) -> list:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return list(value)
+
+
+def cluster_table(clusters: pd.DataFrame | None) -> pd.DataFrame:
+    """The clusters table as shown: cluster (``noise`` for -1), size, share, majority
+    label, purity, keywords (joined) and the most central sample's text, largest first."""
+    shown = [Column.CLUSTER, Column.SIZE, Column.SHARE, Column.MAJORITY_LABEL, Column.PURITY, Column.KEYWORDS,
+             "typical sample"]
+    if clusters is None or clusters.empty:
+        return pd.DataFrame(columns=shown)
+    frame = clusters.copy()
+    frame["typical sample"] = [truncate(texts[0]) if len(_as_list(texts)) else ""
+                               for texts in frame.get(Column.CENTRAL_TEXTS, pd.Series([None] * len(frame)))]
+    frame[Column.KEYWORDS] = [", ".join(map(str, _as_list(k))) for k in frame.get(Column.KEYWORDS,
+                                                                                     pd.Series([None] * len(frame)))]
+    frame[Column.CLUSTER] = [NOISE if int(c) == -1 else str(int(c)) for c in frame[Column.CLUSTER]]
+    frame = frame.sort_values(Column.SIZE, ascending=False, kind="stable") if Column.SIZE in frame else frame
+    return frame[[c for c in shown if c in frame]].reset_index(drop=True)
+
+
+def map_chart(
+    info: MapInfo,
+    *,
+    title: str = "",
+    box: Mapping[str, list[float]] | None = None,
+    height: int = 440,
+    labels: pd.DataFrame | None = None,
+    query: Mapping[str, Any] | None = None,
+    neighbours: Collection[str] | None = None,
+) -> alt.Chart | alt.LayerChart:
     """Scatter of the map; hover shows the sample's text; drag a box to select
-    (the selection is named ``brush``; ``box`` restores one, e.g. from a shared link)."""
+    (the selection is named ``brush``; ``box`` restores one, e.g. from a shared link).
+
+    labels: :func:`cluster_labels` (each cluster named at its centre); query: the place
+    of a searched text (``x``, ``y``, ``text``), drawn as a black diamond; neighbours:
+    sample ids of its nearest samples, ringed. With any of them the chart is layered,
+    the scatter (and its brush) first."""
     brush = alt.selection_interval(name=BRUSH, encodings=["x", "y"],
                                    value={k: list(v) for k, v in box.items()} if box else alt.Undefined)
     colours = sorted(info.frame["colour"].unique(), key=lambda v: (v == NOISE, len(v), v))
@@ -117,7 +188,7 @@ def map_chart(info: MapInfo, *, title: str = "", box: Mapping[str, list[float]] 
                        legend=alt.Legend(orient="right", symbolLimit=30))
     tooltip = [alt.Tooltip(f"{Column.TEXT}:N", title="text"), alt.Tooltip(f"{Column.LABEL}:N", title="label"),
                alt.Tooltip(f"{Column.CLUSTER}:N", title="cluster"), alt.Tooltip(f"{Column.SAMPLE_ID}:N", title="id")]
-    return (
+    scatter = (
         alt.Chart(info.frame, title=title)
         .mark_circle(size=24 if info.n_shown < 3000 else 10)
         .encode(
@@ -131,6 +202,26 @@ def map_chart(info: MapInfo, *, title: str = "", box: Mapping[str, list[float]] 
         .add_params(brush)
         .properties(height=height)
     )
+    layers: list[alt.Chart] = []
+    if neighbours and query is not None:
+        ringed = info.frame[info.frame[Column.SAMPLE_ID].isin(set(map(str, neighbours)))]
+        if not ringed.empty:
+            layers.append(alt.Chart(ringed).mark_point(size=140, filled=False, color="black", strokeWidth=1.5)
+                          .encode(x=f"{Column.X}:Q", y=f"{Column.Y}:Q",
+                                  tooltip=[alt.Tooltip(f"{Column.TEXT}:N", title="neighbour")]))
+    if labels is not None and not labels.empty:
+        base = alt.Chart(labels).encode(x=f"{Column.X}:Q", y=f"{Column.Y}:Q", text=f"{LABEL_TEXT}:N")
+        # A white outline first, the text on top: readable over any colour.
+        layers.append(base.mark_text(fontSize=11, fontWeight="bold", stroke="white", strokeWidth=3, opacity=0.9))
+        layers.append(base.mark_text(fontSize=11, fontWeight="bold", color="#222222"))
+    if query is not None:
+        marker = pd.DataFrame({Column.X: [float(query[Column.X])], Column.Y: [float(query[Column.Y])],
+                               LABEL_TEXT: [truncate(query.get(LABEL_TEXT, ""))], "name": [QUERY]})
+        layers.append(alt.Chart(marker).mark_point(shape="diamond", size=320, filled=True, color="black",
+                                                  stroke="white", strokeWidth=2, opacity=1)
+                      .encode(x=f"{Column.X}:Q", y=f"{Column.Y}:Q",
+                              tooltip=[alt.Tooltip(f"{LABEL_TEXT}:N", title="query")]))
+    return alt.layer(scatter, *layers).properties(height=height) if layers else scatter
 
 
 def selection_box(state: Any) -> dict[str, list[float]] | None:

@@ -1,6 +1,7 @@
 """Interpolation: walks between two inputs side by side (across layers or models) with
-their nearest samples, the decoded image strip where the run has one, and analogy
-accuracy per section and layer."""
+their nearest samples, the decoded image strip where the run has one, a search by a new
+text in a walk's layer (embedded by its model in a ``latentscape search`` process), and
+analogy accuracy per section and layer."""
 
 from __future__ import annotations
 
@@ -84,6 +85,41 @@ def _paths() -> None:
                                      width="stretch")
                 with st.expander("neighbours at every step"):
                     st.dataframe(charts.neighbour_table(info))
+    _search(chosen, details, labels)
+
+
+def _search(chosen: list[str], details: dict, labels: dict[str, str]) -> None:
+    """A new text's nearest samples in the layer a walk was made in (its extraction's
+    model, pooling and layer), to see where it would sit on the path."""
+    columns = st.columns([4, 2] if len(chosen) > 1 else [1])
+    text = columns[0].text_input(
+        "Search by a new text", value=state.url_value("search", "") or "", key=state.widget_key(PAGE, "search"),
+        placeholder="e.g. a recipe for a winter soup",
+        help="embedded by the walk's own model, pooling and layer; lists its nearest samples")
+    target = chosen[0]
+    if len(chosen) > 1:
+        target = state.pick_option("in the layer of", chosen, page=PAGE, key="in", container=columns[1],
+                                   format_func=lambda run_id: labels.get(run_id, run_id))
+    state.publish(search=text.strip() or None)
+    if not text.strip():
+        return
+    row = details.get(target, {})
+    source, layer = row.get(C.SOURCE_RUN), row.get(C.PARAM_PREFIX + Param.LAYER)
+    if not source or layer is None:
+        st.warning(f"run {short_id(target)} names no extraction and layer to search.", icon=":material/warning:")
+        return
+    try:
+        result = data.search(str(source), text.strip(), layer=int(layer))
+    except data.SearchFailed as error:
+        st.error(f"The search failed: {error}", icon=":material/error:")
+        return
+    if result.error:
+        st.warning(f"Cannot search this walk's layer: {result.error}", icon=":material/warning:")
+        return
+    st.caption(f"“{text.strip()}”: {len(result.neighbours)} nearest samples at layer {result.layer} of extraction "
+               f"`{short_id(source)}` by cosine distance (embedded in {result.seconds:.1f} s)")
+    st.dataframe(result.neighbours, hide_index=True, height=min(420, 36 + 35 * len(result.neighbours)),
+                 column_config={Column.DISTANCE: st.column_config.NumberColumn(format="%.4f")})
 
 
 def _analogies() -> None:

@@ -54,7 +54,7 @@ def render() -> None:
     # Where each curve comes from: the layers run of each extraction, and the extraction.
     analysed = {run_id: _latest_layers_run(layer_runs, run_id) for run_id in chosen}
     sources = {**{lr: labels[e] for e, lr in analysed.items() if lr}, **{e: labels[e] for e in chosen}}
-    curve_keys = tuple(charts.CURVE_TITLES)
+    curve_keys = (*charts.CURVE_TITLES, Metric.AMI_STD)  # ami_std: error bars of the AMI (layers --seeds)
     curves = data.layer_curves(tuple(sources), curve_keys)
     if not curves.empty:
         # Where a layers run and its extraction both logged a curve, keep the layers run's.
@@ -114,6 +114,23 @@ def render() -> None:
             heat = charts.cka_info(cka, stable_from=stable)
             st.altair_chart(charts.cka_chart(heat, title=labels[extraction_id]), width="content")
             components.link(routes.COMPARE, "this layers run in Compare", {"run": [layers_id]})
+
+    _aligned_maps(done, labels)
+
+
+def _aligned_maps(done: list[tuple[str, str]], labels: dict) -> None:
+    """A layer slider over the first layers run's aligned maps (AlignedUMAP): every layer
+    on the same axes, so points move only where their neighbourhood changes."""
+    st.subheader("Step through the layers (aligned 2D maps)")
+    found = next(((e, lr, t) for e, lr in done if (t := data.table(lr, Artifact.ALIGNED_MAPS)) is not None), None)
+    if found is None:
+        components.empty_state("No aligned maps yet.", [f"latentscape layers --run {done[0][0]} --aligned-maps"])
+        return
+    extraction_id, _, frame = found
+    layers = charts.aligned_info(frame).layers
+    layer = st.select_slider("Layer", options=layers, value=layers[0], key=state.widget_key(PAGE, "aligned"))
+    st.altair_chart(charts.aligned_chart(charts.aligned_info(frame, layer)), width="content")
+    st.caption(f"{labels[extraction_id]}: every layer laid out together (AlignedUMAP), on the same axes.")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """Maps: two or more maps side by side (layers, settings, sweep trials), coloured by
 true label or cluster; hover shows a sample's text; a box selection lists the selected
-samples and highlights them in the other maps."""
+samples and highlights them in the other maps; every cluster is named at its centre
+(keywords from the map's clusters.parquet) and listed in a table; a new text can be
+searched (embedded by the run's own model in a ``latentscape search`` process) and is
+placed on its map. Maps above ``bigmap.LARGE_MAP_POINTS`` points are drawn by deck.gl."""
 
 from __future__ import annotations
+
+import html
 
 import pandas as pd
 import streamlit as st
@@ -10,8 +15,9 @@ import streamlit as st
 from tracking.contract import Artifact, Column, Kind, Metric, Param
 from tracking.contract import CatalogColumn as C
 from ui import components, data, routes, state
+from ui.charts import bigmap
 from ui.charts import maps as charts
-from ui.labels import number, run_labels, short_id
+from ui.labels import TRUST_HELP, run_labels, score_text, short_id
 
 PAGE = "maps"
 _MAP_KINDS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
@@ -70,6 +76,67 @@ def _active_selection(chosen: list[str]) -> tuple[str, dict] | None:
     return active
 
 
+def _search_box(shown: list[str], labels: dict[str, str]) -> tuple[str, str] | None:
+    """The search by a new text: (map run, text), or None when the box is empty."""
+    columns = st.columns([4, 2] if len(shown) > 1 else [1])
+    text = columns[0].text_input(
+        "Search by a new text", value=state.url_value("search", "") or "", key=state.widget_key(PAGE, "search"),
+        placeholder="e.g. a recipe for a winter soup",
+        help="embedded by the map's own model, pooling and layer; its nearest samples are listed and it is "
+             "placed on the map at the distance-weighted mean of their positions")
+    target = shown[0] if shown else None
+    if len(shown) > 1:
+        target = state.pick_option("in map", shown, page=PAGE, key="in", container=columns[1],
+                                   format_func=lambda run_id: labels.get(run_id, run_id))
+    state.publish(search=text.strip() or None)
+    return (target, text.strip()) if text.strip() and target else None
+
+
+def _search(run_id: str, text: str) -> data.SearchResult | None:
+    try:
+        result = data.search(run_id, text)
+    except data.SearchFailed as error:
+        st.error(f"The search failed: {error}", icon=":material/error:")
+        return None
+    if result.error:
+        st.warning(f"Cannot search this map: {result.error}", icon=":material/warning:")
+        return None
+    return result
+
+
+def _search_results(result: data.SearchResult, text: str, label: str) -> None:
+    st.subheader("Nearest samples to the search")
+    where = (f"placed on {label} (black diamond) at the distance-weighted mean of its neighbours' positions"
+             if result.x is not None else f"not placed on {label}: none of its neighbours is on the map")
+    st.caption(f"“{text}” at layer {result.layer}: {len(result.neighbours)} nearest samples by cosine distance; "
+               f"{where}. Embedded in {result.seconds:.1f} s.")
+    st.dataframe(result.neighbours, hide_index=True, height=min(420, 36 + 35 * len(result.neighbours)),
+                 column_config={Column.DISTANCE: st.column_config.NumberColumn(format="%.4f")})
+
+
+def _legend(info: bigmap.DeckInfo) -> str:
+    """The deck's colours as HTML (deck.gl draws no legend); category names are data: escaped."""
+    swatches = " ".join(f"<span style='color:{entry.colour}'>●</span> {html.escape(entry.category)}"
+                        for entry in info.legend)
+    return f"<div style='font-size:0.8rem;line-height:1.4'>{html.escape(info.color_by)}: {swatches}</div>"
+
+
+def _large_map(run_id: str, color_by: str, labels: pd.DataFrame, query: dict | None, per_row: int) -> str:
+    """Draw a large map with deck.gl; returns the caption's size note."""
+    info = data.big_map(run_id, color_by)
+    if info is None:
+        st.warning("This map's artifact could not be read.", icon=":material/warning:")
+        return ""
+    width = {1: 1000, 2: 480, 3: 310}.get(per_row, 480)  # a column of the wide layout, about
+    deck = bigmap.deck(info, query=query, cluster_labels=labels, height=440, width=width,
+                       key=f"map-{short_id(run_id)}", serve=components.served_json)
+    st.pydeck_chart(deck, height=440, key=_chart_key(run_id))
+    st.markdown(_legend(info), unsafe_allow_html=True)
+    hover = ("hover shows every point's text" if info.n_hover == info.n_points
+             else f"hover shows the text of {info.n_hover:,} points (a seeded sample)")
+    return f"  \n{info.n_points:,} points drawn by deck.gl (scroll to zoom, drag to pan); {hover}"
+
+
 def render() -> None:
     components.page_header(routes.MAPS)
     candidates = data.runs(kinds=_MAP_KINDS)
@@ -96,13 +163,23 @@ def render() -> None:
         return
 
     details = {row[C.RUN_ID]: row for row in data.run_table(tuple(chosen)).to_dict("records")}
-    points = {run_id: data.map_points(run_id) for run_id in chosen}
-    missing = [run_id for run_id, frame in points.items() if frame is None or frame.empty]
+    sizes = {run_id: data.map_size(run_id) for run_id in chosen}
+    missing = [run_id for run_id, size in sizes.items() if not size]
     for run_id in missing:
         st.warning(f"{labels.get(run_id, run_id)} has no {Column.X}/{Column.Y} map artifact (still running, "
                    "failed, or a trial whose map was not kept).", icon=":material/warning:")
     shown = [run_id for run_id in chosen if run_id not in missing]
-    active = _active_selection(shown)
+    # Large maps are drawn by deck.gl from the columns it needs; the others load whole.
+    large = {run_id for run_id in shown if sizes[run_id] > bigmap.LARGE_MAP_POINTS}
+    points = {run_id: data.map_points(run_id) for run_id in shown if run_id not in large}
+    asked = _search_box(shown, labels)
+    found = _search(*asked) if asked else None
+    query = ({Column.X: found.x, Column.Y: found.y, charts.LABEL_TEXT: asked[1]}
+             if found is not None and found.x is not None else None)
+    near = set(found.neighbours[Column.SAMPLE_ID].astype(str)) if found is not None else None
+
+    selectable = [run_id for run_id in shown if run_id not in large]
+    active = _active_selection(selectable)
     selected_ids: set[str] | None = None
     if active is not None:
         inside = charts.points_in_box(points[active[0]], active[1])
@@ -113,31 +190,45 @@ def render() -> None:
         for column, run_id in zip(columns, shown[start:start + per_row]):
             row = details.get(run_id, {})
             is_active = active is not None and active[0] == run_id
-            info = charts.map_info(points[run_id], color_by=color_by,
-                                   highlight=None if is_active or selected_ids is None else selected_ids)
+            clusters = data.table(run_id, Artifact.CLUSTERS)
+            names = charts.cluster_labels(clusters)
+            here = query if asked is not None and asked[0] == run_id else None
             with column:
                 st.markdown(f"**{_title(row)}**  \n`{short_id(run_id)}` {row.get(C.NAME) or ''}")
-                chart = charts.map_chart(info, box=active[1] if is_active else None)
-                st.altair_chart(chart, on_select="rerun", selection_mode=charts.BRUSH, key=_chart_key(run_id),
-                                width="stretch")
+                if run_id in large:
+                    note = _large_map(run_id, color_by, names, here, per_row)
+                else:
+                    info = charts.map_info(points[run_id], color_by=color_by,
+                                           highlight=None if is_active or selected_ids is None else selected_ids)
+                    chart = charts.map_chart(info, box=active[1] if is_active else None, labels=names, query=here,
+                                             neighbours=near if here is not None else None)
+                    st.altair_chart(chart, on_select="rerun", selection_mode=charts.BRUSH, key=_chart_key(run_id),
+                                    width="stretch")
+                    note = (f"  \nshowing {info.n_shown:,} of {info.n_points:,} points"
+                            if info.n_shown < info.n_points else "")
                 scores = [(m, row.get(C.METRIC_PREFIX + m)) for m in _SCORES]
-                st.caption(" · ".join(f"{m} {number(v)}" for m, v in scores if v is not None and not pd.isna(v))
-                           + (f"  \nshowing {info.n_shown:,} of {info.n_points:,} points"
-                              if info.n_shown < info.n_points else ""))
-                clusters = data.table(run_id, Artifact.CLUSTERS)
+                st.caption(" · ".join(score_text(m, row, prefix=C.METRIC_PREFIX) for m, v in scores
+                                      if v is not None and not pd.isna(v)) + note, help=TRUST_HELP)
                 if clusters is not None and not clusters.empty:
-                    with st.expander(f"{len(clusters)} clusters"):
-                        st.dataframe(clusters, hide_index=True)
+                    n_clusters = int((clusters[Column.CLUSTER] != -1).sum())
+                    with st.expander(f"{n_clusters} clusters: size, purity, keywords, typical sample"):
+                        st.dataframe(charts.cluster_table(clusters), hide_index=True,
+                                     column_config={Column.PURITY: st.column_config.NumberColumn(format="percent"),
+                                                    Column.SHARE: st.column_config.NumberColumn(format="percent")})
+
+    if found is not None:
+        _search_results(found, asked[1], labels.get(asked[0], asked[0]))
 
     st.subheader("Selected samples")
     if active is None:
-        st.caption("Drag a box on any map to list its samples here; they are highlighted in the other maps.")
+        st.caption("Drag a box on any map to list its samples here; they are highlighted in the other maps."
+                   + (" Maps drawn by deck.gl have no box selection." if large else ""))
     else:
         inside = charts.points_in_box(points[active[0]], active[1])
         st.caption(f"{len(inside):,} samples in the box on {labels.get(active[0], active[0])}")
         columns = [c for c in (Column.SAMPLE_ID, Column.LABEL, Column.CLUSTER, Column.TEXT) if c in inside]
         table = inside[columns].copy()
-        for other in shown:
+        for other in selectable:
             if other != active[0] and Column.CLUSTER in points[other]:
                 clusters = points[other].set_index(points[other][Column.SAMPLE_ID].astype(str))[Column.CLUSTER]
                 table[f"cluster in {short_id(other)}"] = table[Column.SAMPLE_ID].astype(str).map(clusters)

@@ -3,6 +3,7 @@ importances; one click to the best trial's map."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from tracking.contract import Artifact, Column, Kind, Metric, Param
@@ -40,11 +41,20 @@ def render() -> None:
         return
 
     history = charts.history_info(trials, direction=direction, objective=objective)
-    cells = st.columns(4)
+    held_out = row.get(C.METRIC_PREFIX + Metric.holdout(objective))  # sweep --holdout
+    held_out = None if held_out is None or pd.isna(held_out) else float(held_out)
+    cells = st.columns(4 if held_out is None else 5)
     cells[0].metric("trials", history.n_trials)
     cells[1].metric("complete", history.n_complete)
-    cells[2].metric(f"best {objective}", number(history.best_value, 4))
+    cells[2].metric(f"best {objective}" + ("" if held_out is None else " (tuning samples)"),
+                    number(history.best_value, 4))
     cells[3].metric("best trial", "–" if history.best_trial is None else history.best_trial)
+    if held_out is not None:
+        fraction = row.get(C.PARAM_PREFIX + Param.HOLDOUT)
+        cells[4].metric(f"held-out {objective}", number(held_out, 4),
+                        help=f"the best settings' map scored on the {fraction} of the samples held out of the "
+                        "search (stratified by label): labels the search never read")
+        _held_out_table(row)
     links = st.columns(3)
     components.link(routes.MAPS, "Best trial's map", {"run": [run_id]}, container=links[0])
     if Column.RUN_ID in trials and history.best_trial is not None:
@@ -77,6 +87,19 @@ def render() -> None:
     st.subheader("Trials")
     ordered = trials.sort_values(Column.VALUE, ascending=not history.maximize, na_position="last")
     st.dataframe(ordered, hide_index=True, height=min(420, 36 + 35 * len(ordered)))
+
+
+def _held_out_table(row: dict) -> None:
+    """The best map's label scores on the tuning samples beside the held-out ones."""
+    names = [m for m in (Metric.AMI, Metric.NMI, Metric.MUTUAL_INFO, Metric.ARI, Metric.V_MEASURE)
+             if C.METRIC_PREFIX + Metric.holdout(m) in row]
+    with st.expander("Best map: tuning samples against held-out samples"):
+        st.dataframe(pd.DataFrame({
+            "score": names,
+            "tuning samples (searched on)": [row.get(C.METRIC_PREFIX + m) for m in names],
+            "held-out samples (never read while tuning)": [row.get(C.METRIC_PREFIX + Metric.holdout(m))
+                                                           for m in names],
+        }), hide_index=True)
 
 
 if __name__ == "__main__":
