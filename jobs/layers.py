@@ -8,6 +8,19 @@ run: each curve a metric with ``step=layer``, the CKA matrix and a per-layer tab
 Parquet, and two findings as params: the layer of the largest change (lowest CKA to
 the layer before) and the first layer after which consecutive layers stay above
 ``--stable-cka``.
+
+How far to trust the curves (issue 11):
+
+- ``--seeds N`` makes the per-layer map with N seeds (seed, seed + 1, ...): ``ami`` is their
+  mean, ``ami_std`` their sample standard deviation and ``seed_ari_mean`` the mean ARI
+  between the seeds' clusterings, each with ``step=layer``, so a chart has error bars.
+- ``--compare-poolings`` puts the pooling on an axis: the labelled curves (probe accuracy,
+  k-NN agreement, AMI) of this extraction and of every other extraction of the same model
+  and data with another pooling (or those named with ``--pooling-runs``), logged in this
+  one run as ``<curve>.<pooling>`` with ``step=layer`` and as ``poolings.parquet``.
+- ``--aligned-maps`` lays out every layer in 2D with AlignedUMAP (:mod:`jobs.core.aligned`)
+  and logs ``aligned_maps.parquet`` (layer, sample_id, x, y, label), so stepping through
+  layers moves points only where their neighbourhood changes.
 """
 
 from __future__ import annotations
@@ -48,6 +61,10 @@ CURVES = (
     Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI,
 )
 LABELLED_CURVES = (Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI)
+# With --seeds above 1: the spread of the per-layer AMI and the agreement of the seeds.
+SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
+# The curves compared across poolings (poolings.parquet, metrics "<curve>.<pooling>").
+POOLING_CURVES = (*LABELLED_CURVES, Metric.AMI_STD)
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,11 @@ class LayersConfig:
     map_reducer: str = DEFAULT_MAP_REDUCER
     map_clusterer: str = DEFAULT_MAP_CLUSTERER
     map: bool = True  # False: no per-layer AMI (saves a map per layer)
+    seeds: int = 1  # maps per layer (seed, seed + 1, ...): AMI mean and spread
+    compare_poolings: bool = False  # also every other extraction of the same model and data
+    pooling_runs: tuple[str, ...] = ()  # ... or these extract runs (implies compare_poolings)
+    aligned_maps: bool = False  # AlignedUMAP of every layer -> aligned_maps.parquet
+    aligned_epochs: int = 200
 
     def __post_init__(self):
         if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
@@ -74,6 +96,16 @@ class LayersConfig:
             raise UsageError(f"--knn-k {self.knn_k} must be positive", "pass 1 or more (default 10)")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more (default 0)")
+        if self.seeds < 1:
+            raise UsageError(f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 5")
+        if self.seeds > 1 and not self.map:
+            raise UsageError("--seeds repeats the per-layer map, which --no-map turns off",
+                             "drop --no-map or --seeds")
+        if self.aligned_epochs < 1:
+            raise UsageError(f"--aligned-epochs {self.aligned_epochs} must be positive", "pass e.g. 200 (default)")
+        object.__setattr__(self, "pooling_runs", tuple(self.pooling_runs))
+        if self.pooling_runs:
+            object.__setattr__(self, "compare_poolings", True)
 
 
 @dataclass(frozen=True)
@@ -114,7 +146,11 @@ def add_parser(subparsers, parents) -> None:
         "largest change and the first stable layer as params.",
         epilog="examples:\n  latentscape layers --run EXTRACT_RUN\n"
         "  latentscape layers --run EXTRACT_RUN --stable-cka 0.9 --debiased\n"
-        "  latentscape layers --run EXTRACT_RUN --map-reducer pca --map-clusterer kmeans",
+        "  latentscape layers --run EXTRACT_RUN --map-reducer pca --map-clusterer kmeans\n"
+        "  latentscape layers --run EXTRACT_RUN --seeds 5              # AMI per layer with error bars\n"
+        "  latentscape layers --run EXTRACT_RUN --compare-poolings     # every pooling extracted of this data\n"
+        "  latentscape layers --run EXTRACT_RUN --pooling-runs CLS_RUN MAX_RUN\n"
+        "  latentscape layers --run EXTRACT_RUN --aligned-maps         # 2D maps aligned across layers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of an extract run")
@@ -130,6 +166,19 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--map-clusterer", default=DEFAULT_MAP_CLUSTERER,
                         help=f"clusterer of the per-layer map (default {DEFAULT_MAP_CLUSTERER})")
     parser.add_argument("--no-map", dest="map", action="store_false", help="skip the per-layer map and its AMI")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="maps per layer with seeds seed, seed+1, ...: logs the AMI mean (ami), its spread "
+                        "(ami_std) and the seeds' agreement (seed_ari_mean) per layer (default 1)")
+    parser.add_argument("--compare-poolings", action="store_true",
+                        help="also measure every other finished extraction of the same model and data with "
+                        "another pooling (same experiment): probe accuracy, k-NN agreement and AMI per pooling")
+    parser.add_argument("--pooling-runs", nargs="+", default=(), metavar="EXTRACT_RUN",
+                        help="compare with these extractions of the same model and data (other poolings)")
+    parser.add_argument("--aligned-maps", action="store_true",
+                        help="lay out every layer in 2D with AlignedUMAP (aligned_maps.parquet), so the UI "
+                        "steps through layers without the picture jumping")
+    parser.add_argument("--aligned-epochs", type=int, default=200,
+                        help="layout epochs of the aligned maps (default 200; time grows linearly)")
     parser.set_defaults(handler=_run_cli)
 
 
@@ -137,7 +186,9 @@ def _run_cli(args) -> JobResult:
     config = LayersConfig(
         run=args.run, stable_cka=args.stable_cka, debiased=args.debiased, probe_folds=args.probe_folds,
         knn_k=args.knn_k, seed=args.seed, map_reducer=args.map_reducer, map_clusterer=args.map_clusterer,
-        map=args.map,
+        map=args.map, seeds=args.seeds, compare_poolings=args.compare_poolings,
+        pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
+        aligned_epochs=args.aligned_epochs,
     )
     from tracking.runs import open_store
 
@@ -171,6 +222,10 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
                              "pass a smaller --probe-folds, or extract with more samples per class") from None
     first = extraction.embedding(layer_ids[0])  # kept in the extraction's cache
     mapper = _Mapper(config, labels, first) if labels is not None and config.map else None
+    others = _pooling_extractions(store, extraction, config) if config.compare_poolings else []
+    if config.aligned_maps and n <= 2:
+        raise UsageError(f"extract run {config.run} has {n} samples, too few for aligned maps",
+                         "extract more samples or drop --aligned-maps")
     with progress(len(layer_ids), "load layers", unit="layer") as bar:
         embeddings = []
         for layer in layer_ids:
@@ -188,6 +243,9 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         log.params(_config_params(config, mapper) | {
             Param.N_LAYERS: len(layer_ids), Param.LAYERS: ",".join(map(str, layer_ids)), Param.N_SAMPLES: n,
         })
+        if others:
+            log.params({Param.POOLINGS: ",".join(_pooling(e) for e in [extraction, *others]),
+                        Param.POOLING_RUNS: ",".join(e.run_id for e in [extraction, *others])})
         log.json(Artifact.CONFIG, {**asdict(config), "map": mapper.map_config.to_dict() if mapper else None})
 
         # Every pair of layers: centred once, self-similarities reused.
@@ -197,36 +255,168 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         previous_cka = consecutive(cka)
 
         # Each layer on its own: geometry, and what its labels look like.
+        curves = CURVES + (SEED_CURVES if mapper is not None and config.seeds > 1 else ())
         rows = []
         with progress(len(layer_ids), "measure layers", unit="layer") as bar:
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
                 before = embeddings[index - 1] if index > 0 else None
                 row = _measure(x, before, labels, config, mapper)
                 row[Metric.CKA_PREVIOUS] = float(previous_cka[index - 1]) if index > 0 else math.nan
-                rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in CURVES}})
+                rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()
-        table = pd.DataFrame(rows, columns=[Column.LAYER, *CURVES])
+        table = pd.DataFrame(rows, columns=[Column.LAYER, *curves])
 
         # The two findings, each curve with step=layer, the tables.
         found = findings(layer_ids, previous_cka, config.stable_cka)
         log.params({Param.LAYER_OF_LARGEST_CHANGE: _finding(found.largest_change),
                     Param.FIRST_STABLE_LAYER: _finding(found.first_stable)})
-        metric_rows = [
-            (name, float(value), int(layer))
-            for name in CURVES
-            for layer, value in zip(table[Column.LAYER], table[name])
-            if np.isfinite(value)
-        ]
+        metric_rows = _curve_rows(table, curves)
         once = {Metric.CKA_SECONDS: cka_seconds}
         if labels is not None:
             once[Metric.PROBE_CHANCE] = chance_accuracy(labels)
         log.metric_rows(metric_rows + [(name, value, 0) for name, value in once.items()])
         log.table(Artifact.CKA, _cka_frame(layer_ids, cka))
         log.table(Artifact.LAYER_SUMMARY, table)
+
+        # Pooling as an axis: the labelled curves of every extraction compared.
+        best_pooling = None
+        if others:
+            compared = _compare_poolings(extraction, table, others, labels, config, mapper)
+            best_pooling = _best_pooling(compared)
+            log.params({Param.BEST_POOLING: best_pooling})
+            log.metric_rows([
+                (Metric.qualified(name, pooling), value, step)
+                for pooling, part in compared.groupby(Column.POOLING, sort=False)
+                for name, value, step in _curve_rows(part, POOLING_CURVES)
+            ])
+            log.table(Artifact.POOLINGS, compared)
+
+        # Every layer in 2D, aligned across layers.
+        if config.aligned_maps:
+            started = time.perf_counter()
+            aligned = _aligned_frame(extraction, layer_ids, embeddings, config)
+            log.metrics({Metric.ALIGNED_SECONDS: time.perf_counter() - started})
+            log.table(Artifact.ALIGNED_MAPS, aligned)
         run_id = log.run_id
 
+    details = _details(found, table, notes, len(layer_ids))
+    if best_pooling is not None:
+        details[Param.BEST_POOLING] = best_pooling
     return JobResult(kind=Kind.LAYERS.value, run_id=run_id, experiment=experiment_name,
-                     scores=_headline(table), details=_details(found, table, notes, len(layer_ids)))
+                     scores=_headline(table), details=details)
+
+
+def _curve_rows(table: pd.DataFrame, names) -> list[tuple[str, float, int]]:
+    """(metric, value, step=layer) for every finite value of the ``names`` columns."""
+    return [
+        (name, float(value), int(layer))
+        for name in names if name in table
+        for layer, value in zip(table[Column.LAYER], table[name])
+        if np.isfinite(value)
+    ]
+
+
+def _pooling(extraction) -> str:
+    return extraction.pooling or extraction.tags.get(Tag.POOLING, "") or "unknown"
+
+
+def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
+    """The other extractions to compare poolings with, checked before any run exists:
+    ``config.pooling_runs``, or every other finished extraction of the same model, data
+    set digest and maximum length in the extraction's experiment (the newest per pooling)."""
+    from jobs._source import load_extraction
+    from tracking.contract import TABULAR_MODEL
+
+    own = _pooling(extraction)
+    if extraction.labels is None:
+        raise UsageError("comparing poolings compares how well each carries the labels, and extract run "
+                         f"{extraction.run_id} is unlabelled", "extract labelled data (--label-col)")
+    if own == TABULAR_MODEL or extraction.model == TABULAR_MODEL:
+        raise UsageError(f"extract run {extraction.run_id} is tabular data: it has no pooling to compare",
+                         "compare poolings of text extracted by a model")
+    if config.pooling_runs:
+        others = [load_extraction(store, run_id) for run_id in config.pooling_runs]
+    else:
+        clauses = [f"tags.`{Tag.KIND}` = '{Kind.EXTRACT.value}'", f"tags.`{Tag.MODEL}` = '{extraction.model}'",
+                   f"tags.`{Tag.DATASET_DIGEST}` = '{extraction.dataset_digest}'",
+                   f"params.`{Param.MAX_LENGTH}` = '{extraction.max_length}'", "attributes.status = 'FINISHED'"]
+        found = store.client.search_runs([extraction.experiment_id], filter_string=" and ".join(clauses),
+                                         order_by=["attributes.start_time DESC"], max_results=200)
+        newest: dict[str, str] = {}
+        for run in found:
+            pooling = run.data.params.get(Param.POOLING, "")
+            if pooling and pooling != own and pooling not in newest:
+                newest[pooling] = run.info.run_id
+        if not newest:
+            raise UsageError(f"no other extraction of {extraction.model} on this data set with another pooling "
+                             f"in experiment {extraction.experiment_name!r}",
+                             "extract it again with e.g. --pooling cls (same --data, --model, --max-length), "
+                             "or name runs with --pooling-runs")
+        others = [load_extraction(store, run_id) for run_id in newest.values()]
+    seen = {own: extraction.run_id}
+    for other in others:
+        pooling = _pooling(other)
+        if other.model != extraction.model or other.dataset_digest != extraction.dataset_digest:
+            raise UsageError(f"extract run {other.run_id} embeds other data or another model than run "
+                             f"{extraction.run_id}", "compare extractions of the same model and data set")
+        if not np.array_equal(other.ids, extraction.ids):
+            raise UsageError(f"extract run {other.run_id} has its samples in another order than run "
+                             f"{extraction.run_id}", "extract both with the same --data, --limit and --id-col")
+        if other.layers != extraction.layers:
+            raise UsageError(f"extract run {other.run_id} has layers {other.layers}, run {extraction.run_id} "
+                             f"{extraction.layers}", "extract both with the same --layers")
+        if pooling in seen:
+            raise UsageError(f"runs {seen[pooling]} and {other.run_id} both use pooling {pooling!r}",
+                             "compare one extraction per pooling")
+        seen[pooling] = other.run_id
+    return others
+
+
+def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.ndarray, config: LayersConfig,
+                      mapper: _Mapper | None) -> pd.DataFrame:
+    """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
+    extraction's rows taken from ``table`` (measured once), the others measured here."""
+    from jobs._progress import progress
+
+    present = [name for name in POOLING_CURVES if name in table]
+    frames = [table[[Column.LAYER, *present]].assign(**{Column.POOLING: _pooling(extraction)})]
+    with progress(len(others) * len(extraction.layers), "compare poolings", unit="layer") as bar:
+        for other in others:
+            rows = []
+            for layer in other.layers:
+                measured = _measure(other.embedding(layer), None, labels, config, mapper)
+                rows.append({Column.LAYER: layer, **{name: measured.get(name, math.nan) for name in present}})
+                bar.update()
+            other._cache.clear()  # one pooling's layers at a time
+            frames.append(pd.DataFrame(rows).assign(**{Column.POOLING: _pooling(other)}))
+    compared = pd.concat(frames, ignore_index=True)
+    return compared[[Column.POOLING, Column.LAYER, *present]]
+
+
+def _best_pooling(compared: pd.DataFrame) -> str:
+    """The pooling whose best layer has the highest probe accuracy (ties: higher AMI)."""
+    best = compared.groupby(Column.POOLING, sort=False)[[Metric.PROBE_ACCURACY, Metric.AMI]].max()
+    best = best.fillna(-np.inf).sort_values([Metric.PROBE_ACCURACY, Metric.AMI], ascending=False, kind="stable")
+    return str(best.index[0])
+
+
+def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray],
+                   config: LayersConfig) -> pd.DataFrame:
+    """``aligned_maps.parquet``: layer, sample_id, x, y, label for every layer."""
+    from jobs.core.aligned import DEFAULT_N_NEIGHBORS, aligned_maps
+
+    n = len(extraction.samples)
+    maps = aligned_maps(embeddings, n_neighbors=min(DEFAULT_N_NEIGHBORS, n - 1), n_epochs=config.aligned_epochs,
+                        seed=config.seed)
+    labels = extraction.samples[Column.LABEL] if Column.LABEL in extraction.samples else pd.Series([None] * n)
+    return pd.concat([
+        pd.DataFrame({
+            Column.LAYER: np.full(n, layer, dtype=np.int64), Column.SAMPLE_ID: extraction.ids,
+            Column.X: coords[:, 0].astype(np.float32), Column.Y: coords[:, 1].astype(np.float32),
+            Column.LABEL: labels.to_numpy(),
+        })
+        for layer, coords in zip(layer_ids, maps)
+    ], ignore_index=True)
 
 
 def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None,
@@ -253,7 +443,7 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
     values[Metric.PROBE_ACCURACY_STD] = probe.std
     values[Metric.KNN_AGREEMENT] = knn_agreement(labels, graph.indices[:, 1:config.knn_k + 1])
     if mapper is not None:
-        values[Metric.AMI] = mapper.ami(x, labels, graph)
+        values.update(mapper.ami(x, labels, graph))
     return values
 
 
@@ -263,6 +453,7 @@ class _Mapper:
 
     def __init__(self, config: LayersConfig, labels: np.ndarray, first: np.ndarray):
         self.reducer, self.clusterer, self.seed = config.map_reducer, config.map_clusterer, config.seed
+        self.seeds = config.seeds
         self.n_classes = len(np.unique(labels))
         self._configs: dict[int, object] = {}
         self.map_config = self._config(first)  # fails here, before any run, on a bad setting
@@ -295,20 +486,33 @@ class _Mapper:
     def _reuses_graph(map_config) -> bool:
         return map_config.knn == "exact" and map_config.metric == "euclidean"
 
-    def ami(self, x: np.ndarray, labels: np.ndarray, graph) -> float:
+    def ami(self, x: np.ndarray, labels: np.ndarray, graph) -> dict[str, float]:
+        """``{ami}``, or with several seeds ``{ami (their mean), ami_std, seed_ari_mean}``:
+        the map made with seeds ``seed, seed + 1, ...`` (one k-NN graph serves them all)."""
+        from dataclasses import replace
+
         from jobs.core.mapping import fit_map
+        from jobs.core.trust import stability
 
         map_config = self._config(x)
         knn = graph if self._reuses_graph(map_config) and graph.k >= map_config.knn_width else None
-        result = fit_map(x, labels, map_config, knn=knn, with_view=False)
-        return float(result.scores[Metric.AMI])
+        results = [fit_map(x, labels, replace(map_config, seed=self.seed + offset), knn=knn, with_view=False)
+                   for offset in range(self.seeds)]
+        if self.seeds == 1:
+            return {Metric.AMI: float(results[0].scores[Metric.AMI])}
+        found = stability([{Metric.AMI: r.scores[Metric.AMI]} for r in results], [r.clusters for r in results])
+        return {Metric.AMI: found.mean[Metric.AMI], Metric.AMI_STD: found.std[Metric.AMI],
+                Metric.SEED_ARI_MEAN: found.ari_mean}
 
 
 def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:
     params = {
         Param.STABLE_CKA: config.stable_cka, Param.DEBIASED: config.debiased, Param.PROBE_FOLDS: config.probe_folds,
-        Param.KNN_K: config.knn_k, Param.SEED: config.seed,
+        Param.KNN_K: config.knn_k, Param.SEED: config.seed, Param.SEEDS: config.seeds,
+        Param.ALIGNED_MAPS: config.aligned_maps,
     }
+    if config.aligned_maps:
+        params[Param.ALIGNED_EPOCHS] = config.aligned_epochs
     if mapper is not None:
         params |= {Param.REDUCER: config.map_reducer, Param.CLUSTERER: config.map_clusterer}
         params |= {name: value for name, value in mapper.settings.items()}

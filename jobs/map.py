@@ -8,12 +8,19 @@ artifacts ``map.parquet`` (sample_id, x, y, cluster, label, text, meta.*) and
 
 The pieces a sweep or another job reuses: :func:`resolve_for`, :func:`map_params`,
 :func:`log_map`, :func:`config_payload`, :func:`read_logged_config`.
+
+How far to trust the scores (:mod:`jobs._trust`): beside each label score S, its chance
+level and p-value under ``--permutations`` label shuffles (``S_perm_mean``,
+``S_p_value``) and a 95% bootstrap interval (``S_ci_low``, ``S_ci_high``); with
+``--seeds N`` the mean and spread of every score over N seeds (``S_mean``, ``S_std``)
+and ``seed_ari_mean``. ``--preset tutorial`` starts from the tutorial's recipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from jobs._result import JobResult
+from jobs._trust import TrustSettings
 from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
 
@@ -77,6 +85,9 @@ class MapRequest:
     score_k: int | None = None
     score_sample: int | None = None
     from_run: str | None = None
+    preset: str | None = None  # the named recipe the settings started from (jobs.core.presets)
+    trust: TrustSettings = TrustSettings()  # permutations, bootstrap, seeds
+    holdout: float | None = None  # replays of sweep --holdout maps: label scores over the tuning part
 
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -92,7 +103,9 @@ def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 
 
 def add_parser(subparsers, parents) -> None:
+    from jobs._trust import add_trust_arguments
     from jobs.core.cluster import CLUSTERERS
+    from jobs.core.presets import PRESETS
     from jobs.core.reduce import REDUCERS
 
     parser = subparsers.add_parser(
@@ -106,14 +119,18 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape map --run EXTRACT_RUN --layer 6 --n-neighbors 30 --n-components 5 --metric cosine\n"
         "  latentscape map --run EXTRACT_RUN --reducer pca --clusterer kmeans --n-clusters 8\n"
         "  latentscape map --run EXTRACT_RUN -r init=random -c cluster_selection_method=leaf\n"
-        "  latentscape map --from-run MAP_OR_TRIAL_RUN      # replay a logged map exactly\n\n"
-        f"reducers: {', '.join(REDUCERS)}; clusterers: {', '.join(CLUSTERERS)}",
+        "  latentscape map --from-run MAP_OR_TRIAL_RUN      # replay a logged map exactly\n"
+        "  latentscape map --run EXTRACT_RUN --preset tutorial --seeds 5   # the tutorial's recipe, 5 seeds\n\n"
+        f"reducers: {', '.join(REDUCERS)}; clusterers: {', '.join(CLUSTERERS)}\n"
+        f"presets: {'; '.join(f'{p.name}: {p.description}' for p in PRESETS.values())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", help="the extract run to map (its id)")
     parser.add_argument("--layer", help="layer to map (default: the last one)")
-    parser.add_argument("--reducer", default="umap", help="umap (default), pca, tsne, spectral or none")
-    parser.add_argument("--clusterer", default="hdbscan", help="hdbscan (default), kmeans, agglomerative or gmm")
+    parser.add_argument("--reducer", help="umap (default), pca, tsne, spectral or none")
+    parser.add_argument("--clusterer", help="hdbscan (default), kmeans, agglomerative or gmm")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a named recipe (any setting given overrides it), e.g. tutorial")
     group = parser.add_argument_group("common settings (any other: -r / -c NAME=VALUE)")
     group.add_argument("--n-neighbors", help="umap/spectral neighbourhood size (default 15)")
     group.add_argument("--min-dist", help="umap min_dist (default 0.1)")
@@ -133,6 +150,7 @@ def add_parser(subparsers, parents) -> None:
     group.add_argument("--score-sample", help="sample size of silhouette and neighbourhood scores (default 1000)")
     parser.add_argument("--from-run", metavar="RUN_ID",
                         help="replay the logged config.json of a map run or sweep trial (no other settings)")
+    add_trust_arguments(parser)
     parser.set_defaults(handler=_run_cli)
 
 
@@ -155,11 +173,28 @@ def request_from_args(args) -> MapRequest:
     for name, flag in _CLUSTERER_FLAGS.items():
         if getattr(args, name, None) is not None:
             clusterer_params[name] = getattr(args, name)
+    reducer, clusterer = getattr(args, "reducer", None), getattr(args, "clusterer", None)
+    preset = getattr(args, "preset", None)
+    if preset:  # the recipe's settings, under anything given explicitly
+        from jobs.core.presets import PRESETS
+
+        recipe = PRESETS[preset]
+        reducer, clusterer = reducer or recipe.reducer, clusterer or recipe.clusterer
+        if reducer == recipe.reducer:
+            reducer_params = {**recipe.reducer_params, **reducer_params}
+        if clusterer == recipe.clusterer:
+            clusterer_params = {**recipe.clusterer_params, **clusterer_params}
+    trust = TrustSettings()
+    if hasattr(args, "permutations"):
+        from jobs._trust import settings_from_args
+
+        trust = settings_from_args(args)
     return MapRequest(
-        run=args.run, layer=_int_option(args.layer, "--layer"), reducer=args.reducer, clusterer=args.clusterer,
-        reducer_params=reducer_params, clusterer_params=clusterer_params, seed=_int_option(args.seed, "--seed"),
-        view=args.view, knn=args.knn, score_k=_int_option(args.score_k, "--score-k"),
-        score_sample=_int_option(args.score_sample, "--score-sample"), from_run=getattr(args, "from_run", None),
+        run=args.run, layer=_int_option(args.layer, "--layer"), reducer=reducer or "umap",
+        clusterer=clusterer or "hdbscan", reducer_params=reducer_params, clusterer_params=clusterer_params,
+        seed=_int_option(args.seed, "--seed"), view=args.view, knn=args.knn,
+        score_k=_int_option(args.score_k, "--score-k"), score_sample=_int_option(args.score_sample, "--score-sample"),
+        from_run=getattr(args, "from_run", None), preset=preset, trust=trust,
     )
 
 
@@ -312,12 +347,14 @@ def _finite(values: Mapping[str, float]) -> dict[str, float]:
     return {name: float(value) for name, value in values.items() if value is not None}
 
 
-def log_map(log, result, extraction, layer: int, *, with_table: bool = True) -> None:
+def log_map(log, result, extraction, layer: int, *, with_table: bool = True, extra: Mapping | None = None) -> None:
     """Log one :class:`~jobs.core.mapping.MapResult` into an open run: scores and
-    durations as metrics, ``config.json``, and (when it has coordinates) ``map.parquet``
-    and ``clusters.parquet`` (size, purity, keywords, central samples of every cluster)."""
+    durations as metrics, ``config.json`` (with ``extra`` entries), and (when it has
+    coordinates) ``map.parquet`` and ``clusters.parquet`` (size, purity, keywords, central
+    samples of every cluster)."""
     log.metrics(_finite({**result.scores, **result.durations}))
-    log.json(Artifact.CONFIG, config_payload(result.config, source_run=extraction.run_id, layer=layer))
+    log.json(Artifact.CONFIG, {**config_payload(result.config, source_run=extraction.run_id, layer=layer),
+                               **(extra or {})})
     if with_table and result.coords is not None:
         log.table(Artifact.MAP, map_frame(extraction, result.coords, result.clusters))
         log_cluster_table(log, extraction, result)
@@ -349,14 +386,43 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     x = extraction.embedding(layer)
     labels = extraction.labels
+    notes = []
+    if request.preset:
+        from jobs.core.presets import PRESETS, pooling_note
 
-    # Fit and log.
-    tags = {**extraction.lineage_tags(), Tag.LAYER: layer, Tag.REPLAY_OF: replay_of}
+        note = pooling_note(PRESETS[request.preset], extraction.pooling)
+        if note:
+            notes.append(note)
+            print(f"latentscape map: note: {note}", file=sys.stderr)
+    split = None
+    if request.holdout:
+        if labels is None:
+            raise UsageError(f"--holdout needs labels and extract run {extraction.run_id} has none",
+                             "replay it against a labelled extraction")
+        from jobs._trust import split_for
+
+        split = split_for(labels, request.holdout, config.seed)
+
+    # Fit and log; then how far to trust the scores.
+    tags = {**extraction.lineage_tags(), Tag.LAYER: layer, Tag.REPLAY_OF: replay_of,
+            Tag.NOTE: "; ".join(notes) or None}
     with tracked_run(store, experiment_id, Kind.MAP, run_name=f"map · layer {layer} · {config.reducer}+{config.clusterer}",
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
-        log.params(map_params(config, layer))
-        result = fit_map(x, labels, config)
-        log_map(log, result, extraction, layer)
+        from jobs._trust import holdout_metrics, map_trust, score_rows
+
+        log.params({**map_params(config, layer), Param.PERMUTATIONS: request.trust.permutations,
+                    Param.BOOTSTRAP: request.trust.bootstrap, Param.SEEDS: request.trust.seeds,
+                    Param.PRESET: request.preset, Param.HOLDOUT: request.holdout})
+        if split is None:
+            result = fit_map(x, labels, config)
+        else:  # label scores over the tuning part only, as the sweep scored it
+            result = score_rows(fit_map(x, None, config), labels, split[0])
+        log_map(log, result, extraction, layer, extra={"trust": request.trust.to_dict(), Param.PRESET: request.preset,
+                                                       Param.HOLDOUT: request.holdout})
+        trust = map_trust(x, labels, result, request.trust, rows=None if split is None else split[0])
+        log.metrics(_finite(trust))
+        if split is not None:
+            log.metrics(holdout_metrics(labels, result.clusters, split[1]))
         replay_diff = None
         if replay_of:
             replay_diff = max_abs_diff(result.scores, store.get_run(replay_of).data.metrics)
@@ -368,8 +434,20 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     if replay_of:
         details["replay_of"] = replay_of
         details[Metric.REPLAY_MAX_ABS_DIFF] = replay_diff
+    if notes:
+        details["note"] = "; ".join(notes)
+    shown = KEY_SCORES
+    if request.preset:
+        from jobs.core.presets import PRESETS
+
+        shown = PRESETS[request.preset].scores
+    scores = {k: result.scores[k] for k in shown if k in result.scores}
+    for name in (Metric.P_VALUE_SUFFIX, Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX, Metric.STD_SUFFIX):
+        key = Metric.trust(Metric.AMI, name)
+        if key in trust:
+            scores[key] = trust[key]
     return JobResult(kind=Kind.MAP.value, run_id=run_id, experiment=experiment or extraction.experiment_name,
-                     scores={k: result.scores[k] for k in KEY_SCORES if k in result.scores}, details=details)
+                     scores=scores, details=details)
 
 
 def max_abs_diff(scores: Mapping[str, float], logged: Mapping[str, float]) -> float:
@@ -394,7 +472,7 @@ def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
     from jobs._source import load_extraction
     from jobs.core.mapping import ConfigError, MapConfig
 
-    store.get_run(run_id)  # a clear error for an unknown id
+    logged = store.get_run(run_id)  # a clear error for an unknown id
     source, layer, payload = read_logged_config(store, run_id)
     extraction = load_extraction(store, source)
     extraction.check_layer(layer)
@@ -402,5 +480,21 @@ def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
         config = MapConfig.from_dict(payload, extraction_shape(extraction, layer))
     except (ConfigError, KeyError, TypeError) as error:
         raise UsageError(f"the config.json of run {run_id} cannot be replayed: {error}") from None
-    request = MapRequest(run=source, layer=layer, reducer=config.reducer, clusterer=config.clusterer)
+    holdout = logged.data.params.get(Param.HOLDOUT)
+    request = MapRequest(run=source, layer=layer, reducer=config.reducer, clusterer=config.clusterer,
+                         trust=_logged_trust(store, run_id), holdout=float(holdout) if holdout else None)
     return map_layer(request, store=store, experiment=experiment, replay_of=run_id, config=config)
+
+
+def _logged_trust(store, run_id: str) -> TrustSettings:
+    """The trust settings in a run's ``config.json`` (the defaults where it has none: a
+    trial, or a map logged before they existed)."""
+    import json
+
+    names = {item.path for item in store.client.list_artifacts(run_id)}
+    if Artifact.CONFIG not in names:
+        return TrustSettings()
+    from tracking.runs import download
+
+    payload = json.loads(download(store, run_id, Artifact.CONFIG).read_text())
+    return TrustSettings.from_dict(payload.get("trust"))

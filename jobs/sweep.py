@@ -19,6 +19,13 @@ Crashes. Each trial beats a heartbeat in the storage. A trial whose process died
 run is ended KILLED, and a new trial takes its place, so the study still ends with
 exactly its target of COMPLETE trials. ``--resume`` waits for such stale trials first.
 
+Held-out scoring (``--holdout FRACTION``). The samples are split once, stratified by label
+and seeded by ``--seed``; every trial still maps all samples (no label enters a map), but
+its label scores, hence the objective, read only the tuning part's labels. The best map's
+scores over the held-out part are logged in the sweep run as ``holdout.<score>``: a
+score the search never saw. Trials, the best map and their replays log ``holdout`` so
+that ``map --from-run`` scores them the same way.
+
 Speed. The k-NN graph of each metric is computed once, at the largest n_neighbors of the
 space, and shared by all trials (exact graphs truncate exactly, so a trial gets the same
 map as alone); so is the input-space side of the neighbourhood scores. Each trial's
@@ -80,6 +87,7 @@ class SweepConfig:
     score_k: int | None = None
     score_sample: int | None = None
     progress: bool = True
+    holdout: float | None = None  # fraction of samples held out of tuning (stratified, seeded)
 
     def __post_init__(self):
         if self.trials < 1:
@@ -88,6 +96,8 @@ class SweepConfig:
             raise UsageError(f"--n-jobs {self.n_jobs} must be positive", "pass 1 or more (default 1)")
         if self.heartbeat < 1:
             raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
+        if self.holdout is not None and not 0 < self.holdout < 1:
+            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
         if self.direction not in (None, "maximize", "minimize"):
             raise UsageError(f"--direction {self.direction!r} is neither maximize nor minimize",
                              "pass --direction maximize or --direction minimize")
@@ -108,6 +118,7 @@ def add_parser(subparsers, parents) -> None:
         epilog="examples:\n  latentscape sweep --run EXTRACT_RUN --layer 6 --trials 30\n"
         "  latentscape sweep --run EXTRACT_RUN --space space.yaml --objective nmi --seed 1\n"
         "  latentscape sweep --run EXTRACT_RUN --trials 30 --resume      # after an interruption\n"
+        "  latentscape sweep --run EXTRACT_RUN --trials 30 --holdout 0.3 # tune on 70%, report on 30%\n"
         "  latentscape sweep --run EXTRACT_RUN --storage postgresql://user@db/optuna --trials 20  # each worker\n\n"
         f"objectives: {', '.join(SCORE_NAMES)}\n"
         "space.yaml:\n  reducer: umap\n  clusterer: hdbscan\n  params:\n"
@@ -138,6 +149,10 @@ def add_parser(subparsers, parents) -> None:
                         help="seconds between trial heartbeats; a trial silent 3x as long is dead (default 5)")
     parser.add_argument("--score-k", help="neighbours for trustworthiness / k-NN preservation (default 15)")
     parser.add_argument("--score-sample", help="sample size of the geometry scores (default 1000)")
+    parser.add_argument("--holdout", metavar="FRACTION",
+                        help="hold this fraction of the samples out of tuning (stratified by label, seeded by "
+                        "--seed): trials are scored on the rest; the best map's held-out scores are logged as "
+                        "holdout.<score>")
     parser.set_defaults(handler=_run_cli)
 
 
@@ -148,6 +163,15 @@ def _int(value: str | None, flag: str) -> int | None:
         return int(value)
     except ValueError:
         raise UsageError(f"{flag} {value!r} is not an integer", f"pass e.g. {flag} 1") from None
+
+
+def _fraction(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not a number", f"pass e.g. {flag} 0.3") from None
 
 
 def _read_space(path: str | None) -> dict | None:
@@ -182,7 +206,7 @@ def _run_cli(args) -> JobResult:
         space=_read_space(args.space), fixed=fixed, seed=_int(args.seed, "--seed"), storage=args.storage,
         study=args.study, resume=args.resume, n_jobs=_int(args.n_jobs, "--n-jobs"),
         heartbeat=_int(args.heartbeat, "--heartbeat"), score_k=_int(args.score_k, "--score-k"),
-        score_sample=_int(args.score_sample, "--score-sample"),
+        score_sample=_int(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
     )
     precheck(config)  # before the store: milliseconds, not seconds
     from tracking.runs import open_store
@@ -278,6 +302,9 @@ class _Plan:
     storage_url: str
     experiment_id: str
     experiment_name: str
+    labels: Any = None  # (n,) every label, read once (None: unlabelled)
+    tune: Any = None  # --holdout: row indices whose labels score the trials (None: all rows)
+    held: Any = None  # --holdout: row indices held out, read only to score the best map
 
     def trial_config(self, reducer_params: dict, clusterer_params: dict):
         """The MapConfig of one point of the space: seed, graph and score settings of the sweep."""
@@ -300,6 +327,19 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
     extraction = load_extraction(store, config.run)
     layer = max(extraction.layers) if config.layer is None else extraction.check_layer(config.layer)
     shape = extraction_shape(extraction, layer)
+    labels, tune, held = extraction.labels, None, None
+    if config.holdout is not None:
+        import numpy as np
+
+        from jobs._trust import split_for
+        from jobs.core.mapping import DataShape
+
+        if labels is None:
+            raise UsageError(f"--holdout holds labels out and run {config.run} has none",
+                             "extract with --label-col, or drop --holdout")
+        tune, held = split_for(labels, config.holdout, config.seed)
+        # Defaults (k-means' k) from the tuning labels: nothing of the held-out part.
+        shape = DataShape(shape.n_samples, shape.n_features, int(len(np.unique(labels[tune]))))
 
     # The objective and its direction.
     if config.objective not in SCORE_NAMES:
@@ -337,13 +377,15 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
     spec = {"run": extraction.run_id, "layer": layer, "objective": config.objective, "direction": direction,
             "space": space.to_dict(), "seed": config.seed, "score_k": base.score_k,
             "score_sample": base.score_sample, "knn": base.knn, "knn_k": base.knn_k}
+    if config.holdout is not None:
+        spec["holdout"] = config.holdout  # another split, another study
     from tracking.runs import resolve_tracking_uri
 
     storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     return _Plan(extraction, layer, shape, space, base, config.objective, direction, spec,
                  config.study or study_name_for(spec), storage_url, experiment_id,
-                 experiment or extraction.experiment_name)
+                 experiment or extraction.experiment_name, labels=labels, tune=tune, held=held)
 
 
 def precheck(config: SweepConfig) -> None:
@@ -568,7 +610,7 @@ class _Worker:
             Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
             Param.N_JOBS: self.config.n_jobs, Param.REDUCER: base.reducer, Param.CLUSTERER: base.clusterer,
             Param.NOISE_POLICY: base.noise_policy, Param.KNN: base.knn, Param.KNN_K: base.knn_k,
-            Param.SCORE_K: base.score_k, Param.SCORE_SAMPLE: base.score_sample,
+            Param.SCORE_K: base.score_k, Param.SCORE_SAMPLE: base.score_sample, Param.HOLDOUT: self.config.holdout,
         }
 
     def _enqueue_default(self) -> None:
@@ -588,7 +630,8 @@ class _Worker:
 
         # Load the layer once; share k-NN graphs and score references across trials.
         self.x = self.plan.extraction.embedding(self.plan.layer)
-        self.labels = self.plan.extraction.labels
+        # With --holdout no map gets the labels: _fit scores the tuning rows only.
+        self.labels = self.plan.labels if self.plan.tune is None else None
         hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
         self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
 
@@ -641,8 +684,7 @@ class _Worker:
     def _objective(self, trial) -> float:
         import optuna
 
-        from jobs.core.mapping import ConfigError, fit_map
-        from jobs.map import map_params
+        from jobs.core.mapping import ConfigError
         from tracking.runs import tracked_run
 
         if self._enough(trial.number):
@@ -661,9 +703,9 @@ class _Worker:
             config = None
             try:
                 config = plan.trial_config(reducer_params, clusterer_params)
-                result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=False, threads=None)
+                result = self._fit(config, with_view=False)
             except BaseException as error:
-                params = map_params(config, plan.layer) if config is not None else {}
+                params = self._params(config) if config is not None else {}
                 _log_batch(log, params=params, tags={Tag.TRIAL_STATE: "FAIL"})
                 if isinstance(error, ConfigError):
                     raise ValueError(str(error)) from None
@@ -671,11 +713,25 @@ class _Worker:
             value = float(result.scores[plan.objective])
             state = "COMPLETE" if math.isfinite(value) else "FAIL"
             seconds = time.perf_counter() - started
-            _log_batch(log, params=map_params(config, plan.layer), tags={Tag.TRIAL_STATE: state},
+            _log_batch(log, params=self._params(config), tags={Tag.TRIAL_STATE: state},
                        metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: seconds})
         with self.lock:
             self.ran += 1
         return value
+
+    def _fit(self, config, *, with_view: bool):
+        """One map of the layer; with --holdout its label scores read the tuning rows only."""
+        from jobs._trust import score_rows
+        from jobs.core.mapping import fit_map
+
+        result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=with_view, threads=None)
+        return result if self.plan.tune is None else score_rows(result, self.plan.labels, self.plan.tune)
+
+    def _params(self, config) -> dict[str, Any]:
+        """A trial's params: its resolved map config, and the held-out fraction (replays need it)."""
+        from jobs.map import map_params
+
+        return {**map_params(config, self.plan.layer), Param.HOLDOUT: self.config.holdout}
 
     # -- the end ---------------------------------------------------------------------
     def _finish(self, log) -> JobResult:
@@ -711,20 +767,26 @@ class _Worker:
                          scores=scores, details=details)
 
     def _log_best(self, log) -> None:
-        from jobs.core.mapping import fit_map
         from jobs.map import KEY_SCORES, config_payload, log_cluster_table, map_frame, max_abs_diff
 
         plan = self.plan
         best = self.study.best_trial
         # Replay the best trial from its settings, with the 2D view this time.
         config = plan.trial_config(*plan.space.split({**plan.space.fixed, **best.params}))
-        result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=True, threads=None)
+        result = self._fit(config, with_view=True)
         runs = self._runs_by_trial()
         best_run = runs.get(best.number)
         diff = max_abs_diff(result.scores, best_run.data.metrics) if best_run is not None else math.nan
 
         log.metrics({**result.scores, Metric.BEST_VALUE: best.value, Metric.BEST_TRIAL: best.number,
                      Metric.REPLAY_MAX_ABS_DIFF: diff})
+        # How far to trust the best map: chance baselines of its (tuning) label scores, and
+        # its scores over the held-out samples, whose labels the search never read.
+        from jobs._trust import TrustSettings, holdout_metrics, map_trust
+
+        log.metrics(map_trust(self.x, plan.labels, result, TrustSettings(), rows=plan.tune))
+        held_out = holdout_metrics(plan.labels, result.clusters, plan.held) if plan.held is not None else {}
+        log.metrics(held_out)
         self._log_best_params(log, best)
         log.table(Artifact.MAP, map_frame(plan.extraction, result.coords, result.clusters))
         log_cluster_table(log, plan.extraction, result)  # clusters.parquet of the best map
@@ -735,6 +797,7 @@ class _Worker:
                                      "best_trial": best.number, "best_value": best.value}
         log.json(Artifact.CONFIG, payload)
         self._best_scores = {k: result.scores[k] for k in KEY_SCORES if k in result.scores}
+        self._best_scores.update({k: v for k, v in held_out.items() if k == Metric.holdout(plan.objective)})
         self._best_details = {"best_trial": best.number,
                               "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
                               Metric.REPLAY_MAX_ABS_DIFF: diff}

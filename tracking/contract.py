@@ -125,6 +125,9 @@ class Param:
     PROBE_FOLDS = "probe_folds"
     KNN_K = "knn_k"
     SEEDS = "seeds"  # layers / map --seeds: how many seeds (seed, seed + 1, ...) each map ran with
+    PERMUTATIONS = "permutations"  # map --permutations: label shuffles of each chance baseline
+    BOOTSTRAP = "bootstrap"  # map --bootstrap: resamples of each bootstrap interval
+    PRESET = "preset"  # map --preset: the named recipe the settings started from
     POOLINGS = "poolings"  # layers --compare-poolings: the poolings compared, comma-separated
     POOLING_RUNS = "pooling_runs"  # ... and their extract runs, in the same order
     BEST_POOLING = "best_pooling"  # the pooling with the highest probe accuracy at any layer
@@ -150,7 +153,8 @@ class Param:
     HIDDEN = "hidden"
     EPOCHS = "epochs"
     LEARNING_RATE = "learning_rate"
-    HOLDOUT = "holdout"
+    HOLDOUT = "holdout"  # autoencoder: validation fraction; sweep --holdout (and its trials, best map,
+    # replays): the fraction of samples held out, stratified by label, split with the run's seed
 
     @staticmethod
     def reducer_param(name: str) -> str:
@@ -226,6 +230,13 @@ class Metric:
     MEAN_ABS_COSINE = "mean_abs_cosine"
     DIRECTION_AUC = "direction_auc"
     METHOD_AGREEMENT = "method_agreement"
+
+    HOLDOUT_PREFIX = "holdout."  # sweep --holdout: the best map's scores over the held-out samples
+
+    @staticmethod
+    def holdout(score: str) -> str:
+        """A score over the held-out samples of a sweep, e.g. ``holdout.ami``."""
+        return f"{Metric.HOLDOUT_PREFIX}{score}"
 
     @staticmethod
     def trust(score: str, suffix: str) -> str:

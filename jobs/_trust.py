@@ -1,0 +1,135 @@
+"""How far to trust one map, for the jobs that log maps (``map``; the sweep's best map).
+
+Beside every label score S of a map: ``S_perm_mean`` and ``S_p_value`` (the same
+clustering against ``--permutations`` shuffles of the labels), ``S_ci_low`` /
+``S_ci_high`` (a 95% bootstrap interval over ``--bootstrap`` resamples of the samples),
+see :mod:`jobs.core.trust`. With ``--seeds N`` the map is made again with seeds seed + 1
+.. seed + N - 1: ``S_mean`` / ``S_std`` of every score over the N maps (the logged map
+first) and ``seed_ari_mean``, the agreement between their clusterings.
+
+Everything is seeded by the map's own seed, so replaying a map replays these too.
+
+Held-out scoring (``sweep --holdout``): the samples are split once, stratified by label
+and seeded (:func:`jobs.core.trust.holdout_split`); every map still embeds and clusters
+all samples (no label enters a map), but its label scores read the tuning part's labels
+only (:func:`score_rows`); the best map's scores over the held-out part are logged as
+``holdout.<score>`` (:func:`holdout_metrics`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from jobs.core.trust import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+from tracking.errors import UsageError
+
+__all__ = ["TrustSettings", "add_trust_arguments", "settings_from_args", "map_trust", "split_for", "score_rows",
+           "holdout_metrics"]
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """permutations: label shuffles per score (0: no chance baseline); bootstrap:
+    resamples per score (0: no interval); seeds: maps made in all (1: no stability)."""
+
+    permutations: int = DEFAULT_PERMUTATIONS
+    bootstrap: int = DEFAULT_RESAMPLES
+    seeds: int = 1
+
+    def __post_init__(self):
+        for flag, value, low in (("--permutations", self.permutations, 0), ("--bootstrap", self.bootstrap, 0),
+                                 ("--seeds", self.seeds, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise UsageError(f"{flag} {value!r} must be an integer >= {low}",
+                                 f"pass e.g. {flag} {max(low, 1) if flag == '--seeds' else 100}")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any] | None) -> TrustSettings:
+        """Settings logged in a ``config.json`` (defaults where none were logged)."""
+        known = {key: int(value) for key, value in (payload or {}).items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("how far to trust the scores")
+    group.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
+                       help="label shuffles for each label score's chance level and p-value "
+                       f"(<score>_perm_mean, <score>_p_value); 0: none (default {DEFAULT_PERMUTATIONS})")
+    group.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
+                       help="resamples for each label score's 95%% interval (<score>_ci_low, <score>_ci_high); "
+                       f"0: none (default {DEFAULT_RESAMPLES})")
+    group.add_argument("--seeds", type=int, default=1,
+                       help="make the map with this many seeds (seed, seed+1, ...): <score>_mean, <score>_std "
+                       "and seed_ari_mean, the agreement of their clusterings (default 1)")
+
+
+def settings_from_args(args) -> TrustSettings:
+    return TrustSettings(permutations=args.permutations, bootstrap=args.bootstrap, seeds=args.seeds)
+
+
+def map_trust(x: np.ndarray, labels: np.ndarray | None, result, settings: TrustSettings, *,
+              rows: np.ndarray | None = None, cache=None) -> dict[str, float]:
+    """The trust metrics of ``result`` (a :class:`~jobs.core.mapping.MapResult` of ``x:
+    (n, d)`` and ``labels: (n,)`` or None), named through the run contract. rows: score
+    against ``labels[rows]`` only (a held-out split's tuning part; None: every sample);
+    cache: a :class:`~jobs.core.mapping.NeighbourCache` the extra seeds' maps share."""
+    from jobs.core.trust import baseline_metrics, label_baselines, stability, stability_metrics
+
+    metrics: dict[str, float] = {}
+    if labels is not None and settings.permutations + settings.bootstrap > 0:
+        picked = slice(None) if rows is None else rows
+        baselines = label_baselines(labels[picked], result.clusters[picked], n_permutations=settings.permutations,
+                                    n_resamples=settings.bootstrap, seed=result.config.seed)
+        metrics.update(baseline_metrics(baselines))
+    if settings.seeds > 1:
+        from jobs.core.mapping import NeighbourCache, fit_map
+
+        cache = cache if cache is not None else NeighbourCache(x)
+        config = result.config
+        others = []
+        for offset in range(1, settings.seeds):
+            seeded = replace(config, seed=config.seed + offset)
+            if rows is None:
+                others.append(fit_map(x, labels, seeded, cache=cache, with_view=False))
+            else:
+                others.append(score_rows(fit_map(x, None, seeded, cache=cache, with_view=False), labels, rows))
+        runs = [result, *others]
+        found = stability([r.scores for r in runs], [r.clusters for r in runs])
+        metrics.update(stability_metrics(found, names=list(result.scores)))
+    return metrics
+
+
+def split_for(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tune, held_out)`` row indices (:func:`jobs.core.trust.holdout_split`); a one-line
+    UsageError when the labels cannot be split so."""
+    from jobs.core import trust
+
+    try:
+        return trust.holdout_split(labels, fraction, seed=seed)
+    except ValueError as error:
+        raise UsageError(f"--holdout {fraction:g}: {error}", "pass a smaller --holdout, or extract more samples "
+                         "per class") from None
+
+
+def score_rows(result, labels: np.ndarray, rows: np.ndarray):
+    """``result``, a map fitted without labels, with the label scores of ``clusters[rows]``
+    against ``labels[rows]`` (no other label is read) before its other scores."""
+    from jobs.core.scores import label_scores
+
+    scores = {**label_scores(labels[rows], result.clusters[rows]), **result.scores}
+    return replace(result, scores=scores)
+
+
+def holdout_metrics(labels: np.ndarray, clusters: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+    """``holdout.<score>`` for every label score of ``clusters[rows]`` against ``labels[rows]``."""
+    from jobs.core.scores import label_scores
+    from tracking.contract import Metric
+
+    return {Metric.holdout(name): value for name, value in label_scores(labels[rows], clusters[rows]).items()}
