@@ -546,13 +546,29 @@ class _Worker:
         from tracking.runs import end_stale_runs
 
         _, running = self._counts()
+        live = set(map(str, running))
         if not running:
             end_stale_runs(self.store, self.plan.experiment_id, parent_run_id=self.sweep_run_id)
-            return
-        live = set(map(str, running))
-        for run in self._trial_runs(running_only=True):
-            if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
-                self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
+        else:
+            for run in self._trial_runs(running_only=True):
+                if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
+                    self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
+                    self.store.client.set_terminated(run.info.run_id, status="KILLED")
+        self._retract_unrecorded_trials(live)
+
+    def _retract_unrecorded_trials(self, live: set[str]) -> None:
+        """A trial whose run was logged COMPLETE but whose process died (or lost the
+        tracking server) before Optuna recorded the value is not a result: Optuna failed
+        it and runs it again. Say so on its run, so MLflow and Optuna agree."""
+        from optuna.trial import TrialState
+
+        complete = {str(t.number) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        for run in self._trial_runs():
+            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            if run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE" and number not in complete and number not in live:
+                self.store.client.log_batch(run.info.run_id, tags=[
+                    _tag(Tag.TRIAL_STATE, "FAIL"),
+                    _tag(Tag.ERROR, "Optuna never recorded this trial's value (its process died); it was run again")])
                 self.store.client.set_terminated(run.info.run_id, status="KILLED")
 
     def _end_abandoned_sweep_runs(self) -> None:
