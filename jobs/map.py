@@ -154,7 +154,8 @@ def add_parser(subparsers, parents) -> None:
     parser.set_defaults(handler=_run_cli)
 
 
-def _int_option(value: str | None, flag: str) -> int | None:
+def int_option(value: str | None, flag: str) -> int | None:
+    """An optional integer flag, parsed here so a bad value is a one-line usage error."""
     if value is None:
         return None
     try:
@@ -190,10 +191,10 @@ def request_from_args(args) -> MapRequest:
 
         trust = settings_from_args(args)
     return MapRequest(
-        run=args.run, layer=_int_option(args.layer, "--layer"), reducer=reducer or "umap",
+        run=args.run, layer=int_option(args.layer, "--layer"), reducer=reducer or "umap",
         clusterer=clusterer or "hdbscan", reducer_params=reducer_params, clusterer_params=clusterer_params,
-        seed=_int_option(args.seed, "--seed"), view=args.view, knn=args.knn,
-        score_k=_int_option(args.score_k, "--score-k"), score_sample=_int_option(args.score_sample, "--score-sample"),
+        seed=int_option(args.seed, "--seed"), view=args.view, knn=args.knn,
+        score_k=int_option(args.score_k, "--score-k"), score_sample=int_option(args.score_sample, "--score-sample"),
         from_run=getattr(args, "from_run", None), preset=preset, trust=trust,
     )
 

@@ -156,15 +156,6 @@ def add_parser(subparsers, parents) -> None:
     parser.set_defaults(handler=_run_cli)
 
 
-def _int(value: str | None, flag: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not an integer", f"pass e.g. {flag} 1") from None
-
-
 def _fraction(value: str | None, flag: str) -> float | None:
     if value is None:
         return None
@@ -193,7 +184,7 @@ def _read_space(path: str | None) -> dict | None:
 
 
 def _run_cli(args) -> JobResult:
-    from jobs.map import parse_assignments
+    from jobs.map import int_option, parse_assignments
 
     if not args.run:
         raise UsageError("no extraction to sweep", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
@@ -201,12 +192,12 @@ def _run_cli(args) -> JobResult:
     fixed |= {Param.clusterer_param(k): v
               for k, v in parse_assignments(args.clusterer_param, "--clusterer-param").items()}
     config = SweepConfig(
-        run=args.run, layer=_int(args.layer, "--layer"), trials=_int(args.trials, "--trials"),
+        run=args.run, layer=int_option(args.layer, "--layer"), trials=int_option(args.trials, "--trials"),
         objective=args.objective, direction=args.direction, reducer=args.reducer, clusterer=args.clusterer,
-        space=_read_space(args.space), fixed=fixed, seed=_int(args.seed, "--seed"), storage=args.storage,
-        study=args.study, resume=args.resume, n_jobs=_int(args.n_jobs, "--n-jobs"),
-        heartbeat=_int(args.heartbeat, "--heartbeat"), score_k=_int(args.score_k, "--score-k"),
-        score_sample=_int(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
+        space=_read_space(args.space), fixed=fixed, seed=int_option(args.seed, "--seed"), storage=args.storage,
+        study=args.study, resume=args.resume, n_jobs=int_option(args.n_jobs, "--n-jobs"),
+        heartbeat=int_option(args.heartbeat, "--heartbeat"), score_k=int_option(args.score_k, "--score-k"),
+        score_sample=int_option(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
     )
     precheck(config)  # before the store: milliseconds, not seconds
     from tracking.runs import open_store
