@@ -161,7 +161,7 @@ def int_option(value: str | None, flag: str) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise UsageError(f"{flag} {value!r} is not an integer", f"pass e.g. {flag} 0") from None
+        raise UsageError(f"{flag} {value!r} is not an integer", f"pass {flag} a whole number") from None
 
 
 def request_from_args(args) -> MapRequest:
