@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	# Compile UMAP's numba code into numba's disk cache once, so no first map pays it.
+	$(BIN)/python -m jobs.precompile
 	touch $(STAMP)
 
 # Debian's chromium for the browser tests (never a browser download).

@@ -5,6 +5,11 @@ latentscape: tokenized once, sorted by length, each batch padded to its own long
 Both pool every hidden layer (mean) of the bundled all-MiniLM-L6-v2 on 2,000 sentences
 of ~40 tokens (demo sentences joined in threes), and must agree to 1e-4.
 
+Second row: the same plain loop against ``--backend onnx`` (the exported graph, pooling
+inside, sorted batches of its default size, 16; the one-off export is cached and not
+timed); its quality is the smallest per-layer linear CKA against latentscape's fp32
+torch result, which must be at least 0.99 (what the extract job itself requires).
+
     .venv/bin/python bench/extract.py [--quick]
 """
 
@@ -65,7 +70,29 @@ def main(quick: bool = False) -> list[Row]:
         quality=f"max |diff| {worst:.1e}; {n / plain_time():.0f} vs {n / ours_time():.0f} sentences/s",
         quality_held=worst < 1e-4,
     )
-    return [row]
+    return [row, onnx_row(encoder, texts, ours, plain_time())]
+
+
+def onnx_row(encoder, texts, reference, plain_s: float) -> Row:
+    """The onnx backend on the same texts against the same plain loop."""
+    from jobs.extract import BACKEND_MIN_CKA, DEFAULT_BATCH_SIZE, backend_agreement
+
+    n = len(texts)
+    try:
+        encoder.encode(texts[:32], backend="onnx")  # export once (cached) and warm up
+    except Exception as error:  # onnxruntime not installed, or the export failed
+        return Row(workload=f"extract {n} sentences, --backend onnx", plain_s=plain_s, latentscape_s=float("nan"),
+                   quality=f"not run: {error}", quality_held=False)
+    with timed() as onnx_time:
+        got, _ = encoder.encode(texts, batch_size=DEFAULT_BATCH_SIZE["onnx"], backend="onnx")
+    agreement = backend_agreement(reference, got)
+    return Row(
+        workload=f"extract {n} sentences x 7 layers, --backend onnx",
+        plain_s=plain_s, latentscape_s=onnx_time(),
+        quality=f"min layer CKA vs fp32 torch {agreement.min_cka:.6f}, max |diff| "
+        f"{max(agreement.max_abs_diff.values()):.1e}; {n / plain_s:.0f} vs {n / onnx_time():.0f} sentences/s",
+        quality_held=agreement.min_cka >= BACKEND_MIN_CKA,
+    )
 
 
 if __name__ == "__main__":

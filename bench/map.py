@@ -6,13 +6,14 @@ Latentscape: ``jobs.core.mapping.fit_map`` with its default config: an exact k-N
 (no pynndescent compilation), numba's compiled code kept on disk, 200 layout epochs,
 and every score (MI ... k-NN preservation), not just AMI.
 
-Two rounds, each timing the map alone (imports excluded):
-- first map of a process: each side in its own new process, as a user meets it (numba
-  compiles there unless its cache is kept). The headline ratio.
-- warm: both in this process after a small warm-up map of each (nothing left to compile).
+Timed: the map alone (imports excluded), both in this process after a small warm-up map
+of each (nothing left to compile). The first map of a new process, compilation included,
+is bench/cold_start.py's (as whole ``latentscape map`` processes); ``--first-process``
+adds that round here, the map alone in a new process of each side (slow: plain compiles
+pynndescent there, ~40-60 s).
 
-Prints one line per round and a final summary line; ``main(quick)`` returns the two
-rows (first map of a process, the headline; then warm) for ``bench/run_all.py``.
+Prints one line per round and a final summary line; ``main(quick)`` returns the rows
+for ``bench/run_all.py``.
 
     python bench/map.py            # 5,000 x 384 (one to two minutes on 2 cores)
     python bench/map.py --quick    # 4,200 x 64
@@ -94,7 +95,7 @@ def _in_new_process(side: str, n: int, dim: int, clustering: dict) -> tuple[floa
     return payload["seconds"], payload["ami"], wall
 
 
-def main(quick: bool = False) -> list[dict]:
+def main(quick: bool = False, first_process: bool = False) -> list[dict]:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -104,9 +105,18 @@ def main(quick: bool = False) -> list[dict]:
     clustering = dict(min_cluster_size=config.clusterer_params["min_cluster_size"],
                       min_samples=config.clusterer_params["min_samples"])
 
-    # First map of a new process, each side alone.
-    plain_first, plain_ami, plain_wall = _in_new_process("plain", n, dim, clustering)
-    ours_first, ours_ami, ours_wall = _in_new_process("ours", n, dim, clustering)
+    rows = []
+    if first_process:  # first map of a new process, each side alone
+        plain_first, plain_ami, plain_wall = _in_new_process("plain", n, dim, clustering)
+        ours_first, ours_ami, ours_wall = _in_new_process("ours", n, dim, clustering)
+        held = ours_ami >= plain_ami - AMI_TOLERANCE
+        workload = WORKLOAD.format(n=n, dim=dim)
+        print(f"{workload}: plain {plain_first:.2f} s, latentscape {ours_first:.2f} s, ratio "
+              f"{plain_first / ours_first:.2f}x (whole processes {plain_wall:.1f} s vs {ours_wall:.1f} s); "
+              f"AMI {plain_ami:.3f} plain vs {ours_ami:.3f}")
+        rows.append({"workload": workload, "plain_s": plain_first, "latentscape_s": ours_first,
+                     "ratio": plain_first / ours_first, "quality": f"AMI {ours_ami:.3f} vs {plain_ami:.3f}",
+                     "quality_held": held})
 
     # Warm: both compiled in this process first (plain first, on 4,200 rows so that its
     # pynndescent path compiles, and before latentscape turns numba's disk cache on).
@@ -114,31 +124,25 @@ def main(quick: bool = False) -> list[dict]:
     _plain(small_x, small_labels, min_cluster_size=10, min_samples=5, n_epochs=5)
     small_x, small_labels = planted(300, 16, seed=SEED + 1)
     _ours(small_x, small_labels, _config(small_x, small_labels))
-    plain_warm, _ = _plain(x, labels, **clustering)
-    ours_warm, _ = _ours(x, labels, config)
+    plain_warm, plain_ami = _plain(x, labels, **clustering)
+    ours_warm, ours_ami = _ours(x, labels, config)
     unseeded_warm, unseeded_ami = _plain(x, labels, seeded=False, **clustering)
 
     held = ours_ami >= plain_ami - AMI_TOLERANCE
-    workload = WORKLOAD.format(n=n, dim=dim)
-    ratio, warm_ratio = plain_first / ours_first, plain_warm / ours_warm
-    print(f"{workload}: plain {plain_first:.2f} s, latentscape {ours_first:.2f} s, ratio {ratio:.2f}x "
-          f"(whole processes {plain_wall:.1f} s vs {ours_wall:.1f} s); AMI {plain_ami:.3f} plain vs {ours_ami:.3f}")
+    warm_ratio = plain_warm / ours_warm
     print(f"map {n}x{dim} warm: plain {plain_warm:.2f} s, latentscape {ours_warm:.2f} s, ratio {warm_ratio:.2f}x "
-          f"(plain without a seed, multi-threaded: {unseeded_warm:.2f} s, AMI {unseeded_ami:.3f})")
-    print(f"summary: {workload}: ratio {ratio:.2f}x (aim 2x), warm {warm_ratio:.2f}x, "
+          f"(plain without a seed, multi-threaded: {unseeded_warm:.2f} s, AMI {unseeded_ami:.3f}); "
           f"AMI {ours_ami:.3f} vs plain {plain_ami:.3f}: {'held' if held else 'NOT held'}")
-    quality = f"AMI {ours_ami:.3f} vs {plain_ami:.3f}"
-    return [
-        {"workload": workload, "plain_s": plain_first, "latentscape_s": ours_first, "ratio": ratio,
-         "quality": quality, "quality_held": held, "plain_ami": plain_ami, "latentscape_ami": ours_ami},
-        {"workload": f"map {n}x{dim} (UMAP+HDBSCAN, warm)", "plain_s": plain_warm, "latentscape_s": ours_warm,
-         "ratio": warm_ratio, "quality": quality, "quality_held": held, "plain_unseeded_s": unseeded_warm},
-    ]
+    rows.append({"workload": f"map {n}x{dim} (UMAP+HDBSCAN, warm)", "plain_s": plain_warm, "latentscape_s": ours_warm,
+                 "ratio": warm_ratio, "quality": f"AMI {ours_ami:.3f} vs {plain_ami:.3f}", "quality_held": held,
+                 "plain_unseeded_s": unseeded_warm})
+    return rows
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data (4,200 x 64)")
+    parser.add_argument("--first-process", action="store_true", help="also time the first map of a new process")
     parser.add_argument("--child", choices=("plain", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dim", type=int, help=argparse.SUPPRESS)
@@ -147,4 +151,4 @@ if __name__ == "__main__":
     if args.child:
         _child(args.child, args.n, args.dim)
     else:
-        main(quick=args.quick)
+        main(quick=args.quick, first_process=args.first_process)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ class Step:
 def demo_steps(*, quick: bool = False) -> list[Step]:
     """The demo pipeline: text data through MiniLM, digits as tabular data."""
     trials = "8" if quick else "30"
+    # Trials in two processes (one core each) where there are cores for them; a short
+    # sweep would spend more starting the second process than it saves.
+    workers = ("--workers", str(min(2, os.cpu_count() or 1))) if not quick else ()
     text_limit = ("--limit", "200") if quick else ()
     return [
         Step("extract every MiniLM layer of the demo sentences", ("extract", "--data", "demo", *text_limit)),
@@ -36,7 +40,7 @@ def demo_steps(*, quick: bool = False) -> list[Step]:
         Step("map the embedding layer, to compare", ("map", "--run", "{text}", "--layer", "0")),
         Step("map digits", ("map", "--run", "{digits}", "--layer", "0")),
         Step(f"sweep {trials} trials for the clearest structure", ("sweep", "--run", "{text}", "--layer", "6",
-                                                                  "--trials", trials)),
+                                                                  "--trials", trials, *workers)),
         Step("compare every layer", ("layers", "--run", "{text}")),
         Step("interpolate between two sentences", ("interpolate", "--run", "{text}", "--layer", "6",
                                                    "--from", "The soup needs more salt and a little lemon.",

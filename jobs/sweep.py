@@ -28,8 +28,15 @@ that ``map --from-run`` scores them the same way.
 
 Speed. The k-NN graph of each metric is computed once, at the largest n_neighbors of the
 space, and shared by all trials (exact graphs truncate exactly, so a trial gets the same
-map as alone); so is the input-space side of the neighbourhood scores. Each trial's
-MLflow logging is a few batched calls.
+map as alone); so is the input-space side of the neighbourhood scores. ``--workers N``
+starts N - 1 more processes on the study (spawned, one core each: a seeded UMAP layout is
+single-threaded, so processes rather than threads). Trials lay UMAP out with fewer epochs
+(``--search-epochs``, 100 by default when the space leaves ``n_epochs`` alone); the best
+trial is replayed exactly, then it and the default trial are re-fitted at the full epochs
+and the better one is the sweep's map, so it is never worse than the defaults. Each
+trial's run (create, one batch, end) is written by a background thread while the next
+trial runs; a trial Optuna recorded whose run a killed process never wrote is replayed
+and logged by ``--resume``.
 """
 
 from __future__ import annotations
@@ -61,6 +68,11 @@ _ATTR_QUOTA = "latentscape.quota."  # + worker id -> trials that worker asked fo
 _SURPLUS = "surplus: the study already has its trials"
 
 _JOIN_WAIT_S = 60.0
+# Trials lay out UMAP with this many epochs unless told otherwise, and the best map is
+# re-fitted at the full count: measured at 5,000 x 384, 100 epochs is 1.7-2.6x faster than
+# 200 per trial and ranks settings alike (see bench/sweep.py for the best-score check).
+DEFAULT_SEARCH_EPOCHS = 100
+_EPOCHS = Param.reducer_param("n_epochs")
 _MAX_CONSECUTIVE_FAILURES = 10
 
 
@@ -88,12 +100,23 @@ class SweepConfig:
     score_sample: int | None = None
     progress: bool = True
     holdout: float | None = None  # fraction of samples held out of tuning (stratified, seeded)
+    workers: int = 1  # processes on the study, this one included (one core each)
+    search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
+    # Internal: a process started by --workers joins the study, adds no trials, never
+    # touches the sweep run, and draws from its own sampler seed.
+    join: bool = False
+    sampler_offset: int = 0
 
     def __post_init__(self):
         if self.trials < 1:
             raise UsageError(f"--trials {self.trials} must be positive", "pass 1 or more (default 30)")
         if self.n_jobs < 1:
             raise UsageError(f"--n-jobs {self.n_jobs} must be positive", "pass 1 or more (default 1)")
+        if self.workers < 1:
+            raise UsageError(f"--workers {self.workers} must be positive", "pass 1 or more, e.g. one per core")
+        if self.search_epochs is not None and self.search_epochs < 0:
+            raise UsageError(f"--search-epochs {self.search_epochs} is negative",
+                             "pass e.g. --search-epochs 100, or --search-epochs full")
         if self.heartbeat < 1:
             raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
         if self.holdout is not None and not 0 < self.holdout < 1:
@@ -113,10 +136,12 @@ def add_parser(subparsers, parents) -> None:
         "maximises a score (AMI by default). One sweep run, child of the extraction; every trial a child run of "
         "the sweep with its settings, scores, state and duration; the best trial's map.parquet, trials.parquet "
         "and importances.parquet in the sweep run. The first trial is the default map, so the best is never "
-        "worse than it. Several processes (or machines, with --storage on a shared database) can work on one "
+        "worse than it. Trials lay UMAP out with --search-epochs (100) and the best is re-fitted at the full "
+        "epochs; --workers runs trials in several processes. Several processes (or machines, with --storage on a shared database) can work on one "
         "study: each adds its --trials; --resume completes an interrupted study.",
         epilog="examples:\n  latentscape sweep --run EXTRACT_RUN --layer 6 --trials 30\n"
         "  latentscape sweep --run EXTRACT_RUN --space space.yaml --objective nmi --seed 1\n"
+        "  latentscape sweep --run EXTRACT_RUN --trials 50 --workers 2   # two processes, one core each\n"
         "  latentscape sweep --run EXTRACT_RUN --trials 30 --resume      # after an interruption\n"
         "  latentscape sweep --run EXTRACT_RUN --trials 30 --holdout 0.3 # tune on 70%, report on 30%\n"
         "  latentscape sweep --run EXTRACT_RUN --storage postgresql://user@db/optuna --trials 20  # each worker\n\n"
@@ -144,6 +169,13 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--study", metavar="NAME", help="study name (default: derived from run, layer and settings)")
     parser.add_argument("--resume", action="store_true",
                         help="complete an interrupted study without adding trials")
+    parser.add_argument("--workers", default="1",
+                        help="processes working on the study, this one included; one per core is fastest "
+                        "(default 1)")
+    parser.add_argument("--search-epochs", metavar="N|full",
+                        help=f"UMAP layout epochs of every trial; the best map is then re-fitted at the full "
+                        f"epochs (default {DEFAULT_SEARCH_EPOCHS} when the space leaves n_epochs alone; 'full': "
+                        "search at the full epochs, no refit)")
     parser.add_argument("--n-jobs", default="1", help="trials in parallel threads in this process (default 1)")
     parser.add_argument("--heartbeat", default="5",
                         help="seconds between trial heartbeats; a trial silent 3x as long is dead (default 5)")
@@ -196,6 +228,8 @@ def _run_cli(args) -> JobResult:
         objective=args.objective, direction=args.direction, reducer=args.reducer, clusterer=args.clusterer,
         space=_read_space(args.space), fixed=fixed, seed=int_option(args.seed, "--seed"), storage=args.storage,
         study=args.study, resume=args.resume, n_jobs=int_option(args.n_jobs, "--n-jobs"),
+        workers=int_option(args.workers, "--workers"),
+        search_epochs=0 if args.search_epochs == "full" else int_option(args.search_epochs, "--search-epochs"),
         heartbeat=int_option(args.heartbeat, "--heartbeat"), score_k=int_option(args.score_k, "--score-k"),
         score_sample=int_option(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
     )
@@ -296,6 +330,15 @@ class _Plan:
     labels: Any = None  # (n,) every label, read once (None: unlabelled)
     tune: Any = None  # --holdout: row indices whose labels score the trials (None: all rows)
     held: Any = None  # --holdout: row indices held out, read only to score the best map
+    search_epochs: int | None = None  # the trials' UMAP epochs, when fewer than the refit's
+    refit_epochs: int | None = None  # the best map's UMAP epochs (None: no refit, a replay)
+
+    def best_config(self, trial_params: dict):
+        """The best map's config: the trial's, re-fitted at the full epochs (if fewer were searched)."""
+        flat = {**self.space.fixed, **trial_params}
+        if self.refit_epochs is not None:
+            flat[_EPOCHS] = self.refit_epochs
+        return self.trial_config(*self.space.split(flat))
 
     def trial_config(self, reducer_params: dict, clusterer_params: dict):
         """The MapConfig of one point of the space: seed, graph and score settings of the sweep."""
@@ -364,19 +407,52 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
                                   knn="approx", knn_k=knn_k, score_k=config.score_k, score_sample=config.score_sample)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    space, search_epochs, refit_epochs = _epochs(space, base, config.search_epochs)
 
     spec = {"run": extraction.run_id, "layer": layer, "objective": config.objective, "direction": direction,
             "space": space.to_dict(), "seed": config.seed, "score_k": base.score_k,
             "score_sample": base.score_sample, "knn": base.knn, "knn_k": base.knn_k}
     if config.holdout is not None:
         spec["holdout"] = config.holdout  # another split, another study
+    if refit_epochs is not None:
+        spec["refit_epochs"] = refit_epochs  # (the search epochs are in the space)
     from tracking.runs import resolve_tracking_uri
 
     storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     return _Plan(extraction, layer, shape, space, base, config.objective, direction, spec,
                  config.study or study_name_for(spec), storage_url, experiment_id,
-                 experiment or extraction.experiment_name, labels=labels, tune=tune, held=held)
+                 experiment or extraction.experiment_name, labels=labels, tune=tune, held=held,
+                 search_epochs=search_epochs, refit_epochs=refit_epochs)
+
+
+def _epochs(space, base, asked: int | None):
+    """The trials' UMAP epochs and the best map's: (space with the trials' epochs fixed,
+    search epochs, refit epochs), the last two None when trials use the full epochs.
+
+    By default trials lay out with DEFAULT_SEARCH_EPOCHS and the best is re-fitted at the
+    full count (the reducer's default, or what -r / the space fixed); n_epochs named by
+    the user (fixed or searched) is taken as it is unless --search-epochs says otherwise."""
+    from dataclasses import replace
+
+    has_epochs = "n_epochs" in base.reducer_params
+    searched = any(d.name == _EPOCHS for d in space.dimensions)
+    if asked == 0 or (asked is None and (not has_epochs or searched or _EPOCHS in space.fixed)):
+        return space, None, None
+    if not has_epochs:
+        raise UsageError(f"--search-epochs: reducer {space.reducer} has no layout epochs",
+                         "drop --search-epochs (it applies to umap)")
+    if searched:
+        raise UsageError("--search-epochs: n_epochs is itself searched by the space",
+                         "drop --search-epochs, or fix reducer.n_epochs in the space")
+    full = int(base.reducer_params["n_epochs"])
+    epochs = DEFAULT_SEARCH_EPOCHS if asked is None else asked
+    if epochs >= full:
+        if asked is not None and asked > full:
+            raise UsageError(f"--search-epochs {asked} is more than the map's {full} epochs",
+                             f"pass at most {full}, or raise them with -r n_epochs=N")
+        return space, None, None
+    return replace(space, fixed={**space.fixed, _EPOCHS: epochs}), epochs, full
 
 
 def precheck(config: SweepConfig) -> None:
@@ -423,6 +499,9 @@ class _Worker:
         self.failures_in_a_row = 0
         self.ran = 0
         self.bar = None
+        self.writer = None  # RunWriter of this process's trial runs
+        self.sampler_offset = config.sampler_offset
+        self.helpers: list = []  # --workers processes started by this one
         self._best_scores: dict[str, float] = {}
         self._best_details: dict[str, Any] = {}
 
@@ -451,8 +530,10 @@ class _Worker:
     def _sampler(self, offset: int):
         import optuna
 
-        # Each worker its own seed: two workers with one seed would propose the same points.
-        return optuna.samplers.TPESampler(seed=self.config.seed + offset)
+        # Each worker its own seed: two workers with one seed would propose the same points;
+        # the constant liar keeps parallel workers from proposing near the others' running trials.
+        self.sampler_offset = offset
+        return optuna.samplers.TPESampler(seed=self.config.seed + offset, constant_liar=True)
 
     def _open_study(self) -> bool:
         """Create the study (True) or load the existing one (False)."""
@@ -479,6 +560,8 @@ class _Worker:
             raise UsageError(f"study {self.plan.study_name} is {study.direction.name.lower()}d",
                              "pass the same --direction, or another --study")
         offset = len(self._quotas(study)) + (1 if self.config.resume else 0) + len(study.trials)
+        if self.config.join:
+            offset = self.config.sampler_offset
         self.study = optuna.load_study(study_name=self.plan.study_name, storage=storage, sampler=self._sampler(offset))
         return False
 
@@ -590,6 +673,10 @@ class _Worker:
                 self._enqueue_default()
                 return self._work(log, created=True)
         self.sweep_run_id = self._wait_for_sweep_run()
+        if self.config.join:
+            if self.sweep_run_id is None:
+                raise UsageError(f"study {self.plan.study_name} has no sweep run", "start the sweep again")
+            return self._work(None)
         if self.sweep_run_id is None:
             if not self.config.resume:
                 raise UsageError(f"study {self.plan.study_name} has no sweep run (its first worker died while "
@@ -612,10 +699,12 @@ class _Worker:
         base = self.plan.base
         return {
             Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials, Param.OBJECTIVE: self.plan.objective,
-            Param.DIRECTION: self.plan.direction, Param.SAMPLER: f"TPESampler(seed={self.config.seed})",
+            Param.DIRECTION: self.plan.direction, Param.SAMPLER: f"TPESampler(seed={self.config.seed}, constant_liar=True)",
             Param.STORAGE: _masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
             Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
-            Param.N_JOBS: self.config.n_jobs, Param.REDUCER: base.reducer, Param.CLUSTERER: base.clusterer,
+            Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
+            Param.SEARCH_EPOCHS: self.plan.search_epochs, Param.REFIT_EPOCHS: self.plan.refit_epochs,
+            Param.REDUCER: base.reducer, Param.CLUSTERER: base.clusterer,
             Param.NOISE_POLICY: base.noise_policy, Param.KNN: base.knn, Param.KNN_K: base.knn_k,
             Param.SCORE_K: base.score_k, Param.SCORE_SAMPLE: base.score_sample, Param.HOLDOUT: self.config.holdout,
         }
@@ -627,13 +716,22 @@ class _Worker:
             self.study.enqueue_trial(point, skip_if_exists=True)
 
     def _work(self, log, *, created: bool = False) -> JobResult:
-        from jobs.core.mapping import NeighbourCache
-
+        """Run trials until the study has its target; the last process logs the best map.
+        ``log`` is the sweep run (None in a --workers helper process)."""
         if self.config.resume:
             self._end_abandoned_sweep_runs()
             self._settle_stale()
-        if created or not self.config.resume:
+        if not self.config.join and (created or not self.config.resume):
             self.study.set_user_attr(_ATTR_QUOTA + self.worker_id, self.config.trials)
+        self._start_helpers()
+        try:
+            return self._work_here(log)
+        finally:
+            self._stop_helpers()
+
+    def _work_here(self, log) -> JobResult:
+        from jobs.core.mapping import NeighbourCache
+        from tracking.runs import RunWriter
 
         # Load the layer once; share k-NN graphs and score references across trials.
         self.x = self.plan.extraction.embedding(self.plan.layer)
@@ -647,22 +745,86 @@ class _Worker:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1):
-            complete, _ = self._counts()
-            remaining = max(0, self.target() - complete)
-            if remaining:
-                self._optimize(remaining)
+            self.writer = RunWriter(self.store.client)
+            try:
+                if self.config.resume:
+                    self._log_unlogged_trials()
+                self._optimize_until_done()
+                if self._wait_for_helpers() and not self.writer.failed:
+                    # A helper died: its running trial goes stale, its recorded but
+                    # unwritten trial is logged, then this process runs what is missing.
+                    self.writer.flush()  # this process's own runs end before orphans are sought
+                    self._settle_stale()
+                    self._log_unlogged_trials()
+                    self._optimize_until_done()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.writer.close()
+                raise
+            self.writer.close()  # every trial run written (or the first failure raised)
+            if self.config.join:
+                return self._result({"study": self.plan.study_name, "trials_here": self.ran})
             return self._finish(log)
+
+    def _optimize_until_done(self) -> None:
+        complete, _ = self._counts()
+        remaining = max(0, self.target() - complete)
+        if remaining:
+            self._optimize(remaining)
+
+    # -- --workers: helper processes ----------------------------------------------------
+    def _start_helpers(self) -> None:
+        """Start --workers - 1 processes on the study, each its own sampler seed. Processes,
+        not threads: a seeded UMAP layout is single-threaded and holds the GIL. New
+        interpreters (not fork: this process holds database connections and library
+        threads; not multiprocessing: it re-runs an unguarded calling script)."""
+        import dataclasses
+        import subprocess
+
+        if self.config.join or self.config.workers <= 1:
+            return
+        for index in range(1, self.config.workers):
+            config = dataclasses.replace(self.config, join=True, workers=1, resume=False, progress=False,
+                                         study=self.plan.study_name, storage=self.plan.storage_url,
+                                         sampler_offset=self.sampler_offset + index)
+            order = json.dumps({"config": dataclasses.asdict(config), "tracking_uri": self.store.uri,
+                                "experiment": self.plan.experiment_name})
+            process = subprocess.Popen([sys.executable, "-c", "from jobs.sweep import _helper_main; _helper_main()"],
+                                       stdin=subprocess.PIPE, text=True)
+            process.stdin.write(order)
+            process.stdin.close()
+            self.helpers.append(process)
+
+    def _wait_for_helpers(self) -> bool:
+        """Wait for the helper processes; True when one of them failed."""
+        codes = [process.wait() for process in self.helpers]
+        return any(code != 0 for code in codes)
+
+    def _stop_helpers(self) -> None:
+        """On the way out (done, failed or interrupted): end helpers still running; each
+        ends its trial run KILLED on SIGTERM."""
+        import subprocess
+
+        for process in self.helpers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.helpers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     def _optimize(self, remaining: int) -> None:
         from jobs._progress import progress
 
         bar_context = progress(remaining, "sweep trials", unit="trial") if self.config.progress \
             else contextlib.nullcontext(None)
+        self._complete_before = self._counts()[0]
         with bar_context as bar:
             self.bar = bar
             # Loop: a stop can come while a sibling thread's trial is still running, and
             # that trial may fail; go on until the study's trials are complete or in flight.
-            while self.failures_in_a_row < _MAX_CONSECUTIVE_FAILURES:
+            while self.failures_in_a_row < _MAX_CONSECUTIVE_FAILURES and not self.writer.failed:
                 complete, running = self._counts()
                 if complete + len(running) >= self.target():
                     break
@@ -676,15 +838,15 @@ class _Worker:
     def _after_trial(self, study, trial) -> None:
         from optuna.trial import TrialState
 
+        complete, running = self._counts()
         if trial.state == TrialState.COMPLETE:
             self.failures_in_a_row = 0
-            if self.bar is not None:
-                self.bar.update(1)
+            if self.bar is not None:  # the whole study's progress, other processes' trials too
+                self.bar.update(max(0, min(self.bar.total, complete - self._complete_before) - self.bar.n))
         elif trial.state == TrialState.FAIL:
             self.failures_in_a_row += 1
             if self.failures_in_a_row >= _MAX_CONSECUTIVE_FAILURES:
                 study.stop()
-        complete, running = self._counts()
         if complete + len(running) >= self.target():
             study.stop()
 
@@ -692,8 +854,11 @@ class _Worker:
         import optuna
 
         from jobs.core.mapping import ConfigError
-        from tracking.runs import tracked_run
+        from tracking.runs import background_run
 
+        if self.writer.failed:  # the tracking store is gone: stop rather than lose trials
+            trial.study.stop()
+            self.writer.check()
         if self._enough(trial.number):
             trial.study.stop()
             raise optuna.TrialPruned(_SURPLUS)
@@ -703,25 +868,27 @@ class _Worker:
         tags = {**plan.extraction.lineage_tags(), Tag.LAYER: plan.layer, Tag.STUDY: plan.study_name,
                 Tag.TRIAL_NUMBER: trial.number}
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
-        # them); they, its scores and its state go in one batch at the end: measured on
-        # local SQLite, a config.json artifact per trial cost ~50 ms and each extra batch ~10.
-        with tracked_run(self.store, plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
-                         parent_run_id=self.sweep_run_id, source_run_id=plan.extraction.run_id, tags=tags) as log:
+        # them); they, its scores and its state go in one batch at the end (a config.json
+        # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
+        # while the next trial runs.
+        with background_run(self.writer, plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
+                            parent_run_id=self.sweep_run_id, source_run_id=plan.extraction.run_id,
+                            tags=tags) as run:
             config = None
             try:
                 config = plan.trial_config(reducer_params, clusterer_params)
                 result = self._fit(config, with_view=False)
             except BaseException as error:
                 params = self._params(config) if config is not None else {}
-                _log_batch(log, params=params, tags={Tag.TRIAL_STATE: "FAIL"})
+                run.log(params=params, tags={Tag.TRIAL_STATE: "FAIL"})
                 if isinstance(error, ConfigError):
                     raise ValueError(str(error)) from None
                 raise
             value = float(result.scores[plan.objective])
             state = "COMPLETE" if math.isfinite(value) else "FAIL"
             seconds = time.perf_counter() - started
-            _log_batch(log, params=self._params(config), tags={Tag.TRIAL_STATE: state},
-                       metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: seconds})
+            run.log(params=self._params(config), tags={Tag.TRIAL_STATE: state},
+                    metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: seconds})
         with self.lock:
             self.ran += 1
         return value
@@ -751,6 +918,9 @@ class _Worker:
         details: dict[str, Any] = {"study": self.plan.study_name, "storage": _masked(self.plan.storage_url),
                                    "trials_here": self.ran, "complete": f"{complete}/{target}"}
         log.metrics({Metric.N_TRIALS_COMPLETE: complete, Metric.N_TRIALS_FAILED: failed})
+        if self.ran:  # this process's trials: MLflow time on their path, and on the writer thread
+            log.metrics({Metric.MLFLOW_MS_PER_TRIAL: 1000 * self.writer.path_s / self.ran,
+                         Metric.MLFLOW_WRITER_MS_PER_TRIAL: 1000 * self.writer.busy_s / self.ran})
         if complete == 0:
             errors = [t for t in trials if t.state == TrialState.FAIL]
             raise RuntimeError(f"no trial completed ({len(errors)} failed); see the error tags of the trial runs")
@@ -776,14 +946,19 @@ class _Worker:
     def _log_best(self, log) -> None:
         from jobs.map import KEY_SCORES, config_payload, log_cluster_table, map_frame, max_abs_diff
 
+        from jobs.core.mapping import with_view
+
         plan = self.plan
         best = self.study.best_trial
-        # Replay the best trial from its settings, with the 2D view this time.
-        config = plan.trial_config(*plan.space.split({**plan.space.fixed, **best.params}))
-        result = self._fit(config, with_view=True)
+        # Replay the best trial from its logged settings: the scores must agree.
+        trial_config = plan.trial_config(*plan.space.split({**plan.space.fixed, **best.params}))
+        replay = self._fit(trial_config, with_view=False)
         runs = self._runs_by_trial()
         best_run = runs.get(best.number)
-        diff = max_abs_diff(result.scores, best_run.data.metrics) if best_run is not None else math.nan
+        diff = max_abs_diff(replay.scores, best_run.data.metrics) if best_run is not None else math.nan
+        best, result = self._choose_map(best, replay, log) if plan.refit_epochs is not None else (best, replay)
+        result = with_view(self.x, result, cache=self.cache)
+        config = result.config
 
         log.metrics({**result.scores, Metric.BEST_VALUE: best.value, Metric.BEST_TRIAL: best.number,
                      Metric.REPLAY_MAX_ABS_DIFF: diff})
@@ -809,6 +984,30 @@ class _Worker:
                               "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
                               Metric.REPLAY_MAX_ABS_DIFF: diff}
 
+    def _choose_map(self, best, replay, log):
+        """Fewer epochs were searched: re-fit the best trial, and the default trial, at the
+        full epochs (``refit_value``, step = trial number). The sweep's map is the one with
+        the best objective among those and the best trial as searched (``replay``), so it
+        is never worse than the search found nor than the defaults at full epochs; its
+        config, epochs included, replays it. Returns (its trial, its map)."""
+        from optuna.trial import TrialState
+
+        point = self.plan.space.point_of(self.plan.base.flat_params())
+        default = next((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                        if t.params == point), None)
+        candidates = [(best, replay)]
+        for trial in [best] + ([default] if default is not None and default.number != best.number else []):
+            refit = self._fit(self.plan.best_config(trial.params), with_view=False)
+            log.metric_rows([(Metric.REFIT_VALUE, refit.scores[self.plan.objective], trial.number)])
+            candidates.append((trial, refit))
+        sign = 1 if self.plan.direction == "maximize" else -1
+
+        def objective(candidate) -> float:
+            value = candidate[1].scores[self.plan.objective]
+            return sign * value if math.isfinite(value) else -math.inf
+
+        return max(candidates, key=objective)  # ties: the first, the best trial as searched
+
     def _log_best_params(self, log, best) -> None:
         # Params are immutable: the first finish logs best.*; a later one (more trials
         # added to the study) records a changed best as tags of the same names.
@@ -821,6 +1020,32 @@ class _Worker:
             log.params(fresh)
         if changed:
             log.tags(changed)
+
+    def _log_unlogged_trials(self) -> None:
+        """--resume: a COMPLETE trial whose run was never written (its process died between
+        Optuna's record and the writer thread's) is replayed from its settings and logged."""
+        from optuna.trial import TrialState
+
+        from tracking.runs import background_run
+
+        runs = self._runs_by_trial()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            run = runs.get(trial.number)
+            if run is not None and run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
+                continue
+            config = self.plan.trial_config(*self.plan.space.split({**self.plan.space.fixed, **trial.params}))
+            started = time.perf_counter()
+            result = self._fit(config, with_view=False)
+            tags = {**self.plan.extraction.lineage_tags(), Tag.LAYER: self.plan.layer, Tag.STUDY: self.plan.study_name,
+                    Tag.TRIAL_NUMBER: trial.number, Tag.NOTE: "logged by --resume: a replay of the trial, whose "
+                    "process died before its run was written"}
+            with background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
+                                parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
+                                tags=tags) as pending:
+                pending.log(params=self._params(config), tags={Tag.TRIAL_STATE: "COMPLETE"},
+                            metrics={**result.scores, **result.durations,
+                                     Metric.TRIAL_SECONDS: time.perf_counter() - started})
+        self.writer.flush()
 
     def _runs_by_trial(self) -> dict[int, Any]:
         """Trial number -> its MLflow run (a finished one where a number has several)."""
@@ -874,21 +1099,23 @@ def _tag(key: str, value: Any):
     return RunTag(key, str(value))
 
 
-def _log_batch(log, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-               tags: dict[str, Any] | None = None) -> None:
-    """Params, metrics and tags of a trial in one MLflow call (within log_batch's limits:
-    a trial has ~40 params and ~30 metrics)."""
-    from mlflow.entities import Metric as MlflowMetric
-    from mlflow.entities import Param as MlflowParam
+def _helper_main() -> None:
+    """A --workers process: join the study its first process names on stdin (JSON: the
+    config, tracking URI and experiment) and run trials until the study has its target."""
+    from jobs.cli import _quiet_libraries
+    from tracking.runs import open_store
 
-    now = int(time.time() * 1000)
-    log.client.log_batch(
-        log.run_id,
-        params=[MlflowParam(k, str(v)) for k, v in (params or {}).items() if v is not None],
-        metrics=[MlflowMetric(k, float(v), now, 0) for k, v in (metrics or {}).items()
-                 if v is not None and not math.isinf(float(v))],
-        tags=[_tag(k, v) for k, v in (tags or {}).items() if v is not None],
-    )
+    _quiet_libraries()
+    order = json.loads(sys.stdin.read())
+    try:
+        sweep(SweepConfig(**order["config"]), store=open_store(order["tracking_uri"]), experiment=order["experiment"])
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException as error:  # one line, as the CLI prints it; the first process goes on
+        from tracking.runs import one_line
+
+        print(f"latentscape sweep (worker process): failed: {one_line(error)}", file=sys.stderr)
+        sys.exit(1)
 
 
 @contextlib.contextmanager

@@ -275,3 +275,22 @@ def test_space_from_yaml_and_its_errors():
     ]:
         with pytest.raises(ConfigError, match=needle):
             parse_space(payload, SHAPE)
+
+
+@pytest.mark.parametrize("n_components, view", [(2, "embedding"), (3, "refit"), (3, "pca")])
+def test_with_view_adds_the_coordinates_fit_map_would_make(n_components, view):
+    from jobs.core.mapping import with_view
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(240) % 4
+    x = (rng.normal(size=(4, 16))[labels] * 3 + rng.normal(size=(240, 16))).astype(np.float32)
+    config = resolve_config(shape=data_shape(x, labels), view=view,
+                            reducer_params={"n_components": n_components, "n_epochs": 30})
+    whole = fit_map(x, labels, config, with_view=True)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # as fit_map's own default (threads=1)
+        later = with_view(x, fit_map(x, labels, config, with_view=False), cache=NeighbourCache(x))
+    assert later.coords.shape == (240, 2)
+    np.testing.assert_array_equal(later.coords, whole.coords)
+    assert later.scores == whole.scores

@@ -97,3 +97,36 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
     runs = store.client.search_runs([store.experiment_id("shared")], max_results=1000)
     assert len(runs) == 120 and all(run.info.status == "FINISHED" for run in runs)
     assert time.perf_counter() - started < 300
+
+
+def test_background_runs_end_like_tracked_runs_and_surface_write_errors(store):
+    from tracking.runs import RunWriter, background_run
+
+    writer = RunWriter(store.client)
+    experiment = store.experiment_id()
+    with background_run(writer, experiment, Kind.TRIAL, run_name="ok", tags={Tag.LAYER: 3}) as run:
+        run.log(params={"a": 1}, metrics={"m": 0.5, "inf": float("inf")}, tags={"t": "x"})
+    with pytest.raises(ValueError):
+        with background_run(writer, experiment, Kind.TRIAL, run_name="bad") as run:
+            run.log(params={"a": 2})
+            raise ValueError("no such layer")
+    with pytest.raises(KeyboardInterrupt):
+        with background_run(writer, experiment, Kind.TRIAL, run_name="stopped"):
+            raise KeyboardInterrupt
+    writer.flush()
+    runs = {r.info.run_name: r for r in store.client.search_runs([experiment])}
+    assert runs["ok"].info.status == "FINISHED" and runs["ok"].data.params == {"a": "1"}
+    assert runs["ok"].data.metrics == {"m": 0.5} and runs["ok"].data.tags[Tag.LAYER] == "3"
+    assert runs["bad"].info.status == "FAILED" and "no such layer" in runs["bad"].data.tags[Tag.ERROR]
+    assert runs["stopped"].info.status == "KILLED"
+    assert writer.busy_s > 0 and writer.path_s >= 0
+
+    # A write that fails is raised again by the next check / flush / close.
+    def broken():
+        raise OSError("disk full")
+
+    writer.submit(broken)
+    writer.submit(lambda: None)  # later writes are still attempted
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert writer.failed

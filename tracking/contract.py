@@ -96,6 +96,9 @@ class Param:
     LABEL_COL = "label_col"
     ID_COL = "id_col"
     N_CLASSES = "n_classes"
+    BACKEND = "backend"  # extract --backend: torch (the fp32 reference) or onnx
+    BACKEND_CHECK_SAMPLES = "backend_check_samples"  # samples the onnx result was checked on against torch
+    ONNX_FILE = "onnx_file"  # the cached ONNX graph the onnx backend ran
     # map (reducer and clusterer settings are logged as "reducer.<name>" and
     # "clusterer.<name>", see reducer_param / clusterer_param)
     LAYER = "layer"
@@ -117,6 +120,9 @@ class Param:
     SEARCH_SPACE = "search_space"
     BEST_PREFIX = "best."
     N_JOBS = "n_jobs"
+    WORKERS = "workers"  # sweep --workers: processes working on the study (one core each)
+    SEARCH_EPOCHS = "search_epochs"  # UMAP epochs of every trial (fewer than the best map's refit)
+    REFIT_EPOCHS = "refit_epochs"  # UMAP epochs of the best map, re-fitted after the search
     # layers
     STABLE_CKA = "stable_cka"
     LAYER_OF_LARGEST_CHANGE = "layer_of_largest_change"
@@ -174,6 +180,13 @@ class Metric:
     SAMPLES_PER_S = "samples_per_s"
     TOKENS_PER_S = "tokens_per_s"
     EXTRACT_SECONDS = "extract_seconds"
+    # extract --backend onnx: linear CKA of each layer against fp32 torch (step=layer), its
+    # minimum (the job fails below 0.99), the largest |difference|, the check's and export's time
+    BACKEND_CKA = "backend_cka"
+    BACKEND_CKA_MIN = "backend_cka_min"
+    BACKEND_MAX_ABS_DIFF = "backend_max_abs_diff"
+    BACKEND_CHECK_SECONDS = "backend_check_seconds"
+    ONNX_EXPORT_SECONDS = "onnx_export_seconds"  # logged only by the run that exported the graph
     # map scores
     MUTUAL_INFO = "mutual_info"
     NMI = "nmi"
@@ -198,6 +211,11 @@ class Metric:
     N_TRIALS_COMPLETE = "n_trials_complete"
     N_TRIALS_FAILED = "n_trials_failed"
     BEST_TRIAL = "best_trial"
+    # sweep --search-epochs: the objective of a candidate for the sweep's map re-fitted at
+    # the full epochs, step = its trial number (the best trial's and the default trial's)
+    REFIT_VALUE = "refit_value"
+    MLFLOW_MS_PER_TRIAL = "mlflow_ms_per_trial"  # MLflow time on a trial's path (its writes run on a thread)
+    MLFLOW_WRITER_MS_PER_TRIAL = "mlflow_writer_ms_per_trial"  # the writer thread's time per trial
     # the largest |score difference| between a replayed map and the run it replays (0: exact)
     REPLAY_MAX_ABS_DIFF = "replay_max_abs_diff"
     # trust (issue 11): beside a score S, S_perm_mean / S_p_value (label permutations),

@@ -41,6 +41,8 @@ __all__ = [
     "tracked_run",
     "end_stale_runs",
     "one_line",
+    "RunWriter",
+    "background_run",
 ]
 
 # MLflow's log_batch limits (measured in MLflow 3.17: 100 params/tags, 1000 metrics).
@@ -229,6 +231,26 @@ class RunLog:
         for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start:start + _MAX_METRICS_PER_BATCH])
 
+    def batch(self, *, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
+              tags: Mapping[str, Any] | None = None) -> None:
+        """Params, metrics (step 0) and tags in ONE MLflow call: within log_batch's limits
+        (100 params and tags, 1,000 metrics), else as several batches."""
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import Param as MlflowParam
+        from mlflow.entities import RunTag
+
+        param_items = [MlflowParam(k, _clean_param(v)) for k, v in (params or {}).items() if v is not None]
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None]
+        if len(param_items) + len(tag_items) > _MAX_PARAMS_PER_BATCH or len(metrics or {}) > _MAX_METRICS_PER_BATCH:
+            self.params(params or {})
+            self.metrics(metrics or {})
+            self.tags(tags or {})
+            return
+        now = int(time.time() * 1000)
+        metric_items = [MlflowMetric(k, float(v), now, 0) for k, v in (metrics or {}).items()
+                        if v is not None and not math.isinf(float(v))]
+        self.client.log_batch(self.run_id, params=param_items, metrics=metric_items, tags=tag_items)
+
     def curve(self, name: str, values_by_step: Mapping[int, float]) -> None:
         """One metric over steps (layers), e.g. ``curve("ami", {0: .2, 1: .5})``."""
         self.metric_rows([(name, value, step) for step, value in values_by_step.items()])
@@ -324,10 +346,7 @@ def tracked_run(
 ) -> Iterator[RunLog]:
     """Open a run of ``kind``; end it FINISHED, FAILED (error in the ``error`` tag) or
     KILLED (Ctrl-C, SIGTERM). Staged artifacts are uploaded in every case."""
-    all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or ""}
-    if parent_run_id:
-        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    all_tags = _run_tags(kind, parent_run_id, source_run_id, tags)
     run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
     log = RunLog(store.client, run.info.run_id)
     status = "FINISHED"
@@ -347,6 +366,139 @@ def tracked_run(
             log.flush()
         finally:
             store.client.set_terminated(log.run_id, status=status)
+
+
+def _run_tags(kind: Kind, parent_run_id: str | None, source_run_id: str | None,
+              tags: Mapping[str, Any] | None) -> dict[str, str]:
+    all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or ""}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    return all_tags
+
+
+class RunWriter:
+    """MLflow writes done by one background thread, in the order they were submitted.
+
+    A small run written whole (create, one batch, end) costs ~40 ms of MLflow's
+    SQLAlchemy store on local SQLite (measured, MLflow 3.17) and three round trips to a
+    tracking server; written here, the work that produced it goes on meanwhile. Every
+    write is attempted even after one failed; the first failure is raised again by the
+    next :meth:`check`, or by :meth:`flush` / :meth:`close`, which wait for every write.
+
+    ``path_s`` is the time submitters spent handing writes over, ``busy_s`` the CPU time
+    the thread spent writing."""
+
+    def __init__(self, client):
+        import queue
+        import threading
+
+        self.client = client
+        self.path_s = 0.0
+        self.busy_s = 0.0
+        self._error: BaseException | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="latentscape-mlflow-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                started = time.thread_time()  # CPU time: waits for the GIL are not MLflow's
+                try:
+                    job()
+                finally:
+                    self.busy_s += time.thread_time() - started
+            except BaseException as error:  # kept for the submitting thread
+                if self._error is None:
+                    self._error = error
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, job) -> None:
+        started = time.perf_counter()
+        self._jobs.put(job)
+        self.path_s += time.perf_counter() - started
+
+    def check(self) -> None:
+        """Raise the first write that failed, if one did (without waiting)."""
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def flush(self) -> None:
+        self._jobs.join()
+        self.check()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self.check()
+
+
+class PendingRun:
+    """What a :func:`background_run` logs when it ends: params, metrics, tags."""
+
+    def __init__(self):
+        self.run_id: str | None = None  # set by the writer thread once created
+        self.params: dict[str, Any] = {}
+        self.metrics: dict[str, float] = {}
+        self.tags: dict[str, Any] = {}
+
+    def log(self, *, params: Mapping[str, Any] | None = None, metrics: Mapping[str, float] | None = None,
+            tags: Mapping[str, Any] | None = None) -> None:
+        self.params.update(params or {})
+        self.metrics.update(metrics or {})
+        self.tags.update(tags or {})
+
+
+@contextlib.contextmanager
+def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_name: str | None = None,
+                   parent_run_id: str | None = None, source_run_id: str | None = None,
+                   tags: Mapping[str, Any] | None = None) -> Iterator[PendingRun]:
+    """:func:`tracked_run` for small runs written by a :class:`RunWriter`: the run is
+    created (RUNNING) at once on the writer's thread; what is logged into the yielded
+    :class:`PendingRun` goes in one batch when the block ends, then the run ends
+    FINISHED, FAILED (error tag) or KILLED (Ctrl-C, SIGTERM), as tracked_run's do."""
+    client = writer.client
+    run = PendingRun()
+    all_tags = _run_tags(kind, parent_run_id, source_run_id, tags)
+
+    def create() -> None:
+        run.run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
+
+    writer.submit(create)
+    status = "FINISHED"
+    try:
+        with _sigterm_as_exception():
+            yield run
+    except (KeyboardInterrupt, _Terminated) as error:
+        status = "KILLED"
+        run.log(tags={Tag.ERROR: one_line(error)})
+        raise
+    except BaseException as error:
+        status = "FAILED"
+        run.log(tags={Tag.ERROR: one_line(error)[:5000]})
+        raise
+    finally:
+        params, metrics, tags_now = dict(run.params), dict(run.metrics), dict(run.tags)
+
+        def finish() -> None:
+            if run.run_id is None:  # its creation failed (and was recorded)
+                return
+            try:
+                RunLog(client, run.run_id).batch(params=params, metrics=metrics, tags=tags_now)
+            finally:
+                client.set_terminated(run.run_id, status=status)
+
+        writer.submit(finish)
 
 
 def _record_error(log: RunLog, error: BaseException) -> None:

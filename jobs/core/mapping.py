@@ -40,6 +40,7 @@ __all__ = [
     "resolve_config",
     "check_settings",
     "fit_map",
+    "with_view",
     "data_shape",
     "DEFAULT_REDUCER",
     "DEFAULT_CLUSTERER",
@@ -302,6 +303,26 @@ def _view(x: np.ndarray, embedding: np.ndarray, config: MapConfig, knn: KnnGraph
     if coords.shape[1] < 2:  # 1-D data: put it on a line
         coords = np.hstack([coords, np.zeros((len(coords), 2 - coords.shape[1]))])
     return coords.astype(np.float32)
+
+
+def with_view(x: np.ndarray, result: MapResult, *, cache: NeighbourCache | None = None) -> MapResult:
+    """``result`` (fitted with ``with_view=False``) with its display coordinates: the same
+    ones ``fit_map(..., with_view=True)`` makes, without fitting the map again (under the
+    same BLAS/OpenMP thread limit as the fit: a refit view's spectral start depends on it)."""
+    from dataclasses import replace
+
+    if result.coords is not None:
+        return result
+    config = result.config
+    knn = None
+    if config.view == "refit" and config.knn != "none":
+        knn = cache.knn(config) if cache is not None else None
+        if knn is None:
+            from jobs.core.knn import approx_knn, exact_knn
+
+            knn = exact_knn(x, config.knn_width, metric=config.metric) if config.knn == "exact" else \
+                approx_knn(x, config.knn_k, metric=config.metric, seed=config.seed)
+    return replace(result, coords=_view(np.asarray(x), result.embedding, config, knn))
 
 
 def fit_map(

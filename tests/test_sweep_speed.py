@@ -1,0 +1,141 @@
+"""The sweep's speed levers keep every result: --workers processes on one study, fewer
+UMAP epochs while searching with a full refit of the best, trial runs written by a
+background thread, and --resume logging a trial whose run was never written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Kind, Metric, Param, Tag
+
+EPOCHS = Param.reducer_param("n_epochs")
+
+
+def _extract_digits(store, limit=None):
+    from jobs._source import load_extraction
+    from jobs.extract import ExtractConfig, extract
+
+    result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="sweeps")
+    return load_extraction(store, result.run_id)
+
+
+def _trial_runs(store, sweep_run_id):
+    experiments = [e.experiment_id for e in store.client.search_experiments()]
+    return store.client.search_runs(
+        experiments, max_results=1000,
+        filter_string=f"tags.`{Tag.KIND}` = 'trial' and tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep_run_id}'")
+
+
+def _study(store, run):
+    import optuna
+
+    from jobs.sweep import default_storage
+
+    return optuna.load_study(study_name=run.data.params[Param.STUDY_NAME], storage=default_storage(store.uri))
+
+
+@pytest.mark.slow
+def test_two_worker_processes_search_with_fewer_epochs_and_refit_the_best(store):
+    from jobs.map import replay
+    from jobs.sweep import SweepConfig, sweep
+    from tracking.runs import load_table
+
+    extraction = _extract_digits(store)
+    result = sweep(SweepConfig(run=extraction.run_id, trials=12, workers=2, search_epochs=30, progress=False),
+                   store=store)
+    run = store.client.get_run(result.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert (params[Param.WORKERS], params[Param.SEARCH_EPOCHS], params[Param.REFIT_EPOCHS]) == ("2", "30", "200")
+
+    # Exactly the trials asked for, shared by the two processes: this one ran only some.
+    trials = _trial_runs(store, result.run_id)
+    assert len(trials) == 12 and {t.info.status for t in trials} == {"FINISHED"}
+    assert sorted(int(t.data.tags[Tag.TRIAL_NUMBER]) for t in trials) == list(range(12))
+    assert 0 < result.details["trials_here"] < 12
+    assert {t.state.name for t in _study(store, run).trials} == {"COMPLETE"}
+    assert {t.data.params[EPOCHS] for t in trials} == {"30"}
+
+    # The best trial replays exactly at its search epochs; it and the default trial are
+    # re-fitted at 200 epochs, and the sweep's map is the best of the three maps: never
+    # worse than the search found, nor than the defaults at full epochs; replayable as logged.
+    assert metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    chosen = next(t for t in trials if t.data.tags[Tag.TRIAL_NUMBER] == str(int(metrics[Metric.BEST_TRIAL])))
+    assert metrics[Metric.BEST_VALUE] == pytest.approx(chosen.data.metrics[Metric.AMI])
+    assert params[Param.BEST_PREFIX + "trial"] == chosen.data.tags[Tag.TRIAL_NUMBER]
+    searched_best = max(t.data.metrics[Metric.AMI] for t in trials)
+    refits = store.client.get_metric_history(result.run_id, Metric.REFIT_VALUE)
+    assert 1 <= len(refits) <= 2 and 0 in {r.step for r in refits} | {int(metrics[Metric.BEST_TRIAL])}
+    assert metrics[Metric.AMI] == pytest.approx(max([searched_best] + [r.value for r in refits]))
+    import json
+    from pathlib import Path
+
+    payload = json.loads(Path(store.client.download_artifacts(result.run_id, Artifact.CONFIG)).read_text())
+    assert payload["map"]["reducer_params"]["n_epochs"] in (30, 200)
+    again = replay(store, result.run_id)
+    assert store.client.get_run(again.run_id).data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    assert len(load_table(store, result.run_id, Artifact.MAP)) == len(extraction.labels)
+
+    # Never worse than the default settings at the full epochs.
+    from jobs.core.mapping import fit_map
+    from jobs.map import MapRequest, resolve_for
+
+    _, default_config = resolve_for(extraction, MapRequest(run=extraction.run_id))
+    default_ami = fit_map(extraction.embedding(0), extraction.labels, default_config, with_view=False).scores[Metric.AMI]
+    assert metrics[Metric.AMI] >= default_ami - 1e-12
+
+    # MLflow on the trials' path is a hand-over to the writer thread; both are measured.
+    assert metrics[Metric.MLFLOW_MS_PER_TRIAL] >= 0 and metrics[Metric.MLFLOW_WRITER_MS_PER_TRIAL] > 0
+
+
+def test_search_epochs_are_checked_against_the_space(store, tmp_path):
+    from jobs.sweep import SweepConfig, sweep
+    from tracking.errors import UsageError
+
+    extraction = _extract_digits(store, limit=100)
+    cases = [
+        (dict(search_epochs=500), "more than the map's 200 epochs"),
+        (dict(search_epochs=50, reducer="pca"), "reducer pca has no layout epochs"),
+        (dict(search_epochs=50, space={"params": {EPOCHS: {"low": 50, "high": 300}}}), "n_epochs is itself searched"),
+        (dict(search_epochs=-1), "--search-epochs -1 is negative"),
+        (dict(workers=0), "--workers 0 must be positive"),
+    ]
+    for kwargs, needle in cases:
+        with pytest.raises(UsageError, match=needle):
+            sweep(SweepConfig(run=extraction.run_id, trials=2, **kwargs), store=store)
+
+
+def test_search_epochs_default_and_full(store):
+    """By default trials search at 100 epochs; pinned epochs and 'full' search at the map's."""
+    from jobs.sweep import SweepConfig, _plan
+
+    extraction = _extract_digits(store, limit=100)
+    plan = _plan(SweepConfig(run=extraction.run_id), store, None)
+    assert (plan.search_epochs, plan.refit_epochs) == (100, 200) and plan.space.fixed[EPOCHS] == 100
+    for config in (SweepConfig(run=extraction.run_id, search_epochs=0),
+                   SweepConfig(run=extraction.run_id, fixed={EPOCHS: 60}),
+                   SweepConfig(run=extraction.run_id, reducer="pca")):
+        plan = _plan(config, store, None)
+        assert plan.search_epochs is None and plan.refit_epochs is None
+    pinned = _plan(SweepConfig(run=extraction.run_id, fixed={EPOCHS: 60}, search_epochs=20), store, None)
+    assert (pinned.search_epochs, pinned.refit_epochs) == (20, 60)
+
+
+def test_resume_logs_a_complete_trial_whose_run_was_never_written(store):
+    """A process killed between Optuna's record of a trial and its writer thread's write
+    leaves a COMPLETE trial without a run: --resume replays the trial and logs it."""
+    from jobs.sweep import SweepConfig, sweep
+
+    extraction = _extract_digits(store, limit=300)
+    config = SweepConfig(run=extraction.run_id, trials=3, fixed={EPOCHS: 30}, progress=False)
+    result = sweep(config, store=store)
+    lost = next(t for t in _trial_runs(store, result.run_id) if t.data.tags[Tag.TRIAL_NUMBER] == "1")
+    value = lost.data.metrics[Metric.AMI]
+    store.client.delete_run(lost.info.run_id)  # as if never written
+
+    sweep(SweepConfig(**{**config.__dict__, "resume": True}), store=store)
+    (again,) = [t for t in _trial_runs(store, result.run_id) if t.data.tags[Tag.TRIAL_NUMBER] == "1"]
+    assert again.info.status == "FINISHED" and again.data.tags[Tag.TRIAL_STATE] == "COMPLETE"
+    assert "--resume" in again.data.tags[Tag.NOTE]
+    assert again.data.metrics[Metric.AMI] == pytest.approx(value, abs=0)  # a replay: the same score
+    assert again.data.params == lost.data.params
