@@ -8,8 +8,8 @@ batch pads only to its own longest text; the forward pass runs under
 Backends: ``torch`` (the fp32 reference) or ``onnx``: the model and its pooling are
 exported once to an ONNX graph (cached under ``~/.cache/latentscape/onnx``, see
 :func:`onnx_cache_dir`) that takes the token ids and returns the pooled state of every
-layer, ``(layers, batch, dim)``, so token states never leave ONNX Runtime. The same
-sorted, per-batch padding feeds both.
+layer, ``(layers, batch, dim)``, so token states never leave ONNX Runtime; one batch
+runs per core at once. The same sorted, per-batch padding feeds both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,17 +59,31 @@ def require_onnx_backend() -> None:
 
 @dataclass
 class OnnxRunner:
-    """An ONNX Runtime session of one exported (model, pooling) graph."""
+    """An ONNX Runtime session of one exported (model, pooling) graph, run by ``workers``
+    threads at once, each batch on one core (measured on 2 cores: 10-15% more sentences/s
+    than one batch at a time on two intra-op threads)."""
 
     path: Path
     session: object
     input_names: list[str]
     export_seconds: float | None  # None when the cached graph was used
+    workers: int = 1
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """``{input: (batch, tokens) int}`` -> ``(layers, batch, dim)`` float32."""
         feeds = {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self.input_names}
         return self.session.run(None, feeds)[0]
+
+    def map(self, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
+        """:meth:`__call__` of every batch, in order, ``workers`` batches at a time
+        (ONNX Runtime releases the GIL while it runs)."""
+        if self.workers <= 1:
+            yield from map(self, batches)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="onnx") as pool:
+            yield from pool.map(self, batches)
 
 
 def default_model_path() -> Path:
@@ -158,8 +172,8 @@ class Encoder:
     ) -> tuple[dict[int, np.ndarray], int]:
         """Pool every chosen layer: ``{layer: (n_texts, dim) float32}`` and the number
         of real tokens seen. ``on_batch(n)`` is called after each batch of ``n`` texts.
-        ``backend="onnx"`` runs the exported graph (see :meth:`onnx`) with ``threads``
-        intra-op threads (default: every core this process may use)."""
+        ``backend="onnx"`` runs the exported graph (see :meth:`onnx`), ``threads`` batches
+        at once, one core each (default: every core this process may use)."""
         import torch
 
         if pooling not in POOLINGS:
@@ -173,20 +187,25 @@ class Encoder:
         order = np.argsort(-lengths, kind="stable")
         dim = int(self.model.config.hidden_size)
         out = {layer: np.empty((len(texts), dim), dtype=np.float32) for layer in layers}
+        starts = range(0, len(order), batch_size)
+        if runner:
+            def padded(rows):
+                return self.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()},
+                                          return_tensors="np")
+
+            batches = [order[start:start + batch_size] for start in starts]
+            for rows, pooled in zip(batches, runner.map(padded(rows) for rows in batches)):
+                for layer in layers:  # every layer was pooled inside the graph
+                    out[layer][rows] = pooled[layer]
+                if on_batch:
+                    on_batch(len(rows))
+            return out, int(lengths.sum())
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
+            for start in starts:
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad(
-                    {key: [encoded[key][i] for i in rows] for key in encoded.keys()},
-                    return_tensors="np" if runner else "pt",
+                    {key: [encoded[key][i] for i in rows] for key in encoded.keys()}, return_tensors="pt",
                 )
-                if runner:
-                    pooled = runner(batch)  # every layer, pooled inside the graph
-                    for layer in layers:
-                        out[layer][rows] = pooled[layer]
-                    if on_batch:
-                        on_batch(len(rows))
-                    continue
                 batch = {key: value.to(self.device) for key, value in batch.items()}
                 hidden_states = self.model(**batch).hidden_states
                 if self.device == "cpu":
@@ -207,14 +226,16 @@ class Encoder:
 
     # -- the onnx backend ------------------------------------------------------------
     def onnx(self, pooling: str = "mean", *, threads: int | None = None) -> OnnxRunner:
-        """The ONNX Runtime session of this model with ``pooling`` (exported on first use,
-        then read from the cache; one session per (pooling, threads) per encoder)."""
+        """The ONNX Runtime runner of this model with ``pooling`` (exported on first use,
+        then read from the cache), running ``threads`` batches at once (default: every core
+        this process may use); one per (pooling, threads) per encoder."""
         key = (pooling, threads)
         if key not in self._onnx:
             require_onnx_backend()
             path, seconds = self._export_onnx(pooling)
-            self._onnx[key] = OnnxRunner(path=path, session=_onnx_session(path, threads),
-                                         input_names=self._input_names(), export_seconds=seconds)
+            workers = int(threads or _cores())
+            self._onnx[key] = OnnxRunner(path=path, session=_onnx_session(path), input_names=self._input_names(),
+                                         export_seconds=seconds, workers=workers)
         return self._onnx[key]
 
     def _input_names(self) -> list[str]:
@@ -317,15 +338,19 @@ def _set_attention(model, implementation: str | None) -> None:
         pass
 
 
-def _onnx_session(path: Path, threads: int | None):
-    """A CPU ONNX Runtime session with every graph optimisation and ``threads`` intra-op
-    threads (default: the cores this process may use)."""
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _onnx_session(path: Path):
+    """A CPU ONNX Runtime session with every graph optimisation, one intra-op thread (the
+    runner runs one batch per core at once; ``session.run`` is thread-safe)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    options.intra_op_num_threads = int(threads or cores)
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
     try:

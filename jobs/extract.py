@@ -26,7 +26,7 @@ __all__ = ["ExtractConfig", "extract", "add_parser", "TABULAR_MODEL", "BackendAg
 
 BACKEND_MIN_CKA = 0.99  # per layer, against the fp32 torch result (int8 ONNX measured 0.93-0.95 cosine)
 BACKEND_CHECK_SAMPLES = 256  # texts encoded by both backends for the check
-# Texts per forward pass when --batch-size is not given. ONNX Runtime ran MiniLM 20-25%
+# Texts per forward pass when --batch-size is not given. ONNX Runtime ran MiniLM 13-25%
 # faster in batches of 16 than of 64 on 2 AVX2 cores (the working set stays in cache).
 DEFAULT_BATCH_SIZE = {"torch": 64, "onnx": 16}
 
@@ -98,7 +98,8 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--batch-size", type=int, help="texts per forward pass (default 64; 16 with --backend onnx)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads (default: torch's choice; onnx: every core this process may use)")
+                        help="CPU threads (default: torch's choice; onnx: every core this process may use, "
+                        "one batch per core)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
                         "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "

@@ -44,9 +44,10 @@ def test_onnx_backend_equals_torch_for_every_batch_shape(request, onnx_cache, mo
     from jobs._embedding import Encoder
 
     encoder = Encoder.load(str(request.getfixturevalue(model_fixture)), device="cpu")
-    for batch_size in (1, 4):
+    for batch_size, threads in ((1, 1), (4, None), (2, 3)):  # one batch at a time, one per core, three at once
         expected, tokens = encoder.encode(TEXTS, pooling=pooling, batch_size=batch_size)
-        got, onnx_tokens = encoder.encode(TEXTS, pooling=pooling, batch_size=batch_size, backend="onnx")
+        got, onnx_tokens = encoder.encode(TEXTS, pooling=pooling, batch_size=batch_size, backend="onnx",
+                                          threads=threads)
         assert onnx_tokens == tokens and sorted(got) == sorted(expected)
         for layer in expected:
             np.testing.assert_allclose(got[layer], expected[layer], atol=1e-5, rtol=1e-4)
