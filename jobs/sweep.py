@@ -1122,31 +1122,16 @@ def _helper_main() -> None:
 def _attached_run(store, run_id: str):
     """Log into an existing run (a study's sweep run, joined or resumed): RUNNING while
     this process works in it, then FINISHED, FAILED (error tag) or KILLED."""
-    from tracking.runs import RunLog, one_line
-
-    try:  # SIGTERM as an exception, as tracked_run does, so the run never stays RUNNING
-        from tracking.runs import _sigterm_as_exception as sigterm_guard
-    except ImportError:  # pragma: no cover
-        sigterm_guard = contextlib.nullcontext
+    from tracking.runs import Outcome, RunLog, record_error
 
     store.client.update_run(run_id, status="RUNNING")
     log = RunLog(store.client, run_id)
-    status = "FINISHED"
+    outcome = Outcome()
     try:
-        with sigterm_guard():
+        with outcome.watch(lambda error: record_error(log, error)):
             yield log
-    except KeyboardInterrupt as error:
-        status = "KILLED"
-        with contextlib.suppress(Exception):
-            log.tags({Tag.ERROR: one_line(error)})
-        raise
-    except BaseException as error:
-        status = "FAILED" if not type(error).__name__ == "_Terminated" else "KILLED"
-        with contextlib.suppress(Exception):
-            log.tags({Tag.ERROR: one_line(error)[:5000]})
-        raise
     finally:
         try:
             log.flush()
         finally:
-            store.client.set_terminated(run_id, status=status)
+            store.client.set_terminated(run_id, status=outcome.status)

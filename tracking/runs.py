@@ -349,23 +349,37 @@ def tracked_run(
     all_tags = _run_tags(kind, parent_run_id, source_run_id, tags)
     run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
     log = RunLog(store.client, run.info.run_id)
-    status = "FINISHED"
+    outcome = Outcome()
     try:
-        with _sigterm_as_exception():
+        with outcome.watch(lambda error: record_error(log, error)):
             yield log
-    except (KeyboardInterrupt, _Terminated) as error:
-        status = "KILLED"
-        _record_error(log, error)
-        raise
-    except BaseException as error:
-        status = "FAILED"
-        _record_error(log, error)
-        raise
     finally:
         try:
             log.flush()
         finally:
-            store.client.set_terminated(log.run_id, status=status)
+            store.client.set_terminated(log.run_id, status=outcome.status)
+
+
+class Outcome:
+    """How a run ends: FINISHED, or FAILED / KILLED (Ctrl-C, SIGTERM) when the block
+    :meth:`watch` guards raises; ``record(error)`` is called first, then it re-raises."""
+
+    def __init__(self):
+        self.status = "FINISHED"
+
+    @contextlib.contextmanager
+    def watch(self, record) -> Iterator[None]:
+        try:
+            with _sigterm_as_exception():
+                yield
+        except (KeyboardInterrupt, _Terminated) as error:
+            self.status = "KILLED"
+            record(error)
+            raise
+        except BaseException as error:
+            self.status = "FAILED"
+            record(error)
+            raise
 
 
 def _run_tags(kind: Kind, parent_run_id: str | None, source_run_id: str | None,
@@ -475,18 +489,10 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
         run.run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
 
     writer.submit(create)
-    status = "FINISHED"
+    outcome = Outcome()
     try:
-        with _sigterm_as_exception():
+        with outcome.watch(lambda error: run.log(tags={Tag.ERROR: one_line(error)[:5000]})):
             yield run
-    except (KeyboardInterrupt, _Terminated) as error:
-        status = "KILLED"
-        run.log(tags={Tag.ERROR: one_line(error)})
-        raise
-    except BaseException as error:
-        status = "FAILED"
-        run.log(tags={Tag.ERROR: one_line(error)[:5000]})
-        raise
     finally:
         params, metrics, tags_now = dict(run.params), dict(run.metrics), dict(run.tags)
 
@@ -496,12 +502,12 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
             try:
                 RunLog(client, run.run_id).batch(params=params, metrics=metrics, tags=tags_now)
             finally:
-                client.set_terminated(run.run_id, status=status)
+                client.set_terminated(run.run_id, status=outcome.status)
 
         writer.submit(finish)
 
 
-def _record_error(log: RunLog, error: BaseException) -> None:
+def record_error(log: RunLog, error: BaseException) -> None:
     with contextlib.suppress(Exception):
         log.tags({Tag.ERROR: one_line(error)[:5000]})
 
