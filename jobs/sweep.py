@@ -333,6 +333,10 @@ class _Plan:
     search_epochs: int | None = None  # the trials' UMAP epochs, when fewer than the refit's
     refit_epochs: int | None = None  # the best map's UMAP epochs (None: no refit, a replay)
 
+    def searched_config(self, trial_params: dict):
+        """The MapConfig a trial ran with, from its Optuna params."""
+        return self.trial_config(*self.space.split({**self.space.fixed, **trial_params}))
+
     def best_config(self, trial_params: dict):
         """The best map's config: the trial's, re-fitted at the full epochs (if fewer were searched)."""
         flat = {**self.space.fixed, **trial_params}
@@ -865,8 +869,7 @@ class _Worker:
         started = time.perf_counter()
         plan = self.plan
         reducer_params, clusterer_params = plan.space.suggest(trial)
-        tags = {**plan.extraction.lineage_tags(), Tag.LAYER: plan.layer, Tag.STUDY: plan.study_name,
-                Tag.TRIAL_NUMBER: trial.number}
+        tags = {**self._sweep_tags(), Tag.TRIAL_NUMBER: trial.number}
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
         # them); they, its scores and its state go in one batch at the end (a config.json
         # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
@@ -951,7 +954,7 @@ class _Worker:
         plan = self.plan
         best = self.study.best_trial
         # Replay the best trial from its logged settings: the scores must agree.
-        trial_config = plan.trial_config(*plan.space.split({**plan.space.fixed, **best.params}))
+        trial_config = plan.searched_config(best.params)
         replay = self._fit(trial_config, with_view=False)
         runs = self._runs_by_trial()
         best_run = runs.get(best.number)
@@ -1033,12 +1036,11 @@ class _Worker:
             run = runs.get(trial.number)
             if run is not None and run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
                 continue
-            config = self.plan.trial_config(*self.plan.space.split({**self.plan.space.fixed, **trial.params}))
+            config = self.plan.searched_config(trial.params)
             started = time.perf_counter()
             result = self._fit(config, with_view=False)
-            tags = {**self.plan.extraction.lineage_tags(), Tag.LAYER: self.plan.layer, Tag.STUDY: self.plan.study_name,
-                    Tag.TRIAL_NUMBER: trial.number, Tag.NOTE: "logged by --resume: a replay of the trial, whose "
-                    "process died before its run was written"}
+            tags = {**self._sweep_tags(), Tag.TRIAL_NUMBER: trial.number,
+                    Tag.NOTE: "logged by --resume: a replay of the trial, whose process died before its run was written"}
             with background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
                                 parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
                                 tags=tags) as pending:
