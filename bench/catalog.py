@@ -337,7 +337,7 @@ def main(quick: bool = False, rebuild: bool = False) -> list[Row]:
                         f"+{stats.new} -{stats.deleted}, same ids as MLflow: {same}",
                         same and stats.new == len(added) and stats.deleted == len(deleted)))
 
-        rows += _queries(catalog, client, experiment_ids, everything, search_all)
+        rows += _queries(catalog, client, experiment_ids, everything, plain_again_s)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -357,7 +357,11 @@ def _log_more(client, experiment_id: str, n: int) -> list[str]:
     return ids
 
 
-def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, search_all) -> list[Row]:
+def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, scan_s: float) -> list[Row]:
+    """Each UI query against its plain answer. ``everything`` is ``mlflow.search_runs`` of
+    every run, read in ``scan_s`` seconds: the plain answers that need every run (the
+    experiments overview, runs per day) start from it and are charged its time, rather
+    than scanning the store again (~25-35 s a scan)."""
     import mlflow
     import mlflow.artifacts
 
@@ -365,9 +369,10 @@ def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, search_a
 
     rows = []
 
-    def compare(workload, ours, plain, check, repeat=5, plain_repeat=1):
+    def compare(workload, ours, plain, check, repeat=5, plain_repeat=1, plain_scan=False):
         ours_s, ours_result = best_of(ours, repeat)
         plain_s, plain_result = best_of(plain, plain_repeat) if plain_repeat > 1 else once(plain)
+        plain_s += scan_s if plain_scan else 0.0
         held, quality = check(ours_result, plain_result)
         rows.append(Row(workload, plain_s, ours_s, quality, held))
         print(f"   {workload}: {ours_s * 1000:.1f} ms vs {plain_s * 1000:.0f} ms", file=sys.stderr, flush=True)
@@ -399,13 +404,12 @@ def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, search_a
 
     # Experiments with run counts and last start.
     def plain_experiments():
-        frame = search_all()
-        return frame.groupby("experiment_id").agg(n_runs=("run_id", "size"), last_start=("start_time", "max"))
+        return everything.groupby("experiment_id").agg(n_runs=("run_id", "size"), last_start=("start_time", "max"))
 
     compare("query: experiments overview", lambda: q.experiments(catalog), plain_experiments,
             lambda ours, plain: (
                 ours.set_index("experiment_id")["n_runs"].reindex(plain.index).tolist() == plain["n_runs"].tolist(),
-                f"{len(plain)} experiments, {int(plain['n_runs'].sum())} runs"))
+                f"{len(plain)} experiments, {int(plain['n_runs'].sum())} runs"), plain_scan=True)
 
     # A sweep's trials (children).
     sweep = everything[everything[f"tags.{Tag.KIND}"] == Kind.SWEEP.value]["run_id"].iloc[0]
@@ -453,11 +457,12 @@ def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, search_a
 
     # Runs per day by user (the overview's activity chart).
     def plain_activity():
-        frame = search_all()
+        frame = everything
         return frame.groupby([frame["start_time"].dt.floor("D"), f"tags.{MLFLOW_USER}"], dropna=False).size()
 
     compare("query: runs per day by user", lambda: q.activity(catalog), plain_activity,
-            lambda ours, plain: (int(ours["n_runs"].sum()) == int(plain.sum()), f"{int(plain.sum())} runs"))
+            lambda ours, plain: (int(ours["n_runs"].sum()) == int(plain.sum()), f"{int(plain.sum())} runs"),
+            plain_scan=True)
 
     # A 100,000-point map: three columns through the cache against download + read.
     big = q.runs(catalog, text="a-bigmap-layer6")["run_id"].iloc[0]

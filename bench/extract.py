@@ -1,7 +1,8 @@
 """Extraction throughput: latentscape's encoder against a plain transformers loop.
 
 Plain: batches of 32 in the data's order, each padded to its longest text.
-latentscape: tokenized once, sorted by length, each batch padded to its own longest.
+latentscape: tokenized once, sorted by length, each batch padded to its own longest, one
+batch per core at once (batches of its default size, 32).
 Both pool every hidden layer (mean) of the bundled all-MiniLM-L6-v2 on 2,000 sentences
 of ~40 tokens (demo sentences joined in threes), and must agree to 1e-4.
 
@@ -52,6 +53,7 @@ def plain_loop(model_dir, texts, batch_size=32):
 
 def main(quick: bool = False) -> list[Row]:
     from jobs._embedding import Encoder, default_model_path
+    from jobs.extract import DEFAULT_BATCH_SIZE
 
     texts = sentences(400 if quick else 2000)
     model_dir = default_model_path()
@@ -61,7 +63,7 @@ def main(quick: bool = False) -> list[Row]:
     with timed() as plain_time:
         plain = plain_loop(model_dir, texts)
     with timed() as ours_time:
-        ours, tokens = encoder.encode(texts, batch_size=64)
+        ours, tokens = encoder.encode(texts, batch_size=DEFAULT_BATCH_SIZE["torch"])
     worst = max(float(np.abs(ours[layer] - plain[layer]).max()) for layer in ours)
     n = len(texts)
     row = Row(

@@ -26,9 +26,10 @@ __all__ = ["ExtractConfig", "extract", "add_parser", "TABULAR_MODEL", "BackendAg
 
 BACKEND_MIN_CKA = 0.99  # per layer, against the fp32 torch result (int8 ONNX measured 0.93-0.95 cosine)
 BACKEND_CHECK_SAMPLES = 256  # texts encoded by both backends for the check
-# Texts per forward pass when --batch-size is not given. ONNX Runtime ran MiniLM 13-25%
-# faster in batches of 16 than of 64 on 2 AVX2 cores (the working set stays in cache).
-DEFAULT_BATCH_SIZE = {"torch": 64, "onnx": 16}
+# Texts per forward pass when --batch-size is not given, measured with one batch per core
+# on 2 cores: ONNX Runtime ran MiniLM 13-25% faster in batches of 16 than of 64 (the
+# working set stays in cache); torch 3-8% faster in batches of 32 than of 64.
+DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class ExtractConfig:
         if self.max_length < 2:
             raise UsageError(f"--max-length {self.max_length} is too small", "pass 2 or more (default 256)")
         if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size {self.batch_size} must be positive", "pass 1 or more (default 64)")
+            raise UsageError(f"--batch-size {self.batch_size} must be positive",
+                             "pass 1 or more (default 32; 16 with --backend onnx)")
 
     @property
     def batch(self) -> int:
@@ -95,11 +97,11 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--pooling", default="mean", help="mean (mask-aware), cls, max or last (default mean)")
     parser.add_argument("--layers", type=_parse_layers, default=None, help="'all' or e.g. 0,3,6 (default all)")
     parser.add_argument("--max-length", type=int, default=256, help="truncate texts to this many tokens (default 256)")
-    parser.add_argument("--batch-size", type=int, help="texts per forward pass (default 64; 16 with --backend onnx)")
+    parser.add_argument("--batch-size", type=int, help="texts per forward pass (default 32; 16 with --backend onnx)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads (default: torch's choice; onnx: every core this process may use, "
-                        "one batch per core)")
+                        help="batches run at once on the CPU, one core each (default: every core this process "
+                        "may use)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
                         "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "

@@ -47,6 +47,28 @@ def test_pooled_embeddings_equal_a_direct_forward(request, model_fixture, poolin
     assert tokens > len(TEXTS)
 
 
+def test_batches_on_parallel_cores_equal_one_batch_at_a_time(tiny_bert):
+    """One batch per core (the CPU default) gives the same rows in the same order as
+    batches run one by one, reports every batch, and leaves torch's thread count as it was."""
+    import torch
+
+    from jobs._embedding import Encoder
+
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(23)]
+    encoder = Encoder.load(str(tiny_bert), device="cpu")
+    threads = torch.get_num_threads()
+    seen = []
+    parallel, tokens = encoder.encode(texts, batch_size=4, threads=3, on_batch=seen.append)
+    assert torch.get_num_threads() == threads
+    assert sorted(seen) == [3] + [4] * 5
+    serial, serial_tokens = encoder.encode(texts, batch_size=4, threads=1)
+    assert tokens == serial_tokens
+    for layer in serial:
+        np.testing.assert_allclose(parallel[layer], serial[layer], atol=1e-5, rtol=1e-5)
+    alone, _ = encoder.encode(texts[5:6], threads=1)
+    np.testing.assert_allclose(parallel[2][5], alone[2][0], atol=1e-5, rtol=1e-5)
+
+
 def test_bundled_minilm_matches_a_direct_forward(store):
     from jobs._embedding import default_model_path
     from jobs._source import load_extraction
