@@ -118,7 +118,14 @@ class Store:
             return experiment.experiment_id
         if not create:
             raise UsageError(f"no experiment named {name!r}", "check --experiment")
-        return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id  # another process created it
 
     def _artifact_location(self, name: str) -> str | None:
         # Keep a local store self-contained: artifacts beside the database file,
@@ -158,10 +165,28 @@ def open_store(uri: str | None = None) -> Store:
                 f"the folder of the tracking database {path} does not exist",
                 "create it or pass another --tracking-uri",
             )
-        shutil.copyfile(_template_database(), path)
+        _place_new_database(path)
     if path is not None:
         _use_write_ahead_log(path)
     return Store(uri=uri, client=MlflowClient(tracking_uri=uri))
+
+
+def _place_new_database(path: Path) -> None:
+    """Put a copy of the empty template at ``path`` unless a database got there first.
+
+    The copy is made beside ``path`` and hard-linked into place, which fails if ``path``
+    exists: two processes creating one store at once both end up using one complete file
+    (copying straight to ``path`` let the second truncate what the first was writing)."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".latentscape-new-") as scratch:
+        staged = Path(scratch) / path.name
+        shutil.copyfile(_template_database(), staged)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a smaller window, not none
+            if not path.exists():
+                os.replace(staged, path)
 
 
 def _use_write_ahead_log(path: Path) -> None:
