@@ -45,6 +45,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import sys
@@ -483,9 +484,26 @@ def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobRe
 
     precheck(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _one_line_optuna_warnings()
     plan = _plan(config, store, experiment)
     worker = _Worker(config, plan, store)
     return worker.run()
+
+
+class _WithoutTraceback(logging.Filter):
+    """Optuna's "Trial N failed ... because of the following error: ValueError('...')"
+    already names the error, and the trial's run keeps it in its error tag; the traceback
+    Optuna attaches would be a dump on stderr for every failed trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _one_line_optuna_warnings() -> None:
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _WithoutTraceback) for f in handler.filters):
+            handler.addFilter(_WithoutTraceback())
 
 
 class _Worker:
