@@ -208,6 +208,28 @@ def one_line(error: BaseException) -> str:
     return text if isinstance(error, UsageError) else f"{type(error).__name__}: {text}"
 
 
+def _param_items(values: Mapping[str, Any]) -> list:
+    from mlflow.entities import Param as MlflowParam
+
+    return [MlflowParam(k, _clean_param(v)) for k, v in values.items() if v is not None]
+
+
+def _tag_items(values: Mapping[str, Any]) -> list:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in values.items() if v is not None]
+
+
+def _metric_items(rows: list[tuple[str, float, int]]) -> list:
+    """MLflow metrics of ``(name, value, step)`` rows, stamped now; None and infinities
+    are skipped (MLflow's stores do not keep an infinity as it is), NaN kept."""
+    from mlflow.entities import Metric as MlflowMetric
+
+    now = int(time.time() * 1000)
+    return [MlflowMetric(name, float(value), now, int(step)) for name, value, step in rows
+            if value is not None and not math.isinf(float(value))]
+
+
 def _clean_param(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = repr(value)
@@ -226,16 +248,12 @@ class RunLog:
 
     # -- values -------------------------------------------------------------------
     def params(self, values: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param as MlflowParam
-
-        items = [MlflowParam(k, _clean_param(v)) for k, v in values.items() if v is not None]
+        items = _param_items(values)
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start:start + _MAX_PARAMS_PER_BATCH])
 
     def tags(self, values: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)) for k, v in values.items() if v is not None]
+        items = _tag_items(values)
         for start in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=items[start:start + _MAX_PARAMS_PER_BATCH])
 
@@ -245,14 +263,7 @@ class RunLog:
 
     def metric_rows(self, rows: list[tuple[str, float, int]]) -> None:
         """Log ``(name, value, step)`` rows in as few batches as MLflow allows."""
-        from mlflow.entities import Metric as MlflowMetric
-
-        now = int(time.time() * 1000)
-        items = [
-            MlflowMetric(name, float(value), now, int(step))
-            for name, value, step in rows
-            if value is not None and not (isinstance(value, float) and math.isinf(value))
-        ]
+        items = _metric_items(rows)
         for start in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self.client.log_batch(self.run_id, metrics=items[start:start + _MAX_METRICS_PER_BATCH])
 
@@ -260,20 +271,13 @@ class RunLog:
               tags: Mapping[str, Any] | None = None) -> None:
         """Params, metrics (step 0) and tags in ONE MLflow call: within log_batch's limits
         (100 params and tags, 1,000 metrics), else as several batches."""
-        from mlflow.entities import Metric as MlflowMetric
-        from mlflow.entities import Param as MlflowParam
-        from mlflow.entities import RunTag
-
-        param_items = [MlflowParam(k, _clean_param(v)) for k, v in (params or {}).items() if v is not None]
-        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None]
-        if len(param_items) + len(tag_items) > _MAX_PARAMS_PER_BATCH or len(metrics or {}) > _MAX_METRICS_PER_BATCH:
+        param_items, tag_items = _param_items(params or {}), _tag_items(tags or {})
+        metric_items = _metric_items([(name, value, 0) for name, value in (metrics or {}).items()])
+        if len(param_items) + len(tag_items) > _MAX_PARAMS_PER_BATCH or len(metric_items) > _MAX_METRICS_PER_BATCH:
             self.params(params or {})
             self.metrics(metrics or {})
             self.tags(tags or {})
             return
-        now = int(time.time() * 1000)
-        metric_items = [MlflowMetric(k, float(v), now, 0) for k, v in (metrics or {}).items()
-                        if v is not None and not math.isinf(float(v))]
         self.client.log_batch(self.run_id, params=param_items, metrics=metric_items, tags=tag_items)
 
     def curve(self, name: str, values_by_step: Mapping[int, float]) -> None:
@@ -516,7 +520,7 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
     writer.submit(create)
     outcome = Outcome()
     try:
-        with outcome.watch(lambda error: run.log(tags={Tag.ERROR: one_line(error)[:5000]})):
+        with outcome.watch(lambda error: run.log(tags=_error_tag(error))):
             yield run
     finally:
         params, metrics, tags_now = dict(run.params), dict(run.metrics), dict(run.tags)
@@ -534,7 +538,12 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
 
 def record_error(log: RunLog, error: BaseException) -> None:
     with contextlib.suppress(Exception):
-        log.tags({Tag.ERROR: one_line(error)[:5000]})
+        log.tags(_error_tag(error))
+
+
+def _error_tag(error: BaseException) -> dict[str, str]:
+    """The ``error`` tag of a run that ended with ``error``: one line, within MLflow's tag size."""
+    return {Tag.ERROR: one_line(error)[:5000]}
 
 
 def end_stale_runs(store: Store, experiment_id: str, *, parent_run_id: str, status: str = "KILLED",
