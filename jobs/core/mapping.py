@@ -314,15 +314,24 @@ def with_view(x: np.ndarray, result: MapResult, *, cache: NeighbourCache | None 
     if result.coords is not None:
         return result
     config = result.config
-    knn = None
-    if config.view == "refit" and config.knn != "none":
-        knn = cache.knn(config) if cache is not None else None
-        if knn is None:
-            from jobs.core.knn import approx_knn, exact_knn
-
-            knn = exact_knn(x, config.knn_width, metric=config.metric) if config.knn == "exact" else \
-                approx_knn(x, config.knn_k, metric=config.metric, seed=config.seed)
+    knn = _knn_graph(x, config, cache) if config.view == "refit" else None
     return replace(result, coords=_view(np.asarray(x), result.embedding, config, knn))
+
+
+def _knn_graph(x: np.ndarray, config: MapConfig, cache: NeighbourCache | None) -> KnnGraph | None:
+    """The k-NN graph ``config`` asks for (None for knn 'none'): from ``cache`` when there
+    is one, else computed."""
+    if config.knn == "none":
+        return None
+    if cache is not None:
+        return cache.knn(config)
+    if config.knn == "exact":
+        from jobs.core.knn import exact_knn
+
+        return exact_knn(x, config.knn_width, metric=config.metric)
+    from jobs.core.knn import approx_knn
+
+    return approx_knn(x, config.knn_k, metric=config.metric, seed=config.seed)
 
 
 def fit_map(
@@ -360,17 +369,8 @@ def fit_map(
 
     # k-NN graph: given, shared, or computed once here.
     started = time.perf_counter()
-    if config.knn != "none" and knn is None:
-        if cache is not None:
-            knn = cache.knn(config)
-        elif config.knn == "exact":
-            from jobs.core.knn import exact_knn
-
-            knn = exact_knn(x, config.knn_width, metric=config.metric)
-        else:
-            from jobs.core.knn import approx_knn
-
-            knn = approx_knn(x, config.knn_k, metric=config.metric, seed=config.seed)
+    if knn is None:
+        knn = _knn_graph(x, config, cache)
     if knn is not None:
         _check_graph(knn, config, len(x))
     durations[Metric.KNN_SECONDS] = time.perf_counter() - started
