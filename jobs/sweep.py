@@ -365,10 +365,13 @@ class _Plan:
 
     def best_config(self, trial_params: dict):
         """The best map's config: the trial's, re-fitted at the full epochs (if fewer were searched)."""
-        flat = {**self.space.fixed, **trial_params}
-        if self.refit_epochs is not None:
-            flat[_EPOCHS] = self.refit_epochs
-        return self.trial_config(*self.space.split(flat))
+        if self.refit_epochs is None:
+            return self.searched_config(trial_params)
+        return self.searched_config({**trial_params, _EPOCHS: self.refit_epochs})
+
+    def default_point(self) -> dict | None:
+        """The default map as Optuna params of the space (None: the space excludes it)."""
+        return self.space.point_of(self.base.flat_params())
 
     def trial_config(self, reducer_params: dict, clusterer_params: dict):
         """The MapConfig of one point of the space: seed, graph and score settings of the sweep."""
@@ -546,6 +549,7 @@ class _Worker:
         self.failures_in_a_row = 0
         self.ran = 0
         self.bar = None
+        self._complete_before = 0  # complete trials of the study when this process's bar started
         self.writer = None  # RunWriter of this process's trial runs
         self.sampler_offset = config.sampler_offset
         self.helpers: list = []  # --workers processes started by this one
@@ -758,7 +762,7 @@ class _Worker:
 
     def _enqueue_default(self) -> None:
         # The default map is the first trial: the best is never worse than the defaults.
-        point = self.plan.space.point_of(self.plan.base.flat_params())
+        point = self.plan.default_point()
         if point is not None:
             self.study.enqueue_trial(point, skip_if_exists=True)
 
@@ -901,7 +905,6 @@ class _Worker:
         import optuna
 
         from jobs.core.mapping import ConfigError
-        from tracking.runs import background_run
 
         if self.writer.failed:  # the tracking store is gone: stop rather than lose trials
             trial.study.stop()
@@ -912,14 +915,11 @@ class _Worker:
         started = time.perf_counter()
         plan = self.plan
         reducer_params, clusterer_params = plan.space.suggest(trial)
-        tags = {**self._sweep_tags(), Tag.TRIAL_NUMBER: trial.number}
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
         # them); they, its scores and its state go in one batch at the end (a config.json
         # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
         # while the next trial runs.
-        with background_run(self.writer, plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
-                            parent_run_id=self.sweep_run_id, source_run_id=plan.extraction.run_id,
-                            tags=tags) as run:
+        with self._open_trial_run(trial.number) as run:
             config = None
             try:
                 config = plan.trial_config(reducer_params, clusterer_params)
@@ -931,13 +931,23 @@ class _Worker:
                     raise ValueError(str(error)) from None
                 raise
             value = float(result.scores[plan.objective])
-            state = "COMPLETE" if math.isfinite(value) else "FAIL"
-            seconds = time.perf_counter() - started
-            run.log(params=self._params(config), tags={Tag.TRIAL_STATE: state},
-                    metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: seconds})
+            self._log_trial(run, config, result, "COMPLETE" if math.isfinite(value) else "FAIL", started)
         with self.lock:
             self.ran += 1
         return value
+
+    def _open_trial_run(self, number: int, tags: dict[str, Any] | None = None):
+        """The run of trial ``number`` (a child of the sweep run), written by the writer thread."""
+        from tracking.runs import background_run
+
+        return background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {number}",
+                              parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
+                              tags={**self._sweep_tags(), Tag.TRIAL_NUMBER: number, **(tags or {})})
+
+    def _log_trial(self, run, config, result, state: str, started: float) -> None:
+        """A fitted trial's settings (its replayable config), state, scores and duration."""
+        run.log(params=self._params(config), tags={Tag.TRIAL_STATE: state},
+                metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: time.perf_counter() - started})
 
     def _fit(self, config, *, with_view: bool):
         """One map of the layer; with --holdout its label scores read the tuning rows only."""
@@ -1038,7 +1048,7 @@ class _Worker:
         config, epochs included, replays it. Returns (its trial, its map)."""
         from optuna.trial import TrialState
 
-        point = self.plan.space.point_of(self.plan.base.flat_params())
+        point = self.plan.default_point()
         default = next((t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                         if t.params == point), None)
         candidates = [(best, replay)]
@@ -1072,8 +1082,6 @@ class _Worker:
         Optuna's record and the writer thread's) is replayed from its settings and logged."""
         from optuna.trial import TrialState
 
-        from tracking.runs import background_run
-
         runs = self._runs_by_trial()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             run = runs.get(trial.number)
@@ -1082,14 +1090,9 @@ class _Worker:
             config = self.plan.searched_config(trial.params)
             started = time.perf_counter()
             result = self._fit(config, with_view=False)
-            tags = {**self._sweep_tags(), Tag.TRIAL_NUMBER: trial.number,
-                    Tag.NOTE: "logged by --resume: a replay of the trial, whose process died before its run was written"}
-            with background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {trial.number}",
-                                parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
-                                tags=tags) as pending:
-                pending.log(params=self._params(config), tags={Tag.TRIAL_STATE: "COMPLETE"},
-                            metrics={**result.scores, **result.durations,
-                                     Metric.TRIAL_SECONDS: time.perf_counter() - started})
+            note = "logged by --resume: a replay of the trial, whose process died before its run was written"
+            with self._open_trial_run(trial.number, {Tag.NOTE: note}) as pending:
+                self._log_trial(pending, config, result, "COMPLETE", started)
         self.writer.flush()
 
     def _runs_by_trial(self) -> dict[int, Any]:
