@@ -16,7 +16,7 @@ Plain pays pynndescent's compilation (33-40 s on a quiet machine) in every proce
 does not cache it, so one plain process (timed once, to keep `make bench` short) stands
 against both rounds; latentscape's exact k-NN graph skips that compilation.
 
-    python bench/cold_start.py            # 5,000 x 384 (about 6 minutes on 2 busy cores)
+    python bench/cold_start.py            # 5,000 x 384 (about 2 minutes on 2 cores, more when busy)
     python bench/cold_start.py --quick    # 4,200 x 64
 """
 
