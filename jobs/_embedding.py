@@ -290,8 +290,9 @@ class Encoder:
             _export_pooled_graph(self.model, self.tokenizer, self._input_names(), pooling, partial)
             os.replace(partial, path)  # atomic: a concurrent job sees the whole file or none
         except Exception as error:
-            first = " ".join(str(error).split())[:300] or type(error).__name__
-            raise UsageError(f"cannot export model {self.name} to ONNX ({type(error).__name__}: {first})",
+            from tracking.runs import one_line
+
+            raise UsageError(f"cannot export model {self.name} to ONNX ({one_line(error)[:340]})",
                              "run with --backend torch") from error
         finally:
             partial.unlink(missing_ok=True)
