@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jobs._embedding import BACKENDS
 from jobs._result import JobResult
 from tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
@@ -50,7 +51,6 @@ class ExtractConfig:
     backend: str = "torch"
 
     def __post_init__(self):
-        from jobs._embedding import BACKENDS
         from jobs.core.pooling import POOLINGS
 
         if self.backend not in BACKENDS:
@@ -102,7 +102,7 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--threads", type=int,
                         help="batches run at once on the CPU, one core each (default: every core this process "
                         "may use)")
-    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
                         "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "
                         "torch on a sample and fails below 0.99")
