@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DEMO_DIR ?= .latentscape/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench ui browser clean
+.PHONY: demo test bench ui browser wordnet clean
 
 # The venv is rebuilt only when the dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,7 +26,11 @@ $(STAMP): pyproject.toml constraints.txt
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(STAMP) browser
+# WordNet 3.0 from Debian: the second real data set (--data wordnet) the tests check verdicts on.
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; }
+
+test: $(STAMP) browser wordnet
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -36,7 +40,7 @@ demo: $(STAMP)
 ui: $(STAMP)
 	cd $(DEMO_DIR) && $(CURDIR)/$(BIN)/latentscape ui
 
-bench: $(STAMP)
+bench: $(STAMP) wordnet
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -1,4 +1,5 @@
-"""Labelled data sets: built-ins (``demo`` text, ``digits`` images) and CSV/JSONL/Parquet files.
+"""Labelled data sets: built-ins (``demo`` text, ``wordnet`` definitions, ``digits`` images)
+and CSV/JSONL/Parquet files.
 
 A :class:`Dataset` holds either texts (to run through a model) or features (tabular
 data tracked with no model: the features become layer 0). Labels are optional.
@@ -7,6 +8,7 @@ data tracked with no model: the features become layer 0). Labels are optional.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ from tracking.errors import UsageError
 
 __all__ = ["Dataset", "load_dataset", "BUILTIN_DATASETS"]
 
-BUILTIN_DATASETS = ("demo", "digits")
+BUILTIN_DATASETS = ("demo", "wordnet", "digits")
 _READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -86,6 +88,8 @@ def load_dataset(
     """
     if spec == "digits":
         dataset = _digits()
+    elif spec == "wordnet":
+        dataset = _wordnet()
     elif spec == "demo":
         path = resources.files("jobs") / "data" / "demo.csv"
         dataset = _from_frame(_read_table(Path(str(path))), "demo", str(path), "text", "label", "id", explicit=set())
@@ -179,6 +183,49 @@ def _digits() -> Dataset:
         features=bunch.data.astype(np.float32), labels=bunch.target.astype(str),
         metadata=pd.DataFrame(index=range(n)),
     )
+
+
+# WordNet's lexicographer files (its fixed ``lexnames`` numbering) used as classes: ten
+# broad noun categories with at least 1,900 definitions each.
+WORDNET_CLASSES = {
+    "04": "act", "05": "animal", "06": "artifact", "08": "body", "10": "communication",
+    "13": "food", "15": "location", "18": "person", "20": "plant", "27": "substance",
+}
+WORDNET_PER_CLASS = 200
+_WORDNET_DIRS = ("/usr/share/wordnet",)  # Debian's wordnet-base
+
+
+def _wordnet() -> Dataset:
+    """2,000 real dictionary definitions in 10 balanced classes: the glosses of WordNet
+    3.0 nouns (their definition, examples dropped), labelled by lexicographer file, 200 a
+    class drawn with a fixed seed. Read from ``$WNSEARCHDIR`` (WordNet's own variable) or
+    Debian's ``wordnet-base`` package; a second real data set beside ``demo``."""
+    folders = [os.environ["WNSEARCHDIR"]] if os.environ.get("WNSEARCHDIR") else list(_WORDNET_DIRS)
+    path = next((Path(folder) / "data.noun" for folder in folders if (Path(folder) / "data.noun").is_file()), None)
+    if path is None:
+        raise UsageError(f"WordNet's data.noun is not in {' or '.join(folders)}",
+                         "install it (apt-get install wordnet-base) or set WNSEARCHDIR to a WordNet 3.0 dict folder")
+    by_class: dict[str, list[tuple[str, str]]] = {name: [] for name in WORDNET_CLASSES.values()}
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if line.startswith("  ") or " | " not in line:  # the licence header
+                continue
+            head, gloss = line.split(" | ", 1)
+            offset, lex_file = head.split(" ", 2)[:2]
+            definition = gloss.split(";", 1)[0].strip()
+            if lex_file in WORDNET_CLASSES and len(definition.split()) >= 4:
+                by_class[WORDNET_CLASSES[lex_file]].append((f"wn-{offset}", definition))
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, entries in by_class.items():
+        if len(entries) < WORDNET_PER_CLASS:
+            raise UsageError(f"{path} has {len(entries)} {label} definitions, fewer than {WORDNET_PER_CLASS}",
+                             "point WNSEARCHDIR at a complete WordNet 3.0 dict folder")
+        chosen = np.sort(rng.choice(len(entries), WORDNET_PER_CLASS, replace=False))
+        rows += [(*entries[i], label) for i in chosen]
+    ids, texts, labels = (np.array(column) for column in zip(*rows))
+    return Dataset(name="wordnet", source=str(path), ids=ids, texts=texts, features=None, labels=labels,
+                   metadata=pd.DataFrame(index=range(len(ids))), text_col="text", label_col="label", id_col="id")
 
 
 def _head(dataset: Dataset, limit: int) -> Dataset:

@@ -88,7 +88,8 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape extract --data reviews.csv --text-col body --label-col stars --model ./my-model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", default="demo", help="'demo', 'digits' or a CSV/JSONL/Parquet file (default demo)")
+    parser.add_argument("--data", default="demo",
+                        help="'demo', 'wordnet', 'digits' or a CSV/JSONL/Parquet file (default demo)")
     parser.add_argument("--text-col", default="text", help="column holding the text (default text)")
     parser.add_argument("--label-col", default="label", help="column holding the true label; '' for none (default label)")
     parser.add_argument("--id-col", default="id", help="column holding a unique sample id (default id, else row number)")

@@ -2,12 +2,28 @@
 
 For every layer of an extraction: linear CKA against every other layer, mean cosine of
 each sample to the layer before, linear-probe accuracy and k-NN label agreement (where
-labels exist), TwoNN intrinsic dimension, anisotropy, and the AMI of a map made with the
-same fixed settings on every layer. Logged as a ``layers`` run, a child of the extract
-run: each curve a metric with ``step=layer``, the CKA matrix and a per-layer table as
-Parquet, and two findings as params: the layer of the largest change (lowest CKA to
-the layer before) and the first layer after which consecutive layers stay above
-``--stable-cka``.
+labels exist), TwoNN intrinsic dimension, anisotropy, and cluster scores. Logged as a
+``layers`` run, a child of the extract run: each curve a metric with ``step=layer``, the
+CKA matrix and a per-layer table as Parquet, and two findings as params: the layer of the
+largest change (lowest CKA to the layer before) and the first layer after which
+consecutive layers stay above ``--stable-cka``.
+
+Cluster scores that cannot collapse silently. A cluster score measures the layer and the
+clusterer's granularity at once (:mod:`jobs.core.verdict`), so every layer is clustered
+three ways, each scored by AMI with a bootstrap interval (``ami.<scorer>``, with
+``n_clusters.<scorer>`` and ``noise_fraction.<scorer>``): ``kmeans``, k-means at k = the
+number of classes on the layer itself; ``map``, the per-layer map's own clusterer on the
+map (UMAP + HDBSCAN by default); ``hdbscan``, HDBSCAN at the classes' granularity on the
+same map. ``ami`` is ``ami.kmeans``, the one that can neither merge the classes nor call
+points noise. ``--tune N`` adds ``ami.tuned``: each layer's best map from an N-trial sweep
+(child runs of this one; ``--holdout`` scores it on samples the search never saw). A
+clustering with fewer than half as many clusters as classes, or more than half of its
+points noise, gets a ``warning`` tag and a line on stderr.
+
+The verdict: the best layer by each measure (probe, k-NN agreement, every cluster score,
+and the largest CKA change for context) with its interval and the layers tied with it,
+as ``verdict.<measure>`` params, ``measures_agree``, a one-sentence ``verdict`` tag and
+``verdict.parquet``.
 
 How far to trust the curves (issue 11):
 
@@ -43,9 +59,9 @@ __all__ = ["LayersConfig", "LayerFindings", "layers", "findings", "add_parser", 
 # The value of a finding that does not exist (one layer only; never stable).
 NONE = "none"
 
-# Per-layer map for the AMI curve: fixed settings on every layer, so layers are compared
-# by their geometry, not by tuning. UMAP + HDBSCAN, the `map` job's own defaults, so the
-# curve means what the map page shows. Its cost is bearable because each layer's exact
+# Per-layer map for ami.map and ami.hdbscan: fixed settings on every layer, so layers are
+# compared by their geometry, not by tuning. UMAP + HDBSCAN, the `map` job's own defaults,
+# so ami.map means what the map page shows. Its cost is bearable because each layer's exact
 # k-NN graph, computed anyway for k-NN agreement and TwoNN, is handed to UMAP (no
 # pynndescent compilation): measured on 2 busy cores, 7 layers x 240 samples took 6 s
 # warm, 12 s in a new process, against 2.6 s with PCA + k-means (k = number of classes),
@@ -60,6 +76,13 @@ CURVES = (
     Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.ANISOTROPY, Metric.INTRINSIC_DIM,
     Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI,
 )
+# Measures with a bootstrap interval ("<name>_ci_low" / "_ci_high" columns and metrics).
+INTERVAL_CURVES = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
+# The verdict's measures: which layer holds the classes, and (context only) where the
+# representation changes most.
+VERDICT_LABELLED = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI_KMEANS, Metric.AMI_MAP,
+                    Metric.AMI_HDBSCAN, Metric.AMI_TUNED)
+VERDICT_CONTEXT = (Metric.CKA_PREVIOUS,)
 LABELLED_CURVES = (Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI)
 # With --seeds above 1: the spread of the per-layer AMI and the agreement of the seeds.
 SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
@@ -85,6 +108,8 @@ class LayersConfig:
     pooling_runs: tuple[str, ...] = ()  # ... or these extract runs (implies compare_poolings)
     aligned_maps: bool = False  # AlignedUMAP of every layer -> aligned_maps.parquet
     aligned_epochs: int = 200
+    tune: int = 0  # Optuna trials per layer (0: no per-layer sweep)
+    holdout: float | None = None  # --tune: fraction of samples the sweeps score on, never tune on
 
     def __post_init__(self):
         if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
@@ -103,6 +128,13 @@ class LayersConfig:
                              "drop --no-map or --seeds")
         if self.aligned_epochs < 1:
             raise UsageError(f"--aligned-epochs {self.aligned_epochs} must be positive", "pass e.g. 200 (default)")
+        if self.tune < 0:
+            raise UsageError(f"--tune {self.tune} is negative", "pass the trials per layer, e.g. --tune 20")
+        if self.holdout is not None and not self.tune:
+            raise UsageError("--holdout holds samples out of the per-layer sweeps, and --tune is off",
+                             "add --tune N, or drop --holdout")
+        if self.holdout is not None and not 0 < self.holdout < 1:
+            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
         object.__setattr__(self, "pooling_runs", tuple(self.pooling_runs))
         if self.pooling_runs:
             object.__setattr__(self, "compare_poolings", True)
@@ -141,16 +173,20 @@ def add_parser(subparsers, parents) -> None:
         "layers", parents=parents, help="compare every layer: CKA, probes, intrinsic dimension, AMI",
         description="For every layer of an extraction: linear CKA against every other layer, mean cosine to "
         "the layer before, linear-probe accuracy and k-NN label agreement (labelled data), TwoNN intrinsic "
-        "dimension, anisotropy, and the AMI of a map with the same settings on every layer. Logs a `layers` "
-        "run (child of the extract run) with each curve as a metric with step=layer, and the layer of the "
-        "largest change and the first stable layer as params.",
+        "dimension, anisotropy, and cluster scores: AMI of k-means at k = classes on the layer (ami, "
+        "ami.kmeans), of the per-layer map's clusterer (ami.map) and of HDBSCAN at the classes' granularity "
+        "(ami.hdbscan), each with a bootstrap interval. Logs a `layers` run (child of the extract run) with "
+        "each curve as a metric with step=layer, the layer of the largest change and the first stable layer, "
+        "and a verdict: the best layer by each measure and whether they agree. Clusterings that collapsed "
+        "are flagged with a warning.",
         epilog="examples:\n  latentscape layers --run EXTRACT_RUN\n"
         "  latentscape layers --run EXTRACT_RUN --stable-cka 0.9 --debiased\n"
         "  latentscape layers --run EXTRACT_RUN --map-reducer pca --map-clusterer kmeans\n"
         "  latentscape layers --run EXTRACT_RUN --seeds 5              # AMI per layer with error bars\n"
         "  latentscape layers --run EXTRACT_RUN --compare-poolings     # every pooling extracted of this data\n"
         "  latentscape layers --run EXTRACT_RUN --pooling-runs CLS_RUN MAX_RUN\n"
-        "  latentscape layers --run EXTRACT_RUN --aligned-maps         # 2D maps aligned across layers",
+        "  latentscape layers --run EXTRACT_RUN --aligned-maps         # 2D maps aligned across layers\n"
+        "  latentscape layers --run EXTRACT_RUN --tune 20 --holdout 0.3  # each layer at its best settings",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of an extract run")
@@ -179,6 +215,12 @@ def add_parser(subparsers, parents) -> None:
                         "steps through layers without the picture jumping")
     parser.add_argument("--aligned-epochs", type=int, default=200,
                         help="layout epochs of the aligned maps (default 200; time grows linearly)")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="also sweep each layer's map with N Optuna trials (child runs) and log its best "
+                        "AMI as ami.tuned: which layer is best when each gets its best settings")
+    parser.add_argument("--holdout", type=float, metavar="FRACTION",
+                        help="with --tune: score each layer's best map on this fraction of the samples, "
+                        "held out of the search (stratified, seeded)")
     parser.set_defaults(handler=_run_cli)
 
 
@@ -188,7 +230,7 @@ def _run_cli(args) -> JobResult:
         knn_k=args.knn_k, seed=args.seed, map_reducer=args.map_reducer, map_clusterer=args.map_clusterer,
         map=args.map, seeds=args.seeds, compare_poolings=args.compare_poolings,
         pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
-        aligned_epochs=args.aligned_epochs,
+        aligned_epochs=args.aligned_epochs, tune=args.tune, holdout=args.holdout,
     )
     from tracking.runs import open_store
 
@@ -223,6 +265,9 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     first = extraction.embedding(layer_ids[0])  # kept in the extraction's cache
     mapper = _Mapper(config, labels, first) if labels is not None and config.map else None
     others = _pooling_extractions(store, extraction, config) if config.compare_poolings else []
+    if config.tune and labels is None:
+        raise UsageError(f"--tune maximises AMI against the labels and extract run {config.run} has none",
+                         "extract labelled data (--label-col), or drop --tune")
     if config.aligned_maps and n <= 2:
         raise UsageError(f"extract run {config.run} has {n} samples, too few for aligned maps",
                          "extract more samples or drop --aligned-maps")
@@ -255,7 +300,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         previous_cka = consecutive(cka)
 
         # Each layer on its own: geometry, and what its labels look like.
-        curves = CURVES + (SEED_CURVES if mapper is not None and config.seeds > 1 else ())
+        curves = _curves(labels is not None, mapper is not None, config)
         rows = []
         with progress(len(layer_ids), "measure layers", unit="layer") as bar:
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
@@ -265,6 +310,11 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
                 rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()
         table = pd.DataFrame(rows, columns=[Column.LAYER, *curves])
+
+        # Each layer at its own best settings: one sweep per layer, child runs of this one.
+        if config.tune:
+            table = _tune(table, config, store, experiment_name, log.run_id)
+            curves = [*curves, *_scorer_columns("tuned")]
 
         # The two findings, each curve with step=layer, the tables.
         found = findings(layer_ids, previous_cka, config.stable_cka)
@@ -277,6 +327,21 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         log.metric_rows(metric_rows + [(name, value, 0) for name, value in once.items()])
         log.table(Artifact.CKA, _cka_frame(layer_ids, cka))
         log.table(Artifact.LAYER_SUMMARY, table)
+
+        # The verdict: each measure's best layer, its interval, and whether they agree;
+        # every collapsed clustering named, with the fix.
+        verdict = None
+        collapsed = _collapsed(table, labels)
+        if labels is not None:
+            verdict = _verdict(table, collapsed)
+            log.params({**{Param.verdict(c.measure): _finding(c.layer) for c in verdict.choices},
+                        Param.MEASURES_AGREE: verdict.agree})
+            log.tags({Tag.VERDICT: verdict.sentence})
+            log.table(Artifact.VERDICT, _verdict_frame(verdict))
+        warning = _warning(collapsed, len(np.unique(labels)) if labels is not None else 0)
+        if warning:
+            print(f"latentscape layers: warning: {warning}", file=sys.stderr)
+            log.tags({Tag.WARNING: warning})
 
         # Pooling as an axis: the labelled curves of every extraction compared.
         best_pooling = None
@@ -300,6 +365,11 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         run_id = log.run_id
 
     details = _details(found, table, notes, len(layer_ids))
+    if verdict is not None:
+        details[Param.MEASURES_AGREE] = verdict.agree
+        details[Tag.VERDICT] = verdict.sentence
+    if warning:
+        details[Tag.WARNING] = warning
     if best_pooling is not None:
         details[Param.BEST_POOLING] = best_pooling
     return JobResult(kind=Kind.LAYERS.value, run_id=run_id, experiment=experiment_name,
@@ -425,8 +495,9 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
     from jobs.core.geometry import anisotropy
     from jobs.core.intrinsic import two_nn_dimension
     from jobs.core.knn import exact_knn
-    from jobs.core.probes import knn_agreement, probe_accuracy
+    from jobs.core.probes import knn_agreement_per_sample, probe_accuracy
     from jobs.core.similarity import mean_cosine
+    from jobs.core.verdict import mean_interval
 
     values: dict[str, float] = {Metric.ANISOTROPY: anisotropy(x, seed=config.seed)}
     if before is not None:
@@ -441,9 +512,28 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
     probe = probe_accuracy(x, labels, folds=config.probe_folds, seed=config.seed)
     values[Metric.PROBE_ACCURACY] = probe.mean
     values[Metric.PROBE_ACCURACY_STD] = probe.std
-    values[Metric.KNN_AGREEMENT] = knn_agreement(labels, graph.indices[:, 1:config.knn_k + 1])
+    agreement = knn_agreement_per_sample(labels, graph.indices[:, 1:config.knn_k + 1])
+    values[Metric.KNN_AGREEMENT] = float(agreement.mean())
+    for name, per_sample in ((Metric.PROBE_ACCURACY, probe.correct), (Metric.KNN_AGREEMENT, agreement)):
+        low, high = mean_interval(per_sample, seed=config.seed)
+        values[Metric.trust(name, Metric.CI_LOW_SUFFIX)] = low
+        values[Metric.trust(name, Metric.CI_HIGH_SUFFIX)] = high
+    # k-means at k = classes on the layer itself: the default cluster score (it cannot
+    # merge the classes into a few clusters nor call points noise).
+    from jobs.core.cluster import CLUSTERERS
+
+    n_classes = len(np.unique(labels))
+    kmeans = [CLUSTERERS["kmeans"].run(x, {"n_clusters": n_classes, "n_init": 10, "max_iter": 300},
+                                       seed=config.seed + offset) for offset in range(config.seeds)]
+    values.update(_cluster_score("kmeans", labels, kmeans, config.seed))
+    values[Metric.AMI] = values[Metric.AMI_KMEANS]
+    if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement
+        from jobs.core.trust import stability
+
+        found = stability([{Metric.AMI: _ami(labels, c)} for c in kmeans], kmeans)
+        values[Metric.AMI_STD], values[Metric.SEED_ARI_MEAN] = found.std[Metric.AMI], found.ari_mean
     if mapper is not None:
-        values.update(mapper.ami(x, labels, graph))
+        values.update(mapper.scores(x, labels, graph))
     return values
 
 
@@ -486,31 +576,162 @@ class _Mapper:
     def _reuses_graph(map_config) -> bool:
         return map_config.knn == "exact" and map_config.metric == "euclidean"
 
-    def ami(self, x: np.ndarray, labels: np.ndarray, graph) -> dict[str, float]:
-        """``{ami}``, or with several seeds ``{ami (their mean), ami_std, seed_ari_mean}``:
-        the map made with seeds ``seed, seed + 1, ...`` (one k-NN graph serves them all)."""
+    def scores(self, x: np.ndarray, labels: np.ndarray, graph) -> dict[str, float]:
+        """``ami.map`` (the map's own clusterer) and ``ami.hdbscan`` (HDBSCAN at the classes'
+        granularity on the same map), each with its interval and cluster counts: maps made
+        with seeds ``seed, seed + 1, ...``, one k-NN graph serving them all."""
         from dataclasses import replace
 
+        from jobs.core.cluster import CLUSTERERS
         from jobs.core.mapping import fit_map
-        from jobs.core.trust import stability
+        from jobs.core.verdict import matched_hdbscan_params
 
         map_config = self._config(x)
         knn = graph if self._reuses_graph(map_config) and graph.k >= map_config.knn_width else None
-        results = [fit_map(x, labels, replace(map_config, seed=self.seed + offset), knn=knn, with_view=False)
+        results = [fit_map(x, None, replace(map_config, seed=self.seed + offset), knn=knn, with_view=False)
                    for offset in range(self.seeds)]
-        if self.seeds == 1:
-            return {Metric.AMI: float(results[0].scores[Metric.AMI])}
-        found = stability([{Metric.AMI: r.scores[Metric.AMI]} for r in results], [r.clusters for r in results])
-        return {Metric.AMI: found.mean[Metric.AMI], Metric.AMI_STD: found.std[Metric.AMI],
-                Metric.SEED_ARI_MEAN: found.ari_mean}
+        hdbscan = CLUSTERERS["hdbscan"]
+        matched = {**{spec.name: spec.default_for(self._shape(x)) for spec in hdbscan.params},
+                   **matched_hdbscan_params(len(x), self.n_classes)}
+        return {
+            **_cluster_score("map", labels, [r.clusters for r in results], self.seed),
+            **_cluster_score("hdbscan", labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
+                                                 for offset, r in enumerate(results)], self.seed),
+        }
+
+    def _shape(self, x: np.ndarray):
+        from jobs.core.mapping import DataShape
+
+        return DataShape(n_samples=len(x), n_features=x.shape[1], n_classes=self.n_classes)
+
+
+def _ami(labels: np.ndarray, clusters: np.ndarray) -> float:
+    from jobs.core.scores import label_scores
+
+    return float(label_scores(labels, clusters)[Metric.AMI])
+
+
+def _scorer_columns(scorer: str) -> tuple[str, ...]:
+    """The per-layer columns of one way of clustering: its AMI, interval and cluster counts."""
+    score = Metric.qualified(Metric.AMI, scorer)
+    return (score, Metric.trust(score, Metric.CI_LOW_SUFFIX), Metric.trust(score, Metric.CI_HIGH_SUFFIX),
+            Metric.qualified(Metric.N_CLUSTERS, scorer), Metric.qualified(Metric.NOISE_FRACTION, scorer))
+
+
+def _cluster_score(scorer: str, labels: np.ndarray, clusterings: list[np.ndarray], seed: int) -> dict[str, float]:
+    """One way of clustering a layer, scored: the mean AMI over ``clusterings`` (one per
+    seed, noise as its own label), the first one's bootstrap interval and cluster counts."""
+    from jobs.core.scores import cluster_counts
+    from jobs.core.trust import label_baselines
+
+    score, low, high, n_clusters, noise = _scorer_columns(scorer)
+    interval = label_baselines(labels, clusterings[0], n_permutations=0, seed=seed)[Metric.AMI]
+    counts = cluster_counts(clusterings[0])
+    return {score: float(np.mean([_ami(labels, c) for c in clusterings])), low: interval.ci_low,
+            high: interval.ci_high, n_clusters: counts[Metric.N_CLUSTERS], noise: counts[Metric.NOISE_FRACTION]}
+
+
+def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
+    """The per-layer columns this run measures, in table order."""
+    if not labelled:
+        return [name for name in CURVES if name not in LABELLED_CURVES]
+    curves = [*CURVES]
+    curves += [Metric.trust(name, suffix) for name in INTERVAL_CURVES
+               for suffix in (Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX)]
+    for scorer in ("kmeans", "map", "hdbscan") if mapped else ("kmeans",):
+        curves += _scorer_columns(scorer)
+    if config.seeds > 1:
+        curves += SEED_CURVES
+    return curves
+
+
+def _tune(table: pd.DataFrame, config: LayersConfig, store, experiment: str, parent_run_id: str) -> pd.DataFrame:
+    """``table`` with ``ami.tuned`` and its cluster counts: for each layer, the best map of
+    a ``config.tune``-trial sweep (the sweep job itself, a child run of ``parent_run_id``,
+    a study of its own); with ``--holdout``, its AMI over the held-out samples."""
+    from jobs.sweep import SweepConfig, sweep
+
+    score, low, high, n_clusters, noise = _scorer_columns("tuned")
+    tuned = {name: [] for name in (score, low, high, n_clusters, noise)}
+    for layer in table[Column.LAYER]:
+        found = sweep(SweepConfig(run=config.run, layer=int(layer), trials=config.tune, seed=config.seed,
+                                  holdout=config.holdout, parent_run=parent_run_id,
+                                  study=f"layers-{parent_run_id}-layer-{int(layer)}"),
+                      store=store, experiment=experiment)
+        value = found.scores.get(Metric.holdout(Metric.AMI)) if config.holdout else found.scores.get(Metric.AMI)
+        tuned[score].append(math.nan if value is None else float(value))
+        tuned[low].append(math.nan)
+        tuned[high].append(math.nan)
+        tuned[n_clusters].append(float(found.scores.get(Metric.N_CLUSTERS, math.nan)))
+        tuned[noise].append(float(found.scores.get(Metric.NOISE_FRACTION, math.nan)))
+    return table.assign(**tuned)
+
+
+def _collapsed(table: pd.DataFrame, labels: np.ndarray | None) -> dict[str, dict[int, str]]:
+    """Cluster score -> {layer: why its clustering collapsed} (:func:`collapse_reason`)."""
+    from jobs.core.verdict import collapse_reason
+
+    if labels is None:
+        return {}
+    n_classes = len(np.unique(labels))
+    found: dict[str, dict[int, str]] = {}
+    for scorer in Metric.LAYER_SCORERS:
+        score, _, _, n_clusters, noise = _scorer_columns(scorer)
+        if n_clusters not in table:
+            continue
+        for layer, count, share in zip(table[Column.LAYER], table[n_clusters], table[noise]):
+            reason = collapse_reason(int(count), n_classes, float(share)) if np.isfinite(count) else None
+            if reason:
+                found.setdefault(score, {})[int(layer)] = reason
+    return found
+
+
+def _verdict(table: pd.DataFrame, collapsed: dict[str, dict[int, str]]):
+    from jobs.core.verdict import layer_verdict
+
+    def column(name):
+        return table[name].to_numpy(dtype=np.float64) if name in table else None
+
+    measures = {
+        name: (column(name), column(Metric.trust(name, Metric.CI_LOW_SUFFIX)),
+               column(Metric.trust(name, Metric.CI_HIGH_SUFFIX)))
+        for name in (*VERDICT_LABELLED, *VERDICT_CONTEXT) if name in table
+    }
+    return layer_verdict(table[Column.LAYER].to_numpy(), measures, lower_is_better=VERDICT_CONTEXT,
+                         context=VERDICT_CONTEXT, collapsed=collapsed)
+
+
+def _verdict_frame(verdict) -> pd.DataFrame:
+    """``verdict.parquet``: one row per measure."""
+    return pd.DataFrame([{
+        Column.MEASURE: c.measure, Column.LAYER: -1 if c.layer is None else c.layer, Column.VALUE: c.value,
+        Column.CI_LOW: c.ci_low, Column.CI_HIGH: c.ci_high, Column.TIED: ",".join(map(str, c.tied)),
+        Column.COLLAPSED: c.collapsed or "",
+    } for c in verdict.choices])
+
+
+def _warning(collapsed: dict[str, dict[int, str]], n_classes: int) -> str | None:
+    """One line naming every collapsed cluster score, where, and the fix."""
+    if not collapsed:
+        return None
+    parts = []
+    for score, layers in collapsed.items():
+        first = min(layers)
+        parts.append(f"{score} on layer{'s' if len(layers) > 1 else ''} {','.join(map(str, sorted(layers)))} "
+                     f"(layer {first}: {layers[first]})")
+    return (f"collapsed clusterings, whose scores measure the clusterer rather than the layer: {'; '.join(parts)}. "
+            f"The default ami is k-means at k = {n_classes} on each layer; for the map's score pass "
+            "--map-clusterer kmeans, or --tune N to give each layer its best settings")
 
 
 def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:
     params = {
         Param.STABLE_CKA: config.stable_cka, Param.DEBIASED: config.debiased, Param.PROBE_FOLDS: config.probe_folds,
         Param.KNN_K: config.knn_k, Param.SEED: config.seed, Param.SEEDS: config.seeds,
-        Param.ALIGNED_MAPS: config.aligned_maps,
+        Param.ALIGNED_MAPS: config.aligned_maps, Param.TUNE: config.tune,
     }
+    if config.tune:
+        params[Param.HOLDOUT] = config.holdout
     if config.aligned_maps:
         params[Param.ALIGNED_EPOCHS] = config.aligned_epochs
     if mapper is not None:

@@ -420,6 +420,10 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
             result = score_rows(fit_map(x, None, config), labels, split[0])
         log_map(log, result, extraction, layer, extra={"trust": request.trust.to_dict(), Param.PRESET: request.preset,
                                                        Param.HOLDOUT: request.holdout})
+        warning = collapse_warning(result.scores, labels)
+        if warning:
+            print(f"latentscape map: warning: {warning}", file=sys.stderr)
+            log.tags({Tag.WARNING: warning})
         trust = map_trust(x, labels, result, request.trust, rows=None if split is None else split[0])
         log.metrics(_finite(trust))
         if split is not None:
@@ -437,6 +441,8 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         details[Metric.REPLAY_MAX_ABS_DIFF] = replay_diff
     if notes:
         details["note"] = "; ".join(notes)
+    if warning:
+        details[Tag.WARNING] = warning
     shown = KEY_SCORES
     if request.preset:
         from jobs.core.presets import PRESETS
@@ -449,6 +455,26 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
             scores[key] = trust[key]
     return JobResult(kind=Kind.MAP.value, run_id=run_id, experiment=experiment or extraction.experiment_name,
                      scores=scores, details=details)
+
+
+MAP_COLLAPSE_FIX = ("pass --clusterer kmeans (k = the number of classes), a smaller -c min_cluster_size=N, "
+                    "or let `latentscape sweep` search the settings")
+
+
+def collapse_warning(scores: Mapping[str, float], labels: np.ndarray | None, fix: str = MAP_COLLAPSE_FIX) -> str | None:
+    """The ``warning`` of a map whose clustering collapsed (:func:`jobs.core.verdict.collapse_reason`):
+    what happened, that its label scores measure the clusterer, and ``fix``. None when
+    the map is unlabelled or did not collapse."""
+    from jobs.core.verdict import collapse_reason
+
+    if labels is None or Metric.N_CLUSTERS not in scores:
+        return None
+    n_classes = len(np.unique(labels))
+    reason = collapse_reason(int(scores[Metric.N_CLUSTERS]), n_classes,
+                             float(scores.get(Metric.NOISE_FRACTION, 0.0)))
+    if reason is None:
+        return None
+    return f"the clustering collapsed ({reason}): its label scores measure the clusterer, not the layer; {fix}"
 
 
 def max_abs_diff(scores: Mapping[str, float], logged: Mapping[str, float]) -> float:

@@ -75,6 +75,8 @@ _JOIN_WAIT_S = 60.0
 DEFAULT_SEARCH_EPOCHS = 100
 _EPOCHS = Param.reducer_param("n_epochs")
 _MAX_CONSECUTIVE_FAILURES = 10
+SWEEP_COLLAPSE_FIX = ("sweep with --clusterer kmeans, or a --space whose min_cluster_size range stays below a "
+                      "class's size")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class SweepConfig:
     holdout: float | None = None  # fraction of samples held out of tuning (stratified, seeded)
     workers: int = 1  # processes on the study, this one included (one core each)
     search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
+    parent_run: str | None = None  # the sweep run's parent (None: the extraction; layers --tune: its run)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
@@ -716,8 +719,8 @@ class _Worker:
         if created:
             with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
                              run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
-                             parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
-                             tags=self._sweep_tags()) as log:
+                             parent_run_id=self.config.parent_run or extraction.run_id,
+                             source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
                 self.sweep_run_id = log.run_id
                 log.params(self._sweep_params())
                 self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
@@ -734,8 +737,8 @@ class _Worker:
                                  "starting)", "run again with --resume")
             with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
                              run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
-                             parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
-                             tags=self._sweep_tags()) as log:
+                             parent_run_id=self.config.parent_run or extraction.run_id,
+                             source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
                 self.sweep_run_id = log.run_id
                 log.params(self._sweep_params())
                 self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
@@ -1000,7 +1003,7 @@ class _Worker:
                          scores=scores, details=details)
 
     def _log_best(self, log) -> None:
-        from jobs.map import KEY_SCORES, config_payload, log_cluster_table, map_frame, max_abs_diff
+        from jobs.map import KEY_SCORES, collapse_warning, config_payload, log_cluster_table, map_frame, max_abs_diff
 
         from jobs.core.mapping import with_view
 
@@ -1023,6 +1026,10 @@ class _Worker:
         from jobs._trust import TrustSettings, holdout_metrics, map_trust
 
         log.metrics(map_trust(self.x, plan.labels, result, TrustSettings(), rows=plan.tune))
+        warning = collapse_warning(result.scores, plan.labels, SWEEP_COLLAPSE_FIX)
+        if warning:
+            print(f"latentscape sweep: warning: {warning}", file=sys.stderr)
+            log.tags({Tag.WARNING: warning})
         held_out = holdout_metrics(plan.labels, result.clusters, plan.held) if plan.held is not None else {}
         log.metrics(held_out)
         self._log_best_params(log, best)
@@ -1036,7 +1043,7 @@ class _Worker:
         log.json(Artifact.CONFIG, payload)
         self._best_scores = {k: result.scores[k] for k in KEY_SCORES if k in result.scores}
         self._best_scores.update({k: v for k, v in held_out.items() if k == Metric.holdout(plan.objective)})
-        self._best_details = {"best_trial": best.number,
+        self._best_details = {"best_trial": best.number, **({Tag.WARNING: warning} if warning else {}),
                               "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
                               Metric.REPLAY_MAX_ABS_DIFF: diff}
 

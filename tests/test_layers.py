@@ -98,15 +98,22 @@ def test_layers_logs_the_cka_matrix_and_the_findings(layers_run):
     assert params[Param.REDUCER] == "pca" and params[Param.CLUSTERER] == "kmeans"
 
 
-def test_layers_ami_is_the_map_jobs_ami_with_the_same_settings(layers_run):
+def test_layers_cluster_scores_are_kmeans_on_the_layer_and_the_map_jobs_ami(layers_run):
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
     from jobs.core.mapping import data_shape, fit_map, resolve_config
 
     extraction, result = layers_run
     table = load_table(extraction.store, result.run_id, Artifact.LAYER_SUMMARY)
     x, labels = extraction.embedding(3), extraction.labels
+    # ami (the default curve): k-means at k = classes on the layer itself, computed here independently.
+    clusters = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(x.astype(np.float64))
+    assert table[Metric.AMI].iloc[3] == pytest.approx(adjusted_mutual_info_score(labels, clusters), abs=1e-12)
+    # ami.map: the map job's AMI with the same settings.
     config = resolve_config(shape=data_shape(x, labels), reducer="pca", clusterer="kmeans", seed=0)
     direct = fit_map(x, labels, config, with_view=False).scores[Metric.AMI]
-    assert table[Metric.AMI].iloc[3] == pytest.approx(direct, abs=1e-12)
+    assert table[Metric.AMI_MAP].iloc[3] == pytest.approx(direct, abs=1e-12)
     params = extraction.store.client.get_run(result.run_id).data.params
     assert params[Param.clusterer_param("n_clusters")] == "10"  # k = number of classes, logged
 
@@ -170,5 +177,6 @@ def test_a_single_layer_has_no_findings_but_every_other_measure(digits_extractio
     table = load_table(store, result.run_id, Artifact.LAYER_SUMMARY)
     assert table[Metric.PROBE_ACCURACY].iloc[0] > 0.9  # digits are nearly linearly separable
     assert 5 < table[Metric.INTRINSIC_DIM].iloc[0] < 30
-    assert np.isnan(table[Metric.AMI].iloc[0]) and Param.REDUCER not in params
+    # --no-map: no map scores, but the default cluster score (k-means on the layer) stays.
+    assert Metric.AMI_MAP not in table and table[Metric.AMI].iloc[0] > 0.5 and Param.REDUCER not in params
     assert len(load_table(store, result.run_id, Artifact.CKA)) == 1

@@ -55,6 +55,7 @@ class UiRuns:
     digits: str
     n_text: int = 0
     maps: list[str] = field(default_factory=list)
+    collapsed_map: str | None = None  # k-means told to find 2 clusters among 10 classes
     sweep: str | None = None
     layers: str | None = None
     interpolations: list[str] = field(default_factory=list)
@@ -95,6 +96,9 @@ def build_ui_runs(text, digits) -> UiRuns:
         for layer in (6, 2):
             request = MapRequest(run=text.run_id, layer=layer, reducer="pca", clusterer="kmeans")
             runs.maps.append(map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id)
+        request = MapRequest(run=text.run_id, layer=6, reducer="pca", clusterer="kmeans",
+                             clusterer_params={"n_clusters": 2})
+        runs.collapsed_map = map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id
     if "sweep" not in runs.missing:
         from jobs.sweep import SweepConfig, sweep
 
@@ -535,6 +539,20 @@ def test_layers_page_shows_curves_findings_and_the_cka_heatmap(app_env):
     heatmap = json.dumps(next(s for s in specs if "concat" not in s))
     assert Column.LAYER_A in heatmap and Column.CKA in heatmap
     assert [m.label for m in at.metric][:2] == ["stops changing at layer", "largest change at layer"]
+    # The verdict comes first: one sentence, and a table of each measure's best layer.
+    sentence = [e.value for e in (*at.success, *at.info) if "measures" in e.value]
+    assert sentence and ("agree" in sentence[0] or "disagree" in sentence[0])
+    verdict = at.dataframe[0].value
+    assert list(verdict.columns[:2]) == ["measure", "best layer"]
+    assert "linear probe" in set(verdict["measure"]) and verdict["best layer"].between(0, 6).all()
+
+
+def test_maps_show_a_collapsed_clustering_warning_beside_its_scores(app_env):
+    app_env.need("map")
+    at = open_page("views/maps.py", {"run": [app_env.maps[0], app_env.collapsed_map]})
+    assert_clean(at)
+    warnings = [w.value for w in at.warning if "collapsed" in w.value]
+    assert len(warnings) == 1 and "found 2 clusters for 10 classes" in warnings[0]
 
 
 def test_a_shared_maps_link_opens_the_same_runs_colouring_and_selection(app_env):

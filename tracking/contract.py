@@ -75,6 +75,10 @@ class Tag:
     LAYER = "layer"
     NOTE = "note"  # why a result is missing (e.g. label-based scores of an unlabelled set)
     REPLAY_OF = "replay_of"  # map --from-run: the run whose logged config.json was replayed
+    # a clustering that collapsed (too few clusters for the classes, or mostly noise): what,
+    # where, and the fix; map, sweep and layers set it, the Maps and Layers pages show it
+    WARNING = "warning"
+    VERDICT = "verdict"  # layers: the layer verdict in one plain sentence
 
 
 class Param:
@@ -139,6 +143,14 @@ class Param:
     BEST_POOLING = "best_pooling"  # the pooling with the highest probe accuracy at any layer
     ALIGNED_MAPS = "aligned_maps"  # layers --aligned-maps: True when aligned_maps.parquet was logged
     ALIGNED_EPOCHS = "aligned_epochs"
+    TUNE = "tune"  # layers --tune: Optuna trials per layer (each layer's sweep a child run)
+    VERDICT_PREFIX = "verdict."  # layers: "verdict.<measure>" = the measure's best layer
+    MEASURES_AGREE = "measures_agree"  # layers: whether the measures' best layers lie within one layer
+
+    @staticmethod
+    def verdict(measure: str) -> str:
+        """The best layer by one measure, e.g. ``verdict.probe_accuracy``."""
+        return f"{Param.VERDICT_PREFIX}{measure}"
     # interpolate / analogies / directions
     FROM = "from"
     TO = "to"
@@ -238,6 +250,14 @@ class Metric:
     AMI_STD = "ami_std"  # layers --seeds: spread of the per-layer AMI over seeds (ami: their mean)
     ALIGNED_SECONDS = "aligned_seconds"  # layers --aligned-maps: time of the aligned layout
     CKA_SECONDS = "cka_seconds"
+    # layers: one cluster score per way of clustering each layer, "ami.<scorer>", with
+    # "n_clusters.<scorer>" and "noise_fraction.<scorer>" beside it (step=layer); "ami" is
+    # a copy of the most robust, ami.kmeans (k-means can neither collapse nor call noise)
+    AMI_KMEANS = "ami.kmeans"  # k-means at k = number of classes on the layer itself
+    AMI_MAP = "ami.map"  # the per-layer map's clusterer on the map (UMAP + HDBSCAN by default)
+    AMI_HDBSCAN = "ami.hdbscan"  # HDBSCAN at the classes' granularity on the same map
+    AMI_TUNED = "ami.tuned"  # layers --tune: the best map of a per-layer sweep (held out with --holdout)
+    LAYER_SCORERS = ("kmeans", "map", "hdbscan", "tuned")
     # interpolate / analogies / directions
     ACCURACY_AT_1 = "accuracy_at_1"
     ACCURACY_AT_5 = "accuracy_at_5"
@@ -285,6 +305,7 @@ class Artifact:
     CKA = "cka.parquet"
     POOLINGS = "poolings.parquet"  # layers --compare-poolings: pooling, layer, the labelled curves
     ALIGNED_MAPS = "aligned_maps.parquet"  # layers --aligned-maps: layer, sample_id, x, y, label
+    VERDICT = "verdict.parquet"  # layers: measure, layer, value, ci_low, ci_high, tied, collapsed
     PATH = "path.parquet"
     NEIGHBOURS = "neighbours.parquet"
     MISSES = "misses.parquet"
@@ -333,6 +354,11 @@ class Column:
     LAYER_B = "layer_b"
     CKA = "cka"
     POOLING = "pooling"  # poolings.parquet
+    MEASURE = "measure"  # verdict.parquet: the measure (a metric name), with VALUE at its best layer
+    CI_LOW = "ci_low"
+    CI_HIGH = "ci_high"
+    TIED = "tied"  # the layers the data cannot tell apart from the best, comma-separated
+    COLLAPSED = "collapsed"  # why the best layer's clustering collapsed ("" when it did not)
     STEP = "step"
     METHOD = "method"
     RANK = "rank"

@@ -195,6 +195,16 @@ def run_table(run_ids: tuple[str, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=_TTL, show_spinner=False)
+def tags(run_ids: tuple[str, ...], key: str) -> dict[str, str]:
+    """run_id -> the value of tag ``key``, for the runs that have it."""
+    if not run_ids:
+        return {}
+    frame = queries.tags(_reader(), list(run_ids))
+    frame = frame[frame[C.KEY] == key]
+    return dict(zip(frame[C.RUN_ID], frame[C.VALUE]))
+
+
+@st.cache_data(ttl=_TTL, show_spinner=False)
 def metrics(run_ids: tuple[str, ...], keys: tuple[str, ...] | None = None) -> pd.DataFrame:
     """run_id, key, value, step (full history of per-layer metrics)."""
     if not run_ids:

@@ -15,6 +15,7 @@ __all__ = [
     "chance_accuracy",
     "probe_accuracy",
     "knn_agreement",
+    "knn_agreement_per_sample",
 ]
 
 
@@ -23,13 +24,16 @@ class ProbeScore:
     """Cross-validated accuracy of a linear probe.
 
     ``mean`` / ``std``: over the folds; ``folds``: each held-out fold's accuracy;
-    ``chance``: the accuracy of always guessing the most frequent class.
+    ``chance``: the accuracy of always guessing the most frequent class; ``correct``:
+    ``(n,)`` bool, whether each sample was predicted right when it was held out (its mean
+    is the sample-weighted accuracy; resampling it gives an interval).
     """
 
     mean: float
     std: float
     folds: tuple[float, ...]
     chance: float
+    correct: np.ndarray | None = None
 
 
 def check_probe_labels(labels: np.ndarray, folds: int) -> None:
@@ -72,7 +76,7 @@ def probe_accuracy(
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -80,16 +84,30 @@ def probe_accuracy(
     check_probe_labels(labels, folds)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    x = np.asarray(x, dtype=np.float64)
+    correct = np.zeros(len(labels), dtype=bool)
+    scores = []
     with warnings.catch_warnings():
         # Separable classes never fully converge under a penalty; the accuracy has.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = cross_val_score(model, np.asarray(x, dtype=np.float64), labels, cv=splitter, n_jobs=1)
+        for train, test in splitter.split(x, labels):
+            model.fit(x[train], labels[train])
+            correct[test] = model.predict(x[test]) == labels[test]
+            scores.append(float(correct[test].mean()))
+    scores = np.array(scores)
     return ProbeScore(mean=float(scores.mean()), std=float(scores.std()),
-                      folds=tuple(float(s) for s in scores), chance=chance_accuracy(labels))
+                      folds=tuple(float(s) for s in scores), chance=chance_accuracy(labels), correct=correct)
 
 
 def knn_agreement(labels: np.ndarray, neighbours: np.ndarray) -> float:
-    """Mean over samples of the fraction of their neighbours that share their label.
+    """Mean over samples of the fraction of their neighbours that share their label
+    (see :func:`knn_agreement_per_sample`)."""
+    return float(knn_agreement_per_sample(labels, neighbours).mean())
+
+
+def knn_agreement_per_sample(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """``(n,)``: for each sample, the fraction of its neighbours that share its label
+    (:func:`knn_agreement` is their mean).
 
     ``labels: (n,)``; ``neighbours: (n, k)`` indices of each sample's k nearest other
     samples (itself excluded), e.g. columns ``1..k`` of a :mod:`jobs.core.knn` graph.
@@ -102,4 +120,4 @@ def knn_agreement(labels: np.ndarray, neighbours: np.ndarray) -> float:
         raise ValueError(f"neighbours must be (n={len(labels)}, k >= 1), got {neighbours.shape}")
     _, codes = np.unique(labels, return_inverse=True)
     same = codes[neighbours] == codes[:, None]
-    return float(same.mean())
+    return same.mean(axis=1)

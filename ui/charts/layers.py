@@ -15,6 +15,8 @@ __all__ = [
     "CURVE_TITLES",
     "DEFAULT_CURVES",
     "CurvesInfo",
+    "VERDICT_TITLES",
+    "verdict_table",
     "CkaInfo",
     "curves_info",
     "curves_chart",
@@ -28,7 +30,10 @@ __all__ = [
 
 # What each per-layer metric means, for the chart titles (step=layer metrics).
 CURVE_TITLES: dict[str, str] = {
-    Metric.AMI: "AMI of a fixed map",
+    Metric.AMI: "AMI, k-means at k = classes (default)",
+    Metric.AMI_MAP: "AMI of the map's clusterer",
+    Metric.AMI_HDBSCAN: "AMI, HDBSCAN at the classes' granularity",
+    Metric.AMI_TUNED: "AMI at each layer's best settings (--tune)",
     Metric.PROBE_ACCURACY: "linear-probe accuracy",
     Metric.KNN_AGREEMENT: "k-NN label agreement",
     Metric.CKA_PREVIOUS: "CKA to the previous layer",
@@ -40,6 +45,34 @@ CURVE_TITLES: dict[str, str] = {
 DEFAULT_CURVES: tuple[str, ...] = (
     Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.INTRINSIC_DIM,
 )
+
+# The verdict's measures in people's words (verdict.parquet's "measure" column).
+VERDICT_TITLES: dict[str, str] = {
+    Metric.PROBE_ACCURACY: "linear probe",
+    Metric.KNN_AGREEMENT: "k-NN label agreement",
+    Metric.AMI_KMEANS: "AMI, k-means at k = classes",
+    Metric.AMI_MAP: "AMI, the map's clusterer",
+    Metric.AMI_HDBSCAN: "AMI, HDBSCAN at class granularity",
+    Metric.AMI_TUNED: "AMI, tuned per layer",
+    Metric.CKA_PREVIOUS: "largest change (lowest CKA to the layer before)",
+}
+
+
+def verdict_table(verdict: pd.DataFrame) -> pd.DataFrame:
+    """``verdict.parquet`` as the Layers page shows it: measure (in words), best layer,
+    value, its interval as text, the layers tied with it, and why it collapsed."""
+    def interval(low, high) -> str:
+        return "" if pd.isna(low) or pd.isna(high) else f"{low:.3f} – {high:.3f}"
+
+    return pd.DataFrame({
+        "measure": [VERDICT_TITLES.get(m, m) for m in verdict[Column.MEASURE]],
+        "best layer": [None if layer < 0 else int(layer) for layer in verdict[Column.LAYER]],
+        "value": verdict[Column.VALUE].round(3),
+        "95% interval": [interval(lo, hi) for lo, hi in zip(verdict[Column.CI_LOW], verdict[Column.CI_HIGH])],
+        "tied layers": verdict[Column.TIED],
+        "collapsed": verdict[Column.COLLAPSED],
+    })
+
 
 MARK_STABLE = "representation stops changing"
 MARK_LARGEST = "largest change"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Kind, Metric, Param
+from tracking.contract import Artifact, Kind, Metric, Param, Tag
 from tracking.contract import CatalogColumn as C
 from ui import components, data, routes, state
 from ui.charts import layers as charts
@@ -53,6 +53,7 @@ def render() -> None:
 
     # Where each curve comes from: the layers run of each extraction, and the extraction.
     analysed = {run_id: _latest_layers_run(layer_runs, run_id) for run_id in chosen}
+    _verdicts(analysed, labels)
     sources = {**{lr: labels[e] for e, lr in analysed.items() if lr}, **{e: labels[e] for e in chosen}}
     curve_keys = (*charts.CURVE_TITLES, Metric.AMI_STD)  # ami_std: error bars of the AMI (layers --seeds)
     curves = data.layer_curves(tuple(sources), curve_keys)
@@ -116,6 +117,36 @@ def render() -> None:
             components.link(routes.COMPARE, "this layers run in Compare", {"run": [layers_id]})
 
     _aligned_maps(done, labels)
+
+
+def _verdicts(analysed: dict[str, str | None], labels: dict) -> None:
+    """The answer first: for each analysed extraction, which layer each measure puts the
+    classes best at, whether they agree, and any clustering that collapsed."""
+    done = [(e, lr) for e, lr in analysed.items() if lr]
+    if not done:
+        return
+    st.subheader("Verdict: which layer holds the classes")
+    sentences = data.tags(tuple(lr for _, lr in done), Tag.VERDICT)
+    warnings = data.tags(tuple(lr for _, lr in done), Tag.WARNING)
+    agree = data.run_table(tuple(lr for _, lr in done))
+    agree = dict(zip(agree[C.RUN_ID], agree.get(C.PARAM_PREFIX + Param.MEASURES_AGREE, pd.Series(dtype=object))))
+    for extraction_id, layers_id in done:
+        verdict = data.table(layers_id, Artifact.VERDICT)
+        if verdict is None or verdict.empty:
+            continue  # unlabelled, or a layers run from before verdicts
+        if len(done) > 1:
+            st.markdown(f"**{labels[extraction_id]}**")
+        sentence = sentences.get(layers_id, "")
+        if str(agree.get(layers_id)) == "True":
+            st.success(sentence, icon=":material/check_circle:")
+        else:
+            st.info(sentence, icon=":material/compare_arrows:")  # an answer, not a fault
+        st.dataframe(charts.verdict_table(verdict), hide_index=True)
+        if layers_id in warnings:
+            st.warning(warnings[layers_id], icon=":material/warning:")
+    st.caption("Each measure's best layer with its 95% bootstrap interval; tied layers are those whose interval "
+               "reaches the best one's lower bound. The largest change is context: where the representation "
+               "moves, not where the classes are.")
 
 
 def _aligned_maps(done: list[tuple[str, str]], labels: dict) -> None:

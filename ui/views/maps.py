@@ -12,7 +12,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Metric, Param
+from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from tracking.contract import CatalogColumn as C
 from ui import components, data, routes, state
 from ui.charts import bigmap
@@ -163,6 +163,7 @@ def render() -> None:
         return
 
     details = {row[C.RUN_ID]: row for row in data.run_table(tuple(chosen)).to_dict("records")}
+    warnings = data.tags(tuple(chosen), Tag.WARNING)  # clusterings that collapsed
     sizes = {run_id: data.map_size(run_id) for run_id in chosen}
     missing = [run_id for run_id, size in sizes.items() if not size]
     for run_id in missing:
@@ -209,6 +210,8 @@ def render() -> None:
                 scores = [(m, row.get(C.METRIC_PREFIX + m)) for m in _SCORES]
                 st.caption(" · ".join(score_text(m, row, prefix=C.METRIC_PREFIX) for m, v in scores
                                       if v is not None and not pd.isna(v)) + note, help=TRUST_HELP)
+                if run_id in warnings:
+                    st.warning(warnings[run_id], icon=":material/warning:")
                 if clusters is not None and not clusters.empty:
                     n_clusters = int((clusters[Column.CLUSTER] != -1).sum())
                     with st.expander(f"{n_clusters} clusters: size, purity, keywords, typical sample"):
