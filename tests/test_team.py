@@ -363,12 +363,23 @@ def test_jobs_with_credentials_log_normally(team, digits_run):
     stored = list(team.artifacts.rglob(Path(Artifact.embedding(0)).name))
     assert stored, f"no embedding under {team.artifacts}"
 
-    # bob may read alice's extraction but not log into her experiment: a clear error, exit 1.
+    # bob may read alice's extraction but not log into her experiment: one line in people's
+    # words (who, which experiment, the permission needed, how to get it), exit 2.
     denied = subprocess.run(_latentscape("extract", "--data", "digits", "--experiment", "team-digits", "--force"),
                             env=team.env("bob"), capture_output=True, text=True, timeout=300)
-    assert denied.returncode == 1
-    assert "PERMISSION_DENIED" in denied.stderr or "403" in denied.stderr, denied.stderr[-2000:]
+    assert denied.returncode == 2, denied.stderr[-2000:]
+    lines = [line for line in denied.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, denied.stderr[-2000:]
+    assert "user 'bob' may not log runs in experiment 'team-digits'" in lines[0]
+    assert "needs EDIT permission" in lines[0] and "--provision-only --users FILE" in lines[0]
     assert "Traceback" not in denied.stderr
+
+    # A wrong password: the server did not accept bob's credentials.
+    wrong = {**team.env("bob"), "MLFLOW_TRACKING_PASSWORD": "not-his-password"}
+    refused = subprocess.run(_latentscape("extract", "--data", "digits", "--experiment", "bob-digits"),
+                             env=wrong, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "did not accept the credentials of user 'bob' (HTTP 401)" in refused.stderr, \
+        refused.stderr[-2000:]
 
 
 @contextlib.contextmanager
@@ -557,7 +568,7 @@ def test_a_sweep_survives_a_server_crash(team, digits_run, client_retries):
         for code, _, err in results:
             assert code != 0
             last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
-            assert last.startswith("latentscape sweep: failed: MlflowException: API request to "), err[-3000:]
+            assert last.startswith("latentscape sweep: error: cannot reach the tracking server http"), err[-3000:]
             assert "Traceback" not in err  # Optuna's warning for the failed trial is one line too
         team.start()
         resumed = _finish(_sweep_workers(team, digits_run, ["alice"], *extra, "--resume")[0])

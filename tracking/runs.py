@@ -127,6 +127,19 @@ class Store:
                 raise
             return self.client.get_experiment_by_name(name).experiment_id  # another process created it
 
+    def explain(self, error: BaseException, *, experiment_id: str | None = None) -> BaseException:
+        """``error`` as :func:`tracking.errors.server_error` words it (naming the
+        experiment when the server lets us read its name), else ``error`` itself."""
+        from tracking.errors import server_error
+
+        experiment = None
+        if experiment_id is not None:
+            try:
+                experiment = self.client.get_experiment(experiment_id).name
+            except Exception:  # noqa: BLE001 - the name is a courtesy; the id will do
+                experiment = experiment_id
+        return server_error(error, uri=self.uri, experiment=experiment) or error
+
     def _artifact_location(self, name: str) -> str | None:
         # Keep a local store self-contained: artifacts beside the database file,
         # not in whatever folder the first job happened to run from.
@@ -376,7 +389,10 @@ def tracked_run(
     """Open a run of ``kind``; end it FINISHED, FAILED (error in the ``error`` tag) or
     KILLED (Ctrl-C, SIGTERM). Staged artifacts are uploaded in every case."""
     all_tags = _run_tags(kind, parent_run_id, source_run_id, tags)
-    run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    try:
+        run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    except Exception as error:  # a team server's 401 / 403 said in people's words
+        raise store.explain(error, experiment_id=experiment_id) from error
     log = RunLog(store.client, run.info.run_id)
     outcome = Outcome()
     try:
