@@ -353,12 +353,13 @@ def _unit(a: np.ndarray) -> np.ndarray:
 
 def _directions(store, extraction, layer: int, run_id: str | None):
     """(run id, (classes, (c, d) vectors)) of the named directions run, else of the newest
-    finished one of this extraction at this layer; (None, None) when there is none."""
+    finished one of this extraction at this layer (any experiment); (None, None) when there
+    is none."""
     from tracking.runs import load_array
 
-    if run_id is None:
+    if run_id is None:  # in any experiment: a job may log to another than its extraction's
         found = store.client.search_runs(
-            [extraction.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            [e.experiment_id for e in store.client.search_experiments()], max_results=1, order_by=["attributes.start_time DESC"],
             filter_string=f"tags.`{Tag.KIND}` = '{Kind.DIRECTIONS.value}' and tags.`{Tag.SOURCE_RUN}` = "
                           f"'{extraction.run_id}' and tags.`{Tag.LAYER}` = '{layer}' and attributes.status = 'FINISHED'")
         if not found:
