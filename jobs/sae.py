@@ -27,8 +27,14 @@ from jobs._result import JobResult
 from tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
 
-__all__ = ["SaeConfig", "SaeData", "SaeFit", "sae", "add_parser", "load_data", "settings_for", "fit",
-           "sae_params", "config_from_params", "feature_table", "SCORE_NAMES", "KEYWORDS"]
+__all__ = ["SaeConfig", "SaeData", "SaeFit", "sae", "add_parser", "load_data", "settings_for", "fit", "log_fit",
+           "sae_params", "config_from_params", "feature_table", "find_directions", "replay_diff", "SCORE_NAMES",
+           "DIRECTIONS", "KEYWORDS"]
+
+# The natural direction of each score (sweep objectives).
+DIRECTIONS = {Metric.NMSE: "minimize", Metric.VARIANCE_EXPLAINED: "maximize", Metric.holdout(Metric.NMSE): "minimize",
+              Metric.holdout(Metric.VARIANCE_EXPLAINED): "maximize", Metric.L0: "minimize",
+              Metric.DEAD_FRACTION: "minimize"}
 
 # Every score a fit logs, so sweeps and replays can compare them by name.
 SCORE_NAMES = (Metric.NMSE, Metric.VARIANCE_EXPLAINED, Metric.holdout(Metric.NMSE),
@@ -351,7 +357,7 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
-def _directions(store, extraction, layer: int, run_id: str | None):
+def find_directions(store, extraction, layer: int, run_id: str | None):
     """(run id, (classes, (c, d) vectors)) of the named directions run, else of the newest
     finished one of this extraction at this layer (any experiment); (None, None) when there
     is none."""
@@ -397,7 +403,7 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
         check_tokens(extraction)
     dim = int(extraction.params.get(Param.DIM) or extraction.embedding(layer).shape[1])
     settings = settings_for(config, dim)
-    directions_run, directions = (_directions(store, extraction, layer, config.directions_run)
+    directions_run, directions = (find_directions(store, extraction, layer, config.directions_run)
                                   if extraction.labels is not None else (None, None))
     data = load_data(extraction, layer, tokens=config.tokens, max_tokens=config.max_tokens, seed=config.seed)
     if len(data.x) < 4:
@@ -417,28 +423,11 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
         # Train, then score on the training and the held-out rows.
         with progress(settings.epochs, "sae epochs", unit="epoch") as bar:
             result = fit(data, settings, on_epoch=bar.update)
-        log.metrics({**result.scores, **result.durations})
-        log.metric_rows([(Metric.LOSS, value, step) for step, value in enumerate(result.model.losses)])
-        weights = result.model.to_bytes()
-        log.bytes(Artifact.SAE_WEIGHTS, weights)
-
-        # What each feature means: features.parquet, feature x label AUCs, sparse activations.
-        features, feature_labels = feature_table(result.codes, data, top=config.top_samples,
-                                                 decoder=result.model.decoder, directions=directions)
-        log.table(Artifact.FEATURES, features)
-        log.table(Artifact.FEATURE_LABELS, feature_labels)
-        log.table(Artifact.ACTIVATIONS, _activation_frame(result.codes, data))
-        scores = dict(result.scores)
-        if not feature_labels.empty:
-            best = feature_labels.groupby(Column.LABEL)[Column.AUC].max()
-            from jobs.core.sae_scores import AUC_COVERED
-
-            scores[Metric.LABELS_COVERED] = float((best >= AUC_COVERED).sum())
-            log.metrics({Metric.LABELS_COVERED: scores[Metric.LABELS_COVERED]})
+        scores, weights = log_fit(log, result, data, top=config.top_samples, directions=directions)
 
         # A replay: how far the new weights and scores are from the logged ones.
         if replay_of is not None:
-            diff = _replay_diff(store, replay_of, logged, result, weights)
+            diff = replay_diff(store, replay_of, logged, result, weights)
             scores[Metric.REPLAY_MAX_ABS_DIFF] = diff
             log.metrics({Metric.REPLAY_MAX_ABS_DIFF: diff})
         run_id = log.run_id
@@ -448,6 +437,29 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
     if replay_of:
         details["replay_of"] = replay_of
     return JobResult(kind=Kind.SAE.value, run_id=run_id, experiment=experiment_name, scores=scores, details=details)
+
+
+def log_fit(log, result: SaeFit, data: SaeData, *, top: int = 10, directions=None) -> tuple[dict[str, float], bytes]:
+    """Log a fitted SAE into ``log``: its scores, the loss per step, the weights
+    (safetensors) and what each feature means (features.parquet, feature_labels.parquet,
+    activations.parquet). Returns (scores with labels_covered, the weights' bytes)."""
+    from jobs.core.sae_scores import AUC_COVERED
+
+    log.metrics({**result.scores, **result.durations})
+    log.metric_rows([(Metric.LOSS, value, step) for step, value in enumerate(result.model.losses)])
+    weights = result.model.to_bytes()
+    log.bytes(Artifact.SAE_WEIGHTS, weights)
+    features, feature_labels = feature_table(result.codes, data, top=top, decoder=result.model.decoder,
+                                             directions=directions)
+    log.table(Artifact.FEATURES, features)
+    log.table(Artifact.FEATURE_LABELS, feature_labels)
+    log.table(Artifact.ACTIVATIONS, _activation_frame(result.codes, data))
+    scores = dict(result.scores)
+    if not feature_labels.empty:
+        best = feature_labels.groupby(Column.LABEL)[Column.AUC].max()
+        scores[Metric.LABELS_COVERED] = float((best >= AUC_COVERED).sum())
+        log.metrics({Metric.LABELS_COVERED: scores[Metric.LABELS_COVERED]})
+    return scores, weights
 
 
 def _activation_frame(codes: np.ndarray, data: SaeData):
@@ -461,7 +473,7 @@ def _activation_frame(codes: np.ndarray, data: SaeData):
                          Column.ACTIVATION: per_sample[rows, features].astype(np.float32)})
 
 
-def _replay_diff(store, run_id: str, logged, result: SaeFit, weights: bytes) -> float:
+def replay_diff(store, run_id: str, logged, result: SaeFit, weights: bytes) -> float:
     """Largest |difference| between the replay and the logged run: over the weights when
     the run logged them (an sae run), and over the scores both have (NaN equals NaN)."""
     from jobs._sae import load_sae

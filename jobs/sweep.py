@@ -75,6 +75,7 @@ _JOIN_WAIT_S = 60.0
 DEFAULT_SEARCH_EPOCHS = 100
 _EPOCHS = Param.reducer_param("n_epochs")
 _MAX_CONSECUTIVE_FAILURES = 10
+TARGETS = ("map", "sae")  # what a trial fits (sae: jobs._sae_sweep)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class SweepConfig:
     holdout: float | None = None  # fraction of samples held out of tuning (stratified, seeded)
     workers: int = 1  # processes on the study, this one included (one core each)
     search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
+    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (jobs._sae_sweep)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
@@ -122,6 +124,8 @@ class SweepConfig:
             raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
+        if self.target not in TARGETS:
+            raise UsageError(f"--target {self.target!r} is not one of {', '.join(TARGETS)}", "pass --target map or sae")
         if self.direction not in (None, "maximize", "minimize"):
             raise UsageError(f"--direction {self.direction!r} is neither maximize nor minimize",
                              "pass --direction maximize or --direction minimize")
@@ -154,6 +158,10 @@ def add_parser(subparsers, parents) -> None:
     )
     parser.add_argument("--run", required=False, help="the extract run to sweep (its id)")
     parser.add_argument("--layer", help="layer to map (default: the last one)")
+    parser.add_argument("--target", choices=TARGETS, default="map",
+                        help="what each trial fits: a map (default) or a sparse autoencoder (sae: searches "
+                        "features, k and learning_rate; objective holdout.variance_explained unless --objective "
+                        "names another sae score; --space takes 'target: sae' and params named as the sae run's)")
     parser.add_argument("--trials", default="30", help="trials this process adds to the study (default 30)")
     parser.add_argument("--objective", default=Metric.AMI, help="score to optimise (default ami)")
     parser.add_argument("--direction", help="maximize or minimize (default: the score's natural direction)")
@@ -233,6 +241,7 @@ def _run_cli(args) -> JobResult:
         search_epochs=0 if args.search_epochs == "full" else int_option(args.search_epochs, "--search-epochs"),
         heartbeat=int_option(args.heartbeat, "--heartbeat"), score_k=int_option(args.score_k, "--score-k"),
         score_sample=int_option(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
+        target=args.target,
     )
     precheck(config)  # before the store: milliseconds, not seconds
     from tracking.runs import open_store
@@ -369,6 +378,10 @@ class _Plan:
             return self.searched_config(trial_params)
         return self.searched_config({**trial_params, _EPOCHS: self.refit_epochs})
 
+    def config_of(self, point):
+        """The config of one suggested point (``space.suggest``'s value)."""
+        return self.trial_config(*point)
+
     def default_point(self) -> dict | None:
         """The default map as Optuna params of the space (None: the space excludes it)."""
         return self.space.point_of(self.base.flat_params())
@@ -494,6 +507,10 @@ def precheck(config: SweepConfig) -> None:
     from jobs.core.scores import SCORE_NAMES
     from jobs.core.search_space import SearchSpace
 
+    if config.target == "sae":
+        from jobs._sae_sweep import precheck as sae_precheck
+
+        return sae_precheck(config)
     if config.objective not in SCORE_NAMES:
         raise UsageError(f"unknown objective {config.objective!r}", f"choose one of {', '.join(SCORE_NAMES)}")
     if config.space is not None:
@@ -513,6 +530,10 @@ def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobRe
     precheck(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_optuna_warnings()
+    if config.target == "sae":
+        from jobs._sae_sweep import SaeWorker, sae_plan
+
+        return SaeWorker(config, sae_plan(config, store, experiment), store).run()
     plan = _plan(config, store, experiment)
     worker = _Worker(config, plan, store)
     return worker.run()
@@ -780,16 +801,20 @@ class _Worker:
         finally:
             self._stop_helpers()
 
-    def _work_here(self, log) -> JobResult:
+    def _load(self) -> None:
+        """Load the layer once; share k-NN graphs and score references across trials."""
         from jobs.core.mapping import NeighbourCache
-        from tracking.runs import RunWriter
 
-        # Load the layer once; share k-NN graphs and score references across trials.
         self.x = self.plan.extraction.embedding(self.plan.layer)
         # With --holdout no map gets the labels: _fit scores the tuning rows only.
         self.labels = self.plan.labels if self.plan.tune is None else None
         hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
         self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
+
+    def _work_here(self, log) -> JobResult:
+        from tracking.runs import RunWriter
+
+        self._load()
 
         # One BLAS/OpenMP thread per map, set once for the whole process (not per map:
         # trial threads would undo each other's limits); parallelism is across trials.
@@ -914,7 +939,7 @@ class _Worker:
             raise optuna.TrialPruned(_SURPLUS)
         started = time.perf_counter()
         plan = self.plan
-        reducer_params, clusterer_params = plan.space.suggest(trial)
+        point = plan.space.suggest(trial)
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
         # them); they, its scores and its state go in one batch at the end (a config.json
         # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
@@ -922,7 +947,7 @@ class _Worker:
         with self._open_trial_run(trial.number) as run:
             config = None
             try:
-                config = plan.trial_config(reducer_params, clusterer_params)
+                config = plan.config_of(point)
                 result = self._fit(config, with_view=False)
             except BaseException as error:
                 params = self._params(config) if config is not None else {}
@@ -1106,11 +1131,15 @@ class _Worker:
                 found[int(number)] = run
         return found
 
+    def _score_names(self) -> tuple[str, ...]:
+        """The scores a trial logs (the columns of trials.parquet after the params)."""
+        from jobs.core.scores import SCORE_NAMES
+
+        return tuple(SCORE_NAMES)
+
     def _trials_frame(self, runs: dict[int, Any]):
         """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score."""
         import pandas as pd
-
-        from jobs.core.scores import SCORE_NAMES
 
         rows = []
         for t in self.study.get_trials(deepcopy=False):
@@ -1121,7 +1150,7 @@ class _Worker:
                    Column.DURATION: duration, Column.RUN_ID: run.info.run_id if run is not None else None}
             row.update(t.params)
             metrics = run.data.metrics if run is not None else {}
-            row.update({name: metrics.get(name, math.nan) for name in SCORE_NAMES})
+            row.update({name: metrics.get(name, math.nan) for name in self._score_names()})
             rows.append(row)
         return pd.DataFrame(rows)
 

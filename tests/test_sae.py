@@ -166,3 +166,36 @@ def test_bad_input_is_one_line_exit_2_and_no_run(request, capsys, fixture, extra
     assert err.startswith("latentscape sae: error: ") and words in err and "\n" not in err
     assert len(store.client.search_runs([extraction.experiment_id])) == before
     assert not _running(store)
+
+
+# -- sweep --target sae ------------------------------------------------------------------
+def test_sweep_searches_sae_settings_with_child_trials_resume_and_replay(store):
+    from jobs._source import load_extraction
+    from jobs.extract import ExtractConfig, extract
+    from jobs.sweep import SweepConfig, sweep
+
+    extraction = load_extraction(store, extract(ExtractConfig(data="digits", limit=300), store=store).run_id)
+    space = {"target": "sae", "params": {Param.FEATURES: {"low": 64, "high": 256, "log": True},
+                                         Param.K: {"low": 4, "high": 16}, Param.EPOCHS: 5}}
+    config = SweepConfig(run=extraction.run_id, layer=0, trials=3, target="sae", space=space, progress=False)
+    result = sweep(config, store=store)
+    run = store.get_run(result.run_id)
+    assert run.data.tags[Tag.KIND] == Kind.SWEEP.value and run.data.params[Param.TARGET] == "sae"
+    assert run.data.params[Param.OBJECTIVE] == Metric.holdout(Metric.VARIANCE_EXPLAINED)
+    assert run.data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    experiments = [e.experiment_id for e in store.client.search_experiments()]
+    trials = store.client.search_runs(experiments, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.run_id}'")
+    assert len(trials) == 3 and {t.data.tags[Tag.KIND] for t in trials} == {Kind.TRIAL.value}
+    assert all(t.info.status == "FINISHED" and 64 <= int(t.data.params[Param.FEATURES]) <= 256 for t in trials)
+    table = load_table(store, result.run_id, Artifact.TRIALS)
+    assert len(table) == 3 and table[Metric.holdout(Metric.VARIANCE_EXPLAINED)].notna().all()
+    best = table.loc[table[Column.VALUE].idxmax()]
+    assert run.data.metrics[Metric.BEST_VALUE] == best[Column.VALUE]
+    assert len(load_table(store, result.run_id, Artifact.FEATURES)) == int(best[Param.FEATURES])
+
+    # --resume adds no trial; a trial replays exactly from its params.
+    again = sweep(SweepConfig(**{**config.__dict__, "resume": True}), store=store)
+    assert again.run_id == result.run_id
+    assert len(store.client.search_runs(experiments, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.run_id}'")) == 3
+    replay = sae(SaeConfig(from_run=trials[0].info.run_id), store=store)
+    assert replay.scores[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
