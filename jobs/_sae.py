@@ -48,8 +48,8 @@ class SaeSettings:
 
     features: int
     k: int = 32
-    epochs: int = 200
-    learning_rate: float = 2e-3
+    epochs: int = 30
+    learning_rate: float = 1e-3
     batch_size: int = 128
     aux_k: int | None = None
     aux_coef: float = 1 / 32

@@ -51,8 +51,8 @@ class SaeConfig:
     layer: int | None = None
     features: int | None = None
     k: int = 32
-    epochs: int = 200
-    learning_rate: float = 2e-3
+    epochs: int = 30
+    learning_rate: float = 1e-3
     batch_size: int = 128
     aux_k: int | None = None
     aux_coef: float = 1 / 32
