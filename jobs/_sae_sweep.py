@@ -133,6 +133,13 @@ class SaeWorker(_Worker):
             Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
         }
 
+    def _trials_frame(self, runs: dict[int, Any]):
+        """trials.parquet with the searched settings as ``params_<name>`` (Optuna's own
+        trials_dataframe naming, which the Sweeps page reads), not bare score-like names."""
+        frame = super()._trials_frame(runs)
+        names = {d.name for d in self.plan.space.dimensions} | set(self.plan.space.fixed)
+        return frame.rename(columns={name: f"params_{name}" for name in names if name in frame})
+
     def _log_best(self, log) -> None:
         """Re-train the best trial from its settings and log it whole in the sweep run."""
         from jobs.sae import find_directions, log_fit, replay_diff, settings_for

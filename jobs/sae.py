@@ -143,6 +143,9 @@ def add_parser(subparsers, parents) -> None:
 
 
 def _run_cli(args) -> JobResult:
+    if args.from_run and (args.run or args.layer is not None or args.features is not None or args.tokens):
+        raise UsageError("--from-run retrains with a logged run's settings and takes no --run, --layer, "
+                         "--features or --tokens", "drop them, or drop --from-run")
     config = SaeConfig(
         run=args.run, layer=args.layer, features=args.features, k=args.k, epochs=args.epochs,
         learning_rate=args.learning_rate, batch_size=args.batch_size, aux_k=args.aux_k, aux_coef=args.aux_coef,
@@ -269,6 +272,7 @@ def config_from_params(params: dict[str, str], *, run: str) -> SaeConfig:
             holdout=float(params[Param.HOLDOUT]), seed=int(params[Param.SEED]),
             tokens=params.get(Param.TOKENS) == "True", max_tokens=optional(Param.MAX_TOKENS) or 20000,
             top_samples=int(params.get(Param.TOP_SAMPLES, 10)),
+            directions_run=None if params.get(Param.DIRECTIONS_RUN) in (None, "None", "") else params[Param.DIRECTIONS_RUN],
         )
     except KeyError as error:
         raise UsageError(f"the run's params lack {error.args[0]!r}: it is not an sae run or SAE trial",
@@ -423,6 +427,7 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
         # Train, then score on the training and the held-out rows.
         with progress(settings.epochs, "sae epochs", unit="epoch") as bar:
             result = fit(data, settings, on_epoch=bar.update)
+        log.params({Param.DEVICE: result.model.device})
         scores, weights = log_fit(log, result, data, top=config.top_samples, directions=directions)
 
         # A replay: how far the new weights and scores are from the logged ones.

@@ -191,7 +191,7 @@ def test_sweep_searches_sae_settings_with_child_trials_resume_and_replay(store):
     assert len(table) == 3 and table[Metric.holdout(Metric.VARIANCE_EXPLAINED)].notna().all()
     best = table.loc[table[Column.VALUE].idxmax()]
     assert run.data.metrics[Metric.BEST_VALUE] == best[Column.VALUE]
-    assert len(load_table(store, result.run_id, Artifact.FEATURES)) == int(best[Param.FEATURES])
+    assert len(load_table(store, result.run_id, Artifact.FEATURES)) == int(best[f"params_{Param.FEATURES}"])
 
     # --resume adds no trial; a trial replays exactly from its params.
     again = sweep(SweepConfig(**{**config.__dict__, "resume": True}), store=store)

@@ -43,10 +43,24 @@ def _maps_of(source_run: str | None):
     return maps[(maps[C.SOURCE_RUN] == source_run) & (maps[C.STATUS] == "FINISHED")]
 
 
+def _sae_runs():
+    """Finished sae runs and SAE sweeps (``sweep --target sae`` logs its best SAE whole), newest first."""
+    runs = data.runs(kinds=(Kind.SAE.value, Kind.SWEEP.value))
+    if runs.empty:
+        return runs
+    runs = runs[runs[C.STATUS] == "FINISHED"]
+    sweeps = tuple(runs.loc[runs[C.KIND] == Kind.SWEEP.value, C.RUN_ID])
+    if sweeps:
+        table = data.run_table(sweeps)
+        target = C.PARAM_PREFIX + Param.TARGET
+        sae_sweeps = set(table.loc[table[target] == "sae", C.RUN_ID]) if target in table else set()
+        runs = runs[(runs[C.KIND] == Kind.SAE.value) | runs[C.RUN_ID].isin(sae_sweeps)]
+    return runs
+
+
 def render() -> None:
     components.page_header(routes.FEATURES)
-    runs = data.runs(kinds=(Kind.SAE.value,))
-    runs = runs[runs[C.STATUS] == "FINISHED"] if not runs.empty else runs
+    runs = _sae_runs()
     if runs.empty:
         components.empty_state("No sparse autoencoder yet: a dictionary of sparse features of one layer, each "
                                "with its top examples, keywords and the label it separates best.",
