@@ -32,8 +32,9 @@ def _running(store) -> list[str]:
 
 # -- the method on planted structure ----------------------------------------------------
 def test_a_planted_sparse_dictionary_is_recovered():
+    # measured: 30 of 32 at cosine >= 0.95 (seeds 1-3 of the data and model: 31, 27, 30)
     planted = plant_sparse_directions(n=1500, d=24, m=32, active=3, noise=0.01, seed=0)
-    model = train_sae(planted.x, SaeSettings(features=64, k=3, epochs=40, learning_rate=3e-3, batch_size=128))
+    model = train_sae(planted.x, SaeSettings(features=64, k=3, epochs=25, learning_rate=5e-3, batch_size=128))
     cosines = max_cosines(model.decoder, planted.directions)
     assert np.mean(cosines >= 0.95) >= 0.8, np.sort(cosines)[:8]
     codes = model.encode(planted.x)
