@@ -117,7 +117,9 @@ class TrainedSae:
         from safetensors.torch import save
 
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.model.state_dict().items()}
-        return save(state, metadata={"k": str(self.k), "format": "latentscape-topk-sae"})
+        # One metadata key: safetensors writes its metadata map in hash order, so with two
+        # keys the same weights gave different bytes from one process to the next.
+        return save(state, metadata={"k": str(self.k)})
 
 
 def _module(dim: int, features: int, generator):
