@@ -223,6 +223,42 @@ class Encoder:
             torch.set_num_threads(threads_before)
         return out, int(lengths.sum())
 
+    def token_states(self, texts: Sequence[str], *, layer: int, max_length: int = 256, batch_size: int = 32,
+                     max_tokens: int | None = None, on_batch: Callable[[int], None] | None = None,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every real token's hidden state at ``layer`` (special tokens and padding left out):
+        ``(states (m, dim) float32, text (m,) int64 index into texts, token (m,) str)``, in
+        text order. Stops after the batch that reaches ``max_tokens`` and keeps the first
+        ``max_tokens`` rows (None: every token)."""
+        import torch
+
+        layer = self.check_layers([layer])[0]
+        states, owners, tokens = [], [], []
+        seen = 0
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                chunk = [str(t) for t in texts[start:start + batch_size]]
+                batch = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=True,
+                                       return_tensors="pt", return_special_tokens_mask=True)
+                special = batch.pop("special_tokens_mask").bool()
+                keep = (batch["attention_mask"] > 0) & ~special
+                hidden = self.model(**{k: v.to(self.device) for k, v in batch.items()}).hidden_states[layer]
+                rows, positions = keep.nonzero(as_tuple=True)
+                states.append(hidden[rows.to(self.device), positions.to(self.device)].float().cpu().numpy())
+                owners.append(rows.numpy() + start)
+                ids = batch["input_ids"][rows, positions].tolist()
+                tokens.extend(self.tokenizer.convert_ids_to_tokens(ids))
+                seen += len(ids)
+                if on_batch:
+                    on_batch(len(chunk))
+                if max_tokens is not None and seen >= max_tokens:
+                    break
+        dim = int(self.model.config.hidden_size)
+        out = np.concatenate(states) if states else np.zeros((0, dim), np.float32)
+        owner = np.concatenate(owners).astype(np.int64) if owners else np.zeros(0, np.int64)
+        limit = len(out) if max_tokens is None else max_tokens
+        return out[:limit], owner[:limit], np.asarray(tokens[:limit], dtype=object)
+
     def _pooled_torch(self, batch, pooling: str, layers: list[int]) -> dict[int, np.ndarray]:
         """``{layer: (batch, dim)}`` of one padded batch through the torch model."""
         import torch

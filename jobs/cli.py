@@ -26,6 +26,7 @@ JOB_MODULES = {
     "interpolate": "jobs.interpolate",
     "analogies": "jobs.analogies",
     "directions": "jobs.directions",
+    "sae": "jobs.sae",
     "search": "jobs.search",
     "ui": "jobs.serve",
     "server": "jobs.serve",

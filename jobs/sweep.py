@@ -77,6 +77,7 @@ _EPOCHS = Param.reducer_param("n_epochs")
 _MAX_CONSECUTIVE_FAILURES = 10
 SWEEP_COLLAPSE_FIX = ("sweep with --clusterer kmeans, or a --space whose min_cluster_size range stays below a "
                       "class's size")
+TARGETS = ("map", "sae")  # what a trial fits (sae: jobs._sae_sweep)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class SweepConfig:
     workers: int = 1  # processes on the study, this one included (one core each)
     search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
     parent_run: str | None = None  # the sweep run's parent (None: the extraction; layers --tune: its run)
+    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (jobs._sae_sweep)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
@@ -125,6 +127,8 @@ class SweepConfig:
             raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
+        if self.target not in TARGETS:
+            raise UsageError(f"--target {self.target!r} is not one of {', '.join(TARGETS)}", "pass --target map or sae")
         if self.direction not in (None, "maximize", "minimize"):
             raise UsageError(f"--direction {self.direction!r} is neither maximize nor minimize",
                              "pass --direction maximize or --direction minimize")
@@ -157,6 +161,10 @@ def add_parser(subparsers, parents) -> None:
     )
     parser.add_argument("--run", required=False, help="the extract run to sweep (its id)")
     parser.add_argument("--layer", help="layer to map (default: the last one)")
+    parser.add_argument("--target", choices=TARGETS, default="map",
+                        help="what each trial fits: a map (default) or a sparse autoencoder (sae: searches "
+                        "features, k and learning_rate; objective holdout.variance_explained unless --objective "
+                        "names another sae score; --space takes 'target: sae' and params named as the sae run's)")
     parser.add_argument("--trials", default="30", help="trials this process adds to the study (default 30)")
     parser.add_argument("--objective", default=Metric.AMI, help="score to optimise (default ami)")
     parser.add_argument("--direction", help="maximize or minimize (default: the score's natural direction)")
@@ -236,6 +244,7 @@ def _run_cli(args) -> JobResult:
         search_epochs=0 if args.search_epochs == "full" else int_option(args.search_epochs, "--search-epochs"),
         heartbeat=int_option(args.heartbeat, "--heartbeat"), score_k=int_option(args.score_k, "--score-k"),
         score_sample=int_option(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
+        target=args.target,
     )
     precheck(config)  # before the store: milliseconds, not seconds
     from tracking.runs import open_store
@@ -372,6 +381,10 @@ class _Plan:
             return self.searched_config(trial_params)
         return self.searched_config({**trial_params, _EPOCHS: self.refit_epochs})
 
+    def config_of(self, point):
+        """The config of one suggested point (``space.suggest``'s value)."""
+        return self.trial_config(*point)
+
     def default_point(self) -> dict | None:
         """The default map as Optuna params of the space (None: the space excludes it)."""
         return self.space.point_of(self.base.flat_params())
@@ -497,6 +510,10 @@ def precheck(config: SweepConfig) -> None:
     from jobs.core.scores import SCORE_NAMES
     from jobs.core.search_space import SearchSpace
 
+    if config.target == "sae":
+        from jobs._sae_sweep import precheck as sae_precheck
+
+        return sae_precheck(config)
     if config.objective not in SCORE_NAMES:
         raise UsageError(f"unknown objective {config.objective!r}", f"choose one of {', '.join(SCORE_NAMES)}")
     if config.space is not None:
@@ -516,6 +533,10 @@ def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobRe
     precheck(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_optuna_warnings()
+    if config.target == "sae":
+        from jobs._sae_sweep import SaeWorker, sae_plan
+
+        return SaeWorker(config, sae_plan(config, store, experiment), store).run()
     plan = _plan(config, store, experiment)
     worker = _Worker(config, plan, store)
     return worker.run()
@@ -783,16 +804,20 @@ class _Worker:
         finally:
             self._stop_helpers()
 
-    def _work_here(self, log) -> JobResult:
+    def _load(self) -> None:
+        """Load the layer once; share k-NN graphs and score references across trials."""
         from jobs.core.mapping import NeighbourCache
-        from tracking.runs import RunWriter
 
-        # Load the layer once; share k-NN graphs and score references across trials.
         self.x = self.plan.extraction.embedding(self.plan.layer)
         # With --holdout no map gets the labels: _fit scores the tuning rows only.
         self.labels = self.plan.labels if self.plan.tune is None else None
         hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
         self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
+
+    def _work_here(self, log) -> JobResult:
+        from tracking.runs import RunWriter
+
+        self._load()
 
         # One BLAS/OpenMP thread per map, set once for the whole process (not per map:
         # trial threads would undo each other's limits); parallelism is across trials.
@@ -917,7 +942,7 @@ class _Worker:
             raise optuna.TrialPruned(_SURPLUS)
         started = time.perf_counter()
         plan = self.plan
-        reducer_params, clusterer_params = plan.space.suggest(trial)
+        point = plan.space.suggest(trial)
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
         # them); they, its scores and its state go in one batch at the end (a config.json
         # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
@@ -925,7 +950,7 @@ class _Worker:
         with self._open_trial_run(trial.number) as run:
             config = None
             try:
-                config = plan.trial_config(reducer_params, clusterer_params)
+                config = plan.config_of(point)
                 result = self._fit(config, with_view=False)
             except BaseException as error:
                 params = self._params(config) if config is not None else {}
@@ -1113,11 +1138,15 @@ class _Worker:
                 found[int(number)] = run
         return found
 
+    def _score_names(self) -> tuple[str, ...]:
+        """The scores a trial logs (the columns of trials.parquet after the params)."""
+        from jobs.core.scores import SCORE_NAMES
+
+        return tuple(SCORE_NAMES)
+
     def _trials_frame(self, runs: dict[int, Any]):
         """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score."""
         import pandas as pd
-
-        from jobs.core.scores import SCORE_NAMES
 
         rows = []
         for t in self.study.get_trials(deepcopy=False):
@@ -1128,7 +1157,7 @@ class _Worker:
                    Column.DURATION: duration, Column.RUN_ID: run.info.run_id if run is not None else None}
             row.update(t.params)
             metrics = run.data.metrics if run is not None else {}
-            row.update({name: metrics.get(name, math.nan) for name in SCORE_NAMES})
+            row.update({name: metrics.get(name, math.nan) for name in self._score_names()})
             rows.append(row)
         return pd.DataFrame(rows)
 

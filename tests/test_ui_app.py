@@ -28,9 +28,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import CatalogColumn, Column, Kind, Metric
+from tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric
 from ui.charts import compare as compare_charts
 from ui.charts import directions as direction_charts
+from ui.charts import features as feature_charts
 from ui.charts import interpolation as interpolation_charts
 from ui.charts import layers as layer_charts
 from ui.charts import bigmap
@@ -62,6 +63,7 @@ class UiRuns:
     digits_interpolation: str | None = None
     analogies: str | None = None
     directions: str | None = None
+    sae: str | None = None
     missing: dict[str, str] = field(default_factory=dict)
 
     def need(self, job: str) -> None:
@@ -87,7 +89,7 @@ def build_ui_runs(text, digits) -> UiRuns:
     labels = text.labels
     start = text.ids[0]
     end = next(i for i, label in zip(text.ids, labels) if label != labels[0])
-    for module in ("map", "sweep", "layers", "interpolate", "analogies", "directions"):
+    for module in ("map", "sweep", "layers", "interpolate", "analogies", "directions", "sae"):
         if not _written(f"jobs.{module}"):
             runs.missing[module] = f"jobs/{module}.py is not written yet: its page is not checked"
     if "map" not in runs.missing:
@@ -129,6 +131,11 @@ def build_ui_runs(text, digits) -> UiRuns:
 
         config = DirectionsConfig(run=text.run_id, layer=6)
         runs.directions = directions(config, store=store, experiment=UI_EXPERIMENT).run_id
+    if "sae" not in runs.missing:
+        from jobs.sae import SaeConfig, sae
+
+        config = SaeConfig(run=text.run_id, layer=6, features=128, k=8, epochs=5)
+        runs.sae = sae(config, store=store, experiment=UI_EXPERIMENT).run_id
     marker.write_text(json.dumps(asdict(runs)))
     return runs
 
@@ -489,6 +496,36 @@ def test_projection_separation_and_angles_between_directions():
     direction_charts.angle_chart(angles).to_dict()
 
 
+def test_feature_browser_heatmap_and_map_colouring_info():
+    features = pd.DataFrame({
+        Column.FEATURE: [0, 1, 2], Column.DENSITY: [0.2, 0.0, 0.5], Column.AUC: [0.95, 0.5, 0.7],
+        Column.BEST_LABEL: ["soup", "soup", "jazz"], Column.KEYWORDS: [["broth", "simmer"], [], ["band"]],
+        Column.TOP_TEXTS: [["Simmer the broth."], [], ["The band played."]],
+        Column.TOP_SAMPLES: [["s1"], [], ["s2"]], Column.TOP_ACTIVATIONS: [[2.0], [], [1.5]],
+        Column.TOP_TOKENS: [[], [], []],
+    })
+    listing = feature_charts.feature_list_info(features)
+    assert listing.frame[Column.FEATURE].tolist() == [0, 2] and listing.n_dead == 1
+    assert feature_charts.feature_list_info(features, sort=Column.DENSITY).frame[Column.FEATURE].tolist() == [2, 0]
+    assert feature_charts.feature_list_info(features, query="BAND").frame[Column.FEATURE].tolist() == [2]
+    assert feature_charts.feature_list_info(features, include_dead=True).frame[Column.FEATURE].tolist() == [0, 2, 1]
+    examples = feature_charts.examples_info(features, 0)
+    assert examples.best_label == "soup" and examples.frame["share"].tolist() == [1.0]
+    feature_charts.examples_chart(examples).to_dict()
+    labels = pd.DataFrame({Column.FEATURE: [0, 0, 1, 1, 2, 2], Column.LABEL: ["jazz", "soup"] * 3,
+                           Column.AUC: [0.1, 0.95, 0.5, 0.5, 0.7, 0.3]})
+    heat = feature_charts.heatmap_info(labels, per_label=1)
+    assert heat.features == ["2", "0"] and heat.labels == ["jazz", "soup"]
+    feature_charts.heatmap_chart(heat).to_dict()
+    points = pd.DataFrame({Column.SAMPLE_ID: ["s1", "s2", "s3"], Column.X: [0, 1, 2], Column.Y: [0, 1, 0],
+                           Column.LABEL: ["soup", "jazz", "soup"], Column.TEXT: ["a", "b", "c"]})
+    activations = pd.DataFrame({Column.SAMPLE_ID: ["s1", "s3", "s2"], Column.FEATURE: [0, 0, 2],
+                                Column.ACTIVATION: [2.0, 0.5, 1.5]})
+    shown = feature_charts.feature_map_info(points, activations, 0)
+    assert shown.n_active == 2 and shown.frame[Column.SAMPLE_ID].tolist() == ["s2", "s3", "s1"]
+    feature_charts.feature_map_chart(shown).to_dict()
+
+
 # -- every page on real runs --------------------------------------------------------------------
 PAGES = {
     # path: (job it needs or None, minimum charts on the page with this session's runs)
@@ -498,6 +535,7 @@ PAGES = {
     "views/sweeps.py": ("sweep", 4),
     "views/interpolation.py": ("interpolate", 3),
     "views/directions.py": ("directions", 2),
+    "views/features.py": ("sae", 3),
     "views/compare.py": (None, 1),
 }
 
@@ -512,6 +550,7 @@ def _params_for(path: str, runs: UiRuns) -> dict:
         "views/interpolation.py": {"run": runs.interpolations + [runs.digits_interpolation],
                                    "analogy": runs.analogies} if runs.interpolations else {},
         "views/directions.py": {"run": runs.directions} if runs.directions else {},
+        "views/features.py": {"run": runs.sae} if runs.sae else {},
         "views/compare.py": {"run": runs.maps or [runs.text, runs.digits]},
     }[path]
 
@@ -684,6 +723,32 @@ def test_directions_page_projects_on_the_linked_concept(app_env):
     assert_clean(at)
     assert at.selectbox[1].value == chosen and at.radio[0].value == "probe"
     assert any(chosen in json.dumps(spec.get("title", "")) for spec in charts(at))
+
+
+def test_features_page_browses_features_and_colours_a_map_by_one(app_env):
+    app_env.need("sae")
+    at = open_page("views/features.py", {"run": app_env.sae})
+    assert_clean(at)
+    listed = at.dataframe[0].value
+    feature = int(listed[Column.FEATURE].iloc[-1])
+    word = next(w for w in listed[Column.KEYWORDS] if w).split(", ")[0]
+    at = open_page("views/features.py", {"run": app_env.sae, "feature": str(feature), "sort": Column.DENSITY})
+    assert_clean(at)
+    assert at.selectbox(key="features.feature").value == feature and at.radio[0].value == Column.DENSITY
+    titles = json.dumps([spec.get("title", "") for spec in charts(at)])
+    assert f"feature {feature}" in titles and "feature x label AUC" in titles
+    if "map" not in app_env.missing:  # the same extraction's map, coloured by the feature
+        assert titles.count(f"feature {feature}") == 2
+    at = open_page("views/features.py", {"run": app_env.sae, "q": word})
+    assert_clean(at)
+    from tracking.runs import load_table, open_store
+
+    table = load_table(open_store(app_env.tracking_uri), app_env.sae, Artifact.FEATURES).set_index(Column.FEATURE)
+    found = at.dataframe[0].value[Column.FEATURE].astype(int).tolist()
+    assert feature_charts.feature_list_info(table.reset_index(), query=word).frame[Column.FEATURE].tolist() \
+        == found[:len(found)]
+    assert 0 < len(found) < len(listed) and all(
+        word in " ".join([*table.loc[f, Column.KEYWORDS], *table.loc[f, Column.TOP_TEXTS]]).lower() for f in found)
 
 
 def test_compare_lists_params_and_metrics_of_the_linked_runs(app_env):

@@ -57,6 +57,7 @@ class Kind(StrEnum):
     ANALOGIES = "analogies"
     DIRECTIONS = "directions"
     AUTOENCODER = "autoencoder"
+    SAE = "sae"  # a sparse autoencoder's dictionary of one layer (issue 19)
 
 
 class Tag:
@@ -171,6 +172,17 @@ class Param:
     HIDDEN = "hidden"
     EPOCHS = "epochs"
     LEARNING_RATE = "learning_rate"
+    # sae (issue 19): dictionary size, TopK's k (Param.K), AuxK, token-level training
+    FEATURES = "features"
+    AUX_K = "aux_k"  # dead latents the AuxK loss reconstructs the residual with
+    AUX_COEF = "aux_coef"
+    DEAD_AFTER = "dead_after"  # rows seen without firing after which a latent counts as dead
+    TOKENS = "tokens"  # True: trained on token activations re-extracted from the run's model
+    MAX_TOKENS = "max_tokens"
+    N_ROWS = "n_rows"  # rows trained and evaluated on (samples, or tokens with --tokens)
+    TOP_SAMPLES = "top_samples"  # top-activating samples kept per feature
+    DIRECTIONS_RUN = "directions_run"  # the directions run whose label directions features are compared with
+    TARGET = "target"  # sweep --target: what each trial fits (map or sae)
     HOLDOUT = "holdout"  # autoencoder: validation fraction; sweep --holdout (and its trials, best map,
     # replays): the fraction of samples held out, stratified by label, split with the run's seed
 
@@ -269,6 +281,14 @@ class Metric:
     DIRECTION_AUC = "direction_auc"
     METHOD_AGREEMENT = "method_agreement"
 
+    # sae (issue 19); variance_explained and nmse also as holdout.<name> (the held-out rows)
+    NMSE = "nmse"  # squared error over the squared error of predicting the training mean
+    VARIANCE_EXPLAINED = "variance_explained"  # 1 - nmse
+    L0 = "l0"  # mean active latents per row
+    DEAD_FRACTION = "dead_fraction"  # latents that never fire on any row
+    LABELS_COVERED = "labels_covered"  # labels with a feature of AUC >= 0.9
+    TRAIN_SECONDS = "train_seconds"
+
     HOLDOUT_PREFIX = "holdout."  # sweep --holdout: the best map's scores over the held-out samples
 
     @staticmethod
@@ -315,6 +335,10 @@ class Artifact:
     ARITHMETIC_IMAGE = "images/arithmetic.png"
     RECONSTRUCTIONS_IMAGE = "images/reconstructions.png"
     AUTOENCODER_WEIGHTS = "autoencoder/state_dict.pt"
+    SAE_WEIGHTS = "sae/weights.safetensors"  # safetensors: tensors only, never pickle
+    FEATURES = "features.parquet"  # one row per SAE feature
+    FEATURE_LABELS = "feature_labels.parquet"  # feature, label, auc: every feature against every label
+    ACTIVATIONS = "activations.parquet"  # sample_id, feature, activation: the nonzero (top-k) activations
     QUESTIONS_FILE = "questions.txt"
     DIRECTIONS_DIR = "directions"
     EMBEDDINGS_DIR = "embeddings"
@@ -404,6 +428,19 @@ class Column:
     KEYWORD_SCORES = "keyword_scores"
     CENTRAL_SAMPLES = "central_samples"  # sample ids closest to the cluster's centre, closest first
     CENTRAL_TEXTS = "central_texts"
+    # features.parquet / feature_labels.parquet / activations.parquet (sae)
+    FEATURE = "feature"
+    DENSITY = "density"  # share of rows on which the feature fires
+    MEAN_ACTIVATION = "mean_activation"  # over the rows it fires on
+    TOP_ACTIVATIONS = "top_activations"  # activations of the top samples, highest first
+    TOP_SAMPLES = "top_samples"  # sample ids of the highest activations, highest first
+    TOP_TEXTS = "top_texts"
+    TOP_TOKENS = "top_tokens"  # with --tokens: the token of each top activation
+    BEST_LABEL = "best_label"  # the label the feature's activation separates best
+    AUC = "auc"  # ... its ROC AUC (activation as the score of that label against the rest)
+    DIRECTION_LABEL = "direction_label"  # the label direction (directions run) closest to the decoder row
+    DIRECTION_COSINE = "direction_cosine"  # ... their cosine
+    ACTIVATION = "activation"
 
 
 class CatalogColumn:

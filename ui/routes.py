@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from tracking.contract import Kind
 
-__all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "COMPARE",
-           "route_for_kind"]
+__all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "FEATURES",
+           "COMPARE", "route_for_kind"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,12 @@ INTERPOLATION = Route("views/interpolation.py", "Interpolation", "interpolation"
                       "what lies between two inputs?")
 DIRECTIONS = Route("views/directions.py", "Directions", "directions", ":material/explore:",
                    "is there a direction for this concept?")
+FEATURES = Route("views/features.py", "Features", "features", ":material/category:",
+                  "what else does this layer encode?")
 COMPARE = Route("views/compare.py", "Compare", "compare", ":material/compare_arrows:",
                 "how do these runs differ?")
 
-ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, COMPARE)
+ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, FEATURES, COMPARE)
 
 _BY_KIND = {
     Kind.EXTRACT: LAYERS,
@@ -47,6 +49,7 @@ _BY_KIND = {
     Kind.INTERPOLATE: INTERPOLATION,
     Kind.ANALOGIES: INTERPOLATION,
     Kind.DIRECTIONS: DIRECTIONS,
+    Kind.SAE: FEATURES,
 }
 
 

@@ -33,7 +33,7 @@ from jobs.core.cluster import CLUSTERERS
 from jobs.core.reduce import REDUCERS
 from tracking.contract import Param
 
-__all__ = ["Dimension", "SearchSpace", "default_space", "parse_space", "check_space"]
+__all__ = ["Dimension", "SearchSpace", "default_space", "parse_space", "check_space", "SaeSpace", "parse_sae_space"]
 
 _REDUCER = Param.reducer_param("")
 _CLUSTERER = Param.clusterer_param("")
@@ -251,3 +251,106 @@ def check_space(space: SearchSpace, shape: DataShape) -> None:
         except ConfigError as error:
             raise ConfigError(f"search space fails at {label(point)}: {error}",
                               "narrow the range in the space file") from None
+
+
+# -- the sparse autoencoder's space (sweep --target sae) ------------------------------------
+# Parameter -> (type, default search range given the layer's width). Names are the sae
+# run's params (Param.FEATURES, ...), so a trial's Optuna params are its logged settings.
+_SAE_PARAMS: dict[str, type] = {
+    Param.FEATURES: int, Param.K: int, Param.LEARNING_RATE: float, Param.EPOCHS: int, Param.BATCH_SIZE: int,
+    Param.AUX_COEF: float,
+}
+
+
+def _sae_default_ranges(width: int) -> dict[str, Any]:
+    return {Param.FEATURES: {"low": 2 * width, "high": 8 * width, "log": True},
+            Param.K: {"low": 8, "high": 64, "log": True},
+            Param.LEARNING_RATE: {"low": 3e-4, "high": 1e-2, "log": True}}
+
+
+@dataclass(frozen=True)
+class SaeSpace:
+    """What an SAE sweep searches: dimensions over the sae job's settings (features, k,
+    learning_rate, epochs, batch_size, aux_coef) and fixed values; ``width``: the layer's."""
+
+    width: int
+    dimensions: tuple[Dimension, ...]
+    fixed: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        params: dict[str, Any] = {d.name: d.to_dict() for d in self.dimensions}
+        params.update(self.fixed)
+        return {"target": "sae", "params": params}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """One point: the fixed values plus a suggestion for every dimension."""
+        return {**self.fixed, **{d.name: d.suggest(trial) for d in self.dimensions}}
+
+    def point_of(self, flat: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The searched values of ``flat`` settings, or None when one lies outside the space."""
+        point = {}
+        for dimension in self.dimensions:
+            value = flat.get(dimension.name)
+            if value is None or not dimension.contains(value):
+                return None
+            point[dimension.name] = value
+        return point
+
+    def largest(self, name: str, default: Any) -> Any:
+        for dimension in self.dimensions:
+            if dimension.name == name:
+                return max(dimension.extremes())
+        return self.fixed.get(name, default)
+
+
+class _Typed:
+    """The ``spec`` :func:`_dimension` expects, for one SAE setting."""
+
+    def __init__(self, name: str, kind: type):
+        self.name, self.kind = name, kind
+
+    def check(self, value: Any, *, owner: str) -> Any:
+        try:
+            coerced = self.kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{owner} setting {self.name}={value!r} is not a {self.kind.__name__}") from None
+        if self.kind is int and float(value) != coerced:
+            raise ConfigError(f"{owner} setting {self.name}={value!r} is not a whole number")
+        if coerced <= 0 and self.name != Param.AUX_COEF:
+            raise ConfigError(f"{owner} setting {self.name}={value!r} must be positive")
+        return coerced
+
+
+def parse_sae_space(payload: Mapping[str, Any] | None, width: int) -> SaeSpace:
+    """An SAE space from its YAML form (``target: sae``, ``params: {k: {low: 8, high: 64},
+    features: 3072, ...}``); with no params, the default ranges for a layer of ``width``.
+    Every corner must keep k <= features."""
+    payload = dict(payload or {})
+    unknown = set(payload) - {"target", "params"}
+    if unknown:
+        raise ConfigError(f"search space has unknown top-level keys {sorted(unknown)}", "use target and params")
+    params = payload.get("params") or _sae_default_ranges(width)
+    if not isinstance(params, Mapping):
+        raise ConfigError("search space params must be a mapping of name -> range, choices or value")
+    dimensions, fixed = [], {}
+    for name, raw in params.items():
+        name = str(name)
+        if name not in _SAE_PARAMS:
+            raise ConfigError(f"search space entry {name!r} is not an sae setting",
+                              f"use {', '.join(_SAE_PARAMS)}")
+        spec = _Typed(name, _SAE_PARAMS[name])
+        if isinstance(raw, Mapping):
+            dimensions.append(_dimension(name, spec, raw, "sae"))
+        else:
+            fixed[name] = spec.check(raw, owner="sae")
+    space = SaeSpace(width, tuple(dimensions), fixed)
+    k_max = space.largest(Param.K, 32)
+    features_min = min((min(d.extremes()) for d in dimensions if d.name == Param.FEATURES),
+                       default=fixed.get(Param.FEATURES, 8 * width))
+    if k_max > features_min:
+        raise ConfigError(f"search space fails: k up to {k_max} with as few as {features_min} features",
+                          "keep k at most the smallest features")
+    return space

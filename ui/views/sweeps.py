@@ -56,7 +56,10 @@ def render() -> None:
                         "search (stratified by label): labels the search never read")
         _held_out_table(row)
     links = st.columns(3)
-    components.link(routes.MAPS, "Best trial's map", {"run": [run_id]}, container=links[0])
+    if row.get(C.PARAM_PREFIX + Param.TARGET) == "sae":  # sweep --target sae: the best SAE, not a map
+        components.link(routes.FEATURES, "Best trial's features", {"run": [run_id]}, container=links[0])
+    else:
+        components.link(routes.MAPS, "Best trial's map", {"run": [run_id]}, container=links[0])
     if Column.RUN_ID in trials and history.best_trial is not None:
         best = trials.loc[trials[Column.TRIAL].astype(int) == history.best_trial, Column.RUN_ID]
         if len(best) and isinstance(best.iloc[0], str):
