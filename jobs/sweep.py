@@ -273,20 +273,16 @@ def study_name_for(spec: dict[str, Any]) -> str:
 
 
 def _sqlite_wal(url: str) -> None:
-    """Switch a local SQLite file to write-ahead logging (a property of the file, kept)."""
+    """Put a local SQLite Optuna storage in WAL mode, as the MLflow store is."""
     import sqlite3
 
-    from tracking.runs import sqlite_path
+    from tracking.runs import sqlite_path, use_write_ahead_log
 
     path = sqlite_path(url)
     if path is None or str(path) in ("", ":memory:") or not path.parent.is_dir():
         return
-    with contextlib.suppress(sqlite3.Error):
-        connection = sqlite3.connect(path, timeout=120)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-        finally:
-            connection.close()
+    with contextlib.suppress(sqlite3.Error):  # optuna reports a storage it cannot open
+        use_write_ahead_log(path, timeout=120)
 
 
 def _begin_immediate(engine) -> None:

@@ -43,6 +43,8 @@ __all__ = [
     "one_line",
     "RunWriter",
     "background_run",
+    "sqlite_path",
+    "use_write_ahead_log",
 ]
 
 # MLflow's log_batch limits (measured in MLflow 3.17: 100 params/tags, 1000 metrics).
@@ -180,7 +182,7 @@ def open_store(uri: str | None = None) -> Store:
             )
         _place_new_database(path)
     if path is not None:
-        _use_write_ahead_log(path)
+        use_write_ahead_log(path)
     return Store(uri=uri, client=MlflowClient(tracking_uri=uri))
 
 
@@ -202,7 +204,7 @@ def _place_new_database(path: Path) -> None:
                 os.replace(staged, path)
 
 
-def _use_write_ahead_log(path: Path) -> None:
+def use_write_ahead_log(path: Path, *, timeout: float = 30) -> None:
     """Put a SQLite store in WAL mode (a persistent property of the file).
 
     In the default rollback-journal mode a reader blocks writers, so a UI or a second
@@ -210,7 +212,7 @@ def _use_write_ahead_log(path: Path) -> None:
     WAL mode readers never block the writer and writers wait their turn."""
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+    with contextlib.closing(sqlite3.connect(path, timeout=timeout)) as connection:
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
 

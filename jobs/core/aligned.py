@@ -110,7 +110,7 @@ def aligned_maps(
     from umap.umap_ import find_ab_params, fuzzy_simplicial_set, make_epochs_per_sample
 
     from jobs.core.knn import exact_knn
-    from jobs.core.reduce import enable_numba_cache
+    from jobs.core._numba_cache import enable_numba_cache
 
     layers = [np.asarray(x, dtype=np.float32) for x in layers]
     if not layers:

@@ -11,16 +11,16 @@ resolved and checked against the data's shape before any work
 
 from __future__ import annotations
 
-import threading
 import warnings
 from typing import Any
 
 import numpy as np
 
 from jobs.core._params import ConfigError, DataShape, Method, ParamSpec
+from jobs.core._numba_cache import enable_numba_cache
 from jobs.core.knn import METRICS, KnnGraph
 
-__all__ = ["REDUCERS", "uses_knn", "knn_width", "input_metric", "enable_numba_cache"]
+__all__ = ["REDUCERS", "uses_knn", "knn_width", "input_metric"]
 
 
 def _log(low: float, high: float) -> dict:
@@ -29,48 +29,6 @@ def _log(low: float, high: float) -> dict:
 
 def _cap(value: int, shape: DataShape, margin: int = 1) -> int:
     return max(2, min(value, shape.n_samples - margin))
-
-
-_NUMBA_CACHE_LOCK = threading.Lock()
-_numba_cache_on = False
-
-
-def enable_numba_cache() -> int:
-    """Let numba cache umap-learn's and pynndescent's compiled functions on disk.
-
-    umap-learn 0.5.12 compiles its functions without ``cache=True``, so every new process
-    paid the compilation again: measured on digits, the first map of a process took 9.1 s
-    and later ones 1.2 s; with the cache kept, the first map of a new process took 1.0 s.
-    The cache lives where numba puts it (``__pycache__`` beside the library, or its
-    user-wide folder when that is read-only); ``LATENTSCAPE_NUMBA_CACHE=0`` turns this off.
-    Functions numba cannot cache (dynamic globals) are compiled as before. Returns the
-    number of functions switched to caching (0 after the first call)."""
-    global _numba_cache_on
-    import os
-    import sys
-
-    if os.environ.get("LATENTSCAPE_NUMBA_CACHE", "1") == "0":
-        return 0
-    with _NUMBA_CACHE_LOCK:
-        if _numba_cache_on:
-            return 0
-        _numba_cache_on = True
-        import umap  # noqa: F401  (imports pynndescent too)
-        from numba.core.caching import FunctionCache
-        from numba.core.registry import CPUDispatcher
-
-        switched = 0
-        for name, module in list(sys.modules.items()):
-            if module is None or not name.startswith(("umap.", "pynndescent.")):
-                continue
-            for value in list(vars(module).values()):
-                if isinstance(value, CPUDispatcher) and not isinstance(value._cache, FunctionCache):
-                    try:
-                        value.enable_caching()
-                        switched += 1
-                    except Exception:  # a function numba cannot cache: compile as before
-                        pass
-        return switched
 
 
 def _quiet() -> None:
