@@ -16,7 +16,7 @@ and against the compute floor.
 2. A 7 x 7 matrix at 5,000 x 384 (MiniLM-sized) against the compute floor: the time of
    the products no linear-CKA computation can avoid, ``x_i^T x_j`` for every ``i <= j``
    on layers already centred, done the faster of two ways (28 separate BLAS products, or
-   one symmetric product of the concatenation). Target (issue 12): within 1.2x.
+   one symmetric product of the concatenation). Target: within 1.2x.
    Quality: within 1.2x of the floor, and within 1e-5 of a float64 computation.
 
 Timings are the best of several repeats (the machine is shared). ``--quick`` uses

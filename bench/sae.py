@@ -1,7 +1,7 @@
 """A TopK sparse autoencoder: latentscape's trainer against a plain PyTorch loop of the
 same architecture.
 
-Workload (issue 19): 2,000 x 384 rows with 3,072 features (8 x the width), k = 32, 30
+Workload: 2,000 x 384 rows with 3,072 features (8 x the width), k = 32, 30
 epochs, batch 128: rows that are sparse mixtures of planted directions plus noise
 (:func:`jobs.core.sae_scores.plant_sparse_directions`), so the quality figure means
 something. Plain: the textbook loop, the same model and loss (TopK encoder, dense decoder

@@ -11,7 +11,7 @@ bootstrap intervals of every measure, and the verdict). The job now measures lay
 BLAS thread, which alone made it several times faster on a busy 2-core machine, so a
 second row times the old work on one thread too: that row is the verdict's own cost
 (measured about 2x: k-means with 10 restarts on every raw layer is most of it).
-Target (issue 17): the job within 1.5x of the old job's time (a ratio of at least 0.67).
+Target: the job within 1.5x of the old job's time (a ratio of at least 0.67).
 Quality: the verdict's cluster-score best layer within one layer of the probe's, and the
 collapsed layers it flags.
 

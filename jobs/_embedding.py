@@ -1,7 +1,7 @@
 """The only module that imports torch and transformers: run texts through a model and
 pool every hidden layer.
 
-Speed (issue 2): texts are tokenized once, sorted by length and batched so that each
+Speed: texts are tokenized once, sorted by length and batched so that each
 batch pads only to its own longest text; the forward pass runs under
 ``torch.inference_mode``.
 

@@ -3,8 +3,8 @@
 The app (``ui/app.py``) runs in its own ``streamlit run`` process; the store and the
 catalog are handed over through the environment (``MLFLOW_TRACKING_URI``,
 ``LATENTSCAPE_CATALOG``), so the app reads exactly what the jobs wrote. Each service of
-this module is one ``_add_<name>`` function called from :func:`add_parser` (the team
-server of issue 9 is added the same way).
+this module is one ``_add_<name>`` function called from :func:`add_parser`; the team
+server's sub-command comes from :mod:`tracking.server`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 
 
 def add_parser(subparsers, parents) -> None:
-    """Register this module's services: ``ui`` (and later ``server``)."""
+    """Register this module's services: ``ui`` and ``server``."""
     _add_ui(subparsers, parents)
-    from jobs.team import add_server_parser  # the team server (issue 9): jobs/team.py
+    from tracking.server import add_server_parser  # the team server: tracking/server.py
 
     add_server_parser(subparsers, parents)
 

@@ -312,7 +312,7 @@ def _open_storage(url: str, heartbeat: int, on_stale):
 
     import optuna
 
-    from jobs.team import database_url
+    from tracking.server import database_url
 
     url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
     engine_kwargs: dict[str, Any] = {}

@@ -1,4 +1,4 @@
-"""A job's process imports its own job module only (issue 12: cold start)."""
+"""A job's process imports its own job module only (cold start)."""
 
 import subprocess
 import sys

@@ -208,7 +208,7 @@ def digits_run(team) -> str:
 
 # -- pure parts ---------------------------------------------------------------------
 def test_postgres_urls_pin_the_installed_driver():
-    from jobs.team import auth_database_url, database_url
+    from tracking.server import auth_database_url, database_url
 
     assert database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow"
     assert database_url("postgres://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
@@ -218,7 +218,7 @@ def test_postgres_urls_pin_the_installed_driver():
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from jobs.team import ServerConfig, auth_config_text, server_command, write_auth_config
+    from tracking.server import ServerConfig, auth_config_text, server_command, write_auth_config
 
     config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow", artifacts_destination="s3://bucket/a",
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
@@ -236,7 +236,7 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
 
 
 def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
-    from jobs.team import load_users
+    from tracking.server import load_users
     from tracking.errors import UsageError
 
     (tmp_path / "users.yaml").write_text(USERS_FILE)
@@ -264,7 +264,7 @@ def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys):
 
 @needs_postgres
 def test_missing_databases_are_created_once():
-    from jobs.team import ensure_database
+    from tracking.server import ensure_database
 
     name = f"ls_team_{uuid.uuid4().hex[:10]}"
     try:
@@ -458,7 +458,7 @@ def _result(out: str) -> dict:
 def _optuna_trials(team, study_name):
     import optuna
 
-    from jobs.team import database_url
+    from tracking.server import database_url
 
     study = optuna.load_study(study_name=study_name, storage=database_url(team.optuna_storage))
     return study.get_trials(deepcopy=False)
@@ -596,7 +596,7 @@ def _sweep_run_of(team, study_name: str) -> str:
 def _study_names(team) -> set[str]:
     import optuna
 
-    from jobs.team import database_url
+    from tracking.server import database_url
 
     return {s.study_name for s in optuna.get_all_study_summaries(storage=database_url(team.optuna_storage),
                                                                  include_best_trial=False)}

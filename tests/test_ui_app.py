@@ -870,7 +870,7 @@ def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
 
 
-# -- how far to trust a result (issue 11) ---------------------------------------------------------
+# -- how far to trust a result ------------------------------------------------------------------
 def test_score_text_shows_interval_p_value_and_spread():
     from ui.labels import score_text
 

@@ -57,7 +57,7 @@ class Kind(StrEnum):
     ANALOGIES = "analogies"
     DIRECTIONS = "directions"
     AUTOENCODER = "autoencoder"
-    SAE = "sae"  # a sparse autoencoder's dictionary of one layer (issue 19)
+    SAE = "sae"  # a sparse autoencoder's dictionary of one layer
 
 
 class Tag:
@@ -172,7 +172,7 @@ class Param:
     HIDDEN = "hidden"
     EPOCHS = "epochs"
     LEARNING_RATE = "learning_rate"
-    # sae (issue 19): dictionary size, TopK's k (Param.K), AuxK, token-level training
+    # sae: dictionary size, TopK's k (Param.K), AuxK, token-level training
     FEATURES = "features"
     AUX_K = "aux_k"  # dead latents the AuxK loss reconstructs the residual with
     AUX_COEF = "aux_coef"
@@ -242,7 +242,7 @@ class Metric:
     MLFLOW_WRITER_MS_PER_TRIAL = "mlflow_writer_ms_per_trial"  # the writer thread's time per trial
     # the largest |score difference| between a replayed map and the run it replays (0: exact)
     REPLAY_MAX_ABS_DIFF = "replay_max_abs_diff"
-    # trust (issue 11): beside a score S, S_perm_mean / S_p_value (label permutations),
+    # trust: beside a score S, S_perm_mean / S_p_value (label permutations),
     # S_ci_low / S_ci_high (bootstrap interval), S_mean / S_std (over seeds); see trust()
     PERM_MEAN_SUFFIX = "_perm_mean"
     P_VALUE_SUFFIX = "_p_value"
@@ -281,7 +281,7 @@ class Metric:
     DIRECTION_AUC = "direction_auc"
     METHOD_AGREEMENT = "method_agreement"
 
-    # sae (issue 19); variance_explained and nmse also as holdout.<name> (the held-out rows)
+    # sae; variance_explained and nmse also as holdout.<name> (the held-out rows)
     NMSE = "nmse"  # squared error over the squared error of predicting the training mean
     VARIANCE_EXPLAINED = "variance_explained"  # 1 - nmse
     L0 = "l0"  # mean active latents per row

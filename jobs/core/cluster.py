@@ -104,7 +104,7 @@ _KMEANS = Method(
     params=(
         ParamSpec("n_clusters", int, _n_classes, "k (default: the number of true labels)", low=1,
                   search=_cluster_search),
-        # explicit restarts: the tutorial's re-fit lost them (issue 11), so they are logged.
+        # explicit restarts: the tutorial's re-fit lost them, so they are logged.
         ParamSpec("n_init", int, 10, "restarts; the best inertia wins", low=1),
         ParamSpec("max_iter", int, 300, "iterations per restart", low=1),
     ),

@@ -32,7 +32,7 @@ __all__ = [
     "AUC_COVERED",
 ]
 
-# A label counts as covered when some feature separates it at this AUC or above (issue 19).
+# A label counts as covered when some feature separates it at this AUC or above.
 AUC_COVERED = 0.9
 
 

@@ -624,7 +624,7 @@ def add_server_parser(subparsers, parents=()) -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers, parents=()) -> None:
-    """Job-module hook (``JOB_MODULES["server"] = "jobs.team"``)."""
+    """Sub-command hook, called by ``jobs.serve`` (``JOB_MODULES["server"]``)."""
     add_server_parser(subparsers, parents)
 
 
