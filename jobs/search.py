@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 from jobs._result import JobResult
-from tracking.contract import Artifact, Column, Kind, Param, Tag
+from tracking.contract import Artifact, Column, Kind, Param, Reply, Tag
 from tracking.errors import UsageError
 
 __all__ = ["add_parser", "search", "place_by_neighbours"]
@@ -104,13 +104,13 @@ def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 
          Column.TEXT: str(sample[Column.TEXT]), Column.DISTANCE: float(distance)}
         for rank, ((_, sample), distance) in enumerate(zip(samples.iterrows(), found.distances[0]))
     ]
-    details: dict = {"layer": layer, "text": text, "neighbours": neighbours}
+    details: dict = {Reply.LAYER: layer, Reply.TEXT: text, Reply.NEIGHBOURS: neighbours}
     if map_frame is not None:
         positions = map_frame.set_index(Column.SAMPLE_ID)[[Column.X, Column.Y]]
         on_map = [i for i, sample_id in enumerate(samples[Column.SAMPLE_ID]) if sample_id in positions.index]
         if on_map:
             xy = positions.loc[samples[Column.SAMPLE_ID].iloc[on_map]].to_numpy(dtype=float)
             x, y = place_by_neighbours(xy, found.distances[0][on_map])
-            details.update({Column.X: float(x), Column.Y: float(y)})
-    return JobResult(kind="search", run_id=run_id, experiment=extraction.experiment_name,
-                     scores={"nearest_distance": float(found.distances[0][0])}, details=details)
+            details.update({Reply.X: float(x), Reply.Y: float(y)})
+    return JobResult(kind=Reply.SEARCH, run_id=run_id, experiment=extraction.experiment_name,
+                     scores={Reply.NEAREST_DISTANCE: float(found.distances[0][0])}, details=details)

@@ -480,10 +480,33 @@ class CatalogColumn:
             MODEL, DATASET_NAME, DATASET_DIGEST, POOLING, LAYER, ERROR, EXPERIMENT_ID)
 
 
+class Reply:
+    """Keys of the JSON line a job prints with ``--json`` (``jobs._result.JobResult``), and
+    of what ``latentscape search`` puts in its ``details``: the protocol by which the UI asks
+    the search job where a new text lands (the app itself never loads a model)."""
+
+    KIND = "kind"
+    RUN_ID = "run_id"
+    EXPERIMENT = "experiment"
+    SCORES = "scores"
+    DETAILS = "details"
+    REUSED = "reused"
+    # search: details.layer, details.text, details.neighbours (rows of Column.RANK,
+    # SAMPLE_ID, LABEL, TEXT, DISTANCE), details.x / details.y (the text's map position,
+    # when the run has a map); scores.nearest_distance
+    LAYER = "layer"
+    TEXT = "text"
+    NEIGHBOURS = "neighbours"
+    X = "x"
+    Y = "y"
+    NEAREST_DISTANCE = "nearest_distance"
+    SEARCH = "search"  # the reply's kind
+
+
 def all_keys() -> dict[str, list[str]]:
     """Every key of the contract by group, for documentation checks."""
     groups: dict[str, list[str]] = {"kind": [k.value for k in Kind]}
-    for cls in (Tag, Param, Metric, Artifact, Column):
+    for cls in (Tag, Param, Metric, Artifact, Column, Reply):
         groups[cls.__name__.lower()] = [
             value
             for name, value in vars(cls).items()

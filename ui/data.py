@@ -35,7 +35,7 @@ import streamlit as st
 from tracking import queries
 from tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
 from tracking.contract import CatalogColumn as C
-from tracking.contract import Column
+from tracking.contract import Column, Reply
 from ui.charts import bigmap
 
 __all__ = [
@@ -306,11 +306,11 @@ def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> Sea
         payload = None
     if payload is None:
         raise SearchFailed(_last_line(done.stderr) or f"latentscape search exited with {done.returncode}")
-    details = payload.get("details", {})
-    neighbours = pd.DataFrame(details.get("neighbours", []), columns=list(empty.columns))
-    x, y = details.get(Column.X), details.get(Column.Y)
+    details = payload.get(Reply.DETAILS, {})
+    neighbours = pd.DataFrame(details.get(Reply.NEIGHBOURS, []), columns=list(empty.columns))
+    x, y = details.get(Reply.X), details.get(Reply.Y)
     return SearchResult(neighbours, None if x is None else float(x), None if y is None else float(y),
-                        details.get("layer", layer), None, seconds)
+                        details.get(Reply.LAYER, layer), None, seconds)
 
 
 @st.cache_data(ttl=_TTL, show_spinner=False)
