@@ -26,6 +26,8 @@ JOB_MODULES = {
     "interpolate": "jobs.interpolate",
     "analogies": "jobs.analogies",
     "directions": "jobs.directions",
+    "finetune": "jobs.finetune",
+    "compare-models": "jobs.compare_models",
     "search": "jobs.search",
     "ui": "jobs.serve",
     "server": "jobs.serve",

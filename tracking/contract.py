@@ -57,6 +57,8 @@ class Kind(StrEnum):
     ANALOGIES = "analogies"
     DIRECTIONS = "directions"
     AUTOENCODER = "autoencoder"
+    FINETUNE = "finetune"  # latentscape finetune: training with checkpoints (parent of their extractions)
+    COMPARE_MODELS = "compare_models"  # latentscape compare-models: CKA across models, per layer
 
 
 class Tag:
@@ -75,6 +77,8 @@ class Tag:
     LAYER = "layer"
     NOTE = "note"  # why a result is missing (e.g. label-based scores of an unlabelled set)
     REPLAY_OF = "replay_of"  # map --from-run: the run whose logged config.json was replayed
+    CHECKPOINT_STEP = "checkpoint_step"  # a finetune's child extraction: the training step (0: the base)
+    RESUME_OF = "resume_of"  # finetune --resume: the interrupted run it continues
 
 
 class Param:
@@ -159,6 +163,17 @@ class Param:
     HIDDEN = "hidden"
     EPOCHS = "epochs"
     LEARNING_RATE = "learning_rate"
+    # finetune (also EPOCHS, LEARNING_RATE, SEED, HOLDOUT, BATCH_SIZE, MAX_LENGTH, POOLING, MODEL)
+    CHECKPOINTS = "checkpoints"  # checkpoints saved, evenly spaced over the training steps
+    FREEZE_BELOW = "freeze_below"  # hidden states below this layer keep the base's weights
+    WARMUP = "warmup"  # fraction of the steps with a linearly rising learning rate (then linear decay)
+    WEIGHT_DECAY = "weight_decay"
+    TOTAL_STEPS = "total_steps"
+    STEPS_PER_EPOCH = "steps_per_epoch"
+    EVAL_EVERY = "eval_every"  # held-out evaluation every this many steps (and at each checkpoint)
+    N_TRAIN = "n_train"
+    N_HELDOUT = "n_heldout"
+    RUNS = "runs"  # compare-models: the extract runs compared, comma-separated, the reference first
     HOLDOUT = "holdout"  # autoencoder: validation fraction; sweep --holdout (and its trials, best map,
     # replays): the fraction of samples held out, stratified by label, split with the run's seed
 
@@ -249,6 +264,17 @@ class Metric:
     DIRECTION_AUC = "direction_auc"
     METHOD_AGREEMENT = "method_agreement"
 
+    # finetune, step = training step
+    TRAIN_LOSS = "train_loss"
+    TRAIN_ACCURACY = "train_accuracy"
+    HELDOUT_LOSS = "heldout_loss"
+    HELDOUT_ACCURACY = "heldout_accuracy"
+    LR = "lr"
+    TRAIN_SECONDS = "train_seconds"
+    TRAIN_SAMPLES_PER_S = "train_samples_per_s"
+    # compare-models, step = layer: each compared run against the reference (``.<label>``)
+    CKA_TO_BASE = "cka_to_base"
+
     HOLDOUT_PREFIX = "holdout."  # sweep --holdout: the best map's scores over the held-out samples
 
     @staticmethod
@@ -297,6 +323,20 @@ class Artifact:
     QUESTIONS_FILE = "questions.txt"
     DIRECTIONS_DIR = "directions"
     EMBEDDINGS_DIR = "embeddings"
+    # finetune: one Hugging Face folder (safetensors) per checkpoint, loadable with --model
+    CHECKPOINTS_DIR = "checkpoints"
+    CHECKPOINTS = "checkpoints.parquet"  # step, epoch, run_id (holding it), path, extract run, held-out scores
+    HEAD_WEIGHTS = "head.safetensors"  # inside a checkpoint folder: the classification head
+    TRAINING_STATE = "training_state.safetensors"  # ... and the optimizer / RNG state --resume reads
+    TRAINING_INFO = "training_state.json"  # ... and its step, epoch and label order
+    # compare-models
+    CROSS_CKA = "cross_cka.parquet"  # run_a, run_b, layer_a, layer_b, cka for every pair of runs
+    MODEL_LAYERS = "model_layers.parquet"  # run_id, step, checkpoint, layer, cka_to_base, probe_accuracy, ami.kmeans
+
+    @staticmethod
+    def checkpoint(step: int) -> str:
+        """Folder of the checkpoint saved after training step ``step``."""
+        return f"checkpoints/step_{int(step):06d}"
 
     @staticmethod
     def embedding(layer: int) -> str:
@@ -378,6 +418,13 @@ class Column:
     KEYWORD_SCORES = "keyword_scores"
     CENTRAL_SAMPLES = "central_samples"  # sample ids closest to the cluster's centre, closest first
     CENTRAL_TEXTS = "central_texts"
+    # checkpoints.parquet / model_layers.parquet / cross_cka.parquet
+    EPOCH = "epoch"
+    PATH = "path"
+    EXTRACT_RUN = "extract_run"
+    CHECKPOINT = "checkpoint"  # display name of a compared run: "base", "step 40" or its run name
+    RUN_A = "run_a"
+    RUN_B = "run_b"
 
 
 class CatalogColumn:
