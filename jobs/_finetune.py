@@ -108,7 +108,7 @@ class FineTuner:
         trainable = [p for p in encoder.model.parameters() if p.requires_grad] + list(self.head.parameters())
         self.parameters = trainable
         self.optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate,
-                                           weight_decay=settings.weight_decay)
+                                           weight_decay=settings.weight_decay, **_fast_adamw(self.device))
         self.step = 0
 
     # -- batches ------------------------------------------------------------------------
@@ -263,3 +263,9 @@ def freeze_below(model, layer: int, n_layers: int) -> int:
             parameter.requires_grad_(False)
             frozen += 1
     return frozen
+
+
+def _fast_adamw(device: str) -> dict:
+    """AdamW's fused kernel (one pass over all parameters, CPU and CUDA in torch >= 2.4):
+    measured on MiniLM on 2 busy cores, the optimiser step took 0.37 s a step unfused."""
+    return {"fused": True} if str(device).split(":")[0] in ("cpu", "cuda") else {}

@@ -34,7 +34,6 @@ from tracking.errors import UsageError
 __all__ = ["FinetuneConfig", "finetune", "add_parser", "HELDOUT_SPLIT", "TRAIN_SPLIT"]
 
 TRAIN_SPLIT, HELDOUT_SPLIT = "train", "heldout"
-SPLIT = "split"  # column of the logged samples table (values TRAIN_SPLIT / HELDOUT_SPLIT)
 _STEP_ROWS_PER_WRITE = 50  # step metrics are written in batches of this many steps
 
 
@@ -223,7 +222,7 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
                      source_run_id=resumed.run_id if resumed else None, tags=lineage) as log:
         run_id = log.run_id
         samples = dataset.samples_frame()
-        samples[SPLIT] = np.where(np.isin(np.arange(len(dataset)), held_rows), HELDOUT_SPLIT, TRAIN_SPLIT)
+        samples[Column.SPLIT] = np.where(np.isin(np.arange(len(dataset)), held_rows), HELDOUT_SPLIT, TRAIN_SPLIT)
         log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest, targets=Column.LABEL)
         log.params({**identity, Param.MODEL_PATH: base_path, Param.N_CLASSES: len(classes),
                     Param.N_TRAIN: len(train_rows), Param.N_HELDOUT: len(held_rows), Param.TOTAL_STEPS: total,
@@ -288,8 +287,8 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
         extractions: dict[int, str] = {}
         if config.extract:
             held_file = scratch / f"{dataset.name}-heldout.parquet"
-            pd.DataFrame({"id": dataset.ids[held_rows], "text": texts[held_rows],
-                          "label": dataset.labels[held_rows]}).to_parquet(held_file, index=False)
+            pd.DataFrame({Column.SAMPLE_ID: dataset.ids[held_rows], Column.TEXT: texts[held_rows],
+                          Column.LABEL: dataset.labels[held_rows]}).to_parquet(held_file, index=False)
             models = [(0, base_path)] + [
                 (int(row[Column.STEP]), str(download(store, row[Column.RUN_ID], row[Column.PATH])))
                 for row in checkpoints]
@@ -331,7 +330,8 @@ def _extract_child(held_file: Path, model_path: str, config: FinetuneConfig, sto
                    run_id: str, step: int) -> str:
     from jobs.extract import ExtractConfig, extract
 
-    extract_config = ExtractConfig(data=str(held_file), model=model_path, pooling=config.pooling,
+    extract_config = ExtractConfig(data=str(held_file), text_col=Column.TEXT, label_col=Column.LABEL,
+                                   id_col=Column.SAMPLE_ID, model=model_path, pooling=config.pooling,
                                    max_length=config.max_length, device=config.device, threads=config.threads,
                                    force=True)
     result = extract(extract_config, store=store, experiment=experiment, parent_run_id=run_id,

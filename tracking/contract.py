@@ -422,6 +422,7 @@ class Column:
     EPOCH = "epoch"
     PATH = "path"
     EXTRACT_RUN = "extract_run"
+    SPLIT = "split"  # finetune's samples.parquet: "train" or "heldout"
     CHECKPOINT = "checkpoint"  # display name of a compared run: "base", "step 40" or its run name
     RUN_A = "run_a"
     RUN_B = "run_b"
