@@ -5,6 +5,8 @@ sharpens the last one)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,3 +229,55 @@ def test_finetuning_minilm_on_demo_moves_the_top_layer_most_and_sharpens_it(stor
     scores = result.scores
     assert scores["cka_to_base_layer_1"] > scores["cka_to_base_last_layer"] + 0.05, scores
     assert scores["probe_accuracy_last_layer"] > scores["probe_accuracy_last_layer_base"], scores
+
+
+# -- the Training page ---------------------------------------------------------------------------------
+def test_training_charts_order_checkpoints_and_transpose_a_reversed_pair():
+    from ui.charts import training as charts
+
+    table = pd.DataFrame({Column.RUN_ID: ["c", "c", "a", "a", "b", "b"], Column.STEP: [20, 20, 0, 0, 10, 10],
+                          Column.CHECKPOINT: ["step 20", "step 20", "base", "base", "step 10", "step 10"],
+                          Column.LAYER: [0, 1] * 3, Metric.CKA_TO_BASE: [0.9, 0.5, 1, 1, 0.95, 0.8]})
+    info = charts.heatmap_info(table, Metric.CKA_TO_BASE)
+    assert info.checkpoints == ["base", "step 10", "step 20"]
+    charts.heatmap_chart(info).to_dict()
+    cross = pd.DataFrame({Column.RUN_A: "x", Column.RUN_B: "y", Column.LAYER_A: [0, 0, 1, 1],
+                          Column.LAYER_B: [0, 1, 0, 1], Column.CKA: [1.0, 0.2, 0.3, 0.9]})
+    reversed_pair = charts.cross_info(cross, "y", "x").frame.set_index([Column.LAYER_A, Column.LAYER_B])[Column.CKA]
+    assert reversed_pair[(0, 1)] == 0.3 and reversed_pair[(1, 0)] == 0.2
+    assert charts.cross_info(cross, "x", "z").empty
+    metrics = pd.DataFrame({"run_id": "r", "key": [Metric.TRAIN_LOSS, Metric.HELDOUT_LOSS, Metric.LR],
+                            "value": [2.0, 1.5, 1e-4], "step": [1, 1, 1]})
+    assert sorted(charts.loss_info(metrics).frame["split"]) == ["held-out", "train"]
+
+
+def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_training, tiny_store, tmp_path,
+                                                                        monkeypatch):
+    import json
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tracking.runs import load_table
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny_store.uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=120)
+        app.run()
+        app.query_params = {"run": tiny_training.run_id}
+        app.switch_page("views/training.py").run()
+        assert not app.exception, [e.value for e in app.exception]
+        assert not app.error and not app.warning
+        specs = [json.loads(element.proto.spec) for element in app.get("vega_lite_chart")]
+        assert len(specs) == 5, "loss curve, three heatmaps, the cross-model heatmap"
+        text = json.dumps(specs)
+        assert "CKA to the base" in text and "k-means AMI" in text and "Cross-model linear CKA" in text
+        checkpoints = load_table(tiny_store, tiny_training.run_id, Artifact.CHECKPOINTS)
+        assert app.selectbox[1].value != app.selectbox[2].value
+        assert app.selectbox[2].value == checkpoints[Column.EXTRACT_RUN].iloc[-1]
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from tracking.contract import Kind
 
-__all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "COMPARE",
-           "route_for_kind"]
+__all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "TRAINING",
+           "COMPARE", "route_for_kind"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,12 @@ INTERPOLATION = Route("views/interpolation.py", "Interpolation", "interpolation"
                       "what lies between two inputs?")
 DIRECTIONS = Route("views/directions.py", "Directions", "directions", ":material/explore:",
                    "is there a direction for this concept?")
+TRAINING = Route("views/training.py", "Training", "training", ":material/model_training:",
+                  "how does a representation move during fine-tuning, and between models?")
 COMPARE = Route("views/compare.py", "Compare", "compare", ":material/compare_arrows:",
                 "how do these runs differ?")
 
-ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, COMPARE)
+ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, TRAINING, COMPARE)
 
 _BY_KIND = {
     Kind.EXTRACT: LAYERS,
@@ -47,6 +49,8 @@ _BY_KIND = {
     Kind.INTERPOLATE: INTERPOLATION,
     Kind.ANALOGIES: INTERPOLATION,
     Kind.DIRECTIONS: DIRECTIONS,
+    Kind.FINETUNE: TRAINING,
+    Kind.COMPARE_MODELS: TRAINING,
 }
 
 
@@ -61,8 +65,8 @@ def route_for_kind(kind: str) -> Route:
 def link_params(kind: str, run_id: str, source_run: str | None = None) -> dict[str, str]:
     """Query parameters that open ``run_id`` on its page (a layers run opens its extraction;
     an analogies run is the Interpolation page's ``analogy`` selection)."""
-    if kind == Kind.LAYERS and source_run:
-        return {"run": source_run}
+    if kind in (Kind.LAYERS, Kind.COMPARE_MODELS) and source_run:
+        return {"run": source_run}  # a comparison opens its fine-tuning (or its reference extraction)
     if kind == Kind.ANALOGIES:
         return {"analogy": run_id}
     return {"run": run_id}
