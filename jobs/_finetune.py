@@ -13,8 +13,8 @@ as extracted is exactly what the head was trained on.
 - Batches: epoch ``e`` visits the training samples in the order of a permutation seeded
   by ``(seed, e)``, so a resumed run sees the batches the interrupted one would have.
 - Checkpoints: a Hugging Face folder (``save_pretrained``: safetensors) that ``--model``
-  loads again, plus the head and the optimiser / RNG state as safetensors and the step in
-  JSON. Nothing is pickled.
+  loads again, with the head as safetensors; beside it the optimiser / RNG state as
+  safetensors and the step in JSON (what ``--resume`` needs). Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -198,17 +198,26 @@ class FineTuner:
         return seconds
 
     # -- checkpoints --------------------------------------------------------------------
-    def save(self, folder: Path, *, epoch: int, classes: Sequence[str]) -> Path:
+    def save(self, folder: Path) -> Path:
         """A Hugging Face folder of the encoder (safetensors) and its tokenizer, with the
-        head, the optimiser and RNG state (safetensors) and the step (JSON)."""
+        head (safetensors): what ``--model`` loads again."""
         from safetensors.torch import save_file
 
-        torch = self.torch
         folder.mkdir(parents=True, exist_ok=True)
         self.encoder.model.save_pretrained(folder)
         self.encoder.tokenizer.save_pretrained(folder)
         save_file({name: value.detach().cpu().contiguous() for name, value in self.head.state_dict().items()},
                   str(folder / Artifact.HEAD_WEIGHTS))
+        return folder
+
+    def save_state(self, folder: Path, *, epoch: int, classes: Sequence[str]) -> Path:
+        """The optimiser moments and RNG state (safetensors) and the step, epoch and class
+        order (JSON) that :meth:`restore` needs: twice the model's size for AdamW, so the job
+        keeps only the latest."""
+        from safetensors.torch import save_file
+
+        torch = self.torch
+        folder.mkdir(parents=True, exist_ok=True)
         state = {"torch_rng": torch.get_rng_state()}
         for index, values in self.optimizer.state_dict()["state"].items():
             for key, value in values.items():
@@ -218,15 +227,17 @@ class FineTuner:
         (folder / Artifact.TRAINING_INFO).write_text(json.dumps(info, indent=2))
         return folder
 
-    def restore(self, folder: Path) -> dict:
-        """Load the head, optimiser and RNG state saved by :meth:`save` in ``folder`` (the
-        encoder's weights are the folder's: load the encoder from it). Returns its info."""
+    def restore(self, checkpoint: Path, state: Path) -> dict:
+        """Load the head saved by :meth:`save` in ``checkpoint`` (the encoder's weights are
+        the folder's: load the encoder from it) and the optimiser and RNG state saved by
+        :meth:`save_state` in ``state``. Returns the state's info (step, epoch, classes)."""
         from safetensors.torch import load_file
 
         torch = self.torch
-        info = json.loads((folder / Artifact.TRAINING_INFO).read_text())
-        self.head.load_state_dict({k: v.to(self.device) for k, v in load_file(str(folder / Artifact.HEAD_WEIGHTS)).items()})
-        saved = load_file(str(folder / Artifact.TRAINING_STATE))
+        info = json.loads((state / Artifact.TRAINING_INFO).read_text())
+        head = load_file(str(checkpoint / Artifact.HEAD_WEIGHTS))
+        self.head.load_state_dict({k: v.to(self.device) for k, v in head.items()})
+        saved = load_file(str(state / Artifact.TRAINING_STATE))
         torch.set_rng_state(saved.pop("torch_rng"))
         optimizer_state = self.optimizer.state_dict()
         restored: dict[int, dict] = {}

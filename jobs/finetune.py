@@ -7,7 +7,9 @@ loss and accuracy and the learning rate of every step, the held-out loss and acc
 every ``--eval-every`` steps and at each checkpoint (``step`` = training step), the seed
 and the data digest, and each checkpoint as an artifact folder (``checkpoints/step_NNNNNN``,
 a Hugging Face folder in safetensors that ``--model`` loads again) the moment it is saved,
-so Ctrl-C (the run ends KILLED) keeps every checkpoint written so far.
+so Ctrl-C (the run ends KILLED) keeps every checkpoint written so far. The optimiser and
+RNG state of the latest checkpoint (``training_state/``, twice the model's size for AdamW)
+is replaced at each checkpoint rather than kept for all.
 
 After training, the base model and each checkpoint are extracted on the held-out samples
 by the ``extract`` job, as child runs of the training, and compared by the
@@ -208,7 +210,7 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
     )
     tuner = FineTuner(encoder, len(classes), settings)
     if start_folder:
-        info = tuner.restore(start_folder)
+        info = tuner.restore(start_folder, resumed.state)
         if info.get("classes") != classes:
             raise UsageError(f"run {resumed.run_id} was trained on other classes", "resume with the same --data")
     texts = dataset.texts
@@ -250,8 +252,10 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
                             (Metric.HELDOUT_ACCURACY, record.accuracy, record.step)])
 
         def on_checkpoint(step: int, epoch: int) -> None:
-            folder = tuner.save(scratch / f"step_{step:06d}", epoch=epoch, classes=classes)
+            folder = tuner.save(scratch / f"step_{step:06d}")
             log.folder(Artifact.checkpoint(step), folder)
+            state = tuner.save_state(scratch / Artifact.TRAINING_STATE_DIR, epoch=epoch, classes=classes)
+            log.folder(Artifact.TRAINING_STATE_DIR, state)  # replaces the previous checkpoint's
             loss, accuracy = held_scores[step]
             checkpoints.append({Column.STEP: step, Column.EPOCH: epoch, Column.RUN_ID: run_id,
                                 Column.PATH: Artifact.checkpoint(step), Metric.HELDOUT_LOSS: loss,
@@ -344,6 +348,7 @@ class _Resumable:
     run_id: str
     base_path: str
     folder: Path  # the last checkpoint, local
+    state: Path  # the optimiser / RNG state saved with it, local
     checkpoints: tuple[dict, ...]  # rows of its checkpoints.parquet
 
 
@@ -372,5 +377,6 @@ def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _
     rows = [{k: v for k, v in row.items() if k != Column.EXTRACT_RUN} for row in rows]
     last = rows[-1]
     folder = download(store, last[Column.RUN_ID], last[Column.PATH])
+    state = download(store, newest.info.run_id, Artifact.TRAINING_STATE_DIR)
     return _Resumable(run_id=newest.info.run_id, base_path=newest.data.params.get(Param.MODEL_PATH, ""),
-                      folder=Path(folder), checkpoints=tuple(rows))
+                      folder=Path(folder), state=Path(state), checkpoints=tuple(rows))

@@ -113,7 +113,10 @@ def test_a_checkpoint_is_a_safetensors_model_folder_that_loads_again(tiny_traini
     row = load_table(tiny_store, tiny_training.run_id, Artifact.CHECKPOINTS).iloc[-1]
     folder = download(tiny_store, row[Column.RUN_ID], row[Column.PATH])
     files = {path.name for path in folder.iterdir()}
-    assert {"config.json", "model.safetensors", Artifact.HEAD_WEIGHTS, Artifact.TRAINING_STATE} <= files
+    assert {"config.json", "model.safetensors", Artifact.HEAD_WEIGHTS} <= files
+    state = {a.path for a in tiny_store.client.list_artifacts(tiny_training.run_id, Artifact.TRAINING_STATE_DIR)}
+    assert state == {f"{Artifact.TRAINING_STATE_DIR}/{Artifact.TRAINING_STATE}",
+                     f"{Artifact.TRAINING_STATE_DIR}/{Artifact.TRAINING_INFO}"}
     assert not [name for name in files if name.endswith((".bin", ".pt", ".pkl"))], files
     extraction = load_extraction(tiny_store, row[Column.EXTRACT_RUN])
     encoder = Encoder.load(str(folder), device="cpu")
@@ -188,9 +191,9 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_last(store, 
 
     original_save = loop.FineTuner.save
 
-    def saving(self, folder, **kwargs):
+    def saving(self, folder):
         stop_at.setdefault("first", self.step)
-        return original_save(self, folder, **kwargs)
+        return original_save(self, folder)
 
     monkeypatch.setattr(loop, "learning_rate_at", interrupting)
     monkeypatch.setattr(loop.FineTuner, "save", saving)

@@ -494,6 +494,7 @@ PAGES = {
     "views/sweeps.py": ("sweep", 4),
     "views/interpolation.py": ("interpolate", 3),
     "views/directions.py": ("directions", 2),
+    "views/training.py": (None, 0),  # no finetune run here (tests/test_finetune.py draws it)
     "views/compare.py": (None, 1),
 }
 
@@ -508,6 +509,7 @@ def _params_for(path: str, runs: UiRuns) -> dict:
         "views/interpolation.py": {"run": runs.interpolations + [runs.digits_interpolation],
                                    "analogy": runs.analogies} if runs.interpolations else {},
         "views/directions.py": {"run": runs.directions} if runs.directions else {},
+        "views/training.py": {},
         "views/compare.py": {"run": runs.maps or [runs.text, runs.digits]},
     }[path]
 

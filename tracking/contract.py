@@ -327,8 +327,10 @@ class Artifact:
     CHECKPOINTS_DIR = "checkpoints"
     CHECKPOINTS = "checkpoints.parquet"  # step, epoch, run_id (holding it), path, extract run, held-out scores
     HEAD_WEIGHTS = "head.safetensors"  # inside a checkpoint folder: the classification head
-    TRAINING_STATE = "training_state.safetensors"  # ... and the optimizer / RNG state --resume reads
-    TRAINING_INFO = "training_state.json"  # ... and its step, epoch and label order
+    # the optimiser / RNG state of the latest checkpoint (replaced at each), what --resume reads
+    TRAINING_STATE_DIR = "training_state"
+    TRAINING_STATE = "training_state.safetensors"  # inside it: optimiser moments and RNG state
+    TRAINING_INFO = "training_state.json"  # ... and the step, epoch, class order and settings
     # compare-models
     CROSS_CKA = "cross_cka.parquet"  # run_a, run_b, layer_a, layer_b, cka for every pair of runs
     MODEL_LAYERS = "model_layers.parquet"  # run_id, step, checkpoint, layer, cka_to_base, probe_accuracy, ami.kmeans
