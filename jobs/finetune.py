@@ -21,6 +21,7 @@ run with the same settings from its last checkpoint, as a new child run of it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -264,8 +265,6 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
             log.metric_rows(pending)
             pending.clear()
             log.flush()  # uploaded now: an interrupted run keeps it
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
 
         from jobs._progress import progress
@@ -285,6 +284,7 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
         timing = {Metric.TRAIN_SECONDS: seconds, Metric.TRAIN_SAMPLES_PER_S: trained / max(seconds, 1e-9)}
         log.metric_rows(pending + [(name, value, 0) for name, value in timing.items()])
         pending.clear()
+        device = encoder.device
         del tuner, encoder  # free the training copy before extracting
 
         # Extract the base and every checkpoint on the held-out samples, as children.
@@ -312,16 +312,13 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
                                                           seed=config.seed),
                                       store=store, experiment=experiment_name, parent_run_id=run_id,
                                       source_run_id=run_id)
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
 
     last = held_scores.get(total)
     scores = {Metric.HELDOUT_ACCURACY: last[1] if last else float("nan"), **timing}
     if compared is not None:
         scores.update(compared.scores)
-    details = {"checkpoints": [int(row[Column.STEP]) for row in checkpoints], "steps": total,
-               "device": config.device if config.device != "auto" else "auto"}
+    details = {"checkpoints": [int(row[Column.STEP]) for row in checkpoints], "steps": total, "device": device}
     if resumed:
         details["resumed"] = f"{resumed.run_id} from step {done_before}"
     if compared is not None:
