@@ -171,13 +171,110 @@ def _identity_params(config: FinetuneConfig, model_name: str, dataset) -> dict:
 
 def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) -> JobResult:
     """Fine-tune, checkpoint, extract and compare; one ``finetune`` run and its children."""
+    from tracking.runs import tracked_run
+
+    # Load and validate everything (data, split, model, the run to resume) before a run exists.
+    plan = _prepare(config, store, experiment)
+    resumed = plan.resumed
+    with tracked_run(store, plan.experiment_id, Kind.FINETUNE,
+                     run_name=f"finetune · {plan.model_name.split('/')[-1]} · {plan.dataset.name}",
+                     parent_run_id=resumed.run_id if resumed else None,
+                     source_run_id=resumed.run_id if resumed else None, tags=plan.lineage_tags()) as log:
+        plan.log_inputs(log)
+
+        # Train: step metrics in batches, every checkpoint uploaded as soon as it is saved.
+        scratch = Path(tempfile.mkdtemp(prefix="latentscape-finetune-"))
+        try:
+            training = _TrainingLog(log, plan, scratch)
+            training.train()
+            device = plan.tuner.device
+            plan.release_model()  # free the training copy before extracting
+
+            # Extract the base and every checkpoint on the held-out samples, as children.
+            extractions: dict[int, str] = {}
+            if config.extract:
+                extractions = _extract_checkpoints(plan, training.checkpoints, store, log.run_id, scratch)
+                frame = pd.DataFrame(training.checkpoints)
+                frame[Column.EXTRACT_RUN] = [extractions[int(step)] for step in frame[Column.STEP]]
+                log.table(Artifact.CHECKPOINTS, frame)
+                log.params({Param.RUNS: ",".join(extractions[step] for step in sorted(extractions))})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+        # Compare them layer by layer: CKA to the base, probes, clusters.
+        compared = None
+        if config.compare:
+            from jobs.compare_models import CompareModelsConfig, compare_models
+
+            compared = compare_models(CompareModelsConfig(runs=tuple(extractions[s] for s in sorted(extractions)),
+                                                          seed=config.seed),
+                                      store=store, experiment=plan.experiment_name, parent_run_id=log.run_id,
+                                      source_run_id=log.run_id)
+        run_id = log.run_id
+
+    last = training.held_scores.get(plan.total)
+    scores = {Metric.HELDOUT_ACCURACY: last[1] if last else float("nan"), **training.timing}
+    details = {"checkpoints": [int(row[Column.STEP]) for row in training.checkpoints], "steps": plan.total,
+               "device": device}
+    if resumed:
+        details["resumed"] = f"{resumed.run_id} from step {training.first_step}"
+    if compared is not None:
+        scores.update(compared.scores)
+        details["compare_models_run"] = compared.run_id
+    return JobResult(kind=Kind.FINETUNE.value, run_id=run_id, experiment=plan.experiment_name, scores=scores,
+                     details=details)
+
+
+@dataclass
+class _Plan:
+    """Everything validated before the run: the data and its split, the model to train,
+    the loop, and the interrupted run it resumes (if any)."""
+
+    config: FinetuneConfig
+    dataset: object  # jobs.datasets.Dataset
+    train_rows: np.ndarray
+    held_rows: np.ndarray
+    classes: list[str]
+    codes: np.ndarray  # (n,) class index of every sample
+    model_name: str
+    base_path: str
+    experiment_name: str
+    experiment_id: str
+    identity: dict
+    resumed: _Resumable | None
+    tuner: object  # jobs._finetune.FineTuner
+    per_epoch: int
+    total: int
+
+    def lineage_tags(self) -> dict:
+        return {Tag.DATASET_DIGEST: self.dataset.digest, Tag.DATASET_NAME: self.dataset.name,
+                Tag.MODEL: self.model_name, Tag.POOLING: self.config.pooling,
+                Tag.RESUME_OF: self.resumed.run_id if self.resumed else None}
+
+    def log_inputs(self, log) -> None:
+        """The data set (with each sample's split) and every setting."""
+        dataset = self.dataset
+        samples = dataset.samples_frame()
+        samples[Column.SPLIT] = np.where(np.isin(np.arange(len(dataset)), self.held_rows), HELDOUT_SPLIT,
+                                         TRAIN_SPLIT)
+        log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest, targets=Column.LABEL)
+        log.params({**self.identity, Param.MODEL_PATH: self.base_path, Param.N_CLASSES: len(self.classes),
+                    Param.N_TRAIN: len(self.train_rows), Param.N_HELDOUT: len(self.held_rows),
+                    Param.TOTAL_STEPS: self.total, Param.STEPS_PER_EPOCH: self.per_epoch,
+                    Param.EVAL_EVERY: self.tuner.settings.eval_every, Param.DEVICE: self.tuner.device,
+                    Param.TEXT_COL: dataset.text_col, Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col})
+        log.table(Artifact.SAMPLES, samples)
+
+    def release_model(self) -> None:
+        self.tuner = None
+
+
+def _prepare(config: FinetuneConfig, store, experiment: str | None) -> _Plan:
     from jobs._embedding import Encoder, resolve_model
     from jobs._finetune import FineTuner, TrainSettings, checkpoint_steps
     from jobs._trust import split_for
     from jobs.datasets import load_dataset
-    from tracking.runs import download, tracked_run
 
-    # Load and validate everything before a run exists.
     dataset = load_dataset(config.data, text_col=config.text_col, label_col=config.label_col,
                            id_col=config.id_col, limit=config.limit)
     if dataset.texts is None:
@@ -187,144 +284,114 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
                          "pass --label-col naming a column with two or more classes")
     train_rows, held_rows = split_for(dataset.labels, config.holdout, config.seed)
     classes = sorted(np.unique(dataset.labels).tolist())
-    codes = np.searchsorted(classes, dataset.labels)
-    model_name, _ = resolve_model(config.model)
+    model_name, base = resolve_model(config.model)
     experiment_name = experiment or DEFAULT_EXPERIMENT
     experiment_id = store.experiment_id(experiment_name)
     identity = _identity_params(config, model_name, dataset)
     resumed = _find_resumable(store, experiment_id, dataset.digest, identity) if config.resume else None
-    base_path = resumed.base_path if resumed else str(resolve_model(config.model)[1])
-    start_folder = resumed.folder if resumed else None
-    encoder = Encoder.load(str(start_folder) if start_folder else base_path, device=config.device,
+    base_path = resumed.base_path if resumed else str(base)
+    encoder = Encoder.load(str(resumed.folder) if resumed else base_path, device=config.device,
                            threads=config.threads)
     if not 0 <= config.freeze_below < encoder.n_layers:
         raise UsageError(f"--freeze-below {config.freeze_below} is outside the model's layers 0..{encoder.n_layers - 1}",
                          f"pass 0..{encoder.n_layers - 1}")
     per_epoch = int(np.ceil(len(train_rows) / config.batch_size))
     total = per_epoch * config.epochs
-    eval_every = config.eval_every or max(1, total // 5)
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup=config.warmup, max_length=config.max_length,
-        pooling=config.pooling, seed=config.seed, freeze_below=config.freeze_below, eval_every=eval_every,
-        checkpoint_steps=checkpoint_steps(total, config.checkpoints),
+        pooling=config.pooling, seed=config.seed, freeze_below=config.freeze_below,
+        eval_every=config.eval_every or max(1, total // 5), checkpoint_steps=checkpoint_steps(total, config.checkpoints),
     )
     tuner = FineTuner(encoder, len(classes), settings)
-    if start_folder:
-        info = tuner.restore(start_folder, resumed.state)
+    if resumed:
+        info = tuner.restore(resumed.folder, resumed.state)
         if info.get("classes") != classes:
             raise UsageError(f"run {resumed.run_id} was trained on other classes", "resume with the same --data")
-    texts = dataset.texts
-    train_tokens, held_tokens = tuner.tokenize(texts[train_rows]), tuner.tokenize(texts[held_rows])
+    return _Plan(config=config, dataset=dataset, train_rows=train_rows, held_rows=held_rows, classes=classes,
+                 codes=np.searchsorted(classes, dataset.labels), model_name=model_name, base_path=base_path,
+                 experiment_name=experiment_name, experiment_id=experiment_id, identity=identity, resumed=resumed,
+                 tuner=tuner, per_epoch=per_epoch, total=total)
 
-    lineage = {Tag.DATASET_DIGEST: dataset.digest, Tag.DATASET_NAME: dataset.name, Tag.MODEL: model_name,
-               Tag.POOLING: config.pooling, Tag.RESUME_OF: resumed.run_id if resumed else None}
-    with tracked_run(store, experiment_id, Kind.FINETUNE,
-                     run_name=f"finetune · {model_name.split('/')[-1]} · {dataset.name}",
-                     parent_run_id=resumed.run_id if resumed else None,
-                     source_run_id=resumed.run_id if resumed else None, tags=lineage) as log:
-        run_id = log.run_id
-        samples = dataset.samples_frame()
-        samples[Column.SPLIT] = np.where(np.isin(np.arange(len(dataset)), held_rows), HELDOUT_SPLIT, TRAIN_SPLIT)
-        log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest, targets=Column.LABEL)
-        log.params({**identity, Param.MODEL_PATH: base_path, Param.N_CLASSES: len(classes),
-                    Param.N_TRAIN: len(train_rows), Param.N_HELDOUT: len(held_rows), Param.TOTAL_STEPS: total,
-                    Param.STEPS_PER_EPOCH: per_epoch, Param.EVAL_EVERY: eval_every, Param.DEVICE: encoder.device,
-                    Param.TEXT_COL: dataset.text_col, Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col})
-        log.table(Artifact.SAMPLES, samples)
 
-        # Train: step metrics in batches, every checkpoint uploaded as soon as it is saved.
-        checkpoints = list(resumed.checkpoints) if resumed else []
-        pending: list[tuple[str, float, int]] = []
-        scratch = Path(tempfile.mkdtemp(prefix="latentscape-finetune-"))
+class _TrainingLog:
+    """Runs the loop of a plan and logs it into ``log``: step metrics in batches, held-out
+    scores, and each checkpoint (with the training state and ``checkpoints.parquet``)
+    uploaded as soon as it is saved."""
 
-        def on_step(record) -> None:
-            pending.extend([(Metric.TRAIN_LOSS, record.loss, record.step),
-                            (Metric.TRAIN_ACCURACY, record.accuracy, record.step), (Metric.LR, record.lr, record.step)])
-            if len(pending) >= 3 * _STEP_ROWS_PER_WRITE:
-                log.metric_rows(pending)
-                pending.clear()
+    def __init__(self, log, plan: _Plan, scratch: Path):
+        self.log, self.plan, self.scratch = log, plan, scratch
+        self.checkpoints: list[dict] = list(plan.resumed.checkpoints) if plan.resumed else []
+        self.held_scores: dict[int, tuple[float, float]] = {}
+        self.pending: list[tuple[str, float, int]] = []
+        self.timing: dict[str, float] = {}
+        self.first_step = plan.tuner.step
 
-        held_scores: dict[int, tuple[float, float]] = {}
-
-        def on_eval(record) -> None:
-            held_scores[record.step] = (record.loss, record.accuracy)
-            pending.extend([(Metric.HELDOUT_LOSS, record.loss, record.step),
-                            (Metric.HELDOUT_ACCURACY, record.accuracy, record.step)])
-
-        def on_checkpoint(step: int, epoch: int) -> None:
-            folder = tuner.save(scratch / f"step_{step:06d}")
-            log.folder(Artifact.checkpoint(step), folder)
-            state = tuner.save_state(scratch / Artifact.TRAINING_STATE_DIR, epoch=epoch, classes=classes)
-            log.folder(Artifact.TRAINING_STATE_DIR, state)  # replaces the previous checkpoint's
-            loss, accuracy = held_scores[step]
-            checkpoints.append({Column.STEP: step, Column.EPOCH: epoch, Column.RUN_ID: run_id,
-                                Column.PATH: Artifact.checkpoint(step), Metric.HELDOUT_LOSS: loss,
-                                Metric.HELDOUT_ACCURACY: accuracy})
-            log.table(Artifact.CHECKPOINTS, pd.DataFrame(checkpoints))
-            log.metric_rows(pending)
-            pending.clear()
-            log.flush()  # uploaded now: an interrupted run keeps it
-            shutil.rmtree(folder, ignore_errors=True)
-
+    def train(self) -> None:
         from jobs._progress import progress
 
-        done_before = tuner.step
-        with progress(total, "finetune", unit="step") as bar:
-            bar.update(done_before)
+        plan, tuner = self.plan, self.plan.tuner
+        train_tokens = tuner.tokenize(plan.dataset.texts[plan.train_rows])
+        held_tokens = tuner.tokenize(plan.dataset.texts[plan.held_rows])
+        with progress(plan.total, "finetune", unit="step") as bar:
+            bar.update(self.first_step)
 
-            def stepped(record) -> None:
-                on_step(record)
+            def on_step(record) -> None:
+                self._step(record)
                 bar.update(1)
 
-            seconds = tuner.train(train_tokens, codes[train_rows], held_tokens, codes[held_rows],
-                                  on_step=stepped, on_eval=on_eval, on_checkpoint=on_checkpoint)
-        trained = sum(min(config.batch_size, len(train_rows) - (s % per_epoch) * config.batch_size)
-                      for s in range(done_before, total))
-        timing = {Metric.TRAIN_SECONDS: seconds, Metric.TRAIN_SAMPLES_PER_S: trained / max(seconds, 1e-9)}
-        log.metric_rows(pending + [(name, value, 0) for name, value in timing.items()])
-        pending.clear()
-        device = encoder.device
-        del tuner, encoder  # free the training copy before extracting
+            seconds = tuner.train(train_tokens, plan.codes[plan.train_rows], held_tokens, plan.codes[plan.held_rows],
+                                  on_step=on_step, on_eval=self._eval, on_checkpoint=self._checkpoint)
+        n_train, size = len(plan.train_rows), plan.config.batch_size
+        trained = sum(min(size, n_train - (step % plan.per_epoch) * size) for step in range(self.first_step, plan.total))
+        self.timing = {Metric.TRAIN_SECONDS: seconds, Metric.TRAIN_SAMPLES_PER_S: trained / max(seconds, 1e-9)}
+        self._write([(name, value, 0) for name, value in self.timing.items()])
 
-        # Extract the base and every checkpoint on the held-out samples, as children.
-        extractions: dict[int, str] = {}
-        if config.extract:
-            held_file = scratch / f"{dataset.name}-heldout.parquet"
-            pd.DataFrame({Column.SAMPLE_ID: dataset.ids[held_rows], Column.TEXT: texts[held_rows],
-                          Column.LABEL: dataset.labels[held_rows]}).to_parquet(held_file, index=False)
-            models = [(0, base_path)] + [
-                (int(row[Column.STEP]), str(download(store, row[Column.RUN_ID], row[Column.PATH])))
-                for row in checkpoints]
-            for step, path in models:
-                extractions[step] = _extract_child(held_file, path, config, store, experiment_name, run_id, step)
-            checkpoints_frame = pd.DataFrame(checkpoints)
-            checkpoints_frame[Column.EXTRACT_RUN] = [extractions[int(s)] for s in checkpoints_frame[Column.STEP]]
-            log.table(Artifact.CHECKPOINTS, checkpoints_frame)
-            log.params({Param.RUNS: ",".join(extractions[s] for s in sorted(extractions))})
+    def _write(self, extra=()) -> None:
+        self.log.metric_rows(self.pending + list(extra))
+        self.pending.clear()
 
-        # Compare them layer by layer: CKA to the base, probes, clusters.
-        compared = None
-        if config.compare:
-            from jobs.compare_models import CompareModelsConfig, compare_models
+    def _step(self, record) -> None:
+        self.pending.extend([(Metric.TRAIN_LOSS, record.loss, record.step),
+                             (Metric.TRAIN_ACCURACY, record.accuracy, record.step),
+                             (Metric.LR, record.lr, record.step)])
+        if len(self.pending) >= 3 * _STEP_ROWS_PER_WRITE:
+            self._write()
 
-            compared = compare_models(CompareModelsConfig(runs=tuple(extractions[s] for s in sorted(extractions)),
-                                                          seed=config.seed),
-                                      store=store, experiment=experiment_name, parent_run_id=run_id,
-                                      source_run_id=run_id)
-        shutil.rmtree(scratch, ignore_errors=True)
+    def _eval(self, record) -> None:
+        self.held_scores[record.step] = (record.loss, record.accuracy)
+        self.pending.extend([(Metric.HELDOUT_LOSS, record.loss, record.step),
+                             (Metric.HELDOUT_ACCURACY, record.accuracy, record.step)])
 
-    last = held_scores.get(total)
-    scores = {Metric.HELDOUT_ACCURACY: last[1] if last else float("nan"), **timing}
-    if compared is not None:
-        scores.update(compared.scores)
-    details = {"checkpoints": [int(row[Column.STEP]) for row in checkpoints], "steps": total, "device": device}
-    if resumed:
-        details["resumed"] = f"{resumed.run_id} from step {done_before}"
-    if compared is not None:
-        details["compare_models_run"] = compared.run_id
-    return JobResult(kind=Kind.FINETUNE.value, run_id=run_id, experiment=experiment_name, scores=scores,
-                     details=details)
+    def _checkpoint(self, step: int, epoch: int) -> None:
+        tuner, log = self.plan.tuner, self.log
+        folder = tuner.save(self.scratch / f"step_{step:06d}")
+        log.folder(Artifact.checkpoint(step), folder)
+        state = tuner.save_state(self.scratch / Artifact.TRAINING_STATE_DIR, epoch=epoch, classes=self.plan.classes)
+        log.folder(Artifact.TRAINING_STATE_DIR, state)  # replaces the previous checkpoint's
+        loss, accuracy = self.held_scores[step]
+        self.checkpoints.append({Column.STEP: step, Column.EPOCH: epoch, Column.RUN_ID: log.run_id,
+                                 Column.PATH: Artifact.checkpoint(step), Metric.HELDOUT_LOSS: loss,
+                                 Metric.HELDOUT_ACCURACY: accuracy})
+        log.table(Artifact.CHECKPOINTS, pd.DataFrame(self.checkpoints))
+        self._write()
+        log.flush()  # uploaded now: an interrupted run keeps it
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _extract_checkpoints(plan: _Plan, checkpoints: list[dict], store, run_id: str, scratch: Path) -> dict[int, str]:
+    """Extract runs (children of ``run_id``) of the base (step 0) and every checkpoint, all
+    on the held-out samples: ``{step: extract run id}``."""
+    from tracking.runs import download
+
+    dataset, rows = plan.dataset, plan.held_rows
+    held_file = scratch / f"{dataset.name}-heldout.parquet"
+    pd.DataFrame({Column.SAMPLE_ID: dataset.ids[rows], Column.TEXT: dataset.texts[rows],
+                  Column.LABEL: dataset.labels[rows]}).to_parquet(held_file, index=False)
+    models = [(0, plan.base_path)] + [
+        (int(row[Column.STEP]), str(download(store, row[Column.RUN_ID], row[Column.PATH]))) for row in checkpoints]
+    return {step: _extract_child(held_file, path, plan.config, store, plan.experiment_name, run_id, step)
+            for step, path in models}
 
 
 def _extract_child(held_file: Path, model_path: str, config: FinetuneConfig, store, experiment: str,
