@@ -269,7 +269,11 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
     st.cache_resource.clear()
     try:
         app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=120)
-        app.run()
+        app.run()  # the Overview: the training, then its children under it
+        table = next(d.value for d in app.dataframe if "run_id" in d.value).reset_index(drop=True)
+        top = int(table.index[table["run_id"] == tiny_training.run_id][0])
+        assert [name.startswith("└ ") for name in table["name"][top:top + 5]] == [False] + [True] * 4
+        assert list(table["kind"][top + 1:top + 5]) == [Kind.EXTRACT] * 3 + [Kind.COMPARE_MODELS]
         app.query_params = {"run": tiny_training.run_id}
         app.switch_page("views/training.py").run()
         assert not app.exception, [e.value for e in app.exception]
@@ -284,3 +288,20 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+def test_overview_lists_each_run_under_its_parent():
+    from tracking.contract import CatalogColumn as C
+    from ui.charts import overview as charts
+
+    runs = pd.DataFrame({  # newest first, as the catalog lists them
+        C.RUN_ID: ["other", "cmp", "ck2", "ck1", "train", "orphan"],
+        C.NAME: ["o", "compare", "step 2", "step 1", "finetune", "x"],
+        C.PARENT_RUN_ID: [None, "train", "train", "train", None, "gone"],
+        C.START_TIME: pd.to_datetime(["2026-12-03 10:05", "2026-12-03 10:04", "2026-12-03 10:03",
+                                      "2026-12-03 10:02", "2026-12-03 10:01", "2026-12-03 09:00"]),
+    })
+    ordered = charts.tree_order(runs)
+    assert list(ordered[C.RUN_ID]) == ["other", "train", "ck1", "ck2", "cmp", "orphan"]
+    assert list(ordered["depth"]) == [0, 0, 1, 1, 1, 0]
+    assert charts.tree_names(ordered)[2].endswith("└ step 1")
