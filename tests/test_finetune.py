@@ -305,3 +305,18 @@ def test_overview_lists_each_run_under_its_parent():
     assert list(ordered[C.RUN_ID]) == ["other", "train", "ck1", "ck2", "cmp", "orphan"]
     assert list(ordered["depth"]) == [0, 0, 1, 1, 1, 0]
     assert charts.tree_names(ordered)[2].endswith("└ step 1")
+
+
+def test_compare_models_command_takes_a_finetune_run_for_its_checkpoints(tiny_training, tiny_store, capsys):
+    import json
+
+    from jobs.cli import main
+
+    code = main(["compare-models", "--runs", tiny_training.run_id, "--probe-folds", "2", "--json",
+                 "--tracking-uri", tiny_store.uri])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and out["kind"] == Kind.COMPARE_MODELS and out["details"]["runs"] == 3
+    run = tiny_store.get_run(out["run_id"])
+    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == tiny_training.run_id == run.data.tags[Tag.SOURCE_RUN]
+    assert run.data.params[Param.RUNS] == tiny_store.get_run(tiny_training.run_id).data.params[Param.RUNS]
+    assert 0 < out["scores"]["cka_to_base_last_layer"] <= 1

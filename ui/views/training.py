@@ -106,6 +106,7 @@ def _cross_model(comparisons, pair: tuple[str | None, str | None]) -> None:
         return
     st.altair_chart(charts.cross_chart(info, title_a=labels.get(run_a, "A")[:40], title_b=labels.get(run_b, "B")[:40]),
                     width="content")
+    components.link(routes.LAYERS, "these two models' layers side by side", {"run": [run_a, run_b]})
 
 
 if __name__ == "__main__":
