@@ -123,11 +123,13 @@ def _run_cli(args) -> JobResult:
 
 
 def extract(config: ExtractConfig, *, store, experiment: str | None = None, parent_run_id: str | None = None,
-            source_run_id: str | None = None, tags: dict | None = None) -> JobResult:
+            source_run_id: str | None = None, tags: dict | None = None, model_name: str | None = None) -> JobResult:
     """Embed ``config.data`` and log one ``extract`` run (or return the identical one).
 
     ``parent_run_id`` / ``source_run_id`` / ``tags``: lineage of an extraction made by
-    another job (``finetune`` extracts each checkpoint as its child)."""
+    another job (``finetune`` extracts each checkpoint as its child); ``model_name`` names
+    the model in place of its folder's name (a checkpoint's folder is named by its step
+    only, the same in every training)."""
     from jobs._embedding import DEFAULT_MODEL, resolve_model
     from jobs._progress import progress
     from jobs.datasets import load_dataset
@@ -145,7 +147,8 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     if tabular:
         model_name, model_path = TABULAR_MODEL, ""
     else:
-        model_name, path = resolve_model(config.model)
+        default_name, path = resolve_model(config.model)
+        model_name = model_name or default_name
         model_path = str(path)
     experiment_id = store.experiment_id(experiment)
     identity = {

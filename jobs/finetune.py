@@ -34,7 +34,7 @@ from jobs._result import JobResult
 from tracking.contract import DEFAULT_EXPERIMENT, Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
 
-__all__ = ["FinetuneConfig", "finetune", "add_parser", "HELDOUT_SPLIT", "TRAIN_SPLIT"]
+__all__ = ["FinetuneConfig", "finetune", "add_parser", "checkpoint_name", "HELDOUT_SPLIT", "TRAIN_SPLIT"]
 
 TRAIN_SPLIT, HELDOUT_SPLIT = "train", "heldout"
 _STEP_ROWS_PER_WRITE = 50  # step metrics are written in batches of this many steps
@@ -390,12 +390,19 @@ def _extract_checkpoints(plan: _Plan, checkpoints: list[dict], store, run_id: st
                   Column.LABEL: dataset.labels[rows]}).to_parquet(held_file, index=False)
     models = [(0, plan.base_path)] + [
         (int(row[Column.STEP]), str(download(store, row[Column.RUN_ID], row[Column.PATH]))) for row in checkpoints]
-    return {step: _extract_child(held_file, path, plan.config, store, plan.experiment_name, run_id, step)
+    return {step: _extract_child(held_file, path, plan.config, store, plan.experiment_name, run_id, step,
+                                 name=None if step == 0 else checkpoint_name(plan.model_name, run_id, step))
             for step, path in models}
 
 
+def checkpoint_name(model_name: str, run_id: str, step: int) -> str:
+    """The model name of a checkpoint's extraction: the base model, the training run and
+    the step (``all-MiniLM-L6-v2-ft-1a2b3c4d-step27``), unique across trainings."""
+    return f"{model_name.split('/')[-1]}-ft-{run_id[:8]}-step{int(step)}"
+
+
 def _extract_child(held_file: Path, model_path: str, config: FinetuneConfig, store, experiment: str,
-                   run_id: str, step: int) -> str:
+                   run_id: str, step: int, name: str | None) -> str:
     from jobs.extract import ExtractConfig, extract
 
     extract_config = ExtractConfig(data=str(held_file), text_col=Column.TEXT, label_col=Column.LABEL,
@@ -403,7 +410,7 @@ def _extract_child(held_file: Path, model_path: str, config: FinetuneConfig, sto
                                    max_length=config.max_length, device=config.device, threads=config.threads,
                                    force=True)
     result = extract(extract_config, store=store, experiment=experiment, parent_run_id=run_id,
-                     source_run_id=run_id, tags={Tag.CHECKPOINT_STEP: step})
+                     source_run_id=run_id, tags={Tag.CHECKPOINT_STEP: step}, model_name=name)
     return result.run_id
 
 

@@ -100,6 +100,7 @@ def test_checkpoints_extractions_and_comparison_form_one_tree(tiny_training, tin
     assert list(checkpoints[Column.STEP]) == [total // 2, total] or len(checkpoints) == 2
     assert [int(c.data.tags[Tag.CHECKPOINT_STEP]) for c in children[:3]] == [0, *checkpoints[Column.STEP]]
     assert list(checkpoints[Column.EXTRACT_RUN]) == [c.info.run_id for c in children[1:3]]
+    assert children[2].data.tags[Tag.MODEL] == f"tiny-bert0-ft-{run.info.run_id[:8]}-step{total}"
     table = load_table(tiny_store, children[3].info.run_id, Artifact.MODEL_LAYERS)
     assert set(table[Column.CHECKPOINT]) == {"base", *(f"step {s}" for s in checkpoints[Column.STEP])}
     assert {Metric.CKA_TO_BASE, Metric.PROBE_ACCURACY, Metric.qualified(Metric.AMI, "kmeans")} <= set(table)
