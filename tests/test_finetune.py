@@ -57,6 +57,11 @@ def test_cross_cka_of_an_extraction_against_itself_is_one_on_the_diagonal(text_e
     np.testing.assert_allclose(matrix, cka_matrix(layers, dtype=np.float64), atol=1e-6)
     rectangular = cross_cka(layers[:3], layers)
     assert rectangular.shape == (3, 7) and rectangular[0, 6] < 0.9
+    np.testing.assert_allclose(cross_cka(layers[:2], layers[:2], debiased=True),
+                               cka_matrix(layers[:2], debiased=True, dtype=np.float64), atol=1e-6)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((384, 384)))
+    turned = cross_cka(layers[-1:], [layers[-1] @ rotation * 3.0])  # invariant to rotation and scale
+    assert turned[0, 0] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_cross_cka_matches_an_independent_gram_computation_on_two_checkpoints(tiny_training, tiny_store):
