@@ -27,6 +27,8 @@ JOB_MODULES = {
     "analogies": "jobs.analogies",
     "directions": "jobs.directions",
     "sae": "jobs.sae",
+    "finetune": "jobs.finetune",
+    "compare-models": "jobs.compare_models",
     "search": "jobs.search",
     "ui": "jobs.serve",
     "server": "jobs.serve",

@@ -123,8 +123,14 @@ def _run_cli(args) -> JobResult:
     return extract(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 
-def extract(config: ExtractConfig, *, store, experiment: str | None = None) -> JobResult:
-    """Embed ``config.data`` and log one ``extract`` run (or return the identical one)."""
+def extract(config: ExtractConfig, *, store, experiment: str | None = None, parent_run_id: str | None = None,
+            source_run_id: str | None = None, tags: dict | None = None, model_name: str | None = None) -> JobResult:
+    """Embed ``config.data`` and log one ``extract`` run (or return the identical one).
+
+    ``parent_run_id`` / ``source_run_id`` / ``tags``: lineage of an extraction made by
+    another job (``finetune`` extracts each checkpoint as its child); ``model_name`` names
+    the model in place of its folder's name (a checkpoint's folder is named by its step
+    only, the same in every training)."""
     from jobs._embedding import DEFAULT_MODEL, resolve_model
     from jobs._progress import progress
     from jobs.datasets import load_dataset
@@ -142,7 +148,8 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None) -> J
     if tabular:
         model_name, model_path = TABULAR_MODEL, ""
     else:
-        model_name, path = resolve_model(config.model)
+        default_name, path = resolve_model(config.model)
+        model_name = model_name or default_name
         model_path = str(path)
     experiment_id = store.experiment_id(experiment)
     identity = {
@@ -166,7 +173,8 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None) -> J
 
     with tracked_run(store, experiment_id, Kind.EXTRACT,
                      run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
-                     tags={**identity, Tag.DATASET_NAME: dataset.name}) as log:
+                     parent_run_id=parent_run_id, source_run_id=source_run_id,
+                     tags={**identity, Tag.DATASET_NAME: dataset.name, **(tags or {})}) as log:
         samples = dataset.samples_frame()
         log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest,
                     targets=Column.LABEL if dataset.labels is not None else None)

@@ -536,6 +536,7 @@ PAGES = {
     "views/interpolation.py": ("interpolate", 3),
     "views/directions.py": ("directions", 2),
     "views/features.py": ("sae", 3),
+    "views/training.py": (None, 0),  # no finetune run here (tests/test_finetune.py draws it)
     "views/compare.py": (None, 1),
 }
 
@@ -551,6 +552,7 @@ def _params_for(path: str, runs: UiRuns) -> dict:
                                    "analogy": runs.analogies} if runs.interpolations else {},
         "views/directions.py": {"run": runs.directions} if runs.directions else {},
         "views/features.py": {"run": runs.sae} if runs.sae else {},
+        "views/training.py": {},
         "views/compare.py": {"run": runs.maps or [runs.text, runs.digits]},
     }[path]
 

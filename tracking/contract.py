@@ -58,6 +58,8 @@ class Kind(StrEnum):
     DIRECTIONS = "directions"
     AUTOENCODER = "autoencoder"
     SAE = "sae"  # a sparse autoencoder's dictionary of one layer
+    FINETUNE = "finetune"  # latentscape finetune: training with checkpoints (parent of their extractions)
+    COMPARE_MODELS = "compare_models"  # latentscape compare-models: CKA across models, per layer
 
 
 class Tag:
@@ -80,6 +82,8 @@ class Tag:
     # where, and the fix; map, sweep and layers set it, the Maps and Layers pages show it
     WARNING = "warning"
     VERDICT = "verdict"  # layers: the layer verdict in one plain sentence
+    CHECKPOINT_STEP = "checkpoint_step"  # a finetune's child extraction: the training step (0: the base)
+    RESUME_OF = "resume_of"  # finetune --resume: the interrupted run it continues
 
 
 class Param:
@@ -183,6 +187,17 @@ class Param:
     TOP_SAMPLES = "top_samples"  # top-activating samples kept per feature
     DIRECTIONS_RUN = "directions_run"  # the directions run whose label directions features are compared with
     TARGET = "target"  # sweep --target: what each trial fits (map or sae)
+    # finetune (also EPOCHS, LEARNING_RATE, SEED, HOLDOUT, BATCH_SIZE, MAX_LENGTH, POOLING, MODEL)
+    CHECKPOINTS = "checkpoints"  # checkpoints saved, evenly spaced over the training steps
+    FREEZE_BELOW = "freeze_below"  # hidden states below this layer keep the base's weights
+    WARMUP = "warmup"  # fraction of the steps with a linearly rising learning rate (then linear decay)
+    WEIGHT_DECAY = "weight_decay"
+    TOTAL_STEPS = "total_steps"
+    STEPS_PER_EPOCH = "steps_per_epoch"
+    EVAL_EVERY = "eval_every"  # held-out evaluation every this many steps (and at each checkpoint)
+    N_TRAIN = "n_train"
+    N_HELDOUT = "n_heldout"
+    RUNS = "runs"  # compare-models: the extract runs compared, comma-separated, the reference first
     HOLDOUT = "holdout"  # autoencoder: validation fraction; sweep --holdout (and its trials, best map,
     # replays): the fraction of samples held out, stratified by label, split with the run's seed
 
@@ -288,6 +303,15 @@ class Metric:
     DEAD_FRACTION = "dead_fraction"  # latents that never fire on any row
     LABELS_COVERED = "labels_covered"  # labels with a feature of AUC >= 0.9
     TRAIN_SECONDS = "train_seconds"
+    # finetune, step = training step
+    TRAIN_LOSS = "train_loss"
+    TRAIN_ACCURACY = "train_accuracy"
+    HELDOUT_LOSS = "heldout_loss"
+    HELDOUT_ACCURACY = "heldout_accuracy"
+    LR = "lr"
+    TRAIN_SAMPLES_PER_S = "train_samples_per_s"
+    # compare-models, step = layer: each compared run against the reference (``.<label>``)
+    CKA_TO_BASE = "cka_to_base"
 
     HOLDOUT_PREFIX = "holdout."  # sweep --holdout: the best map's scores over the held-out samples
 
@@ -342,6 +366,22 @@ class Artifact:
     QUESTIONS_FILE = "questions.txt"
     DIRECTIONS_DIR = "directions"
     EMBEDDINGS_DIR = "embeddings"
+    # finetune: one Hugging Face folder (safetensors) per checkpoint, loadable with --model
+    CHECKPOINTS_DIR = "checkpoints"
+    CHECKPOINTS = "checkpoints.parquet"  # step, epoch, run_id (holding it), path, extract run, held-out scores
+    HEAD_WEIGHTS = "head.safetensors"  # inside a checkpoint folder: the classification head
+    # the optimiser / RNG state of the latest checkpoint (replaced at each), what --resume reads
+    TRAINING_STATE_DIR = "training_state"
+    TRAINING_STATE = "training_state.safetensors"  # inside it: optimiser moments and RNG state
+    TRAINING_INFO = "training_state.json"  # ... and the step, epoch, class order and settings
+    # compare-models
+    CROSS_CKA = "cross_cka.parquet"  # run_a, run_b, layer_a, layer_b, cka for every pair of runs
+    MODEL_LAYERS = "model_layers.parquet"  # run_id, step, checkpoint, layer, cka_to_base, probe_accuracy, ami.kmeans
+
+    @staticmethod
+    def checkpoint(step: int) -> str:
+        """Folder of the checkpoint saved after training step ``step``."""
+        return f"checkpoints/step_{int(step):06d}"
 
     @staticmethod
     def embedding(layer: int) -> str:
@@ -441,6 +481,14 @@ class Column:
     DIRECTION_LABEL = "direction_label"  # the label direction (directions run) closest to the decoder row
     DIRECTION_COSINE = "direction_cosine"  # ... their cosine
     ACTIVATION = "activation"
+    # checkpoints.parquet / model_layers.parquet / cross_cka.parquet
+    EPOCH = "epoch"
+    PATH = "path"
+    EXTRACT_RUN = "extract_run"
+    SPLIT = "split"  # finetune's samples.parquet: "train" or "heldout"
+    CHECKPOINT = "checkpoint"  # display name of a compared run: "base", "step 40" or its run name
+    RUN_A = "run_a"
+    RUN_B = "run_b"
 
 
 class CatalogColumn:

@@ -325,6 +325,10 @@ class RunLog:
     def bytes(self, artifact_path: str, content: bytes) -> None:
         self._stage(artifact_path).write_bytes(content)
 
+    def folder(self, artifact_path: str, source: Path) -> None:
+        """Every file under the folder ``source``, as the artifact folder ``artifact_path``."""
+        shutil.copytree(source, self._stage(artifact_path), dirs_exist_ok=True)
+
     def flush(self) -> None:
         """Upload the staged artifacts in one call."""
         if self._staging is None:

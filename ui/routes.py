@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from tracking.contract import Kind
 
 __all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "FEATURES",
+           "TRAINING",
            "COMPARE", "route_for_kind"]
 
 
@@ -35,10 +36,13 @@ DIRECTIONS = Route("views/directions.py", "Directions", "directions", ":material
                    "is there a direction for this concept?")
 FEATURES = Route("views/features.py", "Features", "features", ":material/category:",
                   "what else does this layer encode?")
+TRAINING = Route("views/training.py", "Training", "training", ":material/model_training:",
+                  "how does a representation move during fine-tuning, and between models?")
 COMPARE = Route("views/compare.py", "Compare", "compare", ":material/compare_arrows:",
                 "how do these runs differ?")
 
-ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, FEATURES, COMPARE)
+ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, FEATURES, TRAINING,
+                             COMPARE)
 
 _BY_KIND = {
     Kind.EXTRACT: LAYERS,
@@ -50,6 +54,8 @@ _BY_KIND = {
     Kind.ANALOGIES: INTERPOLATION,
     Kind.DIRECTIONS: DIRECTIONS,
     Kind.SAE: FEATURES,
+    Kind.FINETUNE: TRAINING,
+    Kind.COMPARE_MODELS: TRAINING,
 }
 
 
@@ -64,8 +70,8 @@ def route_for_kind(kind: str) -> Route:
 def link_params(kind: str, run_id: str, source_run: str | None = None) -> dict[str, str]:
     """Query parameters that open ``run_id`` on its page (a layers run opens its extraction;
     an analogies run is the Interpolation page's ``analogy`` selection)."""
-    if kind == Kind.LAYERS and source_run:
-        return {"run": source_run}
+    if kind in (Kind.LAYERS, Kind.COMPARE_MODELS) and source_run:
+        return {"run": source_run}  # a comparison opens its fine-tuning (or its reference extraction)
     if kind == Kind.ANALOGIES:
         return {"analogy": run_id}
     return {"run": run_id}

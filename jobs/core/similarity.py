@@ -31,6 +31,7 @@ __all__ = [
     "linear_cka_gram",
     "cka_matrix",
     "cka_matrix_gram",
+    "cross_cka",
     "consecutive",
     "mean_cosine",
 ]
@@ -284,6 +285,44 @@ def cka_matrix_gram(layers: Sequence[np.ndarray], *, debiased: bool = False, dty
             # einsum, not vdot: BLAS sdot sums 10^8 float32 products in float32.
             hsic[i, j] = hsic[j, i] = float(np.einsum("ij,ij->", grams[i], grams[j]))
     return _normalise(hsic)
+
+
+def cross_cka(
+    layers_a: Sequence[np.ndarray],
+    layers_b: Sequence[np.ndarray],
+    *,
+    debiased: bool = False,
+    dtype=np.float64,
+) -> np.ndarray:
+    """Linear CKA between every layer of one model and every layer of another, on the
+    same ``n`` samples in the same row order: ``layers_a``: ``La`` arrays ``(n, d_i)``,
+    ``layers_b``: ``Lb`` arrays ``(n, e_j)``; returns ``(La, Lb)`` float64 with entry
+    ``[i, j] = CKA(layers_a[i], layers_b[j])`` (Kornblith et al.'s cross-model heatmap).
+
+    Not symmetric and no unit diagonal in general; for ``layers_b`` equal to ``layers_a``
+    it is :func:`cka_matrix` (ones on the diagonal). Every layer is centred once and its
+    self-similarity ``||x^T x||_F`` computed once (feature-space formula, products in
+    ``dtype``). NaN where a layer is constant. ``debiased``: unbiased HSIC (n >= 4).
+    """
+    _check_layers([*layers_a, *layers_b], debiased)
+    n = len(layers_a[0])
+    centred_a = [center(x, dtype=dtype) for x in layers_a]
+    centred_b = [center(y, dtype=dtype) for y in layers_b]
+
+    def hsic(x, y, rows_x, rows_y) -> float:
+        block = y.T @ x
+        value = float(np.einsum("ij,ij->", block, block, dtype=np.float64))
+        return _debiased_hsic(value, rows_x, rows_y, n) if debiased else value
+
+    rows_a = [np.einsum("ij,ij->i", x, x, dtype=np.float64) if debiased else None for x in centred_a]
+    rows_b = [np.einsum("ij,ij->i", y, y, dtype=np.float64) if debiased else None for y in centred_b]
+    self_a = np.sqrt(np.clip([hsic(x, x, r, r) for x, r in zip(centred_a, rows_a)], 0.0, None))
+    self_b = np.sqrt(np.clip([hsic(y, y, r, r) for y, r in zip(centred_b, rows_b)], 0.0, None))
+    out = np.empty((len(centred_a), len(centred_b)), dtype=np.float64)
+    for i, (x, rx) in enumerate(zip(centred_a, rows_a)):
+        for j, (y, ry) in enumerate(zip(centred_b, rows_b)):
+            out[i, j] = _ratio(hsic(x, y, rx, ry), float(self_a[i]), float(self_b[j]))
+    return out
 
 
 def consecutive(matrix: np.ndarray) -> np.ndarray:

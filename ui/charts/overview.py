@@ -20,6 +20,8 @@ __all__ = [
     "users_info",
     "users_chart",
     "status_counts",
+    "tree_order",
+    "tree_names",
 ]
 
 _UNKNOWN = "(none)"
@@ -158,3 +160,47 @@ def status_counts(runs: pd.DataFrame) -> dict[str, int]:
         for status, n in runs[C.STATUS].astype(str).value_counts().items():
             counts[status] = int(n)
     return counts
+
+
+TREE_DEPTH = "depth"  # column tree_order adds: 0 for a run whose parent is not listed
+_TREE_MARK = "└ "
+_TREE_INDENT = " "  # an em space per level (a table cell keeps it; plain spaces collapse)
+
+
+def tree_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (``queries.runs`` columns, in the order to show the top-level runs) with
+    every run's children (``parent_run_id``) right under it, oldest first, and theirs under
+    them: a fine-tuning, its checkpoint extractions and its comparison read as one tree.
+    A run whose parent is not in ``runs`` is a top-level run. Adds ``depth``."""
+    if runs.empty or C.PARENT_RUN_ID not in runs:
+        return runs.assign(**{TREE_DEPTH: 0})
+    ids = set(runs[C.RUN_ID])
+    parents = runs[C.PARENT_RUN_ID].where(runs[C.PARENT_RUN_ID].isin(ids))
+    children: dict[str, list[int]] = {}
+    by_start = runs.sort_values(C.START_TIME, kind="stable") if C.START_TIME in runs else runs
+    for position, parent in zip(by_start.index, parents.loc[by_start.index]):
+        if isinstance(parent, str):
+            children.setdefault(parent, []).append(position)
+    order, depths, seen = [], [], set()
+    for root in runs.index[parents.isna().to_numpy()]:
+        stack = [(root, 0)]
+        while stack:  # depth first, children in start order
+            position, depth = stack.pop()
+            if position in seen:
+                continue
+            seen.add(position)
+            order.append(position)
+            depths.append(depth)
+            below = children.get(runs.at[position, C.RUN_ID], [])
+            stack.extend((child, depth + 1) for child in reversed(below))
+    rest = [position for position in runs.index if position not in seen]  # a parent cycle: listed flat
+    ordered = runs.loc[order + rest].copy()
+    ordered[TREE_DEPTH] = depths + [0] * len(rest)
+    return ordered.reset_index(drop=True)
+
+
+def tree_names(ordered: pd.DataFrame) -> pd.Series:
+    """The ``name`` column of a :func:`tree_order` frame, indented by depth."""
+    names = ordered[C.NAME].fillna("").astype(str)
+    return pd.Series([name if depth == 0 else _TREE_INDENT * (depth - 1) + _TREE_MARK + name
+                      for name, depth in zip(names, ordered[TREE_DEPTH])], index=ordered.index)

@@ -103,7 +103,9 @@ def render() -> None:
     right.altair_chart(charts.users_chart(charts.users_info(runs)), width="stretch")
 
     st.subheader("Runs")
+    runs = charts.tree_order(runs)  # each run's children (checkpoints, trials, ...) right under it
     shown = runs[[c for c in _TABLE_COLUMNS if c in runs]].copy()
+    shown[C.NAME] = charts.tree_names(runs)
     if C.START_TIME in shown:
         shown[C.START_TIME] = charts.as_datetime(shown[C.START_TIME])
     event = st.dataframe(
