@@ -30,9 +30,9 @@ from tracking.errors import UsageError
 
 __all__ = ["CompareModelsConfig", "compare_models", "add_parser", "CLUSTER_SCORE", "cluster_score"]
 
-# The cluster score of a layer: k-means at k = classes on the raw layer, scored by AMI
-# (the reference clusterer reviewers expect; see the shared NOTES).
-CLUSTER_SCORE = Metric.qualified(Metric.AMI, "kmeans")
+# The cluster score of a layer: the layers verdict's default, k-means at k = classes on
+# the raw layer, scored by AMI.
+CLUSTER_SCORE = Metric.AMI_KMEANS
 BASE = "base"
 
 
@@ -83,14 +83,10 @@ def _run_cli(args) -> JobResult:
 
 def cluster_score(x: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
     """AMI of k-means (k = number of classes of ``labels: (n,)``) on ``x: (n, d)``."""
-    from jobs.core._params import DataShape, resolve_params
-    from jobs.core.cluster import CLUSTERERS
     from jobs.core.scores import label_scores
+    from jobs.core.verdict import kmeans_at_classes
 
-    method = CLUSTERERS["kmeans"]
-    shape = DataShape(n_samples=len(x), n_features=x.shape[1], n_classes=len(np.unique(labels)))
-    clusters = method.run(x, resolve_params(method, None, shape), seed=seed)
-    return float(label_scores(labels, clusters)[Metric.AMI])
+    return float(label_scores(labels, kmeans_at_classes(x, labels, seed=seed))[Metric.AMI])
 
 
 def compare_models(config: CompareModelsConfig, *, store, experiment: str | None = None,
@@ -151,7 +147,11 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
         to_base = cross[cross[Column.RUN_A] == reference.run_id]
         to_base = to_base[to_base[Column.LAYER_A] == to_base[Column.LAYER_B]]
         rows = []
-        with progress(sum(len(e.layers) for e in extractions), "probe layers", unit="layer") as bar:
+        # One BLAS thread, as the layers job measures: small products, slowed by a second thread.
+        from threadpoolctl import threadpool_limits
+
+        with progress(sum(len(e.layers) for e in extractions), "probe layers", unit="layer") as bar, \
+                threadpool_limits(limits=1):
             for index, (extraction, values) in enumerate(zip(extractions, layers)):
                 for layer, x in zip(extraction.layers, values):
                     row = {Column.RUN_ID: extraction.run_id, Column.STEP: steps[index],

@@ -77,10 +77,6 @@ CURVES = (
     Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.ANISOTROPY, Metric.INTRINSIC_DIM,
     Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI,
 )
-# Restarts of the per-layer k-means (the registry's default): 3 instead of 10 would save
-# ~30% of the job at 2,000 x 384, but moved the demo's AMI by up to 0.067 on two layers,
-# outside its bootstrap interval (0.309 against 0.376 at layer 0).
-LAYER_KMEANS_RESTARTS = 10
 # Measures with a bootstrap interval ("<name>_ci_low" / "_ci_high" columns and metrics).
 INTERVAL_CURVES = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
 # The verdict's measures: which layer holds the classes, and (context only) where the
@@ -527,11 +523,9 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
         values[Metric.trust(name, Metric.CI_HIGH_SUFFIX)] = high
     # k-means at k = classes on the layer itself: the default cluster score (it cannot
     # merge the classes into a few clusters nor call points noise).
-    from jobs.core.cluster import CLUSTERERS
+    from jobs.core.verdict import kmeans_at_classes
 
-    n_classes = len(np.unique(labels))
-    kmeans = [CLUSTERERS["kmeans"].run(x, {"n_clusters": n_classes, "n_init": LAYER_KMEANS_RESTARTS, "max_iter": 300},
-                                       seed=config.seed + offset) for offset in range(config.seeds)]
+    kmeans = [kmeans_at_classes(x, labels, seed=config.seed + offset) for offset in range(config.seeds)]
     values.update(_cluster_score("kmeans", labels, kmeans, config.seed))
     values[Metric.AMI] = values[Metric.AMI_KMEANS]
     if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement

@@ -33,6 +33,7 @@ __all__ = [
     "COLLAPSE_NOISE_SHARE",
     "collapse_reason",
     "matched_hdbscan_params",
+    "kmeans_at_classes",
     "mean_interval",
     "LayerChoice",
     "Verdict",
@@ -70,6 +71,18 @@ def matched_hdbscan_params(n_samples: int, n_classes: int) -> dict:
     "eom" selection found 2-3 clusters on four of the six maps."""
     size = max(5, int(n_samples / (4 * max(n_classes, 1))))
     return {"min_cluster_size": size, "min_samples": 2, "cluster_selection_method": "leaf"}
+
+
+def kmeans_at_classes(x: np.ndarray, labels: np.ndarray, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """``(n,)`` clusters of k-means with k = the number of classes of ``labels: (n,)`` on
+    ``x: (n, d)`` itself, no reduction: the reference cluster score's clustering (it can
+    neither merge the classes into a few clusters nor call points noise). ``n_init``
+    restarts, the best inertia kept: 3 instead of 10 moved the demo's AMI by up to 0.067
+    on two MiniLM layers, outside its bootstrap interval."""
+    from jobs.core.cluster import CLUSTERERS
+
+    k = len(np.unique(labels))
+    return CLUSTERERS["kmeans"].run(x, {"n_clusters": k, "n_init": n_init, "max_iter": 300}, seed=seed)
 
 
 def mean_interval(values: np.ndarray, *, n_resamples: int = 200, level: float = 0.95,
