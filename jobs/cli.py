@@ -74,12 +74,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     registered: set[str] = set()
     wanted = [JOB_MODULES[command]] if command in JOB_MODULES else JOB_MODULES.values()
     for module_name in dict.fromkeys(wanted):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:  # a job not written yet
-                continue
-            raise
+        module = importlib.import_module(module_name)
         if module_name not in registered:
             module.add_parser(subparsers, [common])
             registered.add(module_name)

@@ -10,12 +10,10 @@
 - ``latentscape ui``: its command line and its errors.
 
 The runs are built once per session (``build_ui_runs``; the browser tests reuse them).
-A page whose job is not written yet is skipped with the reason.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -49,7 +47,7 @@ RUNS_FILE = "ui-runs.json"  # what build_ui_runs logged, beside the store (reuse
 # -- the runs the pages show ---------------------------------------------------------------
 @dataclass
 class UiRuns:
-    """Run ids of one store built for the UI tests; ``missing`` names jobs not written yet."""
+    """Run ids of one store built for the UI tests."""
 
     tracking_uri: str
     text: str
@@ -64,16 +62,7 @@ class UiRuns:
     analogies: str | None = None
     directions: str | None = None
     sae: str | None = None
-    missing: dict[str, str] = field(default_factory=dict)
 
-    def need(self, job: str) -> None:
-        """Skip the calling test when ``job`` is not written yet."""
-        if job in self.missing:
-            pytest.skip(self.missing[job])
-
-
-def _written(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def build_ui_runs(text, digits) -> UiRuns:
@@ -81,6 +70,14 @@ def build_ui_runs(text, digits) -> UiRuns:
     extractions (conftest), in an experiment of its own. Fast settings: PCA maps,
     4-trial sweep, a 5-epoch autoencoder. Built once per store: later calls read the
     ids back from ``ui-runs.json`` beside the store."""
+    from jobs.analogies import AnalogiesConfig, analogies
+    from jobs.directions import DirectionsConfig, directions
+    from jobs.interpolate import InterpolateConfig, interpolate
+    from jobs.layers import LayersConfig, layers
+    from jobs.map import MapRequest, map_layer
+    from jobs.sae import SaeConfig, sae
+    from jobs.sweep import SweepConfig, sweep
+
     store = text.store
     marker = Path(store.uri.removeprefix("sqlite:///")).parent / RUNS_FILE
     if marker.exists():
@@ -89,53 +86,29 @@ def build_ui_runs(text, digits) -> UiRuns:
     labels = text.labels
     start = text.ids[0]
     end = next(i for i, label in zip(text.ids, labels) if label != labels[0])
-    for module in ("map", "sweep", "layers", "interpolate", "analogies", "directions", "sae"):
-        if not _written(f"jobs.{module}"):
-            runs.missing[module] = f"jobs/{module}.py is not written yet: its page is not checked"
-    if "map" not in runs.missing:
-        from jobs.map import MapRequest, map_layer
-
-        for layer in (6, 2):
-            request = MapRequest(run=text.run_id, layer=layer, reducer="pca", clusterer="kmeans")
-            runs.maps.append(map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id)
-        request = MapRequest(run=text.run_id, layer=6, reducer="pca", clusterer="kmeans",
-                             clusterer_params={"n_clusters": 2})
-        runs.collapsed_map = map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id
-    if "sweep" not in runs.missing:
-        from jobs.sweep import SweepConfig, sweep
-
-        config = SweepConfig(run=text.run_id, layer=6, trials=4, reducer="pca", clusterer="kmeans", progress=False,
-                             holdout=0.3)
-        runs.sweep = sweep(config, store=store, experiment=UI_EXPERIMENT).run_id
-    if "layers" not in runs.missing:
-        from jobs.layers import LayersConfig, layers
-
-        config = LayersConfig(run=text.run_id, map_reducer="pca", map_clusterer="kmeans", seeds=2,
-                              aligned_maps=True, aligned_epochs=20)
-        runs.layers = layers(config, store=store, experiment=UI_EXPERIMENT).run_id
-    if "interpolate" not in runs.missing:
-        from jobs.interpolate import InterpolateConfig, interpolate
-
-        for layer in (6, 2):
-            config = InterpolateConfig(run=text.run_id, layer=layer, start=start, end=end, steps=7)
-            runs.interpolations.append(interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id)
-        config = InterpolateConfig(run=digits.run_id, layer=0, start=digits.ids[0], end=digits.ids[1], steps=7,
-                                   decoder="autoencoder", epochs=5)
-        runs.digits_interpolation = interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id
-    if "analogies" not in runs.missing:
-        from jobs.analogies import AnalogiesConfig, analogies
-
-        runs.analogies = analogies(AnalogiesConfig(run=text.run_id), store=store, experiment=UI_EXPERIMENT).run_id
-    if "directions" not in runs.missing:
-        from jobs.directions import DirectionsConfig, directions
-
-        config = DirectionsConfig(run=text.run_id, layer=6)
-        runs.directions = directions(config, store=store, experiment=UI_EXPERIMENT).run_id
-    if "sae" not in runs.missing:
-        from jobs.sae import SaeConfig, sae
-
-        config = SaeConfig(run=text.run_id, layer=6, features=128, k=8, epochs=5)
-        runs.sae = sae(config, store=store, experiment=UI_EXPERIMENT).run_id
+    for layer in (6, 2):
+        request = MapRequest(run=text.run_id, layer=layer, reducer="pca", clusterer="kmeans")
+        runs.maps.append(map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id)
+    request = MapRequest(run=text.run_id, layer=6, reducer="pca", clusterer="kmeans",
+                         clusterer_params={"n_clusters": 2})
+    runs.collapsed_map = map_layer(request, store=store, experiment=UI_EXPERIMENT).run_id
+    config = SweepConfig(run=text.run_id, layer=6, trials=4, reducer="pca", clusterer="kmeans", progress=False,
+                         holdout=0.3)
+    runs.sweep = sweep(config, store=store, experiment=UI_EXPERIMENT).run_id
+    config = LayersConfig(run=text.run_id, map_reducer="pca", map_clusterer="kmeans", seeds=2,
+                          aligned_maps=True, aligned_epochs=20)
+    runs.layers = layers(config, store=store, experiment=UI_EXPERIMENT).run_id
+    for layer in (6, 2):
+        config = InterpolateConfig(run=text.run_id, layer=layer, start=start, end=end, steps=7)
+        runs.interpolations.append(interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id)
+    config = InterpolateConfig(run=digits.run_id, layer=0, start=digits.ids[0], end=digits.ids[1], steps=7,
+                               decoder="autoencoder", epochs=5)
+    runs.digits_interpolation = interpolate(config, store=store, experiment=UI_EXPERIMENT).run_id
+    runs.analogies = analogies(AnalogiesConfig(run=text.run_id), store=store, experiment=UI_EXPERIMENT).run_id
+    config = DirectionsConfig(run=text.run_id, layer=6)
+    runs.directions = directions(config, store=store, experiment=UI_EXPERIMENT).run_id
+    config = SaeConfig(run=text.run_id, layer=6, features=128, k=8, epochs=5)
+    runs.sae = sae(config, store=store, experiment=UI_EXPERIMENT).run_id
     marker.write_text(json.dumps(asdict(runs)))
     return runs
 
@@ -528,16 +501,16 @@ def test_feature_browser_heatmap_and_map_colouring_info():
 
 # -- every page on real runs --------------------------------------------------------------------
 PAGES = {
-    # path: (job it needs or None, minimum charts on the page with this session's runs)
-    "views/overview.py": (None, 2),
-    "views/layers.py": ("layers", 2),
-    "views/maps.py": ("map", 2),
-    "views/sweeps.py": ("sweep", 4),
-    "views/interpolation.py": ("interpolate", 3),
-    "views/directions.py": ("directions", 2),
-    "views/features.py": ("sae", 3),
-    "views/training.py": (None, 0),  # no finetune run here (tests/test_finetune.py draws it)
-    "views/compare.py": (None, 1),
+    # path: minimum charts on the page with this session's runs
+    "views/overview.py": 2,
+    "views/layers.py": 2,
+    "views/maps.py": 2,
+    "views/sweeps.py": 4,
+    "views/interpolation.py": 3,
+    "views/directions.py": 2,
+    "views/features.py": 3,
+    "views/training.py": 0,  # no finetune run here (tests/test_finetune.py draws it)
+    "views/compare.py": 1,
 }
 
 
@@ -559,9 +532,7 @@ def _params_for(path: str, runs: UiRuns) -> dict:
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_every_page_draws_its_charts_without_an_error(app_env, path):
-    job, minimum = PAGES[path]
-    if job:
-        app_env.need(job)
+    minimum = PAGES[path]
     at = open_page(path, {k: v for k, v in _params_for(path, app_env).items() if v})
     assert_clean(at)
     assert at.title, "every page has a title"
@@ -570,7 +541,6 @@ def test_every_page_draws_its_charts_without_an_error(app_env, path):
 
 
 def test_layers_page_shows_curves_findings_and_the_cka_heatmap(app_env):
-    app_env.need("layers")
     at = open_page("views/layers.py", {"run": [app_env.text], "curve": [Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY]})
     assert_clean(at)
     assert at.multiselect[1].value == [Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY]
@@ -589,7 +559,6 @@ def test_layers_page_shows_curves_findings_and_the_cka_heatmap(app_env):
 
 
 def test_maps_show_a_collapsed_clustering_warning_beside_its_scores(app_env):
-    app_env.need("map")
     at = open_page("views/maps.py", {"run": [app_env.maps[0], app_env.collapsed_map]})
     assert_clean(at)
     warnings = [w.value for w in at.warning if "collapsed" in w.value]
@@ -597,7 +566,6 @@ def test_maps_show_a_collapsed_clustering_warning_beside_its_scores(app_env):
 
 
 def test_a_shared_maps_link_opens_the_same_runs_colouring_and_selection(app_env):
-    app_env.need("map")
     x0, x1, y0, y1 = -1e9, 1e9, -1e9, 1e9  # a box around every point
     link = {"run": list(reversed(app_env.maps)), "color": "cluster", "cols": "1",
             "sel": app_env.maps[1], "box": f"{x0},{x1},{y0},{y1}"}
@@ -616,8 +584,6 @@ def test_a_shared_maps_link_opens_the_same_runs_colouring_and_selection(app_env)
 
 
 def test_maps_name_their_clusters_and_list_them(app_env):
-    app_env.need("map")
-    app_env.need("sweep")
     at = open_page("views/maps.py", {"run": [*app_env.maps, app_env.sweep], "cols": "3"})  # the sweep's best map too
     assert_clean(at)
     assert len(charts(at)) == 3
@@ -632,7 +598,6 @@ def test_maps_name_their_clusters_and_list_them(app_env):
 
 
 def test_search_by_a_new_text_lists_its_neighbours_and_places_it_on_the_map(app_env, text_extraction):
-    app_env.need("map")
     row = 5
     text, sample_id = text_extraction.texts[row], text_extraction.ids[row]
     at = open_page("views/maps.py", {"run": app_env.maps, "search": text, "in": app_env.maps[1]})
@@ -655,7 +620,6 @@ def test_search_by_a_new_text_lists_its_neighbours_and_places_it_on_the_map(app_
 
 
 def test_search_says_why_a_run_cannot_be_searched(app_env):
-    app_env.need("interpolate")
     at = open_page("views/interpolation.py", {"run": [app_env.digits_interpolation]})
     at.text_input(key="interpolation.search").input("the digit seven").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -696,7 +660,6 @@ def test_a_large_map_is_drawn_by_deck_gl_from_the_columns_it_needs(monkeypatch, 
 
 
 def test_the_sweeps_page_links_to_the_best_trials_map(app_env):
-    app_env.need("sweep")
     at = open_page("views/sweeps.py", {"run": app_env.sweep})
     assert_clean(at)
     links = {link.proto.label: link.proto for link in at.get("page_link")}
@@ -706,18 +669,15 @@ def test_the_sweeps_page_links_to_the_best_trials_map(app_env):
 
 
 def test_interpolation_shows_the_decoded_strip_and_analogies(app_env):
-    app_env.need("interpolate")
     at = open_page("views/interpolation.py", {"run": [app_env.digits_interpolation], "method": "slerp"})
     assert_clean(at)
     assert at.radio[0].value == "slerp"
     assert len(at.get("image")) >= 1, "the autoencoder's decoded path is shown"
-    if "analogies" not in app_env.missing:
-        specs = json.dumps(charts(at))
-        assert "accuracy" in specs and "section" in specs
+    specs = json.dumps(charts(at))
+    assert "accuracy" in specs and "section" in specs
 
 
 def test_directions_page_projects_on_the_linked_concept(app_env):
-    app_env.need("directions")
     at = open_page("views/directions.py", {"run": app_env.directions})
     labels = [label for label in at.selectbox[1].options]
     chosen = labels[-1]
@@ -728,7 +688,6 @@ def test_directions_page_projects_on_the_linked_concept(app_env):
 
 
 def test_features_page_browses_features_and_colours_a_map_by_one(app_env):
-    app_env.need("sae")
     at = open_page("views/features.py", {"run": app_env.sae})
     assert_clean(at)
     listed = at.dataframe[0].value
@@ -739,8 +698,7 @@ def test_features_page_browses_features_and_colours_a_map_by_one(app_env):
     assert at.selectbox(key="features.feature").value == feature and at.radio[0].value == Column.DENSITY
     titles = json.dumps([spec.get("title", "") for spec in charts(at)])
     assert f"feature {feature}" in titles and "feature x label AUC" in titles
-    if "map" not in app_env.missing:  # the same extraction's map, coloured by the feature
-        assert titles.count(f"feature {feature}") == 2
+    assert titles.count(f"feature {feature}") == 2  # and the same extraction's map, coloured by it
     at = open_page("views/features.py", {"run": app_env.sae, "q": word})
     assert_clean(at)
     from tracking.runs import load_table, open_store
@@ -754,7 +712,6 @@ def test_features_page_browses_features_and_colours_a_map_by_one(app_env):
 
 
 def test_compare_lists_params_and_metrics_of_the_linked_runs(app_env):
-    app_env.need("map")
     at = open_page("views/compare.py", {"run": app_env.maps, "diff": "1"})
     assert_clean(at)
     assert at.toggle[0].value is True
@@ -900,7 +857,6 @@ def test_aligned_maps_share_axes_and_curves_get_error_bars():
 
 
 def test_layers_page_steps_through_the_aligned_maps(app_env):
-    app_env.need("layers")
     at = open_page("views/layers.py", {"run": [app_env.text]})
     assert_clean(at)
     slider = at.select_slider[0]
@@ -913,12 +869,10 @@ def test_layers_page_steps_through_the_aligned_maps(app_env):
 
 
 def test_maps_show_p_values_and_intervals_and_sweeps_their_held_out_scores(app_env):
-    app_env.need("map")
     at = open_page("views/maps.py", {"run": app_env.maps})
     assert_clean(at)
     captions = " ".join(c.value for c in at.caption)
     assert "p=0.0099" in captions and "ami " in captions and "[" in captions
-    app_env.need("sweep")
     at = open_page("views/sweeps.py", {"run": app_env.sweep})
     assert_clean(at)
     labels = {m.label for m in at.metric}

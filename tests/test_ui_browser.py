@@ -29,16 +29,15 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # A chart is drawn when vega-embed has put its SVG (or canvas) into the chart element.
 DRAWN = "[data-testid='stVegaLiteChart'].vega-embed > :is(svg, canvas)"
 PAGES = {
-    # url path: (title, job it needs or None, query builder, minimum charts)
-    "": ("Overview", None, lambda runs: {}, 2),
-    "layers": ("Layers", "layers", lambda runs: {"run": runs.text}, 2),
-    "maps": ("Maps", "map", lambda runs: {"run": runs.maps}, 2),
-    "sweeps": ("Sweeps", "sweep", lambda runs: {"run": runs.sweep}, 4),
-    "interpolation": ("Interpolation", "interpolate",
-                      lambda runs: {"run": [*runs.interpolations[:1], runs.digits_interpolation],
-                                    "analogy": runs.analogies}, 5),
-    "directions": ("Directions", "directions", lambda runs: {"run": runs.directions}, 2),
-    "compare": ("Compare", None, lambda runs: {"run": runs.maps or [runs.text, runs.digits]}, 1),
+    # url path: (title, query builder, minimum charts)
+    "": ("Overview", lambda runs: {}, 2),
+    "layers": ("Layers", lambda runs: {"run": runs.text}, 2),
+    "maps": ("Maps", lambda runs: {"run": runs.maps}, 2),
+    "sweeps": ("Sweeps", lambda runs: {"run": runs.sweep}, 4),
+    "interpolation": ("Interpolation", lambda runs: {"run": [*runs.interpolations[:1], runs.digits_interpolation],
+                                                     "analogy": runs.analogies}, 5),
+    "directions": ("Directions", lambda runs: {"run": runs.directions}, 2),
+    "compare": ("Compare", lambda runs: {"run": runs.maps or [runs.text, runs.digits]}, 1),
 }
 
 if CHROMIUM is None:
@@ -203,9 +202,7 @@ def screenshot(page, name: str) -> Path:
 
 @pytest.mark.parametrize("path", list(PAGES))
 def test_every_page_renders_its_charts_without_an_exception(server, tab, ui_runs, path):
-    title, job, query, minimum = PAGES[path]
-    if job:
-        ui_runs.need(job)
+    title, query, minimum = PAGES[path]
     open_app(tab, f"{server}/{path}{_query(query(ui_runs))}", title, charts=minimum)
     assert tab.get_by_test_id("stException").count() == 0
     assert tab.locator(DRAWN).count() >= minimum
@@ -240,7 +237,6 @@ def _selected_count(page) -> int:
 
 
 def test_a_box_selection_is_a_shareable_link(server, chromium_browser, tab, ui_runs):
-    ui_runs.need("map")
     url = f"{server}/maps{_query({'run': ui_runs.maps, 'color': 'cluster'})}"
     open_app(tab, url, "Maps", charts=2)
     charts = tab.get_by_test_id("stVegaLiteChart")
@@ -267,7 +263,6 @@ def test_a_box_selection_is_a_shareable_link(server, chromium_browser, tab, ui_r
 
 
 def test_the_best_trials_map_is_one_click_from_the_sweep(server, tab, ui_runs):
-    ui_runs.need("sweep")
     open_app(tab, f"{server}/sweeps{_query({'run': ui_runs.sweep})}", "Sweeps", charts=4)
     tab.get_by_role("link", name="Best trial's map").click()
     tab.get_by_test_id("stMain").get_by_role("heading", name="Maps", exact=True).wait_for(timeout=60_000)
