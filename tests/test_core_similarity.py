@@ -149,7 +149,9 @@ def test_probe_is_near_one_when_separable_and_near_chance_when_shuffled():
     assert score.chance == pytest.approx(0.25)
     shuffled = probe_accuracy(x, rng.permutation(labels), folds=5, seed=0)
     assert abs(shuffled.mean - 0.25) < 0.15
-    assert probe_accuracy(x, labels, folds=5, seed=3) == probe_accuracy(x, labels, folds=5, seed=3)
+    again, once = probe_accuracy(x, labels, folds=5, seed=3), probe_accuracy(x, labels, folds=5, seed=3)
+    assert again == once and np.array_equal(again.correct, once.correct)
+    assert again.correct.mean() == pytest.approx(np.mean(again.folds), abs=0.01)  # equal folds: equal weights
 
 
 def test_probe_labels_are_checked():

@@ -5,7 +5,7 @@ Pure numpy / scikit-learn. Labels are any hashable values, ``(n,)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class ProbeScore:
     std: float
     folds: tuple[float, ...]
     chance: float
-    correct: np.ndarray | None = None
+    correct: np.ndarray | None = field(default=None, compare=False, repr=False)  # arrays have no single ==
 
 
 def check_probe_labels(labels: np.ndarray, folds: int) -> None:
