@@ -31,6 +31,7 @@ from jobs._result import JobResult
 from jobs._trust import TrustSettings
 from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
+from tracking.scores import SUMMARY
 
 __all__ = [
     "MapRequest",
@@ -57,10 +58,8 @@ _CONFIG_MAP = Kind.MAP.value
 _CONFIG_VERSIONS = "versions"
 _VERSIONED = ("umap-learn", "hdbscan", "scikit-learn", "numpy", "scipy", "pynndescent")
 
-# The scores a command-line summary shows (every score is logged).
-KEY_SCORES = (Metric.AMI, Metric.NMI, Metric.MUTUAL_INFO, Metric.ARI, Metric.V_MEASURE, Metric.N_CLUSTERS,
-              Metric.NOISE_FRACTION, Metric.AMI + Metric.CLUSTERED_SUFFIX, Metric.SILHOUETTE,
-              Metric.TRUSTWORTHINESS, Metric.KNN_PRESERVATION)
+# The scores a command-line summary shows (every score is logged): the registry's.
+KEY_SCORES = SUMMARY
 
 # Convenience flags -> parameter names, so `--n-neighbors 30` works for any reducer that has it.
 _REDUCER_FLAGS = {"n_neighbors": "--n-neighbors", "min_dist": "--min-dist", "n_components": "--n-components",

@@ -25,6 +25,10 @@ Geometry scores:
   against all points; with every point a query, trustworthiness equals scikit-learn's.
   The input-space side (distances from the queries) is the same for every map of the same
   data and metric, so it is computed once (:class:`NeighbourReference`) and reused.
+
+Which scores there are, their directions and which need labels: the registry in
+:mod:`tracking.scores` (``LABEL_SCORES``, ``SCORE_NAMES`` and ``DIRECTIONS`` here are
+its lists); :func:`plain_functions` attaches each score's function to its record.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracking import scores as registry
 from tracking.contract import Metric
 
 __all__ = [
@@ -41,9 +46,14 @@ __all__ = [
     "LABEL_SCORES",
     "SCORE_NAMES",
     "DIRECTIONS",
+    "plain_functions",
+    "batched_functions",
     "NeighbourReference",
     "neighbour_reference",
     "label_scores",
+    "cluster_counts",
+    "n_clusters",
+    "noise_fraction",
     "silhouette",
     "trustworthiness",
     "knn_preservation",
@@ -71,18 +81,29 @@ def _label_functions() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
     }
 
 
-LABEL_SCORES: tuple[str, ...] = (Metric.MUTUAL_INFO, Metric.NMI, Metric.AMI, Metric.ARI, Metric.HOMOGENEITY,
-                                 Metric.COMPLETENESS, Metric.V_MEASURE)
-SCORE_NAMES: tuple[str, ...] = (
-    *LABEL_SCORES,
-    *(name + Metric.CLUSTERED_SUFFIX for name in LABEL_SCORES),
-    Metric.N_CLUSTERS, Metric.NOISE_FRACTION, Metric.SILHOUETTE, Metric.TRUSTWORTHINESS, Metric.KNN_PRESERVATION,
-)
+# The registry's lists, where the jobs have always imported them from.
+LABEL_SCORES: tuple[str, ...] = registry.LABEL_SCORES
+SCORE_NAMES: tuple[str, ...] = registry.SCORE_NAMES
+DIRECTIONS: dict[str, str | None] = registry.DIRECTIONS
 
-# The direction a sweep optimises each score in by default (None: the user must say).
-DIRECTIONS: dict[str, str | None] = {name: "maximize" for name in SCORE_NAMES}
-DIRECTIONS[Metric.NOISE_FRACTION] = "minimize"
-DIRECTIONS[Metric.N_CLUSTERS] = None
+
+def plain_functions() -> dict[str, Callable[..., float]]:
+    """Each registered score's name -> the function computing it alone. Label scores:
+    ``f(labels, clusters)`` (``_clustered``: the same on clustered points);
+    ``n_clusters`` / ``noise_fraction``: ``f(clusters)``; ``silhouette``: ``f(z,
+    clusters, sample=, seed=)``; ``trustworthiness`` / ``knn_preservation``:
+    ``f(reference, z)``. scikit-learn is imported here, not at import time."""
+    return {**_label_functions(), Metric.N_CLUSTERS: n_clusters, Metric.NOISE_FRACTION: noise_fraction,
+            Metric.SILHOUETTE: silhouette, Metric.TRUSTWORTHINESS: trustworthiness,
+            Metric.KNN_PRESERVATION: knn_preservation}
+
+
+def batched_functions() -> dict[str, Callable[..., dict[str, np.ndarray]]]:
+    """Each score with a batched twin -> :func:`jobs.core.trust.label_score_batch` (the
+    label scores of many labelings at once; it returns every such score)."""
+    from jobs.core.trust import label_score_batch
+
+    return {name: label_score_batch for name in registry.BATCHED}
 
 
 def label_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
@@ -99,13 +120,21 @@ def label_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     return scores
 
 
+def n_clusters(clusters: np.ndarray) -> float:
+    """Number of distinct clusters in ``clusters: (n,)``, noise (``-1``) excluded."""
+    clusters = np.asarray(clusters)
+    return float(len(np.unique(clusters[clusters != NOISE])))
+
+
+def noise_fraction(clusters: np.ndarray) -> float:
+    """Fraction of ``clusters: (n,)`` marked noise (``-1``); NaN when empty."""
+    clusters = np.asarray(clusters)
+    return float(np.mean(clusters == NOISE)) if len(clusters) else float("nan")
+
+
 def cluster_counts(clusters: np.ndarray) -> dict[str, float]:
     """Number of clusters (noise excluded) and the fraction of points marked noise."""
-    clusters = np.asarray(clusters)
-    return {
-        Metric.N_CLUSTERS: float(len(np.unique(clusters[clusters != NOISE]))),
-        Metric.NOISE_FRACTION: float(np.mean(clusters == NOISE)) if len(clusters) else float("nan"),
-    }
+    return {Metric.N_CLUSTERS: n_clusters(clusters), Metric.NOISE_FRACTION: noise_fraction(clusters)}
 
 
 def silhouette(z: np.ndarray, clusters: np.ndarray, *, sample: int = 1000, seed: int = 0) -> float:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracking.contract import Metric
+from tracking.scores import BATCHED
 
 __all__ = [
     "DEFAULT_PERMUTATIONS",
@@ -67,9 +68,8 @@ DEFAULT_RESAMPLES = 200
 DEFAULT_LEVEL = 0.95
 NOISE = -1
 
-# The label scores, in :mod:`jobs.core.scores`' order and with its names.
-LABEL_SCORES: tuple[str, ...] = (Metric.MUTUAL_INFO, Metric.NMI, Metric.AMI, Metric.ARI, Metric.HOMOGENEITY,
-                                 Metric.COMPLETENESS, Metric.V_MEASURE)
+# The scores :func:`label_score_batch` computes: the registry's batched ones, in its order.
+LABEL_SCORES: tuple[str, ...] = BATCHED
 
 ScoreFunction = Callable[[np.ndarray, np.ndarray], float]
 

@@ -12,8 +12,9 @@ import html
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from tracking.contract import Artifact, Column, Kind, Param, Tag
 from tracking.contract import CatalogColumn as C
+from tracking.scores import ON_MAP
 from ui import components, data, routes, state
 from ui.charts import bigmap
 from ui.charts import maps as charts
@@ -21,7 +22,6 @@ from ui.labels import TRUST_HELP, run_labels, score_text, short_id
 
 PAGE = "maps"
 _MAP_KINDS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
-_SCORES = (Metric.AMI, Metric.NMI, Metric.N_CLUSTERS, Metric.NOISE_FRACTION, Metric.TRUSTWORTHINESS)
 _ACTIVE = f"{PAGE}._active"  # session key: (run_id, box) of the selection being listed
 _SEEN = f"{PAGE}._seen"  # session key: each chart's box at the previous rerun
 
@@ -207,7 +207,7 @@ def render() -> None:
                                     width="stretch")
                     note = (f"  \nshowing {info.n_shown:,} of {info.n_points:,} points"
                             if info.n_shown < info.n_points else "")
-                scores = [(m, row.get(C.METRIC_PREFIX + m)) for m in _SCORES]
+                scores = [(m, row.get(C.METRIC_PREFIX + m)) for m in ON_MAP]
                 st.caption(" · ".join(score_text(m, row, prefix=C.METRIC_PREFIX) for m, v in scores
                                       if v is not None and not pd.isna(v)) + note, help=TRUST_HELP)
                 if run_id in warnings:

@@ -8,11 +8,14 @@ import streamlit as st
 
 from tracking.contract import Artifact, Column, Kind, Metric, Param
 from tracking.contract import CatalogColumn as C
+from tracking.scores import LABEL_SCORES, SUMMARY
 from ui import components, data, routes, state
 from ui.charts import sweeps as charts
 from ui.labels import number, run_labels
 
 PAGE = "sweeps"
+# The best map's held-out table: the label scores of a run's summary, in its order.
+HELD_OUT_SCORES = tuple(name for name in SUMMARY if name in LABEL_SCORES)
 
 
 def render() -> None:
@@ -94,8 +97,7 @@ def render() -> None:
 
 def _held_out_table(row: dict) -> None:
     """The best map's label scores on the tuning samples beside the held-out ones."""
-    names = [m for m in (Metric.AMI, Metric.NMI, Metric.MUTUAL_INFO, Metric.ARI, Metric.V_MEASURE)
-             if C.METRIC_PREFIX + Metric.holdout(m) in row]
+    names = [m for m in HELD_OUT_SCORES if C.METRIC_PREFIX + Metric.holdout(m) in row]
     with st.expander("Best map: tuning samples against held-out samples"):
         st.dataframe(pd.DataFrame({
             "score": names,
