@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jobs.sweep import _masked, _Plan, _Worker, default_storage, study_name_for
+from jobs.sweep import _Plan, _Worker, study_name_for
 from tracking.contract import Artifact, Kind, Metric, Param
 from tracking.errors import UsageError
+from tracking.studies import default_storage, masked
 
 __all__ = ["DEFAULT_OBJECTIVE", "precheck", "sae_plan", "SaePlan", "SaeWorker"]
 
@@ -128,7 +129,7 @@ class SaeWorker(_Worker):
             Param.TARGET: "sae", Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials,
             Param.OBJECTIVE: self.plan.objective, Param.DIRECTION: self.plan.direction,
             Param.SAMPLER: f"TPESampler(seed={self.config.seed}, constant_liar=True)",
-            Param.STORAGE: _masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
+            Param.STORAGE: masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
             Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
             Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
         }

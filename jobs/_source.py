@@ -90,11 +90,11 @@ def load_extraction(store: Store, run_id: str) -> Extraction:
                          "pass the id of an `latentscape extract` run")
     if run.info.status != "FINISHED":
         raise UsageError(f"extract run {run_id} is {run.info.status}", "extract again, or pass a finished run")
-    artifacts = [item.path for item in store.client.list_artifacts(run_id, Artifact.EMBEDDINGS_DIR)]
+    artifacts = store.artifact_paths(run_id, Artifact.EMBEDDINGS_DIR)
     layers = sorted(int(path.rsplit("_", 1)[1].split(".")[0]) for path in artifacts if path.endswith(".npy"))
-    experiment = store.client.get_experiment(run.info.experiment_id)
     return Extraction(
-        store=store, run_id=run_id, experiment_id=run.info.experiment_id, experiment_name=experiment.name,
+        store=store, run_id=run_id, experiment_id=run.info.experiment_id,
+        experiment_name=store.experiment_name(run.info.experiment_id),
         params=dict(run.data.params), tags=dict(run.data.tags),
         samples=load_table(store, run_id, Artifact.SAMPLES), layers=layers,
     )

@@ -334,11 +334,8 @@ def _check_against_torch(encoder, texts, embeddings: dict, config: ExtractConfig
 
 def _find_identical(store, experiment_id: str, identity: dict, max_length: int, layers: str,
                     backend: str) -> str | None:
-    clauses = [f"tags.`{key}` = '{value}'" for key, value in identity.items()]
-    clauses += [f"params.`{Param.MAX_LENGTH}` = '{max_length}'", f"params.`{Param.LAYERS}` = '{layers}'",
-                "attributes.status = 'FINISHED'"]
-    runs = store.client.search_runs([experiment_id], filter_string=" and ".join(clauses),
-                                    max_results=50, order_by=["attributes.start_time DESC"])
+    runs = store.find_runs(experiment_id, tags=identity, params={Param.MAX_LENGTH: max_length, Param.LAYERS: layers},
+                           status="FINISHED", newest_first=True, max_results=50)
     # Runs from before --backend existed ran torch.
     same = [run for run in runs if run.data.params.get(Param.BACKEND, "torch") == backend]
     return same[0].info.run_id if same else None

@@ -428,9 +428,8 @@ def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _
     that saved at least one checkpoint; a one-line error naming why there is none."""
     from tracking.runs import _clean_param, download, load_table
 
-    clauses = [f"tags.`{Tag.KIND}` = '{Kind.FINETUNE.value}'", f"tags.`{Tag.DATASET_DIGEST}` = '{digest}'"]
-    runs = store.client.search_runs([experiment_id], filter_string=" and ".join(clauses), max_results=50,
-                                    order_by=["attributes.start_time DESC"])
+    runs = store.find_runs(experiment_id, kind=Kind.FINETUNE, tags={Tag.DATASET_DIGEST: digest},
+                           newest_first=True, max_results=50)
     wanted = {key: _clean_param(value) for key, value in identity.items()}
     same = [run for run in runs if all(run.data.params.get(k) == v for k, v in wanted.items())]
     if not same:
@@ -440,7 +439,7 @@ def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _
     if newest.info.status not in ("KILLED", "FAILED"):
         raise UsageError(f"--resume: the newest finetune run with these settings ({newest.info.run_id}) is "
                          f"{newest.info.status}, not interrupted", "drop --resume to train again")
-    names = [item.path for item in store.client.list_artifacts(newest.info.run_id)]
+    names = store.artifact_paths(newest.info.run_id)
     if Artifact.CHECKPOINTS not in names:
         raise UsageError(f"--resume: run {newest.info.run_id} was interrupted before its first checkpoint",
                          "drop --resume to train from the start")

@@ -310,11 +310,8 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
         Param.LEARNING_RATE: repr(settings.learning_rate), Param.HOLDOUT: repr(settings.holdout),
         Param.SEED: str(settings.seed),
     }
-    clauses = [f"tags.`{Tag.KIND}` = '{Kind.AUTOENCODER.value}'", f"tags.`{Tag.SOURCE_RUN}` = '{extraction.run_id}'",
-               "attributes.status = 'FINISHED'"]
-    clauses += [f"params.`{key}` = '{value}'" for key, value in params.items()]
-    previous = store.client.search_runs([experiment_id], filter_string=" and ".join(clauses), max_results=1,
-                                        order_by=["attributes.start_time DESC"])
+    previous = store.find_runs(experiment_id, kind=Kind.AUTOENCODER, tags={Tag.SOURCE_RUN: extraction.run_id},
+                               params=params, status="FINISHED", newest_first=True, max_results=1)
     if previous:
         run_id = previous[0].info.run_id
         weights = download(store, run_id, Artifact.AUTOENCODER_WEIGHTS).read_bytes()

@@ -410,11 +410,10 @@ def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
     if config.pooling_runs:
         others = [load_extraction(store, run_id) for run_id in config.pooling_runs]
     else:
-        clauses = [f"tags.`{Tag.KIND}` = '{Kind.EXTRACT.value}'", f"tags.`{Tag.MODEL}` = '{extraction.model}'",
-                   f"tags.`{Tag.DATASET_DIGEST}` = '{extraction.dataset_digest}'",
-                   f"params.`{Param.MAX_LENGTH}` = '{extraction.max_length}'", "attributes.status = 'FINISHED'"]
-        found = store.client.search_runs([extraction.experiment_id], filter_string=" and ".join(clauses),
-                                         order_by=["attributes.start_time DESC"], max_results=200)
+        found = store.find_runs(extraction.experiment_id, kind=Kind.EXTRACT,
+                                tags={Tag.MODEL: extraction.model, Tag.DATASET_DIGEST: extraction.dataset_digest},
+                                params={Param.MAX_LENGTH: extraction.max_length}, status="FINISHED",
+                                newest_first=True, max_results=200)
         newest: dict[str, str] = {}
         for run in found:
             pooling = run.data.params.get(Param.POOLING, "")

@@ -307,7 +307,7 @@ def read_logged_config(store, run_id: str) -> tuple[str, int, dict[str, Any]]:
     import json
 
     run = store.get_run(run_id)
-    names = {item.path for item in store.client.list_artifacts(run_id)}
+    names = set(store.artifact_paths(run_id))
     try:
         if Artifact.CONFIG in names:
             from tracking.runs import download
@@ -517,7 +517,7 @@ def _logged_trust(store, run_id: str) -> TrustSettings:
     trial, or a map logged before they existed)."""
     import json
 
-    names = {item.path for item in store.client.list_artifacts(run_id)}
+    names = set(store.artifact_paths(run_id))
     if Artifact.CONFIG not in names:
         return TrustSettings()
     from tracking.runs import download

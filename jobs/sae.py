@@ -368,10 +368,9 @@ def find_directions(store, extraction, layer: int, run_id: str | None):
     from tracking.runs import load_array
 
     if run_id is None:  # in any experiment: a job may log to another than its extraction's
-        found = store.client.search_runs(
-            [e.experiment_id for e in store.client.search_experiments()], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{Tag.KIND}` = '{Kind.DIRECTIONS.value}' and tags.`{Tag.SOURCE_RUN}` = "
-                          f"'{extraction.run_id}' and tags.`{Tag.LAYER}` = '{layer}' and attributes.status = 'FINISHED'")
+        found = store.find_runs(store.experiment_ids(), kind=Kind.DIRECTIONS,
+                                tags={Tag.SOURCE_RUN: extraction.run_id, Tag.LAYER: layer}, status="FINISHED",
+                                newest_first=True, max_results=1)
         if not found:
             return None, None
         run_id = found[0].info.run_id
@@ -485,7 +484,7 @@ def replay_diff(store, run_id: str, logged, result: SaeFit, weights: bytes) -> f
     from tracking.runs import download
 
     worst = 0.0
-    names = {item.path for item in store.client.list_artifacts(run_id, Artifact.SAE_WEIGHTS.split("/")[0])}
+    names = set(store.artifact_paths(run_id, Artifact.SAE_WEIGHTS.split("/")[0]))
     if Artifact.SAE_WEIGHTS in names:
         before = load_sae(download(store, run_id, Artifact.SAE_WEIGHTS).read_bytes()).model.state_dict()
         after = load_sae(weights).model.state_dict()

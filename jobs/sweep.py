@@ -47,7 +47,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import threading
 import time
@@ -59,8 +58,9 @@ from typing import Any
 from jobs._result import JobResult
 from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
+from tracking.studies import default_storage, masked, open_storage
 
-__all__ = ["SweepConfig", "sweep", "add_parser", "default_storage", "study_name_for"]
+__all__ = ["SweepConfig", "sweep", "add_parser", "study_name_for"]
 
 # Optuna user attributes (the study's and each trial's), shared by every worker process.
 _ATTR_SWEEP_RUN = "latentscape.sweep_run_id"
@@ -252,96 +252,11 @@ def _run_cli(args) -> JobResult:
     return sweep(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 
-# -- names and storage ---------------------------------------------------------------
-def default_storage(tracking_uri: str) -> str:
-    """A SQLite file ``optuna.db`` beside a local MLflow database, else in the working folder."""
-    from tracking.runs import sqlite_path
-
-    path = sqlite_path(tracking_uri)
-    folder = path.parent if path is not None else Path.cwd()
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
-
-
-def _masked(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
+# -- names ----------------------------------------------------------------------------
 def study_name_for(spec: dict[str, Any]) -> str:
     """A stable name from the sweep's settings: the same command joins the same study."""
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"sweep-{spec['run'][:8]}-layer{spec['layer']}-{spec['objective']}-{digest}"
-
-
-def _sqlite_wal(url: str) -> None:
-    """Put a local SQLite Optuna storage in WAL mode, as the MLflow store is."""
-    import sqlite3
-
-    from tracking.runs import sqlite_path, use_write_ahead_log
-
-    path = sqlite_path(url)
-    if path is None or str(path) in ("", ":memory:") or not path.parent.is_dir():
-        return
-    with contextlib.suppress(sqlite3.Error):  # optuna reports a storage it cannot open
-        use_write_ahead_log(path, timeout=120)
-
-
-def _begin_immediate(engine) -> None:
-    """Start every transaction of this SQLite engine with BEGIN IMMEDIATE.
-
-    Optuna hands an enqueued trial to one worker by reading it WAITING and updating it
-    to RUNNING under SELECT ... FOR UPDATE, which SQLite ignores: two processes both read
-    it WAITING and both ran it, and the second's ``tell`` failed with "Cannot tell a
-    COMPLETE trial" (measured: 4 processes popping 40 queued trials took 16-20 twice).
-    Holding the write lock from the start of the transaction makes the read and the
-    update one step."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not pysqlite's own
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened while the storage was set up lack the hooks
-
-
-def _open_storage(url: str, heartbeat: int, on_stale):
-    import warnings
-
-    import optuna
-
-    from tracking.server import database_url
-
-    url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Wait for another process's write instead of failing with "database is locked",
-        # and let readers (every worker polls the study) not block the writer (WAL).
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-        _sqlite_wal(url)
-    for attempt in range(6):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat arguments are "experimental"
-            try:
-                storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                    heartbeat_stale_trial_callback=on_stale,
-                )
-                if url.startswith("sqlite"):
-                    _begin_immediate(storage.engine)
-                return storage
-            except Exception as error:  # bad URL, unreachable server, missing driver
-                # Two workers creating a new storage at once race on CREATE TABLE (seen with
-                # SQLite: "table ... already exists"); the second try finds the tables made.
-                racing = any(sign in str(error) for sign in ("already exists", "UNIQUE constraint", "locked"))
-                if racing and attempt < 5:
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                raise UsageError(f"cannot open Optuna storage {_masked(url)}: {' '.join(str(error).split())[:300]}",
-                                 "check --storage (e.g. sqlite:///optuna.db or postgresql://user@host/db)") from None
-    raise AssertionError("unreachable")
 
 
 # -- the sweep ------------------------------------------------------------------------
@@ -579,12 +494,8 @@ class _Worker:
     # -- study -------------------------------------------------------------------------
     def _trial_runs(self, *, running_only: bool = False) -> list:
         """The MLflow runs of this study's trials (children of the sweep run)."""
-        from tracking.contract import MLFLOW_PARENT_RUN_ID
-
-        query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.sweep_run_id}'"
-        if running_only:
-            query += " and attributes.status = 'RUNNING'"
-        return self.store.client.search_runs([self.plan.experiment_id], filter_string=query, max_results=50000)
+        return self.store.find_runs(self.plan.experiment_id, parent_run_id=self.sweep_run_id,
+                                    status="RUNNING" if running_only else None, max_results=50000)
 
     def _on_stale(self, study, trial) -> None:
         """A trial whose process died: Optuna failed it; end its MLflow run KILLED."""
@@ -593,10 +504,8 @@ class _Worker:
         with contextlib.suppress(Exception):
             for run in self._trial_runs(running_only=True):
                 if run.data.tags.get(Tag.TRIAL_NUMBER) == str(trial.number):
-                    self.store.client.log_batch(run.info.run_id, tags=[
-                        _tag(Tag.ERROR, "the process running this trial died (no heartbeat)"),
-                        _tag(Tag.TRIAL_STATE, "FAIL")])
-                    self.store.client.set_terminated(run.info.run_id, status="KILLED")
+                    self.store.kill(run.info.run_id, "the process running this trial died (no heartbeat)",
+                                    tags={Tag.TRIAL_STATE: "FAIL"})
 
     def _sampler(self, offset: int):
         import optuna
@@ -610,7 +519,7 @@ class _Worker:
         """Create the study (True) or load the existing one (False)."""
         import optuna
 
-        storage = _open_storage(self.plan.storage_url, self.config.heartbeat, self._on_stale)
+        storage = open_storage(self.plan.storage_url, self.config.heartbeat, self._on_stale)
         try:
             self.study = optuna.create_study(storage=storage, study_name=self.plan.study_name,
                                              direction=self.plan.direction, sampler=self._sampler(0),
@@ -697,8 +606,7 @@ class _Worker:
         else:
             for run in self._trial_runs(running_only=True):
                 if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
-                    self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
-                    self.store.client.set_terminated(run.info.run_id, status="KILLED")
+                    self.store.kill(run.info.run_id, "the process died before the run ended")
         self._retract_unrecorded_trials(live)
 
     def _retract_unrecorded_trials(self, live: set[str]) -> None:
@@ -711,25 +619,21 @@ class _Worker:
         for run in self._trial_runs():
             number = run.data.tags.get(Tag.TRIAL_NUMBER)
             if run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE" and number not in complete and number not in live:
-                self.store.client.log_batch(run.info.run_id, tags=[
-                    _tag(Tag.TRIAL_STATE, "FAIL"),
-                    _tag(Tag.ERROR, "Optuna never recorded this trial's value (its process died); it was run again")])
-                self.store.client.set_terminated(run.info.run_id, status="KILLED")
+                self.store.kill(run.info.run_id,
+                                "Optuna never recorded this trial's value (its process died); it was run again",
+                                tags={Tag.TRIAL_STATE: "FAIL"})
 
     def _end_abandoned_sweep_runs(self) -> None:
         """Sweep runs of this study left RUNNING by a process killed while starting it."""
-        runs = self.store.client.search_runs(
-            [self.plan.experiment_id], max_results=1000,
-            filter_string=f"tags.`{Tag.STUDY}` = '{self.plan.study_name}' and tags.`{Tag.KIND}` = '{Kind.SWEEP.value}' "
-                          "and attributes.status = 'RUNNING'")
+        runs = self.store.find_runs(self.plan.experiment_id, kind=Kind.SWEEP, tags={Tag.STUDY: self.plan.study_name},
+                                    status="RUNNING", max_results=1000)
         for run in runs:
             if run.info.run_id != self.sweep_run_id:
-                self.store.client.set_tag(run.info.run_id, Tag.ERROR, "the process died before the run ended")
-                self.store.client.set_terminated(run.info.run_id, status="KILLED")
+                self.store.kill(run.info.run_id, "the process died before the run ended")
 
     # -- the run ----------------------------------------------------------------------
     def run(self) -> JobResult:
-        from tracking.runs import tracked_run
+        from tracking.runs import attach, tracked_run
 
         created = self._open_study()
         extraction = self.plan.extraction
@@ -760,7 +664,7 @@ class _Worker:
                 log.params(self._sweep_params())
                 self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
                 return self._work(log)
-        with _attached_run(self.store, self.sweep_run_id) as log:
+        with attach(self.store, self.sweep_run_id) as log:
             return self._work(log)
 
     def _sweep_tags(self) -> dict[str, Any]:
@@ -771,7 +675,7 @@ class _Worker:
         return {
             Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials, Param.OBJECTIVE: self.plan.objective,
             Param.DIRECTION: self.plan.direction, Param.SAMPLER: f"TPESampler(seed={self.config.seed}, constant_liar=True)",
-            Param.STORAGE: _masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
+            Param.STORAGE: masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
             Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
             Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
             Param.SEARCH_EPOCHS: self.plan.search_epochs, Param.REFIT_EPOCHS: self.plan.refit_epochs,
@@ -811,8 +715,6 @@ class _Worker:
         self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
 
     def _work_here(self, log) -> JobResult:
-        from tracking.runs import RunWriter
-
         self._load()
 
         # One BLAS/OpenMP thread per map, set once for the whole process (not per map:
@@ -820,7 +722,7 @@ class _Worker:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1):
-            self.writer = RunWriter(self.store.client)
+            self.writer = self.store.writer()
             try:
                 if self.config.resume:
                     self._log_unlogged_trials()
@@ -995,7 +897,7 @@ class _Worker:
         target = self.target()
         trials = self.study.get_trials(deepcopy=False)
         failed = sum(1 for t in trials if t.state == TrialState.FAIL)
-        details: dict[str, Any] = {"study": self.plan.study_name, "storage": _masked(self.plan.storage_url),
+        details: dict[str, Any] = {"study": self.plan.study_name, "storage": masked(self.plan.storage_url),
                                    "trials_here": self.ran, "complete": f"{complete}/{target}"}
         log.metrics({Metric.N_TRIALS_COMPLETE: complete, Metric.N_TRIALS_FAILED: failed})
         if self.ran:  # this process's trials: MLflow time on their path, and on the writer thread
@@ -1059,7 +961,7 @@ class _Worker:
         log.table(Artifact.TRIALS, self._trials_frame(runs))
         log.table(Artifact.IMPORTANCES, self._importances())
         payload = config_payload(config, source_run=plan.extraction.run_id, layer=plan.layer)
-        payload[Kind.SWEEP.value] = {**plan.spec, "study": plan.study_name, "storage": _masked(plan.storage_url),
+        payload[Kind.SWEEP.value] = {**plan.spec, "study": plan.study_name, "storage": masked(plan.storage_url),
                                      "best_trial": best.number, "best_value": best.value}
         log.json(Artifact.CONFIG, payload)
         self._best_scores = {k: result.scores[k] for k in KEY_SCORES if k in result.scores}
@@ -1095,7 +997,7 @@ class _Worker:
     def _log_best_params(self, log, best) -> None:
         # Params are immutable: the first finish logs best.*; a later one (more trials
         # added to the study) records a changed best as tags of the same names.
-        run = self.store.client.get_run(self.sweep_run_id)
+        run = self.store.get_run(self.sweep_run_id)
         wanted = {Param.BEST_PREFIX + k: v for k, v in best.params.items()}
         wanted[Param.BEST_PREFIX + "trial"] = best.number
         fresh = {k: v for k, v in wanted.items() if k not in run.data.params}
@@ -1173,12 +1075,6 @@ class _Worker:
         return pd.DataFrame({Column.PARAM: list(found), Column.IMPORTANCE: [float(v) for v in found.values()]})
 
 
-def _tag(key: str, value: Any):
-    from mlflow.entities import RunTag
-
-    return RunTag(key, str(value))
-
-
 def _helper_main() -> None:
     """A --workers process: join the study its first process names on stdin (JSON: the
     config, tracking URI and experiment) and run trials until the study has its target."""
@@ -1196,22 +1092,3 @@ def _helper_main() -> None:
 
         print(f"latentscape sweep (worker process): failed: {one_line(error)}", file=sys.stderr)
         sys.exit(1)
-
-
-@contextlib.contextmanager
-def _attached_run(store, run_id: str):
-    """Log into an existing run (a study's sweep run, joined or resumed): RUNNING while
-    this process works in it, then FINISHED, FAILED (error tag) or KILLED."""
-    from tracking.runs import Outcome, RunLog, record_error
-
-    store.client.update_run(run_id, status="RUNNING")
-    log = RunLog(store.client, run_id)
-    outcome = Outcome()
-    try:
-        with outcome.watch(lambda error: record_error(log, error)):
-            yield log
-    finally:
-        try:
-            log.flush()
-        finally:
-            store.client.set_terminated(run_id, status=outcome.status)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import Kind, Tag
+from tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Tag
 from tracking.errors import UsageError
 from tracking.runs import load_array, load_table, open_store, tracked_run
 
@@ -131,3 +131,60 @@ def test_background_runs_end_like_tracked_runs_and_surface_write_errors(store):
     with pytest.raises(OSError, match="disk full"):
         writer.close()
     assert writer.failed
+
+
+def test_find_runs_matches_values_holding_quotes(store):
+    experiment = store.experiment_id()
+    tricky = "it's a \"quoted\" name, back\\slash"
+    with tracked_run(store, experiment, Kind.MAP, tags={Tag.MODEL: tricky}) as log:
+        log.params({"note": "o'clock"})
+        wanted = log.run_id
+    # A near miss: what the LIKE of a value holding both quotes also matches.
+    with tracked_run(store, experiment, Kind.MAP, tags={Tag.MODEL: tricky.replace("'", "x")}) as log:
+        log.params({"note": "o'clock!"})
+    assert [run.info.run_id for run in store.find_runs(experiment, params={"note": "o'clock"})] == [wanted]
+    found = store.find_runs(experiment, kind=Kind.MAP, tags={Tag.MODEL: tricky}, params={"note": "o'clock"},
+                            status="FINISHED")
+    assert [run.info.run_id for run in found] == [wanted]
+    assert [run.info.run_id for run in store.find_runs(experiment, tags={Tag.MODEL: tricky})] == [wanted]
+    assert store.find_runs([experiment], tags={Tag.MODEL: "it"}) == []
+    assert len(store.find_runs(experiment, kind=Kind.MAP, newest_first=True, max_results=1)) == 1
+    assert len(store.find_runs(experiment, kind=Kind.MAP, status="FINISHED")) == 2
+
+
+def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
+    from tracking.runs import attach
+
+    experiment = store.experiment_id()
+    with tracked_run(store, experiment, Kind.SWEEP, run_name="sweep") as log:
+        run_id = log.run_id
+    with attach(store, run_id) as log:
+        assert store.get_run(run_id).info.status == "RUNNING"
+        log.metrics({"m": 1.0})
+    assert store.get_run(run_id).info.status == "FINISHED"
+    with pytest.raises(KeyboardInterrupt):
+        with attach(store, run_id):
+            raise KeyboardInterrupt
+    assert store.get_run(run_id).info.status == "KILLED"
+    with pytest.raises(ValueError):
+        with attach(store, run_id):
+            raise ValueError("broken")
+    run = store.get_run(run_id)
+    assert run.info.status == "FAILED" and "broken" in run.data.tags[Tag.ERROR]
+    assert run.data.metrics == {"m": 1.0}
+
+
+def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
+    from tracking.runs import end_stale_runs
+
+    experiment = store.experiment_id()
+    with tracked_run(store, experiment, Kind.SWEEP) as parent:
+        pass
+    orphan = store.client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent.run_id}).info.run_id
+    other = store.client.create_run(experiment).info.run_id
+    store.kill(other, "its process died", tags={Tag.TRIAL_STATE: "FAIL"})
+    run = store.get_run(other)
+    assert run.info.status == "KILLED" and run.data.tags[Tag.ERROR] == "its process died"
+    assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
+    assert end_stale_runs(store, experiment, parent_run_id=parent.run_id) == [orphan]
+    assert store.get_run(orphan).info.status == "KILLED"

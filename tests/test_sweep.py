@@ -36,7 +36,7 @@ def _runs(store, kind, **filters):
 def _study(store, study_name):
     import optuna
 
-    from jobs.sweep import default_storage
+    from tracking.studies import default_storage
 
     return optuna.load_study(study_name=study_name, storage=default_storage(store.uri))
 
@@ -209,13 +209,13 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
 
     import optuna
 
-    from jobs.sweep import _open_storage
+    from tracking.studies import open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="queue", storage=_open_storage(url, 5, None))
+    study = optuna.create_study(study_name="queue", storage=open_storage(url, 5, None))
     for x in range(40):
         study.enqueue_trial({"x": x})
-    workers = [optuna.load_study(study_name="queue", storage=_open_storage(url, 5, None)) for _ in range(4)]
+    workers = [optuna.load_study(study_name="queue", storage=open_storage(url, 5, None)) for _ in range(4)]
     start, taken = threading.Barrier(len(workers)), []
 
     def take(worker):

@@ -29,7 +29,7 @@ def _trial_runs(store, sweep_run_id):
 def _study(store, run):
     import optuna
 
-    from jobs.sweep import default_storage
+    from tracking.studies import default_storage
 
     return optuna.load_study(study_name=run.data.params[Param.STUDY_NAME], storage=default_storage(store.uri))
 

@@ -15,7 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ __all__ = [
     "Store",
     "RunLog",
     "open_store",
+    "RunQuery",
+    "attach",
     "resolve_tracking_uri",
     "tracked_run",
     "end_stale_runs",
@@ -154,6 +156,43 @@ class Store:
     def run_log(self, run_id: str) -> RunLog:
         return RunLog(self.client, run_id)
 
+    def find_runs(self, experiment_ids: str | Sequence[str], *, kind: Kind | None = None,
+                  tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+                  status: str | None = None, parent_run_id: str | None = None, newest_first: bool = False,
+                  max_results: int = 1000) -> list:
+        """Runs in ``experiment_ids`` whose tags and params equal the given values (compared
+        as strings), of ``kind``, ``status`` and parent when given; newest first if asked,
+        else in MLflow's default order. At most ``max_results`` (MLflow allows 50,000)."""
+        ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
+        query = RunQuery.of(kind=kind, tags=tags, params=params, status=status, parent_run_id=parent_run_id)
+        runs = self.client.search_runs(
+            ids, filter_string=query.filter_string(), order_by=["attributes.start_time DESC"] if newest_first else None,
+            max_results=_MAX_SEARCH_RESULTS if query.loose else max_results,
+        )
+        return [run for run in runs if query.matches(run)][:max_results] if query.loose else runs
+
+    def experiment_ids(self) -> list[str]:
+        """The ids of the active experiments (as many as one MLflow page holds)."""
+        return [experiment.experiment_id for experiment in self.client.search_experiments()]
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).name
+
+    def artifact_paths(self, run_id: str, folder: str | None = None) -> list[str]:
+        """Paths (from the run's artifact root) of what lies directly in ``folder`` (the root
+        when None); empty when there is no such folder."""
+        return [item.path for item in self.client.list_artifacts(run_id, folder)]
+
+    def kill(self, run_id: str, reason: str, *, tags: Mapping[str, Any] | None = None) -> None:
+        """End a run KILLED, ``reason`` in its ``error`` tag (with ``tags``, in one call first):
+        for a run whose process died, or whose result was withdrawn."""
+        self.run_log(run_id).tags({**(tags or {}), Tag.ERROR: reason})
+        self.client.set_terminated(run_id, status="KILLED")
+
+    def writer(self) -> RunWriter:
+        """A :class:`RunWriter` on this store."""
+        return RunWriter(self.client)
+
     def get_run(self, run_id: str):
         from mlflow.exceptions import MlflowException
 
@@ -166,6 +205,66 @@ class Store:
                 f"no run with id {run_id!r} in {self.uri}",
                 "pass a run id printed by an earlier job (or set --tracking-uri)",
             ) from error
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Runs whose tags and params equal these strings, and of this status: the one place
+    an MLflow filter string is built, so that every value is quoted safely.
+
+    MLflow's parser strips a value's quotes and unescapes nothing: a value holding ``'``
+    is written in double quotes, and one holding both quotes (or a backslash, which could
+    end the quoted string early) is matched with ``LIKE``, its awkward characters as
+    ``_``; :meth:`matches` then keeps the exact matches (``loose`` says when it must)."""
+
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    status: str | None = None
+
+    @classmethod
+    def of(cls, *, kind: Kind | None = None, tags: Mapping[str, Any] | None = None,
+           params: Mapping[str, Any] | None = None, status: str | None = None,
+           parent_run_id: str | None = None) -> RunQuery:
+        wanted = {key: str(value) for key, value in (tags or {}).items()}
+        if kind is not None:
+            wanted[Tag.KIND] = kind.value
+        if parent_run_id is not None:
+            wanted[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        return cls(tags=wanted, params={key: str(value) for key, value in (params or {}).items()}, status=status)
+
+    @property
+    def loose(self) -> bool:
+        return not all(_quotable(value) for value in [*self.tags.values(), *self.params.values()])
+
+    def filter_string(self) -> str:
+        clauses = [_clause("tags", key, value) for key, value in self.tags.items()]
+        clauses += [_clause("params", key, value) for key, value in self.params.items()]
+        if self.status is not None:
+            clauses.append(_clause("attributes", "status", self.status))
+        return " and ".join(clauses)
+
+    def matches(self, run) -> bool:
+        return (all(run.data.tags.get(key) == value for key, value in self.tags.items())
+                and all(run.data.params.get(key) == value for key, value in self.params.items()))
+
+
+_MAX_SEARCH_RESULTS = 50000  # MLflow's most in one search_runs call
+_AWKWARD = re.compile(r"['\"\\]")
+
+
+def _quotable(value: str) -> bool:
+    """Whether MLflow's parser reads ``value`` back exactly from single or double quotes."""
+    return "\\" not in value and not ("'" in value and '"' in value)
+
+
+def _clause(entity: str, key: str, value: str) -> str:
+    if "`" in key:  # MLflow's parser has no escape inside backquotes
+        raise ValueError(f"an MLflow key holding a backquote cannot be searched: {key!r}")
+    name = key if entity == "attributes" else f"`{key}`"
+    if not _quotable(value):
+        return f"{entity}.{name} LIKE '{_AWKWARD.sub('_', value)}'"
+    quote = '"' if "'" in value else "'"
+    return f"{entity}.{name} = {quote}{value}{quote}"
 
 
 def open_store(uri: str | None = None) -> Store:
@@ -399,7 +498,23 @@ def tracked_run(
         run = store.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
     except Exception as error:  # a team server's 401 / 403 said in people's words
         raise store.explain(error, experiment_id=experiment_id) from error
-    log = RunLog(store.client, run.info.run_id)
+    with _until_ended(store, run.info.run_id) as log:
+        yield log
+
+
+@contextlib.contextmanager
+def attach(store: Store, run_id: str) -> Iterator[RunLog]:
+    """Log into the existing run ``run_id`` (resumed, or joined by another process): it is
+    RUNNING while the block runs, then ends as a :func:`tracked_run` does."""
+    store.client.update_run(run_id, status="RUNNING")
+    with _until_ended(store, run_id) as log:
+        yield log
+
+
+@contextlib.contextmanager
+def _until_ended(store: Store, run_id: str) -> Iterator[RunLog]:
+    # A run just created is RUNNING already: tracked_run comes here without attach's update.
+    log = RunLog(store.client, run_id)
     outcome = Outcome()
     try:
         with outcome.watch(lambda error: record_error(log, error)):
@@ -408,7 +523,7 @@ def tracked_run(
         try:
             log.flush()
         finally:
-            store.client.set_terminated(log.run_id, status=outcome.status)
+            store.client.set_terminated(run_id, status=outcome.status)
 
 
 class Outcome:
@@ -568,18 +683,13 @@ def _error_tag(error: BaseException) -> dict[str, str]:
     return {Tag.ERROR: one_line(error)[:5000]}
 
 
-def end_stale_runs(store: Store, experiment_id: str, *, parent_run_id: str, status: str = "KILLED",
+def end_stale_runs(store: Store, experiment_id: str, *, parent_run_id: str,
                    reason: str = "the process died before the run ended") -> list[str]:
-    """End child runs of ``parent_run_id`` still RUNNING (their process was killed with
-    SIGKILL, which no handler can catch). Returns their ids."""
-    runs = store.client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-        max_results=10000,
-    )
+    """End KILLED the child runs of ``parent_run_id`` still RUNNING (their process was
+    killed with SIGKILL, which no handler can catch). Returns their ids."""
+    runs = store.find_runs(experiment_id, parent_run_id=parent_run_id, status="RUNNING", max_results=10000)
     for run in runs:
-        store.client.set_tag(run.info.run_id, Tag.ERROR, reason)
-        store.client.set_terminated(run.info.run_id, status=status)
+        store.kill(run.info.run_id, reason)
     return [run.info.run_id for run in runs]
 
 
