@@ -78,39 +78,28 @@ class Dimension:
         return trial.suggest_categorical(self.name, list(self.choices or ()))
 
 
-@dataclass(frozen=True)
-class SearchSpace:
-    """reducer, clusterer (registry names); dimensions searched; fixed: name -> value."""
+class _Space:
+    """What every search space shares: ``dimensions`` searched and ``fixed`` values (flat
+    names), and what can be read from them without knowing what they configure."""
 
-    reducer: str
-    clusterer: str
     dimensions: tuple[Dimension, ...]
     fixed: Mapping[str, Any]
 
-    def to_dict(self) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {d.name: d.to_dict() for d in self.dimensions}
         params.update(self.fixed)
-        return {"reducer": self.reducer, "clusterer": self.clusterer, "params": params}
+        return params
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def split(self, flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Flat ``reducer.x`` / ``clusterer.y`` values -> (reducer params, clusterer params)."""
-        reducer = {k[len(_REDUCER):]: v for k, v in flat.items() if k.startswith(_REDUCER)}
-        clusterer = {k[len(_CLUSTERER):]: v for k, v in flat.items() if k.startswith(_CLUSTERER)}
-        return reducer, clusterer
-
-    def suggest(self, trial) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One point: the fixed values plus a suggestion for every dimension."""
-        flat = dict(self.fixed)
-        for dimension in self.dimensions:
-            flat[dimension.name] = dimension.suggest(trial)
-        return self.split(flat)
+    def _flat_suggestion(self, trial) -> dict[str, Any]:
+        """The fixed values plus a suggestion for every dimension."""
+        return {**self.fixed, **{d.name: d.suggest(trial) for d in self.dimensions}}
 
     def point_of(self, flat: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The searched values of a resolved config (``flat_params()``), or None when one
-        lies outside the space (it cannot be enqueued as a trial)."""
+        """The searched values of a resolved config (flat names), or None when one lies
+        outside the space (it cannot be enqueued as a trial)."""
         point = {}
         for dimension in self.dimensions:
             value = flat.get(dimension.name)
@@ -132,6 +121,29 @@ class SearchSpace:
             if dimension.name == name:
                 return dimension.extremes()
         return [self.fixed.get(name, default)]
+
+
+@dataclass(frozen=True)
+class SearchSpace(_Space):
+    """reducer, clusterer (registry names); dimensions searched; fixed: name -> value."""
+
+    reducer: str
+    clusterer: str
+    dimensions: tuple[Dimension, ...]
+    fixed: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reducer": self.reducer, "clusterer": self.clusterer, "params": self._params()}
+
+    def split(self, flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Flat ``reducer.x`` / ``clusterer.y`` values -> (reducer params, clusterer params)."""
+        reducer = {k[len(_REDUCER):]: v for k, v in flat.items() if k.startswith(_REDUCER)}
+        clusterer = {k[len(_CLUSTERER):]: v for k, v in flat.items() if k.startswith(_CLUSTERER)}
+        return reducer, clusterer
+
+    def suggest(self, trial) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One point, split into (reducer params, clusterer params)."""
+        return self.split(self._flat_suggestion(trial))
 
 
 def _dimension(name: str, spec, raw: Mapping[str, Any], owner: str) -> Dimension:
@@ -269,7 +281,7 @@ def _sae_default_ranges(width: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class SaeSpace:
+class SaeSpace(_Space):
     """What an SAE sweep searches: dimensions over the sae job's settings (features, k,
     learning_rate, epochs, batch_size, aux_coef) and fixed values; ``width``: the layer's."""
 
@@ -278,32 +290,11 @@ class SaeSpace:
     fixed: Mapping[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        params: dict[str, Any] = {d.name: d.to_dict() for d in self.dimensions}
-        params.update(self.fixed)
-        return {"target": "sae", "params": params}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return {"target": "sae", "params": self._params()}
 
     def suggest(self, trial) -> dict[str, Any]:
         """One point: the fixed values plus a suggestion for every dimension."""
-        return {**self.fixed, **{d.name: d.suggest(trial) for d in self.dimensions}}
-
-    def point_of(self, flat: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The searched values of ``flat`` settings, or None when one lies outside the space."""
-        point = {}
-        for dimension in self.dimensions:
-            value = flat.get(dimension.name)
-            if value is None or not dimension.contains(value):
-                return None
-            point[dimension.name] = value
-        return point
-
-    def largest(self, name: str, default: Any) -> Any:
-        for dimension in self.dimensions:
-            if dimension.name == name:
-                return max(dimension.extremes())
-        return self.fixed.get(name, default)
+        return self._flat_suggestion(trial)
 
 
 class _Typed:
