@@ -109,7 +109,5 @@ def main(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="600 definitions")
-    rows = main(parser.parse_args().quick)
-    from _common import Row as _Row
-
-    print_rows([_Row(**{k: v for k, v in row.items() if k != "ratio"}) for row in rows])
+    results = main(parser.parse_args().quick)
+    print_rows([Row(**{k: v for k, v in r.items() if k != "ratio"}) for r in results])
