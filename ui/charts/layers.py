@@ -243,13 +243,12 @@ def cka_info(cka: pd.DataFrame, *, stable_from: int | None = None) -> CkaInfo:
     return CkaInfo(full, layers, stable_from)
 
 
-def cka_chart(info: CkaInfo, *, title: str = "Linear CKA between layers") -> alt.LayerChart:
-    """Heatmap with the value in each cell; a frame around the block of layers that no
-    longer change (from ``stable_from`` to the last layer)."""
-    step = max(22, min(48, 360 // max(len(info.layers), 1)))
-    base = alt.Chart(info.frame, title=title).encode(
-        x=alt.X(f"{Column.LAYER_B}:O", title="layer", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y(f"{Column.LAYER_A}:O", title="layer", sort="descending"),
+def cka_cells(frame: pd.DataFrame, *, title: str, x_title: str = "layer", y_title: str = "layer") -> list:
+    """The cells of a CKA heatmap (``layer_a``, ``layer_b``, ``cka`` columns): colour on a
+    fixed 0-1 scale and the value written in each cell; A's layers up, B's across."""
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X(f"{Column.LAYER_B}:O", title=x_title, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y(f"{Column.LAYER_A}:O", title=y_title, sort="descending"),
     )
     cells = base.mark_rect().encode(
         color=alt.Color(f"{Column.CKA}:Q", title="CKA", scale=alt.Scale(domain=[0, 1], scheme="viridis")),
@@ -259,7 +258,14 @@ def cka_chart(info: CkaInfo, *, title: str = "Linear CKA between layers") -> alt
         text=alt.Text(f"{Column.CKA}:Q", format=".2f"),
         color=alt.condition(f"datum.{Column.CKA} > 0.6", alt.value("black"), alt.value("white")),
     )
-    layers = [cells, text]
+    return [cells, text]
+
+
+def cka_chart(info: CkaInfo, *, title: str = "Linear CKA between layers") -> alt.LayerChart:
+    """Heatmap with the value in each cell; a frame around the block of layers that no
+    longer change (from ``stable_from`` to the last layer)."""
+    step = max(22, min(48, 360 // max(len(info.layers), 1)))
+    layers = cka_cells(info.frame, title=title)
     if info.stable_from is not None and info.layers:
         block = info.frame[(info.frame[Column.LAYER_A] >= info.stable_from)
                            & (info.frame[Column.LAYER_B] >= info.stable_from)]

@@ -10,6 +10,7 @@ import pandas as pd
 
 from tracking.contract import CatalogColumn as C
 from tracking.contract import Column, Metric
+from ui.charts.layers import cka_cells
 
 __all__ = [
     "CURVES",
@@ -152,16 +153,6 @@ def cross_info(cross: pd.DataFrame | None, run_a: str, run_b: str) -> CrossInfo:
 
 def cross_chart(info: CrossInfo, *, title_a: str = "model A", title_b: str = "model B") -> alt.LayerChart:
     """Heatmap: A's layers up, B's across, linear CKA (0-1) in each cell."""
-    base = alt.Chart(info.frame, title="Cross-model linear CKA").encode(
-        x=alt.X(f"{Column.LAYER_B}:O", title=f"layer of {title_b}", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y(f"{Column.LAYER_A}:O", title=f"layer of {title_a}", sort="descending"),
-    )
-    cells = base.mark_rect().encode(
-        color=alt.Color(f"{Column.CKA}:Q", title="CKA", scale=alt.Scale(domain=[0, 1], scheme="viridis")),
-        tooltip=[f"{Column.LAYER_A}:O", f"{Column.LAYER_B}:O", alt.Tooltip(f"{Column.CKA}:Q", format=".3f")],
-    )
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.Text(f"{Column.CKA}:Q", format=".2f"),
-        color=alt.condition(f"datum.{Column.CKA} > 0.6", alt.value("black"), alt.value("white")),
-    )
-    return alt.layer(cells, text).properties(width=alt.Step(40), height=alt.Step(40))
+    cells = cka_cells(info.frame, title="Cross-model linear CKA", x_title=f"layer of {title_b}",
+                      y_title=f"layer of {title_a}")
+    return alt.layer(*cells).properties(width=alt.Step(40), height=alt.Step(40))
