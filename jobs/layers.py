@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from jobs import _layer_scores as _scores
 from jobs._result import JobResult
 from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from tracking.errors import UsageError
@@ -79,11 +80,6 @@ CURVES = (
 )
 # Measures with a bootstrap interval ("<name>_ci_low" / "_ci_high" columns and metrics).
 INTERVAL_CURVES = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
-# The verdict's measures: which layer holds the classes, and (context only) where the
-# representation changes most.
-VERDICT_LABELLED = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI_KMEANS, Metric.AMI_MAP,
-                    Metric.AMI_HDBSCAN, Metric.AMI_TUNED)
-VERDICT_CONTEXT = (Metric.CKA_PREVIOUS,)
 LABELLED_CURVES = (Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI)
 # With --seeds above 1: the spread of the per-layer AMI and the agreement of the seeds.
 SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
@@ -316,8 +312,8 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
 
         # Each layer at its own best settings: one sweep per layer, child runs of this one.
         if config.tune:
-            table = _tune(table, config, store, experiment_name, log.run_id)
-            curves = [*curves, *_scorer_columns("tuned")]
+            table = _scores.tune(table, config, store, experiment_name, log.run_id)
+            curves = [*curves, *_scores.scorer_columns("tuned")]
 
         # The two findings, each curve with step=layer, the tables.
         found = findings(layer_ids, previous_cka, config.stable_cka)
@@ -334,14 +330,14 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # The verdict: each measure's best layer, its interval, and whether they agree;
         # every collapsed clustering named, with the fix.
         verdict = None
-        collapsed = _collapsed(table, labels)
+        collapsed = _scores.collapsed_layers(table, labels)
         if labels is not None:
-            verdict = _verdict(table, collapsed)
+            verdict = _scores.verdict_of(table, collapsed)
             log.params({**{Param.verdict(c.measure): _finding(c.layer) for c in verdict.choices},
                         Param.MEASURES_AGREE: verdict.agree})
             log.tags({Tag.VERDICT: verdict.sentence})
-            log.table(Artifact.VERDICT, _verdict_frame(verdict))
-        warning = _warning(collapsed, len(np.unique(labels)) if labels is not None else 0)
+            log.table(Artifact.VERDICT, _scores.verdict_frame(verdict))
+        warning = _scores.collapse_warning(collapsed, len(np.unique(labels)) if labels is not None else 0)
         if warning:
             print(f"latentscape layers: warning: {warning}", file=sys.stderr)
             log.tags({Tag.WARNING: warning})
@@ -525,12 +521,12 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
     from jobs.core.verdict import kmeans_at_classes
 
     kmeans = [kmeans_at_classes(x, labels, seed=config.seed + offset) for offset in range(config.seeds)]
-    values.update(_cluster_score("kmeans", labels, kmeans, config.seed))
+    values.update(_scores.cluster_score("kmeans", labels, kmeans, config.seed))
     values[Metric.AMI] = values[Metric.AMI_KMEANS]
     if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement
         from jobs.core.trust import stability
 
-        found = stability([{Metric.AMI: _ami(labels, c)} for c in kmeans], kmeans)
+        found = stability([{Metric.AMI: _scores.ami(labels, c)} for c in kmeans], kmeans)
         values[Metric.AMI_STD], values[Metric.SEED_ARI_MEAN] = found.std[Metric.AMI], found.ari_mean
     if mapper is not None:
         values.update(mapper.scores(x, labels, graph))
@@ -594,8 +590,8 @@ class _Mapper:
         matched = {**{spec.name: spec.default_for(self._shape(x)) for spec in hdbscan.params},
                    **matched_hdbscan_params(len(x), self.n_classes)}
         return {
-            **_cluster_score("map", labels, [r.clusters for r in results], self.seed),
-            **_cluster_score("hdbscan", labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
+            **_scores.cluster_score("map", labels, [r.clusters for r in results], self.seed),
+            **_scores.cluster_score("hdbscan", labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
                                                  for offset, r in enumerate(results)], self.seed),
         }
 
@@ -603,32 +599,6 @@ class _Mapper:
         from jobs.core.mapping import DataShape
 
         return DataShape(n_samples=len(x), n_features=x.shape[1], n_classes=self.n_classes)
-
-
-def _ami(labels: np.ndarray, clusters: np.ndarray) -> float:
-    from jobs.core.scores import label_scores
-
-    return float(label_scores(labels, clusters)[Metric.AMI])
-
-
-def _scorer_columns(scorer: str) -> tuple[str, ...]:
-    """The per-layer columns of one way of clustering: its AMI, interval and cluster counts."""
-    score = Metric.qualified(Metric.AMI, scorer)
-    return (score, Metric.trust(score, Metric.CI_LOW_SUFFIX), Metric.trust(score, Metric.CI_HIGH_SUFFIX),
-            Metric.qualified(Metric.N_CLUSTERS, scorer), Metric.qualified(Metric.NOISE_FRACTION, scorer))
-
-
-def _cluster_score(scorer: str, labels: np.ndarray, clusterings: list[np.ndarray], seed: int) -> dict[str, float]:
-    """One way of clustering a layer, scored: the mean AMI over ``clusterings`` (one per
-    seed, noise as its own label), the first one's bootstrap interval and cluster counts."""
-    from jobs.core.scores import cluster_counts
-    from jobs.core.trust import label_baselines
-
-    score, low, high, n_clusters, noise = _scorer_columns(scorer)
-    interval = label_baselines(labels, clusterings[0], n_permutations=0, seed=seed, clustered=False)[Metric.AMI]
-    counts = cluster_counts(clusterings[0])
-    return {score: float(np.mean([_ami(labels, c) for c in clusterings])), low: interval.ci_low,
-            high: interval.ci_high, n_clusters: counts[Metric.N_CLUSTERS], noise: counts[Metric.NOISE_FRACTION]}
 
 
 def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
@@ -639,89 +609,10 @@ def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
     curves += [Metric.trust(name, suffix) for name in INTERVAL_CURVES
                for suffix in (Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX)]
     for scorer in ("kmeans", "map", "hdbscan") if mapped else ("kmeans",):
-        curves += _scorer_columns(scorer)
+        curves += _scores.scorer_columns(scorer)
     if config.seeds > 1:
         curves += SEED_CURVES
     return curves
-
-
-def _tune(table: pd.DataFrame, config: LayersConfig, store, experiment: str, parent_run_id: str) -> pd.DataFrame:
-    """``table`` with ``ami.tuned`` and its cluster counts: for each layer, the best map of
-    a ``config.tune``-trial sweep (the sweep job itself, a child run of ``parent_run_id``,
-    a study of its own); with ``--holdout``, its AMI over the held-out samples."""
-    from jobs.sweep import SweepConfig, sweep
-
-    score, low, high, n_clusters, noise = _scorer_columns("tuned")
-    tuned = {name: [] for name in (score, low, high, n_clusters, noise)}
-    for layer in table[Column.LAYER]:
-        found = sweep(SweepConfig(run=config.run, layer=int(layer), trials=config.tune, seed=config.seed,
-                                  holdout=config.holdout, parent_run=parent_run_id,
-                                  study=f"layers-{parent_run_id}-layer-{int(layer)}"),
-                      store=store, experiment=experiment)
-        value = found.scores.get(Metric.holdout(Metric.AMI)) if config.holdout else found.scores.get(Metric.AMI)
-        tuned[score].append(math.nan if value is None else float(value))
-        tuned[low].append(math.nan)
-        tuned[high].append(math.nan)
-        tuned[n_clusters].append(float(found.scores.get(Metric.N_CLUSTERS, math.nan)))
-        tuned[noise].append(float(found.scores.get(Metric.NOISE_FRACTION, math.nan)))
-    return table.assign(**tuned)
-
-
-def _collapsed(table: pd.DataFrame, labels: np.ndarray | None) -> dict[str, dict[int, str]]:
-    """Cluster score -> {layer: why its clustering collapsed} (:func:`collapse_reason`)."""
-    from jobs.core.verdict import collapse_reason
-
-    if labels is None:
-        return {}
-    n_classes = len(np.unique(labels))
-    found: dict[str, dict[int, str]] = {}
-    for scorer in Metric.LAYER_SCORERS:
-        score, _, _, n_clusters, noise = _scorer_columns(scorer)
-        if n_clusters not in table:
-            continue
-        for layer, count, share in zip(table[Column.LAYER], table[n_clusters], table[noise]):
-            reason = collapse_reason(int(count), n_classes, float(share)) if np.isfinite(count) else None
-            if reason:
-                found.setdefault(score, {})[int(layer)] = reason
-    return found
-
-
-def _verdict(table: pd.DataFrame, collapsed: dict[str, dict[int, str]]):
-    from jobs.core.verdict import layer_verdict
-
-    def column(name):
-        return table[name].to_numpy(dtype=np.float64) if name in table else None
-
-    measures = {
-        name: (column(name), column(Metric.trust(name, Metric.CI_LOW_SUFFIX)),
-               column(Metric.trust(name, Metric.CI_HIGH_SUFFIX)))
-        for name in (*VERDICT_LABELLED, *VERDICT_CONTEXT) if name in table
-    }
-    return layer_verdict(table[Column.LAYER].to_numpy(), measures, lower_is_better=VERDICT_CONTEXT,
-                         context=VERDICT_CONTEXT, collapsed=collapsed)
-
-
-def _verdict_frame(verdict) -> pd.DataFrame:
-    """``verdict.parquet``: one row per measure."""
-    return pd.DataFrame([{
-        Column.MEASURE: c.measure, Column.LAYER: -1 if c.layer is None else c.layer, Column.VALUE: c.value,
-        Column.CI_LOW: c.ci_low, Column.CI_HIGH: c.ci_high, Column.TIED: ",".join(map(str, c.tied)),
-        Column.COLLAPSED: c.collapsed or "",
-    } for c in verdict.choices])
-
-
-def _warning(collapsed: dict[str, dict[int, str]], n_classes: int) -> str | None:
-    """One line naming every collapsed cluster score, where, and the fix."""
-    if not collapsed:
-        return None
-    parts = []
-    for score, layers in collapsed.items():
-        first = min(layers)
-        parts.append(f"{score} on layer{'s' if len(layers) > 1 else ''} {','.join(map(str, sorted(layers)))} "
-                     f"(layer {first}: {layers[first]})")
-    return (f"collapsed clusterings, whose scores measure the clusterer rather than the layer: {'; '.join(parts)}. "
-            f"The default ami is k-means at k = {n_classes} on each layer; for the map's score pass "
-            "--map-clusterer kmeans, or --tune N to give each layer its best settings")
 
 
 def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:
