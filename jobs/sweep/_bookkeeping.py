@@ -1,0 +1,175 @@
+"""The MLflow side of a study's trials (a mixin of the sweep's worker): each trial's
+run, the runs a dead process left behind (stale trials, orphan and abandoned runs,
+trials Optuna never recorded, recorded trials whose run was never written), and the
+tables of all trials (trials.parquet, importances.parquet)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from typing import Any
+
+from tracking.contract import Column, Kind, Metric, Tag
+
+
+class _Bookkeeping:
+    """Trial runs and their cleanup; uses the worker's store, plan, study, writer and
+    sweep run."""
+
+    # -- trial runs --------------------------------------------------------------------
+    def _trial_runs(self, *, running_only: bool = False) -> list:
+        """The MLflow runs of this study's trials (children of the sweep run)."""
+        return self.store.find_runs(self.plan.experiment_id, parent_run_id=self.sweep_run_id,
+                                    status="RUNNING" if running_only else None, max_results=50000)
+
+    def _on_stale(self, study, trial) -> None:
+        """A trial whose process died: Optuna failed it; end its MLflow run KILLED."""
+        if self.sweep_run_id is None:
+            return
+        with contextlib.suppress(Exception):
+            for run in self._trial_runs(running_only=True):
+                if run.data.tags.get(Tag.TRIAL_NUMBER) == str(trial.number):
+                    self.store.kill(run.info.run_id, "the process running this trial died (no heartbeat)",
+                                    tags={Tag.TRIAL_STATE: "FAIL"})
+
+    def _open_trial_run(self, number: int, tags: dict[str, Any] | None = None):
+        """The run of trial ``number`` (a child of the sweep run), written by the writer thread."""
+        from tracking.runs import background_run
+
+        return background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {number}",
+                              parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
+                              tags={**self._sweep_tags(), Tag.TRIAL_NUMBER: number, **(tags or {})})
+
+    def _log_trial(self, run, config, result, state: str, started: float) -> None:
+        """A fitted trial's settings (its replayable config), state, scores and duration."""
+        run.log(params=self._params(config), tags={Tag.TRIAL_STATE: state},
+                metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: time.perf_counter() - started})
+
+    def _log_unlogged_trials(self) -> None:
+        """--resume: a COMPLETE trial whose run was never written (its process died between
+        Optuna's record and the writer thread's) is replayed from its settings and logged."""
+        from optuna.trial import TrialState
+
+        runs = self._runs_by_trial()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            run = runs.get(trial.number)
+            if run is not None and run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
+                continue
+            config = self.plan.searched_config(trial.params)
+            started = time.perf_counter()
+            result = self._fit(config, with_view=False)
+            note = "logged by --resume: a replay of the trial, whose process died before its run was written"
+            with self._open_trial_run(trial.number, {Tag.NOTE: note}) as pending:
+                self._log_trial(pending, config, result, "COMPLETE", started)
+        self.writer.flush()
+
+    def _runs_by_trial(self) -> dict[int, Any]:
+        """Trial number -> its MLflow run (a finished one where a number has several)."""
+        found: dict[int, Any] = {}
+        for run in self._trial_runs():
+            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            if number is None:
+                continue
+            if int(number) not in found or run.info.status == "FINISHED":
+                found[int(number)] = run
+        return found
+
+    # -- stale trials ------------------------------------------------------------------
+    def _settle_stale(self) -> None:
+        """--resume: let trials of dead processes go stale and fail them (their runs end
+        KILLED), then end any trial run left RUNNING without a live trial."""
+        import warnings
+
+        import optuna
+
+        deadline = time.monotonic() + 3 * self.config.heartbeat + 2
+        announced = False
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(self.study)
+            _, running = self._counts()
+            if not running or time.monotonic() > deadline:
+                break
+            if not announced:
+                print(f"latentscape sweep: waiting up to {3 * self.config.heartbeat + 2} s for {len(running)} running "
+                      "trial(s) to finish or go stale", file=sys.stderr)
+                announced = True
+            time.sleep(min(1.0, self.config.heartbeat))
+        self._end_orphan_runs()
+
+    def _end_orphan_runs(self) -> None:
+        from tracking.runs import end_stale_runs
+
+        _, running = self._counts()
+        live = set(map(str, running))
+        if not running:
+            end_stale_runs(self.store, self.plan.experiment_id, parent_run_id=self.sweep_run_id)
+        else:
+            for run in self._trial_runs(running_only=True):
+                if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
+                    self.store.kill(run.info.run_id, "the process died before the run ended")
+        self._retract_unrecorded_trials(live)
+
+    def _retract_unrecorded_trials(self, live: set[str]) -> None:
+        """A trial whose run was logged COMPLETE but whose process died (or lost the
+        tracking server) before Optuna recorded the value is not a result: Optuna failed
+        it and runs it again. Say so on its run, so MLflow and Optuna agree."""
+        from optuna.trial import TrialState
+
+        complete = {str(t.number) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        for run in self._trial_runs():
+            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            if run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE" and number not in complete and number not in live:
+                self.store.kill(run.info.run_id,
+                                "Optuna never recorded this trial's value (its process died); it was run again",
+                                tags={Tag.TRIAL_STATE: "FAIL"})
+
+    def _end_abandoned_sweep_runs(self) -> None:
+        """Sweep runs of this study left RUNNING by a process killed while starting it."""
+        runs = self.store.find_runs(self.plan.experiment_id, kind=Kind.SWEEP, tags={Tag.STUDY: self.plan.study_name},
+                                    status="RUNNING", max_results=1000)
+        for run in runs:
+            if run.info.run_id != self.sweep_run_id:
+                self.store.kill(run.info.run_id, "the process died before the run ended")
+
+    # -- the tables --------------------------------------------------------------------
+    def _score_names(self) -> tuple[str, ...]:
+        """The scores a trial logs (the columns of trials.parquet after the params)."""
+        from jobs.core.scores import SCORE_NAMES
+
+        return tuple(SCORE_NAMES)
+
+    def _trials_frame(self, runs: dict[int, Any]):
+        """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score."""
+        import pandas as pd
+
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+                if t.datetime_complete and t.datetime_start else None
+            run = runs.get(t.number)
+            row = {Column.TRIAL: t.number, Column.STATE: t.state.name, Column.VALUE: t.value,
+                   Column.DURATION: duration, Column.RUN_ID: run.info.run_id if run is not None else None}
+            row.update(t.params)
+            metrics = run.data.metrics if run is not None else {}
+            row.update({name: metrics.get(name, math.nan) for name in self._score_names()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _importances(self):
+        import warnings
+
+        import optuna
+        import pandas as pd
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=self.config.seed)
+                found = optuna.importance.get_param_importances(self.study, evaluator=evaluator)
+        except Exception:  # too few complete trials, or no parameter varied
+            found = {}
+        return pd.DataFrame({Column.PARAM: list(found), Column.IMPORTANCE: [float(v) for v in found.values()]})
