@@ -2,7 +2,7 @@
 lifecycle, the DuckDB catalog and a sweep, each against
 
 - ``sqlite``: a local SQLite file, the single-user default;
-- ``file``: MLflow's plain folder store (``./mlruns``), which MLflow 3 refuses unless
+- ``file``: MLflow's plain folder store (an ``mlruns`` folder), which MLflow 3 refuses unless
   ``MLFLOW_ALLOW_FILE_STORE=true``;
 - ``postgres``: MLflow's tracking store straight on PostgreSQL (127.0.0.1:5432);
 - ``http``: ``latentscape server`` (basic auth, proxied artifacts) on PostgreSQL.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,6 @@ import pytest
 
 from tracking.contract import Kind, Tag
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 EXPERIMENT = "backends"
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 BACKENDS = [
@@ -54,77 +54,51 @@ class Backend:
 
 
 # -- PostgreSQL ---------------------------------------------------------------------
-def _pg_url(database: str) -> str:
-    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{database}"
-
-
-def _require_postgres() -> None:
-    try:
-        socket.create_connection((PG_HOST, PG_PORT), timeout=2).close()
-    except OSError as error:
-        pytest.fail(f"PostgreSQL on {PG_HOST}:{PG_PORT} does not answer ({error}); start it (.ci/run does)",
-                    pytrace=False)
-
-
-def _drop_database(name: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:  # FORCE: pooled connections (ours, the server's) may linger
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        connection.close()
-
-
 @contextlib.contextmanager
-def _databases(*suffixes: str):
+def _databases(postgres, *suffixes: str):
     """Fresh PostgreSQL database names (created by whoever uses them), dropped after."""
+    postgres.require()
     base = f"ls_backends_{uuid.uuid4().hex[:10]}"
     names = [f"{base}{suffix}" for suffix in suffixes]
     try:
         yield names
     finally:
         for name in [*names, f"{base}_auth"]:  # _auth: the server's users, beside its store
-            _drop_database(name)
+            postgres.drop(name)
 
 
-def _optuna_storage(database: str) -> str:
+def _optuna_storage(url: str) -> str:
     from tracking.server import ensure_optuna_storage
 
-    url = _pg_url(database)
     ensure_optuna_storage(url)  # database and tables made once, before any worker opens it
     return url
 
 
 # -- the backends -------------------------------------------------------------------
 @contextlib.contextmanager
-def _sqlite(tmp: Path):
+def _sqlite(tmp: Path, postgres):
     yield Backend("sqlite", f"sqlite:///{tmp / 'mlflow.db'}", optuna_storage=None)
 
 
 @contextlib.contextmanager
-def _file(tmp: Path):
+def _file(tmp: Path, postgres):
     yield Backend("file", (tmp / "mlruns").as_uri(), optuna_storage=f"sqlite:///{tmp / 'optuna.db'}",
                   env={"MLFLOW_ALLOW_FILE_STORE": "true"})
 
 
 @contextlib.contextmanager
-def _postgres(tmp: Path):
+def _postgres(tmp: Path, postgres):
     from mlflow.tracking import MlflowClient
 
     from tracking.server import database_url, ensure_database
 
-    _require_postgres()
-    with _databases("", "_optuna") as (store_db, optuna_db):
-        uri = database_url(_pg_url(store_db))
+    with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
+        uri = database_url(postgres.url(store_db))
         ensure_database(uri)
         # MLflow puts a database store's artifacts under ./mlruns of the working folder;
         # the experiment is made here, with its artifacts in the session's folder instead.
         MlflowClient(tracking_uri=uri).create_experiment(EXPERIMENT, artifact_location=(tmp / "artifacts").as_uri())
-        yield Backend("postgres", uri, optuna_storage=_optuna_storage(optuna_db))
+        yield Backend("postgres", uri, optuna_storage=_optuna_storage(postgres.url(optuna_db)))
 
 
 def _free_port() -> int:
@@ -134,17 +108,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _http(tmp: Path):
+def _http(tmp: Path, postgres):
     """``latentscape server`` on fresh PostgreSQL databases; clients log in as its admin."""
     from tracking.server import DEFAULT_ADMIN
 
-    _require_postgres()
-    with _databases("", "_optuna") as (store_db, optuna_db):
+    with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LATENTSCAPE_"))}
         env.update(MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
                    PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "jobs.cli", "server", "--backend-store-uri", _pg_url(store_db),
+        command = [sys.executable, "-m", "jobs.cli", "server", "--backend-store-uri", postgres.url(store_db),
                    "--artifacts-destination", str(tmp / "artifacts"), "--port", str(port), "--workers", "1",
                    "--allowed-hosts", "127.0.0.1:*,localhost:*"]
         log = tmp / "server.log"
@@ -157,16 +130,16 @@ def _http(tmp: Path):
                 if server.poll() is not None or time.monotonic() - started > 120:
                     pytest.fail(f"latentscape server did not come up:\n{log.read_text(errors='replace')[-3000:]}")
                 time.sleep(0.25)
-            yield Backend("http", f"http://127.0.0.1:{port}", optuna_storage=_optuna_storage(optuna_db),
+            yield Backend("http", f"http://127.0.0.1:{port}", optuna_storage=_optuna_storage(postgres.url(optuna_db)),
                           env={"MLFLOW_TRACKING_USERNAME": DEFAULT_ADMIN, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD})
         finally:
             # SIGTERM: `latentscape server` stops its MLflow process group itself.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, 15)
+                os.killpg(server.pid, signal.SIGTERM)
             try:
                 server.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(server.pid, 9)
+                os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
 
 
@@ -174,10 +147,10 @@ OPENERS = {"sqlite": _sqlite, "file": _file, "postgres": _postgres, "http": _htt
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def backend(request, tmp_path_factory):
+def backend(request, tmp_path_factory, postgres):
     """One backend for the session (a server start costs 10-25 s on 2 busy cores)."""
     tmp = tmp_path_factory.mktemp(f"backend-{request.param}")
-    with OPENERS[request.param](tmp) as opened:
+    with OPENERS[request.param](tmp, postgres) as opened:
         yield opened
 
 
