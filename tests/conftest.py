@@ -7,11 +7,15 @@
   saved as Hugging Face folders with the bundled MiniLM tokenizer.
 - ``digits_extraction`` / ``text_extraction``: session-wide extract runs that
   downstream job tests build on (read-only: tests that write use ``store``).
+- ``postgres``: the PostgreSQL on 127.0.0.1:5432 (trust auth) that the team and
+  storage-backend tests make their own databases on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,45 @@ def store(tmp_path):
     opened = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield opened
     assert_no_running_runs(opened)
+
+
+class Postgres:
+    """The test PostgreSQL server: URLs of its databases, and dropping them. Tests make
+    databases of their own (unique names) and drop them after."""
+
+    host, port, user = "127.0.0.1", 5432, "postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def answers(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1):
+            return True
+        return False
+
+    def require(self) -> None:
+        """Fail (never skip) with one line when it does not answer: CI starts it (.ci/run)."""
+        if not self.answers():
+            pytest.fail(f"PostgreSQL on {self.host}:{self.port} does not answer; start it (.ci/run does)",
+                        pytrace=False)
+
+    def drop(self, name: str) -> None:
+        import psycopg2
+        from psycopg2 import sql
+
+        connection = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname="postgres")
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:  # FORCE: a server's pooled connections may linger
+                cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Postgres:
+    """The PostgreSQL on 127.0.0.1:5432 (whether it answers is for each test to check)."""
+    return Postgres()
 
 
 def _save_tiny(model, folder: Path) -> Path:

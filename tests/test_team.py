@@ -27,39 +27,12 @@ from pathlib import Path
 
 import pytest
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _postgres_answers() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((PG_HOST, PG_PORT), timeout=1):
-        return True
-    return False
-
-
 pytestmark = pytest.mark.postgres
-needs_postgres = pytest.mark.skipif(
-    not _postgres_answers(), reason=f"team-mode tests need PostgreSQL on {PG_HOST}:{PG_PORT}, which does not answer")
 
 
 # -- helpers ------------------------------------------------------------------------
-def _pg_url(database: str) -> str:
-    return f"postgresql://root@{PG_HOST}:{PG_PORT}/{database}"
-
-
-def _drop_database(name: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    connection = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="root", dbname="postgres")
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:  # FORCE: the server's pooled connections may linger
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        connection.close()
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -82,6 +55,7 @@ class Team:
     tmp: Path
     port: int
     database: str
+    optuna_storage: str  # plain postgresql:// as a user would write it (the sweep must pin psycopg2 itself)
     passwords: dict[str, str]
     server_env: dict[str, str]
     args: list[str]
@@ -96,11 +70,6 @@ class Team:
     @property
     def artifacts(self) -> Path:
         return self.tmp / "artifacts"
-
-    @property
-    def optuna_storage(self) -> str:
-        # Plain postgresql:// as a user would write it (the sweep must pin psycopg2 itself).
-        return _pg_url(f"{self.database}_optuna")
 
     def env(self, user: str, **extra: str) -> dict[str, str]:
         """A job's environment: the server and the user's credentials, nothing else of ours."""
@@ -168,9 +137,9 @@ users:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    if not _postgres_answers():
-        pytest.skip(f"team-mode tests need PostgreSQL on {PG_HOST}:{PG_PORT}, which does not answer")
+def team(tmp_path_factory, postgres):
+    if not postgres.answers():
+        pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
     """One team server for the module: fresh databases, two users (alice, bob)."""
     tmp = tmp_path_factory.mktemp("team")
     database = f"ls_team_{uuid.uuid4().hex[:10]}"
@@ -182,17 +151,19 @@ def team(tmp_path_factory):
         ALICE_PASSWORD=passwords["alice"], BOB_PASSWORD=passwords["bob"], PYTHONUNBUFFERED="1",
     )
     port = _free_port()
-    args = ["--backend-store-uri", _pg_url(database), "--artifacts-destination", str(tmp / "artifacts"),
+    optuna_storage = postgres.url(f"{database}_optuna")
+    args = ["--backend-store-uri", postgres.url(database), "--artifacts-destination", str(tmp / "artifacts"),
             "--port", str(port), "--workers", "1", "--users", str(tmp / "users.yaml"),
-            "--allowed-hosts", "127.0.0.1:*,localhost:*", "--optuna-storage", _pg_url(f"{database}_optuna")]
-    team = Team(tmp=tmp, port=port, database=database, passwords=passwords, server_env=server_env, args=args)
+            "--allowed-hosts", "127.0.0.1:*,localhost:*", "--optuna-storage", optuna_storage]
+    team = Team(tmp=tmp, port=port, database=database, optuna_storage=optuna_storage, passwords=passwords,
+                server_env=server_env, args=args)
     try:
         team.start()
         yield team
     finally:
         team.stop()
         for name in (database, f"{database}_auth", f"{database}_optuna"):
-            _drop_database(name)
+            postgres.drop(name)
 
 
 @pytest.fixture(scope="module")
@@ -251,27 +222,28 @@ def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
         load_users(None, environ={"LATENTSCAPE_USERS": "dave:short"})
 
 
-def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys):
+def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys, postgres):
     from jobs.cli import main
 
     for name in ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["server", "--backend-store-uri", _pg_url("never_created")]) == 2
+    assert main(["server", "--backend-store-uri", postgres.url("never_created")]) == 2
     error = capsys.readouterr().err
     assert "MLFLOW_FLASK_SERVER_SECRET_KEY and MLFLOW_AUTH_ADMIN_PASSWORD not set" in error
     assert "Traceback" not in error
 
 
-@needs_postgres
-def test_missing_databases_are_created_once():
+def test_missing_databases_are_created_once(postgres):
     from tracking.server import ensure_database
 
+    if not postgres.answers():
+        pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
     name = f"ls_team_{uuid.uuid4().hex[:10]}"
     try:
-        assert ensure_database(_pg_url(name)) is True
-        assert ensure_database(_pg_url(name)) is False
+        assert ensure_database(postgres.url(name)) is True
+        assert ensure_database(postgres.url(name)) is False
     finally:
-        _drop_database(name)
+        postgres.drop(name)
 
 
 def test_the_docker_files_describe_the_tested_topology():
