@@ -50,13 +50,20 @@ class _Bookkeeping:
     def _log_unlogged_trials(self) -> None:
         """--resume: a COMPLETE trial whose run was never written (its process died between
         Optuna's record and the writer thread's) is replayed from its settings and logged."""
-        from optuna.trial import TrialState
+        import datetime as dt
 
-        runs = self._runs_by_trial()
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            run = runs.get(trial.number)
-            if run is not None and run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
-                continue
+        missing = self._unwritten_trials()
+        # A trial recorded moments ago may be a live worker's whose run is still on its way
+        # (its writer thread writes the run after Optuna's record): workers started together
+        # with --resume logged such trials twice. Wait out the heartbeat grace first.
+        grace = dt.timedelta(seconds=3 * self.config.heartbeat)
+        newest = max((t.datetime_complete for t in missing if t.datetime_complete), default=None)
+        if newest is not None and dt.datetime.now() - newest < grace:
+            # (Optuna stamps local time: another machine's clock may differ, so at most the grace.)
+            wait = grace - max(dt.datetime.now() - newest, dt.timedelta(0))
+            time.sleep(min(wait, grace).total_seconds())
+            missing = self._unwritten_trials()
+        for trial in missing:
             config = self.plan.searched_config(trial.params)
             started = time.perf_counter()
             result = self._fit(config, with_view=False)
@@ -64,6 +71,16 @@ class _Bookkeeping:
             with self._open_trial_run(trial.number, {Tag.NOTE: note}) as pending:
                 self._log_trial(pending, config, result, "COMPLETE", started)
         self.writer.flush()
+
+    def _unwritten_trials(self) -> list:
+        """COMPLETE trials without a FINISHED run that says COMPLETE."""
+        from optuna.trial import TrialState
+
+        runs = self._runs_by_trial()
+        written = {number for number, run in runs.items()
+                   if run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE"}
+        return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.number not in written]
 
     def _runs_by_trial(self) -> dict[int, Any]:
         """Trial number -> its MLflow run (a finished one where a number has several)."""
