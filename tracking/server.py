@@ -472,11 +472,16 @@ def provision_users(tracking_uri: str, users: Sequence[UserSpec], *, admin_usern
                 resource = "*" if name == "*" else _experiment_id(client, name)
                 try:
                     auth.grant_user_permission(user.username, "experiment", resource, permission)
-                except MlflowException as error:  # a grant exists: replace it
+                except MlflowException as error:  # a grant exists: replace it, unless it is this one
                     if error.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    auth.revoke_user_permission(user.username, "experiment", resource)
-                    auth.grant_user_permission(user.username, "experiment", resource, permission)
+                    # Revoking first leaves the user without it for a moment: a worker of
+                    # theirs logging then, as the server restarts, got a 403. So only a changed
+                    # grant is replaced.
+                    current = auth.get_user_permission(user.username, "experiment", resource).permission
+                    if current != permission:
+                        auth.revoke_user_permission(user.username, "experiment", resource)
+                        auth.grant_user_permission(user.username, "experiment", resource, permission)
                 grants[name] = permission
             done[user.username] = {"user": action, "admin": user.admin, "experiments": grants}
     return done
