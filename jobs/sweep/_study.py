@@ -124,19 +124,28 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             time.sleep(0.5)  # Study.user_attrs reads the storage on every access
 
     # -- the run -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _new_sweep_run(self):
+        """Open the study's sweep run (child of --tune's layers run, else of the extraction)
+        and record it in the study, so other workers find it."""
+        from tracking.runs import tracked_run
+
+        extraction = self.plan.extraction
+        with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
+                         run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
+                         parent_run_id=self.config.parent_run or extraction.run_id,
+                         source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
+            self.sweep_run_id = log.run_id
+            log.params(self._sweep_params())
+            self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
+            yield log
+
     def run(self) -> JobResult:
-        from tracking.runs import attach, tracked_run
+        from tracking.runs import attach
 
         created = self._open_study()
-        extraction = self.plan.extraction
         if created:
-            with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
-                             run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
-                             parent_run_id=self.config.parent_run or extraction.run_id,
-                             source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
-                self.sweep_run_id = log.run_id
-                log.params(self._sweep_params())
-                self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
+            with self._new_sweep_run() as log:
                 self._enqueue_default()
                 return self._work(log, created=True)
         self.sweep_run_id = self._wait_for_sweep_run()
@@ -148,13 +157,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             if not self.config.resume:
                 raise UsageError(f"study {self.plan.study_name} has no sweep run (its first worker died while "
                                  "starting)", "run again with --resume")
-            with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
-                             run_name=f"sweep · layer {self.plan.layer} · {self.plan.objective}",
-                             parent_run_id=self.config.parent_run or extraction.run_id,
-                             source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
-                self.sweep_run_id = log.run_id
-                log.params(self._sweep_params())
-                self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
+            with self._new_sweep_run() as log:
                 return self._work(log)
         with attach(self.store, self.sweep_run_id) as log:
             return self._work(log)
