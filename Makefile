@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	# Compile UMAP's numba code into numba's disk cache once, so no first map pays it.
-	$(BIN)/python -m jobs.precompile
+	$(BIN)/python -m latentscape.jobs.precompile
 	touch $(STAMP)
 
 # Debian's chromium for the browser tests (never a browser download).

@@ -6,7 +6,7 @@ into the DuckDB catalog (not timed: the UI's catalog is synced ahead of a page v
 
 - latentscape: what the Maps page does on the first view of a large map:
   ``queries.map_points(cat, run_id, columns=[...])`` (DuckDB reads only the columns the
-  deck needs from the cached Parquet), ``ui.charts.bigmap.deck_info`` (positions on an
+  deck needs from the cached Parquet), ``latentscape.ui.charts.bigmap.deck_info`` (positions on an
   integer grid, one layer per colour, text for up to 100,000 hover points) and the JSON
   of the deck with every layer's data inline (``deck_json``; the app serves each layer's
   data as a JSON file beside a small deck JSON: the same bytes). Aim: under 2 s at 1M points.
@@ -72,8 +72,8 @@ def synthetic_map(n: int, *, seed: int = 0, n_clusters: int = 20, n_labels: int 
 
 def log_map_run(store, frame: pd.DataFrame, *, name: str) -> str:
     """A finished ``map`` run holding ``frame`` as its map.parquet."""
-    from tracking.contract import Artifact, Kind, Param, Tag
-    from tracking.runs import tracked_run
+    from latentscape.tracking.contract import Artifact, Kind, Param, Tag
+    from latentscape.tracking.runs import tracked_run
 
     with tracked_run(store, store.experiment_id("bigmap"), Kind.MAP, run_name=name, tags={Tag.LAYER: 0}) as log:
         log.params({Param.LAYER: 0, Param.REDUCER: "umap", Param.CLUSTERER: "hdbscan"})
@@ -95,9 +95,9 @@ def _plain(path: Path) -> tuple[float, int]:
 
 def _ours(catalog, run_id: str) -> tuple[float, float, int, object, str]:
     """(wall s, CPU s of this process, payload bytes, DeckInfo, payload)."""
-    from tracking import queries
-    from tracking.contract import Column
-    from ui.charts import bigmap
+    from latentscape.tracking import queries
+    from latentscape.tracking.contract import Column
+    from latentscape.ui.charts import bigmap
 
     started, cpu = time.perf_counter(), time.process_time()
     # As ui/data.py's big_map: the size (one float column), the file's schema, the deck's columns.
@@ -133,9 +133,9 @@ def _check(info, payload: str, frame: pd.DataFrame) -> tuple[int, float, int]:
 
 
 def run_one(n: int, folder: Path) -> dict:
-    from tracking.catalog import Catalog
-    from tracking.runs import open_store
-    from ui.charts import bigmap
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.runs import open_store
+    from latentscape.ui.charts import bigmap
 
     frame = synthetic_map(n)
     store = open_store(f"sqlite:///{folder / f'mlflow-{n}.db'}")

@@ -39,7 +39,7 @@ from _common import Row, print_rows  # noqa: E402
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from tracking.contract import (  # noqa: E402
+from latentscape.tracking.contract import (  # noqa: E402
     MLFLOW_PARENT_RUN_ID,
     MLFLOW_USER,
     Artifact,
@@ -211,7 +211,7 @@ def build_store(folder: Path, n_runs: int) -> None:
     """Write the planned history into ``folder/mlflow.db`` (artifacts beside it)."""
     import uuid
 
-    from tracking.runs import open_store, tracked_run
+    from latentscape.tracking.runs import open_store, tracked_run
 
     db = folder / "mlflow.db"
     store = open_store(f"sqlite:///{db}")
@@ -292,8 +292,8 @@ def main(quick: bool = False, rebuild: bool = False) -> list[Row]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from tracking import queries as q
-    from tracking.catalog import Catalog
+    from latentscape.tracking import queries as q
+    from latentscape.tracking.catalog import Catalog
 
     n_runs = 2_000 if quick else 20_000
     source = cached_store(n_runs, rebuild)
@@ -365,7 +365,7 @@ def _queries(catalog, client, experiment_ids, everything: pd.DataFrame, scan_s: 
     import mlflow
     import mlflow.artifacts
 
-    from tracking import queries as q
+    from latentscape.tracking import queries as q
 
     rows = []
 

@@ -11,7 +11,7 @@ Both sides are timed as whole subprocesses, python start to exit, on the same pl
 Two rounds, each a new process of each side:
 - "empty numba cache": ``NUMBA_CACHE_DIR`` set to a new folder, nothing compiled yet;
 - "after make": numba's own cache, which ``make`` filled after installing (``python -m
-  jobs.precompile``): what a user's first ``latentscape map`` meets, and every later one.
+  latentscape.jobs.precompile``): what a user's first ``latentscape map`` meets, and every later one.
 Plain pays pynndescent's compilation (33-40 s on a quiet machine) in every process: umap-learn
 does not cache it, so one plain process (timed once, to keep `make bench` short) stands
 against both rounds; latentscape's exact k-NN graph skips that compilation.
@@ -69,7 +69,7 @@ def _timed_process(command: list[str], env: dict) -> tuple[float, str]:
 
 
 def _clustering(x, labels) -> tuple[int, int]:
-    from jobs.core.mapping import data_shape, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, resolve_config
 
     params = resolve_config(shape=data_shape(x, labels), seed=SEED).clusterer_params
     return int(params["min_cluster_size"]), int(params["min_samples"])
@@ -78,7 +78,7 @@ def _clustering(x, labels) -> tuple[int, int]:
 def main(quick: bool = False) -> list[dict]:
     import numpy as np
 
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     # quick: above 4,095 rows, where umap-learn switches to pynndescent (below it, plain pays no compilation)
     n, dim = (4200, 64) if quick else (5000, 384)

@@ -27,7 +27,7 @@ from _common import Row, print_rows, timed  # noqa: E402
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    from jobs.datasets import load_dataset
+    from latentscape.jobs.datasets import load_dataset
 
     texts = load_dataset("demo").texts
     rng = np.random.default_rng(seed)
@@ -52,8 +52,8 @@ def plain_loop(model_dir, texts, batch_size=32):
 
 
 def main(quick: bool = False) -> list[Row]:
-    from jobs._embedding import Encoder, default_model_path
-    from jobs.extract import DEFAULT_BATCH_SIZE
+    from latentscape.jobs._embedding import Encoder, default_model_path
+    from latentscape.jobs.extract import DEFAULT_BATCH_SIZE
 
     texts = sentences(400 if quick else 2000)
     model_dir = default_model_path()
@@ -77,7 +77,7 @@ def main(quick: bool = False) -> list[Row]:
 
 def onnx_row(encoder, texts, reference, plain_s: float) -> Row:
     """The onnx backend on the same texts against the same plain loop."""
-    from jobs.extract import BACKEND_MIN_CKA, DEFAULT_BATCH_SIZE, backend_agreement
+    from latentscape.jobs.extract import BACKEND_MIN_CKA, DEFAULT_BATCH_SIZE, backend_agreement
 
     n = len(texts)
     try:

@@ -26,8 +26,8 @@ def main() -> int:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from jobs._embedding import Encoder
-    from jobs.core.pooling import POOLINGS
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs.core.pooling import POOLINGS
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-files", required=True)

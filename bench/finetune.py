@@ -6,7 +6,7 @@ same batches in the same order for both, on the CPU (or the GPU when present).
 - Plain: what a ``transformers`` tutorial writes: ``AutoModelForSequenceClassification``
   (a head on BERT's pooler), ``torch.optim.AdamW`` with its defaults, each batch tokenized
   and padded with ``tokenizer(..., padding=True)``, ``get_linear_schedule_with_warmup``.
-- latentscape: ``jobs._finetune.FineTuner`` (head on the mean-pooled last layer, texts
+- latentscape: ``latentscape.jobs._finetune.FineTuner`` (head on the mean-pooled last layer, texts
   tokenized once, fused AdamW).
 
 Reported: samples/s of the training steps (forward, backward, optimiser) of each, after
@@ -39,7 +39,7 @@ def plain(texts, labels, batches, n_classes: int) -> tuple[float, list[float]]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    from jobs._embedding import default_model_path
+    from latentscape.jobs._embedding import default_model_path
 
     torch.manual_seed(0)
     path = default_model_path()
@@ -66,8 +66,8 @@ def plain(texts, labels, batches, n_classes: int) -> tuple[float, list[float]]:
 def ours(texts, labels, batches, n_classes: int) -> tuple[float, list[float]]:
     import torch
 
-    from jobs._embedding import Encoder
-    from jobs._finetune import FineTuner, TrainSettings, learning_rate_at
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs._finetune import FineTuner, TrainSettings, learning_rate_at
 
     encoder = Encoder.load(None)
     settings = TrainSettings(epochs=1, batch_size=16, learning_rate=1e-4, weight_decay=0.01, warmup=0.1,
@@ -93,7 +93,7 @@ def ours(texts, labels, batches, n_classes: int) -> tuple[float, list[float]]:
 
 
 def main(quick: bool = False) -> Row:
-    from jobs.datasets import load_dataset
+    from latentscape.jobs.datasets import load_dataset
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = load_dataset("demo")

@@ -9,7 +9,7 @@ and against the compute floor.
    the Gram matrices cost as many multiply-adds as the feature products, so this is
    the hard comparison; the per-pair ``cka(gram(x), gram(y))`` loop most code runs
    rebuilds both Grams for every pair.
-   latentscape: ``jobs.core.similarity.cka_matrix`` (feature space, every layer centred
+   latentscape: ``latentscape.jobs.core.similarity.cka_matrix`` (feature space, every layer centred
    once into one concatenation, one symmetric product, norms reused).
    Quality: the two matrices agree to 1e-4. A second row sets the same result against
    the per-pair loop (3 pairs timed, scaled to all 78).
@@ -66,7 +66,7 @@ def best_of(function, repeats: int) -> tuple[float, object]:
 
 
 def all_pairs_row(count: int, n: int, d: int) -> Row:
-    from jobs.core.similarity import cka_matrix, cka_matrix_gram
+    from latentscape.jobs.core.similarity import cka_matrix, cka_matrix_gram
 
     layers = synthetic_layers(count, n, d)
     cka_matrix(layers[:2])  # warm BLAS threads and imports alike
@@ -86,7 +86,7 @@ def per_pair_row(count: int, n: int, d: int, ours_s: float, timed_pairs: int = 3
     """The Gram formulation as usually written, ``cka(gram(x), gram(y))`` called for each
     pair: both Grams rebuilt for every pair. Every pair costs the same, so ``timed_pairs``
     of them are timed and the total scaled to all pairs (said so in the workload)."""
-    from jobs.core.similarity import cka_matrix, linear_cka_gram
+    from latentscape.jobs.core.similarity import cka_matrix, linear_cka_gram
 
     layers = synthetic_layers(count, n, d)
     pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
@@ -103,7 +103,7 @@ def per_pair_row(count: int, n: int, d: int, ours_s: float, timed_pairs: int = 3
 
 
 def floor_row(count: int, n: int, d: int, repeats: int = 11) -> Row:
-    from jobs.core.similarity import center, cka_matrix
+    from latentscape.jobs.core.similarity import center, cka_matrix
 
     layers = synthetic_layers(count, n, d, seed=1)
     centred = [center(x, dtype=np.float32) for x in layers]

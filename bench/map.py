@@ -2,7 +2,7 @@
 
 Plain: ``umap.UMAP(random_state=seed).fit_transform(x)`` (umap-learn's defaults, seeded as
 ours is) then ``hdbscan.HDBSCAN`` with the same min_cluster_size / min_samples, then AMI.
-Latentscape: ``jobs.core.mapping.fit_map`` with its default config: an exact k-NN graph
+Latentscape: ``latentscape.jobs.core.mapping.fit_map`` with its default config: an exact k-NN graph
 (no pynndescent compilation), numba's compiled code kept on disk, 200 layout epochs,
 and every score (MI ... k-NN preservation), not just AMI.
 
@@ -38,7 +38,7 @@ SEED = 0
 
 
 def _config(x, labels):
-    from jobs.core.mapping import data_shape, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, resolve_config
 
     return resolve_config(shape=data_shape(x, labels), seed=SEED)
 
@@ -57,7 +57,7 @@ def _plain(x, labels, *, min_cluster_size: int, min_samples: int, seeded: bool =
 
 
 def _ours(x, labels, config) -> tuple[float, float]:
-    from jobs.core.mapping import fit_map
+    from latentscape.jobs.core.mapping import fit_map
 
     started = time.perf_counter()
     result = fit_map(x, labels, config)
@@ -80,7 +80,7 @@ def _child(side: str, n: int, dim: int) -> None:
         import hdbscan  # noqa: F401  (the same imports as plain, untimed)
         import umap  # noqa: F401
 
-        import jobs.core.mapping  # noqa: F401
+        import latentscape.jobs.core.mapping  # noqa: F401
 
         seconds, ami = _ours(x, labels, _config(x, labels))
     print(json.dumps({"seconds": seconds, "ami": ami}))

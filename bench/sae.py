@@ -3,10 +3,10 @@ same architecture.
 
 Workload: 2,000 x 384 rows with 3,072 features (8 x the width), k = 32, 30
 epochs, batch 128: rows that are sparse mixtures of planted directions plus noise
-(:func:`jobs.core.sae_scores.plant_sparse_directions`), so the quality figure means
+(:func:`latentscape.jobs.core.sae_scores.plant_sparse_directions`), so the quality figure means
 something. Plain: the textbook loop, the same model and loss (TopK encoder, dense decoder
 product ``codes @ W_dec``, unit-norm decoder rows, AuxK) on torch's default threads.
-latentscape: :func:`jobs._sae.train_sae` (decodes from the k active latents only, one
+latentscape: :func:`latentscape.jobs._sae.train_sae` (decodes from the k active latents only, one
 thread: bit-exact replays whatever the core count). Quality: held-out variance explained
 of the two within 0.02 of each other, and latentscape's under the issue's 30 s.
 
@@ -28,7 +28,7 @@ from _common import Row, print_rows, timed  # noqa: E402
 
 def plain_loop(x: np.ndarray, train: np.ndarray, *, features: int, k: int, epochs: int, lr: float,
                batch: int, seed: int = 0):
-    """The same TopK SAE as jobs._sae, written the plain way. Returns a function raw rows ->
+    """The same TopK SAE as latentscape.jobs._sae, written the plain way. Returns a function raw rows ->
     reconstruction (float64)."""
     import torch
 
@@ -81,8 +81,8 @@ def plain_loop(x: np.ndarray, train: np.ndarray, *, features: int, k: int, epoch
 
 
 def sae_row(n: int, epochs: int) -> Row:
-    from jobs._sae import SaeSettings, split_rows, train_sae
-    from jobs.core.sae_scores import plant_sparse_directions, reconstruction
+    from latentscape.jobs._sae import SaeSettings, split_rows, train_sae
+    from latentscape.jobs.core.sae_scores import plant_sparse_directions, reconstruction
 
     data = plant_sparse_directions(n=n, d=384, m=1024, active=24, noise=0.02, seed=0)
     x = data.x

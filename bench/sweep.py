@@ -76,7 +76,7 @@ def _warm_up() -> None:
     each metric of the space."""
     import umap
 
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
 
     x, labels = planted(300, 16, seed=2)
     fit_map(x, labels, resolve_config(shape=data_shape(x, labels), reducer_params={"n_epochs": 20}))
@@ -86,7 +86,7 @@ def _warm_up() -> None:
 
 
 def _ours(store, run_id: str, *, trials: int, seed: int, workers: int):
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     started = time.perf_counter()
     result = sweep(SweepConfig(run=run_id, trials=trials, seed=seed, workers=workers, progress=False), store=store)
@@ -104,14 +104,14 @@ def main(quick: bool = False) -> dict:
 
     import optuna
 
-    from tracking.contract import Metric
+    from latentscape.tracking.contract import Metric
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
-    from jobs.core.mapping import data_shape
-    from jobs.core.search_space import default_space
-    from tracking.runs import open_store
+    from latentscape.jobs.core.mapping import data_shape
+    from latentscape.jobs.core.search_space import default_space
+    from latentscape.tracking.runs import open_store
 
     trials, n, dim = (10, 1500, 64) if quick else (50, 5000, 384)
     workers = min(2, os.cpu_count() or 1)

@@ -39,12 +39,12 @@ TARGET = 1.5
 
 def _before(extraction) -> float:
     """Seconds of the per-layer work the layers job did before the verdict."""
-    from jobs.core.geometry import anisotropy
-    from jobs.core.intrinsic import two_nn_dimension
-    from jobs.core.knn import exact_knn
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
-    from jobs.core.probes import knn_agreement, probe_accuracy
-    from jobs.core.similarity import cka_matrix, mean_cosine
+    from latentscape.jobs.core.geometry import anisotropy
+    from latentscape.jobs.core.intrinsic import two_nn_dimension
+    from latentscape.jobs.core.knn import exact_knn
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.core.probes import knn_agreement, probe_accuracy
+    from latentscape.jobs.core.similarity import cka_matrix, mean_cosine
 
     labels = extraction.labels
     started = time.perf_counter()
@@ -66,12 +66,12 @@ def _before(extraction) -> float:
 def main(quick: bool = False) -> list[dict]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("LATENTSCAPE_PROGRESS", "0")
-    from jobs._source import load_extraction
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
-    from jobs.extract import ExtractConfig, extract
-    from jobs.layers import LayersConfig, layers
-    from tracking.contract import Metric, Param, Tag
-    from tracking.runs import open_store
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.layers import LayersConfig, layers
+    from latentscape.tracking.contract import Metric, Param, Tag
+    from latentscape.tracking.runs import open_store
 
     n = 600 if quick else 2000
     with tempfile.TemporaryDirectory() as folder:

@@ -1,1 +1,1 @@
-"""latentscape's jobs: one CLI sub-command each, over a pure numeric core (jobs.core)."""
+"""latentscape's jobs: one CLI sub-command each, over a pure numeric core (latentscape.jobs.core)."""

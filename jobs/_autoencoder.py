@@ -1,7 +1,7 @@
 """A small seeded torch autoencoder for tabular embeddings (digits: 64 pixels), whose
 decoder renders points of its latent space back as inputs.
 
-The only module besides ``jobs._embedding`` that imports torch. Weights travel as a
+The only module besides ``latentscape.jobs._embedding`` that imports torch. Weights travel as a
 ``torch.save(state_dict)`` file and are read back with ``weights_only=True`` only, so
 loading a downloaded artifact can never run code. The input scaling is part of the
 state dict (buffers), and the layer sizes are read from the weights' shapes.

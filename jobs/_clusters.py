@@ -1,13 +1,13 @@
 """``clusters.parquet``: what each cluster of a map is (size, purity, keywords, central
 samples, label position), logged beside ``map.parquet`` by ``map`` and by ``sweep`` for
-its best map. The numbers come from :mod:`jobs.core.cluster_labels`."""
+its best map. The numbers come from :mod:`latentscape.jobs.core.cluster_labels`."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from tracking.contract import TABULAR_MODEL, Artifact, Column
+from latentscape.tracking.contract import TABULAR_MODEL, Artifact, Column
 
 __all__ = ["clusters_frame", "log_clusters"]
 
@@ -28,7 +28,7 @@ def clusters_frame(extraction, clusters: np.ndarray, embedding: np.ndarray,
 
     clusters: (n,) of the map; embedding: (n, c) the space they were found in;
     coords: (n, 2) display coordinates (the label positions ``x``, ``y``)."""
-    from jobs.core.cluster_labels import describe_clusters
+    from latentscape.jobs.core.cluster_labels import describe_clusters
 
     clusters = np.asarray(clusters)
     if not (clusters != -1).any():
@@ -57,7 +57,7 @@ def clusters_frame(extraction, clusters: np.ndarray, embedding: np.ndarray,
 
 
 def log_clusters(log, extraction, result) -> None:
-    """Log ``clusters.parquet`` of a :class:`~jobs.core.mapping.MapResult` into an open
+    """Log ``clusters.parquet`` of a :class:`~latentscape.jobs.core.mapping.MapResult` into an open
     run (nothing when the map has no cluster)."""
     frame = clusters_frame(extraction, result.clusters, result.embedding, result.coords)
     if frame is not None:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.core.pooling import POOLINGS, pool
-from tracking.errors import UsageError
+from latentscape.jobs.core.pooling import POOLINGS, pool
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "Encoder", "OnnxRunner", "default_model_path", "onnx_cache_dir",
            "require_onnx_backend", "resolve_model"]
@@ -326,7 +326,7 @@ class Encoder:
             _export_pooled_graph(self.model, self.tokenizer, self._input_names(), pooling, partial)
             os.replace(partial, path)  # atomic: a concurrent job sees the whole file or none
         except Exception as error:
-            from tracking.runs import one_line
+            from latentscape.tracking.runs import one_line
 
             raise UsageError(f"cannot export model {self.name} to ONNX ({one_line(error)[:340]})",
                              "run with --backend torch") from error
@@ -415,7 +415,7 @@ def _onnx_session(path: Path):
 
 
 def _pool_on_device(pooling: str, states, mask):
-    """The poolings of jobs.core.pooling on a torch device: ``states: (layers, batch,
+    """The poolings of latentscape.jobs.core.pooling on a torch device: ``states: (layers, batch,
     tokens, dim)``, ``mask: (batch, tokens)`` -> ``(layers, batch, dim)``. The numpy
     versions are the reference; tests check both agree."""
     import torch

@@ -1,7 +1,7 @@
 """Fine-tuning with a classification head: the torch side of ``latentscape finetune``.
 
 A plain torch loop, not transformers' ``Trainer`` (which pulls ``accelerate``; see the
-shared NOTES): the model comes from :class:`jobs._embedding.Encoder` (the one loader),
+shared NOTES): the model comes from :class:`latentscape.jobs._embedding.Encoder` (the one loader),
 the head is a linear layer on the pooled last hidden state, pooled by the same function
 the extraction pools with on a device (``_pool_on_device``), so a checkpoint's last layer
 as extracted is exactly what the head was trained on.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracking.contract import Artifact
+from latentscape.tracking.contract import Artifact
 
 __all__ = ["TrainSettings", "StepRecord", "EvalRecord", "FineTuner", "learning_rate_at", "checkpoint_steps"]
 
@@ -91,7 +91,7 @@ def learning_rate_at(step: int, *, base: float, total_steps: int, warmup: float)
 class FineTuner:
     """An encoder with a linear head, its optimiser and the loop.
 
-    ``encoder``: a loaded :class:`jobs._embedding.Encoder` (its model is trained in place);
+    ``encoder``: a loaded :class:`latentscape.jobs._embedding.Encoder` (its model is trained in place);
     ``n_classes``: width of the head."""
 
     def __init__(self, encoder, n_classes: int, settings: TrainSettings):
@@ -124,7 +124,7 @@ class FineTuner:
 
     def logits(self, batch: dict):
         """``(batch, n_classes)``: the head on the pooled last hidden state."""
-        from jobs._embedding import _pool_on_device
+        from latentscape.jobs._embedding import _pool_on_device
 
         states = self.encoder.model(**batch).hidden_states[-1]
         pooled = _pool_on_device(self.settings.pooling, states[None].float(), batch["attention_mask"])[0]

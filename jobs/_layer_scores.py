@@ -1,6 +1,6 @@
 """The layers job's cluster scores and verdict: each layer clustered three ways and scored
 with an interval, ``--tune``'s per-layer sweeps, which clusterings collapsed, and the best
-layer by every measure (:mod:`jobs.core.verdict` holds the math; this module names the
+layer by every measure (:mod:`latentscape.jobs.core.verdict` holds the math; this module names the
 columns and reads them from the per-layer table)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pandas as pd
 
 from typing import TYPE_CHECKING
 
-from tracking.contract import Column, Metric
+from latentscape.tracking.contract import Column, Metric
 
 if TYPE_CHECKING:
-    from jobs.layers import LayersConfig
+    from latentscape.jobs.layers import LayersConfig
 
 # The verdict's measures: which layer holds the classes, and (context only) where the
 # representation changes most.
@@ -26,7 +26,7 @@ VERDICT_CONTEXT = (Metric.CKA_PREVIOUS,)
 
 def ami(labels: np.ndarray, clusters: np.ndarray) -> float:
     """AMI with noise (-1) as its own label, as every map score counts it."""
-    from jobs.core.scores import label_scores
+    from latentscape.jobs.core.scores import label_scores
 
     return float(label_scores(labels, clusters)[Metric.AMI])
 
@@ -41,8 +41,8 @@ def scorer_columns(scorer: str) -> tuple[str, ...]:
 def cluster_score(scorer: str, labels: np.ndarray, clusterings: list[np.ndarray], seed: int) -> dict[str, float]:
     """One way of clustering a layer, scored: the mean AMI over ``clusterings`` (one per
     seed, noise as its own label), the first one's bootstrap interval and cluster counts."""
-    from jobs.core.scores import cluster_counts
-    from jobs.core.trust import label_baselines
+    from latentscape.jobs.core.scores import cluster_counts
+    from latentscape.jobs.core.trust import label_baselines
 
     score, low, high, n_clusters, noise = scorer_columns(scorer)
     interval = label_baselines(labels, clusterings[0], n_permutations=0, seed=seed, clustered=False)[Metric.AMI]
@@ -55,7 +55,7 @@ def tune(table: pd.DataFrame, config: LayersConfig, store, experiment: str, pare
     """``table`` with ``ami.tuned`` and its cluster counts: for each layer, the best map of
     a ``config.tune``-trial sweep (the sweep job itself, a child run of ``parent_run_id``,
     a study of its own); with ``--holdout``, its AMI over the held-out samples."""
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     score, low, high, n_clusters, noise = scorer_columns("tuned")
     tuned = {name: [] for name in (score, low, high, n_clusters, noise)}
@@ -75,7 +75,7 @@ def tune(table: pd.DataFrame, config: LayersConfig, store, experiment: str, pare
 
 def collapsed_layers(table: pd.DataFrame, labels: np.ndarray | None) -> dict[str, dict[int, str]]:
     """Cluster score -> {layer: why its clustering collapsed} (:func:`collapse_reason`)."""
-    from jobs.core.verdict import collapse_reason
+    from latentscape.jobs.core.verdict import collapse_reason
 
     if labels is None:
         return {}
@@ -93,8 +93,8 @@ def collapsed_layers(table: pd.DataFrame, labels: np.ndarray | None) -> dict[str
 
 
 def verdict_of(table: pd.DataFrame, collapsed: dict[str, dict[int, str]]):
-    """The :class:`~jobs.core.verdict.Verdict` of a per-layer table (``layers.parquet``)."""
-    from jobs.core.verdict import layer_verdict
+    """The :class:`~latentscape.jobs.core.verdict.Verdict` of a per-layer table (``layers.parquet``)."""
+    from latentscape.jobs.core.verdict import layer_verdict
 
     def column(name):
         return table[name].to_numpy(dtype=np.float64) if name in table else None

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tracking.contract import TABULAR_MODEL
-from tracking.errors import UsageError
+from latentscape.tracking.contract import TABULAR_MODEL
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["require_text_model", "embed_like"]
 
@@ -32,7 +32,7 @@ def require_text_model(extraction, *, job: str) -> Path:
 def embed_like(extraction, texts: Sequence[str], layers: Sequence[int], *, job: str) -> dict[int, np.ndarray]:
     """``{layer: (len(texts), dim) float64}`` through the extraction's own model, pooling
     and max length."""
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     encoder = Encoder.load(str(require_text_model(extraction, job=job)))
     embedded, _ = encoder.encode(list(texts), pooling=extraction.pooling or "mean", layers=list(layers),

@@ -3,9 +3,9 @@ one sweep run, --resume, --workers) searching a sparse autoencoder's settings in
 of a map's.
 
 Only what differs from a map sweep lives here: the plan (:func:`sae_plan`: the layer's
-rows, an :class:`~jobs.core.search_space.SaeSpace`, the objective among the sae job's
+rows, an :class:`~latentscape.jobs.core.search_space.SaeSpace`, the objective among the sae job's
 scores, ``holdout.variance_explained`` by default) and a worker (:class:`SaeWorker`)
-whose trial is :func:`jobs.sae.fit` and whose finish re-trains the best trial from its
+whose trial is :func:`latentscape.jobs.sae.fit` and whose finish re-trains the best trial from its
 settings (the scores must agree: ``replay_max_abs_diff``) and logs it whole in the sweep
 run: weights, features.parquet, feature_labels.parquet, activations.parquet, beside
 trials.parquet and importances.parquet. Every trial's params are its resolved settings,
@@ -17,10 +17,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jobs.sweep import _Plan, _Worker, study_name_for
-from tracking.contract import Artifact, Kind, Metric, Param
-from tracking.errors import UsageError
-from tracking.studies import default_storage, masked
+from latentscape.jobs.sweep import _Plan, _Worker, study_name_for
+from latentscape.tracking.contract import Artifact, Kind, Metric, Param
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.studies import default_storage, masked
 
 __all__ = ["DEFAULT_OBJECTIVE", "precheck", "sae_plan", "SaePlan", "SaeWorker"]
 
@@ -34,7 +34,7 @@ def objective_of(config) -> str:
 
 def precheck(config) -> None:
     """What can be checked before the store is opened."""
-    from jobs.sae import DIRECTIONS
+    from latentscape.jobs.sae import DIRECTIONS
 
     objective = objective_of(config)
     if objective not in DIRECTIONS:
@@ -54,7 +54,7 @@ class SaePlan(_Plan):
     data: Any = None
 
     def config_of(self, point: dict):
-        from jobs.sae import settings_for
+        from latentscape.jobs.sae import settings_for
 
         config = dataclasses.replace(self.base, **{**self.space.fixed, **point})
         settings_for(config, self.space.width)  # k above features: a failed trial, not a crash
@@ -67,7 +67,7 @@ class SaePlan(_Plan):
         return self.config_of(trial_params)
 
     def default_point(self) -> dict | None:
-        from jobs.sae import settings_for
+        from latentscape.jobs.sae import settings_for
 
         settings = settings_for(self.base, self.space.width)
         return self.space.point_of({Param.FEATURES: settings.features, Param.K: settings.k,
@@ -76,11 +76,11 @@ class SaePlan(_Plan):
 
 
 def sae_plan(config, store, experiment: str | None) -> SaePlan:
-    from jobs._source import load_extraction
-    from jobs.core.mapping import ConfigError
-    from jobs.core.search_space import parse_sae_space
-    from jobs.sae import DIRECTIONS, SaeConfig
-    from tracking.runs import resolve_tracking_uri
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.mapping import ConfigError
+    from latentscape.jobs.core.search_space import parse_sae_space
+    from latentscape.jobs.sae import DIRECTIONS, SaeConfig
+    from latentscape.tracking.runs import resolve_tracking_uri
 
     extraction = load_extraction(store, config.run)
     layer = max(extraction.layers) if config.layer is None else extraction.check_layer(config.layer)
@@ -105,22 +105,22 @@ class SaeWorker(_Worker):
     """A sweep worker whose trials train sparse autoencoders."""
 
     def _load(self) -> None:
-        from jobs.sae import load_data
+        from latentscape.jobs.sae import load_data
 
         self.plan.data = load_data(self.plan.extraction, self.plan.layer)
 
     def _fit(self, config, *, with_view: bool = False):
-        from jobs.sae import fit, settings_for
+        from latentscape.jobs.sae import fit, settings_for
 
         return fit(self.plan.data, settings_for(config, self.plan.space.width))
 
     def _params(self, config) -> dict[str, Any]:
-        from jobs.sae import sae_params, settings_for
+        from latentscape.jobs.sae import sae_params, settings_for
 
         return sae_params(config, settings_for(config, self.plan.space.width), self.plan.data)
 
     def _score_names(self) -> tuple[str, ...]:
-        from jobs.sae import SCORE_NAMES
+        from latentscape.jobs.sae import SCORE_NAMES
 
         return SCORE_NAMES
 
@@ -143,7 +143,7 @@ class SaeWorker(_Worker):
 
     def _log_best(self, log) -> None:
         """Re-train the best trial from its settings and log it whole in the sweep run."""
-        from jobs.sae import find_directions, log_fit, replay_diff, settings_for
+        from latentscape.jobs.sae import find_directions, log_fit, replay_diff, settings_for
 
         plan = self.plan
         best = self.study.best_trial

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Artifact, Column, Kind, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import Store, load_array, load_table
+from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import Store, load_array, load_table
 
 __all__ = ["Extraction", "load_extraction"]
 

@@ -3,14 +3,14 @@
 Beside every label score S of a map: ``S_perm_mean`` and ``S_p_value`` (the same
 clustering against ``--permutations`` shuffles of the labels), ``S_ci_low`` /
 ``S_ci_high`` (a 95% bootstrap interval over ``--bootstrap`` resamples of the samples),
-see :mod:`jobs.core.trust`. With ``--seeds N`` the map is made again with seeds seed + 1
+see :mod:`latentscape.jobs.core.trust`. With ``--seeds N`` the map is made again with seeds seed + 1
 .. seed + N - 1: ``S_mean`` / ``S_std`` of every score over the N maps (the logged map
 first) and ``seed_ari_mean``, the agreement between their clusterings.
 
 Everything is seeded by the map's own seed, so replaying a map replays these too.
 
 Held-out scoring (``sweep --holdout``): the samples are split once, stratified by label
-and seeded (:func:`jobs.core.trust.holdout_split`); every map still embeds and clusters
+and seeded (:func:`latentscape.jobs.core.trust.holdout_split`); every map still embeds and clusters
 all samples (no label enters a map), but its label scores read the tuning part's labels
 only (:func:`score_rows`); the best map's scores over the held-out part are logged as
 ``holdout.<score>`` (:func:`holdout_metrics`).
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core.trust import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
-from tracking.errors import UsageError
+from latentscape.jobs.core.trust import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["TrustSettings", "add_trust_arguments", "settings_from_args", "map_trust", "split_for", "score_rows",
            "holdout_metrics"]
@@ -76,11 +76,11 @@ def settings_from_args(args) -> TrustSettings:
 
 def map_trust(x: np.ndarray, labels: np.ndarray | None, result, settings: TrustSettings, *,
               rows: np.ndarray | None = None, cache=None) -> dict[str, float]:
-    """The trust metrics of ``result`` (a :class:`~jobs.core.mapping.MapResult` of ``x:
+    """The trust metrics of ``result`` (a :class:`~latentscape.jobs.core.mapping.MapResult` of ``x:
     (n, d)`` and ``labels: (n,)`` or None), named through the run contract. rows: score
     against ``labels[rows]`` only (a held-out split's tuning part; None: every sample);
-    cache: a :class:`~jobs.core.mapping.NeighbourCache` the extra seeds' maps share."""
-    from jobs.core.trust import baseline_metrics, label_baselines, stability, stability_metrics
+    cache: a :class:`~latentscape.jobs.core.mapping.NeighbourCache` the extra seeds' maps share."""
+    from latentscape.jobs.core.trust import baseline_metrics, label_baselines, stability, stability_metrics
 
     metrics: dict[str, float] = {}
     if labels is not None and settings.permutations + settings.bootstrap > 0:
@@ -89,7 +89,7 @@ def map_trust(x: np.ndarray, labels: np.ndarray | None, result, settings: TrustS
                                     n_resamples=settings.bootstrap, seed=result.config.seed)
         metrics.update(baseline_metrics(baselines))
     if settings.seeds > 1:
-        from jobs.core.mapping import NeighbourCache, fit_map
+        from latentscape.jobs.core.mapping import NeighbourCache, fit_map
 
         cache = cache if cache is not None else NeighbourCache(x)
         config = result.config
@@ -107,9 +107,9 @@ def map_trust(x: np.ndarray, labels: np.ndarray | None, result, settings: TrustS
 
 
 def split_for(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(tune, held_out)`` row indices (:func:`jobs.core.trust.holdout_split`); a one-line
+    """``(tune, held_out)`` row indices (:func:`latentscape.jobs.core.trust.holdout_split`); a one-line
     UsageError when the labels cannot be split so."""
-    from jobs.core import trust
+    from latentscape.jobs.core import trust
 
     try:
         return trust.holdout_split(labels, fraction, seed=seed)
@@ -121,7 +121,7 @@ def split_for(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarra
 def score_rows(result, labels: np.ndarray, rows: np.ndarray):
     """``result``, a map fitted without labels, with the label scores of ``clusters[rows]``
     against ``labels[rows]`` (no other label is read) before its other scores."""
-    from jobs.core.scores import label_scores
+    from latentscape.jobs.core.scores import label_scores
 
     scores = {**label_scores(labels[rows], result.clusters[rows]), **result.scores}
     return replace(result, scores=scores)
@@ -129,7 +129,7 @@ def score_rows(result, labels: np.ndarray, rows: np.ndarray):
 
 def holdout_metrics(labels: np.ndarray, clusters: np.ndarray, rows: np.ndarray) -> dict[str, float]:
     """``holdout.<score>`` for every label score of ``clusters[rows]`` against ``labels[rows]``."""
-    from jobs.core.scores import label_scores
-    from tracking.contract import Metric
+    from latentscape.jobs.core.scores import label_scores
+    from latentscape.tracking.contract import Metric
 
     return {Metric.holdout(name): value for name, value in label_scores(labels[rows], clusters[rows]).items()}

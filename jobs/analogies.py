@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs._result import JobResult
-from tracking.contract import Artifact, Column, Kind, Metric, Param
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["AnalogiesConfig", "AnalogyQuestions", "analogies", "parse_questions", "default_questions", "add_parser"]
 
@@ -109,7 +109,7 @@ def add_parser(subparsers, parents) -> None:
 
 
 def _run_cli(args) -> JobResult:
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     config = AnalogiesConfig(run=args.run, questions=args.questions, normalize=args.normalize)
     return analogies(config, store=open_store(args.tracking_uri), experiment=args.experiment)
@@ -130,10 +130,10 @@ def analogies(config: AnalogiesConfig, *, store, experiment: str | None = None) 
     """Score the questions at every layer of ``config.run``; log one ``analogies`` run."""
     import pandas as pd
 
-    from jobs._reembed import embed_like, require_text_model
-    from jobs._source import load_extraction
-    from jobs.core.walk import accuracy_by_group, answer_analogies
-    from tracking.runs import tracked_run
+    from latentscape.jobs._reembed import embed_like, require_text_model
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.walk import accuracy_by_group, answer_analogies
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     path, questions = _read_questions(config.questions)

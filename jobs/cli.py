@@ -13,26 +13,26 @@ import os
 import sys
 import traceback
 
-from tracking.errors import EXIT_USAGE, UsageError
+from latentscape.tracking.errors import EXIT_USAGE, UsageError
 
 __all__ = ["main", "JOB_MODULES", "common_parser"]
 
 # Sub-command -> module. Order is the order of `latentscape --help`.
 JOB_MODULES = {
-    "extract": "jobs.extract",
-    "map": "jobs.map",
-    "sweep": "jobs.sweep",
-    "layers": "jobs.layers",
-    "interpolate": "jobs.interpolate",
-    "analogies": "jobs.analogies",
-    "directions": "jobs.directions",
-    "sae": "jobs.sae",
-    "finetune": "jobs.finetune",
-    "compare-models": "jobs.compare_models",
-    "search": "jobs.search",
-    "ui": "jobs.serve",
-    "server": "jobs.serve",
-    "demo": "jobs.demo",
+    "extract": "latentscape.jobs.extract",
+    "map": "latentscape.jobs.map",
+    "sweep": "latentscape.jobs.sweep",
+    "layers": "latentscape.jobs.layers",
+    "interpolate": "latentscape.jobs.interpolate",
+    "analogies": "latentscape.jobs.analogies",
+    "directions": "latentscape.jobs.directions",
+    "sae": "latentscape.jobs.sae",
+    "finetune": "latentscape.jobs.finetune",
+    "compare-models": "latentscape.jobs.compare_models",
+    "search": "latentscape.jobs.search",
+    "ui": "latentscape.jobs.serve",
+    "server": "latentscape.jobs.serve",
+    "demo": "latentscape.jobs.demo",
 }
 
 _DESCRIPTION = """\
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command}: interrupted; the run was marked KILLED", file=sys.stderr)
         return 130
     except Exception as error:  # an unexpected failure: one line, traceback on --debug
-        from tracking.errors import server_error
+        from latentscape.tracking.errors import server_error
 
         uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
         explained = server_error(error, uri=uri)

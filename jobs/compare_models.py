@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs._result import JobResult
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["CompareModelsConfig", "compare_models", "add_parser", "CLUSTER_SCORE", "cluster_score"]
 
@@ -76,15 +76,15 @@ def add_parser(subparsers, parents) -> None:
 def _run_cli(args) -> JobResult:
     config = CompareModelsConfig(runs=tuple(args.runs), probe_folds=args.probe_folds, seed=args.seed,
                                  debiased=args.debiased)
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return compare_models(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 
 def cluster_score(x: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
     """AMI of k-means (k = number of classes of ``labels: (n,)``) on ``x: (n, d)``."""
-    from jobs.core.scores import label_scores
-    from jobs.core.verdict import kmeans_at_classes
+    from latentscape.jobs.core.scores import label_scores
+    from latentscape.jobs.core.verdict import kmeans_at_classes
 
     return float(label_scores(labels, kmeans_at_classes(x, labels, seed=seed))[Metric.AMI])
 
@@ -92,10 +92,10 @@ def cluster_score(x: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
 def compare_models(config: CompareModelsConfig, *, store, experiment: str | None = None,
                    parent_run_id: str | None = None, source_run_id: str | None = None) -> JobResult:
     """Compare the extractions of ``config.runs`` and log one ``compare_models`` run."""
-    from jobs._progress import progress
-    from jobs.core.probes import check_probe_labels, probe_accuracy
-    from jobs.core.similarity import cross_cka
-    from tracking.runs import tracked_run
+    from latentscape.jobs._progress import progress
+    from latentscape.jobs.core.probes import check_probe_labels, probe_accuracy
+    from latentscape.jobs.core.similarity import cross_cka
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     extractions, training = _expand(store, config.runs)
@@ -203,7 +203,7 @@ def _expand(store, run_ids: tuple[str, ...]):
     """The extractions of ``run_ids`` in order; a finetune run becomes its child
     extractions in checkpoint order (the base first). Returns ``(extractions, training)``
     where ``training`` is the finetune run every extraction derives from, else None."""
-    from jobs._source import load_extraction
+    from latentscape.jobs._source import load_extraction
 
     extractions = []
     for run_id in run_ids:

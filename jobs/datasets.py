@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Column
-from tracking.errors import UsageError
+from latentscape.tracking.contract import Column
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["Dataset", "load_dataset", "BUILTIN_DATASETS"]
 

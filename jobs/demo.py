@@ -14,8 +14,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from jobs._result import JobResult
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["add_parser", "demo_steps"]
 
@@ -67,7 +67,7 @@ def add_parser(subparsers, parents) -> None:
 
 
 def _run(args) -> JobResult | None:
-    from jobs import cli
+    from latentscape.jobs import cli
 
     common = []
     if args.tracking_uri:
@@ -94,7 +94,7 @@ def _run(args) -> JobResult | None:
             ids["digits"] = result["run_id"]
         logged.append((step.title, result))
 
-    from tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.runs import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"\nlogged {len(logged)} runs to {uri} in {time.perf_counter() - started:.0f} s:")
@@ -104,7 +104,7 @@ def _run(args) -> JobResult | None:
         print(f"  {result['kind']:<12} {result['run_id']}  {title}" + (f"  ({scores})" if scores else ""))
     sys.stdout.flush()
     if not args.no_ui and "ui" in available:
-        from jobs.serve import start_ui
+        from latentscape.jobs.serve import start_ui
 
         start_ui(tracking_uri=uri, port=args.port)
     return None

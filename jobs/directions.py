@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jobs._result import JobResult
-from jobs.core.walk import DIRECTION_METHODS
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.jobs.core.walk import DIRECTION_METHODS
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +58,7 @@ def add_parser(subparsers, parents) -> None:
 
 
 def _run_cli(args) -> JobResult:
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     config = DirectionsConfig(run=args.run, layer=args.layer, seed=args.seed,
                               methods=(args.method,) if args.method else _METHODS)
@@ -70,9 +70,9 @@ def directions(config: DirectionsConfig, *, store, experiment: str | None = None
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from jobs._source import load_extraction
-    from jobs.core.walk import concept_directions, cosine_matrix, project
-    from tracking.runs import tracked_run
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.walk import concept_directions, cosine_matrix, project
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)

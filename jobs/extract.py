@@ -3,7 +3,7 @@
 One run per (model, data set digest, pooling, max length, layers, backend); running the
 same extraction again returns that run unless ``--force``.
 
-``--backend onnx`` runs an exported ONNX graph of the model (see ``jobs._embedding``) and
+``--backend onnx`` runs an exported ONNX graph of the model (see ``latentscape.jobs._embedding``) and
 checks itself: a seeded sample of the texts is encoded by the fp32 torch model too, and
 each layer's linear CKA between the two must be at least ``BACKEND_MIN_CKA``, else the
 run fails (the CKA of every layer is logged either way).
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs._embedding import BACKENDS
-from jobs._result import JobResult
-from tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._embedding import BACKENDS
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["ExtractConfig", "extract", "add_parser", "TABULAR_MODEL", "BackendAgreement", "backend_agreement",
            "BACKEND_MIN_CKA", "BACKEND_CHECK_SAMPLES", "DEFAULT_BATCH_SIZE"]
@@ -51,7 +51,7 @@ class ExtractConfig:
     backend: str = "torch"
 
     def __post_init__(self):
-        from jobs.core.pooling import POOLINGS
+        from latentscape.jobs.core.pooling import POOLINGS
 
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}", f"choose one of {', '.join(BACKENDS)}")
@@ -118,7 +118,7 @@ def _run_cli(args) -> JobResult:
         max_length=args.max_length, batch_size=args.batch_size, device=args.device, threads=args.threads,
         force=args.force, backend=args.backend,
     )
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return extract(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
@@ -131,10 +131,10 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     another job (``finetune`` extracts each checkpoint as its child); ``model_name`` names
     the model in place of its folder's name (a checkpoint's folder is named by its step
     only, the same in every training)."""
-    from jobs._embedding import DEFAULT_MODEL, resolve_model
-    from jobs._progress import progress
-    from jobs.datasets import load_dataset
-    from tracking.runs import tracked_run
+    from latentscape.jobs._embedding import DEFAULT_MODEL, resolve_model
+    from latentscape.jobs._progress import progress
+    from latentscape.jobs.datasets import load_dataset
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     dataset = load_dataset(config.data, text_col=config.text_col, label_col=config.label_col,
@@ -201,7 +201,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
             agreement = _check_against_torch(encoder, dataset.texts, embeddings, config, log, progress)
 
         # Log every layer: arrays, per-layer summaries (step=layer), throughput.
-        from jobs.core.geometry import anisotropy, mean_norm
+        from latentscape.jobs.core.geometry import anisotropy, mean_norm
 
         summary_rows = []
         for layer, values in embeddings.items():
@@ -229,7 +229,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
 
 
 def _check_onnx_backend(config: ExtractConfig, tabular: bool) -> None:
-    from jobs._embedding import require_onnx_backend
+    from latentscape.jobs._embedding import require_onnx_backend
 
     if tabular:
         raise UsageError("--backend onnx runs a model, and a tabular data set has none", "omit --backend")
@@ -240,7 +240,7 @@ def _check_onnx_backend(config: ExtractConfig, tabular: bool) -> None:
 
 
 def _load_encoder(config: ExtractConfig):
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     device = "cpu" if config.backend == "onnx" else config.device
     encoder = Encoder.load(config.model, device=device, threads=config.threads)
@@ -293,9 +293,9 @@ class BackendAgreement:
 
 
 def backend_agreement(reference: dict[int, np.ndarray], candidate: dict[int, np.ndarray]) -> BackendAgreement:
-    """Per-layer linear CKA (jobs.core.similarity) and max |difference| of ``candidate``
+    """Per-layer linear CKA (latentscape.jobs.core.similarity) and max |difference| of ``candidate``
     against ``reference``: both ``{layer: (n, dim)}`` over the same samples and layers."""
-    from jobs.core.similarity import linear_cka
+    from latentscape.jobs.core.similarity import linear_cka
 
     cka, diff = {}, {}
     for layer, expected in reference.items():

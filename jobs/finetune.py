@@ -2,7 +2,7 @@
 inside every checkpoint.
 
 One ``finetune`` run: a classification head on the pooled last hidden state (see
-:mod:`jobs._finetune`), full fine-tuning or ``--freeze-below L``. It logs the training
+:mod:`latentscape.jobs._finetune`), full fine-tuning or ``--freeze-below L``. It logs the training
 loss and accuracy and the learning rate of every step, the held-out loss and accuracy
 every ``--eval-every`` steps and at each checkpoint (``step`` = training step), the seed
 and the data digest, and each checkpoint as an artifact folder (``checkpoints/step_NNNNNN``,
@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs._result import JobResult
-from tracking.contract import DEFAULT_EXPERIMENT, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import DEFAULT_EXPERIMENT, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["FinetuneConfig", "finetune", "add_parser", "checkpoint_name", "HELDOUT_SPLIT", "TRAIN_SPLIT"]
 
@@ -69,7 +69,7 @@ class FinetuneConfig:
     compare: bool = True  # ... and compare them (compare-models); needs extract
 
     def __post_init__(self):
-        from jobs.core.pooling import POOLINGS
+        from latentscape.jobs.core.pooling import POOLINGS
 
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 1"),
@@ -153,7 +153,7 @@ def _run_cli(args) -> JobResult:
         holdout=args.holdout, seed=args.seed, eval_every=args.eval_every, device=args.device, threads=args.threads,
         resume=args.resume, extract=args.extract, compare=args.compare and args.extract,
     )
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return finetune(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
@@ -171,7 +171,7 @@ def _identity_params(config: FinetuneConfig, model_name: str, dataset) -> dict:
 
 def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) -> JobResult:
     """Fine-tune, checkpoint, extract and compare; one ``finetune`` run and its children."""
-    from tracking.runs import tracked_run
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything (data, split, model, the run to resume) before a run exists.
     plan = _prepare(config, store, experiment)
@@ -204,7 +204,7 @@ def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) ->
         # Compare them layer by layer: CKA to the base, probes, clusters.
         compared = None
         if config.compare:
-            from jobs.compare_models import CompareModelsConfig, compare_models
+            from latentscape.jobs.compare_models import CompareModelsConfig, compare_models
 
             compared = compare_models(CompareModelsConfig(runs=tuple(extractions[s] for s in sorted(extractions)),
                                                           seed=config.seed),
@@ -231,7 +231,7 @@ class _Plan:
     the loop, and the interrupted run it resumes (if any)."""
 
     config: FinetuneConfig
-    dataset: object  # jobs.datasets.Dataset
+    dataset: object  # latentscape.jobs.datasets.Dataset
     train_rows: np.ndarray
     held_rows: np.ndarray
     classes: list[str]
@@ -242,7 +242,7 @@ class _Plan:
     experiment_id: str
     identity: dict
     resumed: _Resumable | None
-    tuner: object  # jobs._finetune.FineTuner
+    tuner: object  # latentscape.jobs._finetune.FineTuner
     per_epoch: int
     total: int
 
@@ -270,10 +270,10 @@ class _Plan:
 
 
 def _prepare(config: FinetuneConfig, store, experiment: str | None) -> _Plan:
-    from jobs._embedding import Encoder, resolve_model
-    from jobs._finetune import FineTuner, TrainSettings, checkpoint_steps
-    from jobs._trust import split_for
-    from jobs.datasets import load_dataset
+    from latentscape.jobs._embedding import Encoder, resolve_model
+    from latentscape.jobs._finetune import FineTuner, TrainSettings, checkpoint_steps
+    from latentscape.jobs._trust import split_for
+    from latentscape.jobs.datasets import load_dataset
 
     dataset = load_dataset(config.data, text_col=config.text_col, label_col=config.label_col,
                            id_col=config.id_col, limit=config.limit)
@@ -328,7 +328,7 @@ class _TrainingLog:
         self.first_step = plan.tuner.step
 
     def train(self) -> None:
-        from jobs._progress import progress
+        from latentscape.jobs._progress import progress
 
         plan, tuner = self.plan, self.plan.tuner
         train_tokens = tuner.tokenize(plan.dataset.texts[plan.train_rows])
@@ -382,7 +382,7 @@ class _TrainingLog:
 def _extract_checkpoints(plan: _Plan, checkpoints: list[dict], store, run_id: str, scratch: Path) -> dict[int, str]:
     """Extract runs (children of ``run_id``) of the base (step 0) and every checkpoint, all
     on the held-out samples: ``{step: extract run id}``."""
-    from tracking.runs import download
+    from latentscape.tracking.runs import download
 
     dataset, rows = plan.dataset, plan.held_rows
     held_file = scratch / f"{dataset.name}-heldout.parquet"
@@ -403,7 +403,7 @@ def checkpoint_name(model_name: str, run_id: str, step: int) -> str:
 
 def _extract_child(held_file: Path, model_path: str, config: FinetuneConfig, store, experiment: str,
                    run_id: str, step: int, name: str | None) -> str:
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     extract_config = ExtractConfig(data=str(held_file), text_col=Column.TEXT, label_col=Column.LABEL,
                                    id_col=Column.SAMPLE_ID, model=model_path, pooling=config.pooling,
@@ -426,7 +426,7 @@ class _Resumable:
 def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _Resumable:
     """The newest interrupted (KILLED or FAILED) finetune run of the same data and settings
     that saved at least one checkpoint; a one-line error naming why there is none."""
-    from tracking.runs import _clean_param, download, load_table
+    from latentscape.tracking.runs import _clean_param, download, load_table
 
     runs = store.find_runs(experiment_id, kind=Kind.FINETUNE, tags={Tag.DATASET_DIGEST: digest},
                            newest_first=True, max_results=50)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 import numpy as np
 
-from jobs._result import JobResult
-from jobs.core.walk import INTERPOLATIONS
-from tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.jobs.core.walk import INTERPOLATIONS
+from latentscape.tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,7 +111,7 @@ def _run_cli(args) -> JobResult:
         decoder=args.decoder, add=args.add, subtract=args.subtract, latent_dim=args.latent_dim,
         epochs=args.epochs, seed=args.seed,
     )
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return interpolate(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
@@ -120,10 +120,10 @@ def interpolate(config: InterpolateConfig, *, store, experiment: str | None = No
     """Walk from ``config.start`` to ``config.end`` and log one ``interpolate`` run."""
     import pandas as pd
 
-    from jobs._source import load_extraction
-    from jobs.core.walk import class_arithmetic, cosine_neighbours
-    from jobs.core.walk import interpolate as walk
-    from tracking.runs import tracked_run
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.walk import class_arithmetic, cosine_neighbours
+    from latentscape.jobs.core.walk import interpolate as walk
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)
@@ -222,7 +222,7 @@ def _endpoints(extraction, layer: int, x: np.ndarray, config: InterpolateConfig)
 
 def _embed_texts(extraction, texts: list[str], layer: int) -> list[np.ndarray]:
     """New texts through the extraction's own model, pooling, max length and layer."""
-    from jobs._reembed import embed_like
+    from latentscape.jobs._reembed import embed_like
 
     return list(embed_like(extraction, texts, [layer], job="interpolate")[layer])
 
@@ -250,7 +250,7 @@ def _short(text: str, limit: int = 40) -> str:
 def _path_frame(method: str, path: np.ndarray, a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
-    from jobs.core.geometry import unit_rows
+    from latentscape.jobs.core.geometry import unit_rows
 
     unit = unit_rows(path)
     ends = unit_rows(np.stack([a, b]).astype(np.float64))
@@ -276,7 +276,7 @@ def _neighbour_frame(extraction, method: str, found) -> pd.DataFrame:
 
 def _log_images(log, decoded: dict[str, np.ndarray], *, lo: float, hi: float) -> dict[tuple[str, int], str]:
     """Log each decoded vector as a PNG and each path as a strip; ``{(method, step): path}``."""
-    from jobs._images import png_bytes, square_side, strip, vector_image
+    from latentscape.jobs._images import png_bytes, square_side, strip, vector_image
 
     first = next(iter(decoded.values()))
     if square_side(first.shape[1]) is None:
@@ -299,8 +299,8 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
     """The autoencoder for this layer and settings: the identical finished run's weights
     when there is one (read with ``weights_only=True``), else trained and logged as a new
     ``autoencoder`` run (child of the extract run). Returns ``(autoencoder, run_id)``."""
-    from jobs._autoencoder import AutoencoderConfig, load_autoencoder, train_autoencoder
-    from tracking.runs import download, tracked_run
+    from latentscape.jobs._autoencoder import AutoencoderConfig, load_autoencoder, train_autoencoder
+    from latentscape.tracking.runs import download, tracked_run
 
     settings = AutoencoderConfig(latent_dim=config.latent_dim, epochs=config.epochs, seed=config.seed)
     # Params as strings, so that the search below compares exactly what was logged.
@@ -333,7 +333,7 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
 
 def _log_reconstructions(log, model, x: np.ndarray, *, count: int = 10) -> None:
     """Two rows of images: ``count`` inputs above their reconstructions."""
-    from jobs._images import png_bytes, square_side, strip, vector_image
+    from latentscape.jobs._images import png_bytes, square_side, strip, vector_image
 
     if square_side(x.shape[1]) is None:
         return

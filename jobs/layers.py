@@ -9,7 +9,7 @@ largest change (lowest CKA to the layer before) and the first layer after which
 consecutive layers stay above ``--stable-cka``.
 
 Cluster scores that cannot collapse silently. A cluster score measures the layer and the
-clusterer's granularity at once (:mod:`jobs.core.verdict`), so every layer is clustered
+clusterer's granularity at once (:mod:`latentscape.jobs.core.verdict`), so every layer is clustered
 three ways, each scored by AMI with a bootstrap interval (``ami.<scorer>``, with
 ``n_clusters.<scorer>`` and ``noise_fraction.<scorer>``): ``kmeans``, k-means at k = the
 number of classes on the layer itself; ``map``, the per-layer map's own clusterer on the
@@ -35,7 +35,7 @@ How far to trust the curves:
   k-NN agreement, AMI) of this extraction and of every other extraction of the same model
   and data with another pooling (or those named with ``--pooling-runs``), logged in this
   one run as ``<curve>.<pooling>`` with ``step=layer`` and as ``poolings.parquet``.
-- ``--aligned-maps`` lays out every layer in 2D with AlignedUMAP (:mod:`jobs.core.aligned`)
+- ``--aligned-maps`` lays out every layer in 2D with AlignedUMAP (:mod:`latentscape.jobs.core.aligned`)
   and logs ``aligned_maps.parquet`` (layer, sample_id, x, y, label), so stepping through
   layers moves points only where their neighbourhood changes.
 """
@@ -51,10 +51,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from jobs import _layer_scores as _scores
-from jobs._result import JobResult
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs import _layer_scores as _scores
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["LayersConfig", "LayerFindings", "layers", "findings", "add_parser", "NONE"]
 
@@ -226,18 +226,18 @@ def _run_cli(args) -> JobResult:
         pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
         aligned_epochs=args.aligned_epochs, tune=args.tune, holdout=args.holdout,
     )
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return layers(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 
 def layers(config: LayersConfig, *, store, experiment: str | None = None) -> JobResult:
     """Compare every layer of ``config.run`` and log one ``layers`` run."""
-    from jobs._progress import progress
-    from jobs._source import load_extraction
-    from jobs.core.probes import check_probe_labels, chance_accuracy
-    from jobs.core.similarity import cka_matrix, consecutive
-    from tracking.runs import tracked_run
+    from latentscape.jobs._progress import progress
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.probes import check_probe_labels, chance_accuracy
+    from latentscape.jobs.core.similarity import cka_matrix, consecutive
+    from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)
@@ -393,8 +393,8 @@ def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
     """The other extractions to compare poolings with, checked before any run exists:
     ``config.pooling_runs``, or every other finished extraction of the same model, data
     set digest and maximum length in the extraction's experiment (the newest per pooling)."""
-    from jobs._source import load_extraction
-    from tracking.contract import TABULAR_MODEL
+    from latentscape.jobs._source import load_extraction
+    from latentscape.tracking.contract import TABULAR_MODEL
 
     own = _pooling(extraction)
     if extraction.labels is None:
@@ -444,7 +444,7 @@ def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.
                       mapper: _Mapper | None) -> pd.DataFrame:
     """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
     extraction's rows taken from ``table`` (measured once), the others measured here."""
-    from jobs._progress import progress
+    from latentscape.jobs._progress import progress
 
     present = [name for name in POOLING_CURVES if name in table]
     frames = [table[[Column.LAYER, *present]].assign(**{Column.POOLING: _pooling(extraction)})]
@@ -471,7 +471,7 @@ def _best_pooling(compared: pd.DataFrame) -> str:
 def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray],
                    config: LayersConfig) -> pd.DataFrame:
     """``aligned_maps.parquet``: layer, sample_id, x, y, label for every layer."""
-    from jobs.core.aligned import DEFAULT_N_NEIGHBORS, aligned_maps
+    from latentscape.jobs.core.aligned import DEFAULT_N_NEIGHBORS, aligned_maps
 
     n = len(extraction.samples)
     maps = aligned_maps(embeddings, n_neighbors=min(DEFAULT_N_NEIGHBORS, n - 1), n_epochs=config.aligned_epochs,
@@ -490,12 +490,12 @@ def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray
 def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None,
              config: LayersConfig, mapper: _Mapper | None) -> dict[str, float]:
     """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None."""
-    from jobs.core.geometry import anisotropy
-    from jobs.core.intrinsic import two_nn_dimension
-    from jobs.core.knn import exact_knn
-    from jobs.core.probes import knn_agreement_per_sample, probe_accuracy
-    from jobs.core.similarity import mean_cosine
-    from jobs.core.verdict import mean_interval
+    from latentscape.jobs.core.geometry import anisotropy
+    from latentscape.jobs.core.intrinsic import two_nn_dimension
+    from latentscape.jobs.core.knn import exact_knn
+    from latentscape.jobs.core.probes import knn_agreement_per_sample, probe_accuracy
+    from latentscape.jobs.core.similarity import mean_cosine
+    from latentscape.jobs.core.verdict import mean_interval
 
     values: dict[str, float] = {Metric.ANISOTROPY: anisotropy(x, seed=config.seed)}
     if before is not None:
@@ -518,13 +518,13 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
         values[Metric.trust(name, Metric.CI_HIGH_SUFFIX)] = high
     # k-means at k = classes on the layer itself: the default cluster score (it cannot
     # merge the classes into a few clusters nor call points noise).
-    from jobs.core.verdict import kmeans_at_classes
+    from latentscape.jobs.core.verdict import kmeans_at_classes
 
     kmeans = [kmeans_at_classes(x, labels, seed=config.seed + offset) for offset in range(config.seeds)]
     values.update(_scores.cluster_score("kmeans", labels, kmeans, config.seed))
     values[Metric.AMI] = values[Metric.AMI_KMEANS]
     if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement
-        from jobs.core.trust import stability
+        from latentscape.jobs.core.trust import stability
 
         found = stability([{Metric.AMI: _scores.ami(labels, c)} for c in kmeans], kmeans)
         values[Metric.AMI_STD], values[Metric.SEED_ARI_MEAN] = found.std[Metric.AMI], found.ari_mean
@@ -534,7 +534,7 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
 
 
 class _Mapper:
-    """The per-layer map: :func:`jobs.core.mapping.fit_map` with one configuration,
+    """The per-layer map: :func:`latentscape.jobs.core.mapping.fit_map` with one configuration,
     resolved once (again only for a layer of another width) and shared by every layer."""
 
     def __init__(self, config: LayersConfig, labels: np.ndarray, first: np.ndarray):
@@ -545,7 +545,7 @@ class _Mapper:
         self.map_config = self._config(first)  # fails here, before any run, on a bad setting
 
     def _config(self, x: np.ndarray):
-        from jobs.core.mapping import ConfigError, DataShape, resolve_config
+        from latentscape.jobs.core.mapping import ConfigError, DataShape, resolve_config
 
         width = x.shape[1]
         if width not in self._configs:
@@ -578,9 +578,9 @@ class _Mapper:
         with seeds ``seed, seed + 1, ...``, one k-NN graph serving them all."""
         from dataclasses import replace
 
-        from jobs.core.cluster import CLUSTERERS
-        from jobs.core.mapping import fit_map
-        from jobs.core.verdict import matched_hdbscan_params
+        from latentscape.jobs.core.cluster import CLUSTERERS
+        from latentscape.jobs.core.mapping import fit_map
+        from latentscape.jobs.core.verdict import matched_hdbscan_params
 
         map_config = self._config(x)
         knn = graph if self._reuses_graph(map_config) and graph.k >= map_config.knn_width else None
@@ -596,7 +596,7 @@ class _Mapper:
         }
 
     def _shape(self, x: np.ndarray):
-        from jobs.core.mapping import DataShape
+        from latentscape.jobs.core.mapping import DataShape
 
         return DataShape(n_samples=len(x), n_features=x.shape[1], n_classes=self.n_classes)
 

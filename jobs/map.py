@@ -2,14 +2,14 @@
 
 The run is a child of the extract run. Its params are every resolved setting (the run
 contract's ``reducer.<name>`` / ``clusterer.<name>`` plus layer, seed, view, ...); its
-metrics every score of :mod:`jobs.core.scores` and the duration of each step; its
+metrics every score of :mod:`latentscape.jobs.core.scores` and the duration of each step; its
 artifacts ``map.parquet`` (sample_id, x, y, cluster, label, text, meta.*) and
 ``config.json`` (the fully resolved configuration: replaying it gives the same map).
 
 The pieces a sweep or another job reuses: :func:`resolve_for`, :func:`map_params`,
 :func:`log_map`, :func:`config_payload`, :func:`read_logged_config`.
 
-How far to trust the scores (:mod:`jobs._trust`): beside each label score S, its chance
+How far to trust the scores (:mod:`latentscape.jobs._trust`): beside each label score S, its chance
 level and p-value under ``--permutations`` label shuffles (``S_perm_mean``,
 ``S_p_value``) and a 95% bootstrap interval (``S_ci_low``, ``S_ci_high``); with
 ``--seeds N`` the mean and spread of every score over N seeds (``S_mean``, ``S_std``)
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from jobs._result import JobResult
-from jobs._trust import TrustSettings
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.scores import SUMMARY
+from latentscape.jobs._result import JobResult
+from latentscape.jobs._trust import TrustSettings
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.scores import SUMMARY
 
 __all__ = [
     "MapRequest",
@@ -84,7 +84,7 @@ class MapRequest:
     score_k: int | None = None
     score_sample: int | None = None
     from_run: str | None = None
-    preset: str | None = None  # the named recipe the settings started from (jobs.core.presets)
+    preset: str | None = None  # the named recipe the settings started from (latentscape.jobs.core.presets)
     trust: TrustSettings = TrustSettings()  # permutations, bootstrap, seeds
     holdout: float | None = None  # replays of sweep --holdout maps: label scores over the tuning part
 
@@ -102,10 +102,10 @@ def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 
 
 def add_parser(subparsers, parents) -> None:
-    from jobs._trust import add_trust_arguments
-    from jobs.core.cluster import CLUSTERERS
-    from jobs.core.presets import PRESETS
-    from jobs.core.reduce import REDUCERS
+    from latentscape.jobs._trust import add_trust_arguments
+    from latentscape.jobs.core.cluster import CLUSTERERS
+    from latentscape.jobs.core.presets import PRESETS
+    from latentscape.jobs.core.reduce import REDUCERS
 
     parser = subparsers.add_parser(
         "map", parents=parents, help="reduce, cluster and score one layer (logged as a run)",
@@ -176,7 +176,7 @@ def request_from_args(args) -> MapRequest:
     reducer, clusterer = getattr(args, "reducer", None), getattr(args, "clusterer", None)
     preset = getattr(args, "preset", None)
     if preset:  # the recipe's settings, under anything given explicitly
-        from jobs.core.presets import PRESETS
+        from latentscape.jobs.core.presets import PRESETS
 
         recipe = PRESETS[preset]
         reducer, clusterer = reducer or recipe.reducer, clusterer or recipe.clusterer
@@ -186,7 +186,7 @@ def request_from_args(args) -> MapRequest:
             clusterer_params = {**recipe.clusterer_params, **clusterer_params}
     trust = TrustSettings()
     if hasattr(args, "permutations"):
-        from jobs._trust import settings_from_args
+        from latentscape.jobs._trust import settings_from_args
 
         trust = settings_from_args(args)
     return MapRequest(
@@ -200,7 +200,7 @@ def request_from_args(args) -> MapRequest:
 
 def check_request(request: MapRequest) -> None:
     """Everything that can be checked before a store is opened (UsageError)."""
-    from jobs.core.mapping import ConfigError, check_settings
+    from latentscape.jobs.core.mapping import ConfigError, check_settings
 
     if request.from_run:
         if request != MapRequest(from_run=request.from_run):
@@ -221,7 +221,7 @@ def _run_cli(args) -> JobResult:
     # Settings first (milliseconds), then the store and the extraction (seconds).
     request = request_from_args(args)
     check_request(request)
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     store = open_store(args.tracking_uri)
     if request.from_run:
@@ -232,7 +232,7 @@ def _run_cli(args) -> JobResult:
 def extraction_shape(extraction, layer: int):
     """The :class:`DataShape` of one layer, read from the run's params and samples table
     (no embeddings loaded), so settings are checked before any work."""
-    from jobs.core.mapping import DataShape
+    from latentscape.jobs.core.mapping import DataShape
 
     dim = extraction.params.get(Param.DIM)
     n_features = int(dim) if dim else int(extraction.embedding(layer).shape[1])
@@ -243,7 +243,7 @@ def extraction_shape(extraction, layer: int):
 
 def resolve_for(extraction, request: MapRequest):
     """(layer, MapConfig) for ``request`` on ``extraction``; UsageError on any bad setting."""
-    from jobs.core.mapping import ConfigError, resolve_config
+    from latentscape.jobs.core.mapping import ConfigError, resolve_config
 
     layer = max(extraction.layers) if request.layer is None else extraction.check_layer(request.layer)
     try:
@@ -310,7 +310,7 @@ def read_logged_config(store, run_id: str) -> tuple[str, int, dict[str, Any]]:
     names = set(store.artifact_paths(run_id))
     try:
         if Artifact.CONFIG in names:
-            from tracking.runs import download
+            from latentscape.tracking.runs import download
 
             payload = json.loads(download(store, run_id, Artifact.CONFIG).read_text())
             return str(payload[_CONFIG_SOURCE]), int(payload[_CONFIG_LAYER]), dict(payload[_CONFIG_MAP])
@@ -348,7 +348,7 @@ def _finite(values: Mapping[str, float]) -> dict[str, float]:
 
 
 def log_map(log, result, extraction, layer: int, *, with_table: bool = True, extra: Mapping | None = None) -> None:
-    """Log one :class:`~jobs.core.mapping.MapResult` into an open run: scores and
+    """Log one :class:`~latentscape.jobs.core.mapping.MapResult` into an open run: scores and
     durations as metrics, ``config.json`` (with ``extra`` entries), and (when it has
     coordinates) ``map.parquet`` and ``clusters.parquet`` (size, purity, keywords, central
     samples of every cluster)."""
@@ -362,9 +362,9 @@ def log_map(log, result, extraction, layer: int, *, with_table: bool = True, ext
 
 def log_cluster_table(log, extraction, result) -> None:
     """``clusters.parquet`` beside ``map.parquet`` (what each cluster is: size, purity,
-    keywords, central samples; :mod:`jobs._clusters`)."""
+    keywords, central samples; :mod:`latentscape.jobs._clusters`)."""
     try:
-        from jobs._clusters import log_clusters
+        from latentscape.jobs._clusters import log_clusters
     except ImportError:  # pragma: no cover - the module ships with the package
         return
     log_clusters(log, extraction, result)
@@ -373,9 +373,9 @@ def log_cluster_table(log, extraction, result) -> None:
 def map_layer(request: MapRequest, *, store, experiment: str | None = None, replay_of: str | None = None,
               config=None) -> JobResult:
     """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
-    from jobs._source import load_extraction
-    from jobs.core.mapping import fit_map
-    from tracking.runs import tracked_run
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.tracking.runs import tracked_run
 
     # Load what the map builds on and check every setting before a run exists.
     extraction = load_extraction(store, request.run)
@@ -388,7 +388,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     labels = extraction.labels
     notes = []
     if request.preset:
-        from jobs.core.presets import PRESETS, pooling_note
+        from latentscape.jobs.core.presets import PRESETS, pooling_note
 
         note = pooling_note(PRESETS[request.preset], extraction.pooling)
         if note:
@@ -399,7 +399,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         if labels is None:
             raise UsageError(f"--holdout needs labels and extract run {extraction.run_id} has none",
                              "replay it against a labelled extraction")
-        from jobs._trust import split_for
+        from latentscape.jobs._trust import split_for
 
         split = split_for(labels, request.holdout, config.seed)
 
@@ -408,7 +408,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
             Tag.NOTE: "; ".join(notes) or None}
     with tracked_run(store, experiment_id, Kind.MAP, run_name=f"map · layer {layer} · {config.reducer}+{config.clusterer}",
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
-        from jobs._trust import holdout_metrics, map_trust, score_rows
+        from latentscape.jobs._trust import holdout_metrics, map_trust, score_rows
 
         log.params({**map_params(config, layer), Param.PERMUTATIONS: request.trust.permutations,
                     Param.BOOTSTRAP: request.trust.bootstrap, Param.SEEDS: request.trust.seeds,
@@ -444,7 +444,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         details[Tag.WARNING] = warning
     shown = KEY_SCORES
     if request.preset:
-        from jobs.core.presets import PRESETS
+        from latentscape.jobs.core.presets import PRESETS
 
         shown = PRESETS[request.preset].scores
     scores = {k: result.scores[k] for k in shown if k in result.scores}
@@ -461,10 +461,10 @@ MAP_COLLAPSE_FIX = ("pass --clusterer kmeans (k = the number of classes), a smal
 
 
 def collapse_warning(scores: Mapping[str, float], labels: np.ndarray | None, fix: str = MAP_COLLAPSE_FIX) -> str | None:
-    """The ``warning`` of a map whose clustering collapsed (:func:`jobs.core.verdict.collapse_reason`):
+    """The ``warning`` of a map whose clustering collapsed (:func:`latentscape.jobs.core.verdict.collapse_reason`):
     what happened, that its label scores measure the clusterer, and ``fix``. None when
     the map is unlabelled or did not collapse."""
-    from jobs.core.verdict import collapse_reason
+    from latentscape.jobs.core.verdict import collapse_reason
 
     if labels is None or Metric.N_CLUSTERS not in scores:
         return None
@@ -479,7 +479,7 @@ def collapse_warning(scores: Mapping[str, float], labels: np.ndarray | None, fix
 def max_abs_diff(scores: Mapping[str, float], logged: Mapping[str, float]) -> float:
     """Largest |difference| between ``scores`` and ``logged`` over the scores both have
     (NaN equals NaN; a NaN against a number counts as infinitely far)."""
-    from jobs.core.scores import SCORE_NAMES
+    from latentscape.jobs.core.scores import SCORE_NAMES
 
     worst = 0.0
     for name in SCORE_NAMES:
@@ -495,8 +495,8 @@ def max_abs_diff(scores: Mapping[str, float], logged: Mapping[str, float]) -> fl
 def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
     """Re-run a logged map or sweep trial from its ``config.json`` as a new ``map`` run
     tagged ``replay_of``; logs the largest score difference to the original."""
-    from jobs._source import load_extraction
-    from jobs.core.mapping import ConfigError, MapConfig
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.mapping import ConfigError, MapConfig
 
     logged = store.get_run(run_id)  # a clear error for an unknown id
     source, layer, payload = read_logged_config(store, run_id)
@@ -520,7 +520,7 @@ def _logged_trust(store, run_id: str) -> TrustSettings:
     names = set(store.artifact_paths(run_id))
     if Artifact.CONFIG not in names:
         return TrustSettings()
-    from tracking.runs import download
+    from latentscape.tracking.runs import download
 
     payload = json.loads(download(store, run_id, Artifact.CONFIG).read_text())
     return TrustSettings.from_dict(payload.get("trust"))

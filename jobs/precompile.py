@@ -3,10 +3,10 @@
 A new process otherwise compiles UMAP's graph and layout functions before its first map
 (measured: ~12 s of a cold ``latentscape map`` at 5,000 x 384 on 2 cores). ``make`` runs
 this after installing the dependencies, so the first ``latentscape`` process on a machine
-starts from the cache, as every later one does (see ``jobs.core._numba_cache``). The data
+starts from the cache, as every later one does (see ``latentscape.jobs.core._numba_cache``). The data
 is random: only the compiled code is kept.
 
-    python -m jobs.precompile
+    python -m latentscape.jobs.precompile
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def main() -> int:
 
     import numpy as np
 
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
 
     warnings.filterwarnings("ignore")
     started = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Recipe: load one layer of an extraction (its pooled embeddings, or with ``--tokens`` the
 token activations re-extracted from the run's model); train a TopK sparse autoencoder
-(:mod:`jobs._sae`, Gao et al. 2024) on all but a held-out share of the rows; score it
+(:mod:`latentscape.jobs._sae`, Gao et al. 2024) on all but a held-out share of the rows; score it
 (normalised MSE and variance explained on the training and the held-out rows, L0, the
 dead-feature fraction, the loss per step); describe every feature
 (:func:`feature_table`); log one ``sae`` run, a child of the extraction, with the
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs._result import JobResult
-from tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["SaeConfig", "SaeData", "SaeFit", "sae", "add_parser", "load_data", "settings_for", "fit", "log_fit",
            "sae_params", "config_from_params", "feature_table", "find_directions", "replay_diff", "SCORE_NAMES",
@@ -153,7 +153,7 @@ def _run_cli(args) -> JobResult:
         max_tokens=args.max_tokens, top_samples=args.top_samples, directions_run=args.directions_run,
         device=args.device, from_run=args.from_run,
     )
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return sae(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
@@ -190,8 +190,8 @@ def load_data(extraction, layer: int, *, tokens: bool = False, max_tokens: int =
         x = extraction.embedding(layer)
         return SaeData(extraction, layer, x, np.arange(len(x)))
     check_tokens(extraction)
-    from jobs._embedding import Encoder
-    from jobs._progress import progress
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs._progress import progress
 
     order = np.random.default_rng(seed).permutation(len(extraction.samples))
     encoder = Encoder.load(extraction.model_path)
@@ -205,7 +205,7 @@ def load_data(extraction, layer: int, *, tokens: bool = False, max_tokens: int =
 def settings_for(config: SaeConfig, dim: int):
     """The training settings of ``config`` on data of width ``dim`` (UsageError when k
     exceeds the resolved dictionary size)."""
-    from jobs._sae import DEFAULT_EXPANSION, SaeSettings
+    from latentscape.jobs._sae import DEFAULT_EXPANSION, SaeSettings
 
     features = config.features or DEFAULT_EXPANSION * dim
     if config.k > features:
@@ -229,8 +229,8 @@ class SaeFit:
 
 def fit(data: SaeData, settings, *, on_epoch=None) -> SaeFit:
     """Train on ``data`` and score on its training and held-out rows."""
-    from jobs._sae import train_sae
-    from jobs.core.sae_scores import dead_fraction, l0, reconstruction
+    from latentscape.jobs._sae import train_sae
+    from latentscape.jobs.core.sae_scores import dead_fraction, l0, reconstruction
 
     groups = data.sample if data.tokens is not None else None
     model = train_sae(data.x, settings, groups=groups, on_epoch=on_epoch)
@@ -304,8 +304,8 @@ def feature_table(codes: np.ndarray, data: SaeData, *, top: int = 10, decoder: n
     |cosine| to its decoder row and that (signed) cosine."""
     import pandas as pd
 
-    from jobs.core.cluster_labels import class_tfidf
-    from jobs.core.sae_scores import density, feature_label_auc, top_rows
+    from latentscape.jobs.core.cluster_labels import class_tfidf
+    from latentscape.jobs.core.sae_scores import density, feature_label_auc, top_rows
 
     extraction = data.extraction
     ids, texts, labels = extraction.ids, extraction.texts, extraction.labels
@@ -365,7 +365,7 @@ def find_directions(store, extraction, layer: int, run_id: str | None):
     """(run id, (classes, (c, d) vectors)) of the named directions run, else of the newest
     finished one of this extraction at this layer (any experiment); (None, None) when there
     is none."""
-    from tracking.runs import load_array
+    from latentscape.tracking.runs import load_array
 
     if run_id is None:  # in any experiment: a job may log to another than its extraction's
         found = store.find_runs(store.experiment_ids(), kind=Kind.DIRECTIONS,
@@ -389,9 +389,9 @@ def find_directions(store, extraction, layer: int, run_id: str | None):
 
 def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult:
     """Train and log one ``sae`` run (or, with ``from_run``, a replay of one)."""
-    from jobs._progress import progress
-    from jobs._source import load_extraction
-    from tracking.runs import tracked_run
+    from latentscape.jobs._progress import progress
+    from latentscape.jobs._source import load_extraction
+    from latentscape.tracking.runs import tracked_run
 
     replay_of, logged = None, None
     if config.from_run:
@@ -447,7 +447,7 @@ def log_fit(log, result: SaeFit, data: SaeData, *, top: int = 10, directions=Non
     """Log a fitted SAE into ``log``: its scores, the loss per step, the weights
     (safetensors) and what each feature means (features.parquet, feature_labels.parquet,
     activations.parquet). Returns (scores with labels_covered, the weights' bytes)."""
-    from jobs.core.sae_scores import AUC_COVERED
+    from latentscape.jobs.core.sae_scores import AUC_COVERED
 
     log.metrics({**result.scores, **result.durations})
     log.metric_rows([(Metric.LOSS, value, step) for step, value in enumerate(result.model.losses)])
@@ -480,8 +480,8 @@ def _activation_frame(codes: np.ndarray, data: SaeData):
 def replay_diff(store, run_id: str, logged, result: SaeFit, weights: bytes) -> float:
     """Largest |difference| between the replay and the logged run: over the weights when
     the run logged them (an sae run), and over the scores both have (NaN equals NaN)."""
-    from jobs._sae import load_sae
-    from tracking.runs import download
+    from latentscape.jobs._sae import load_sae
+    from latentscape.tracking.runs import download
 
     worst = 0.0
     names = set(store.artifact_paths(run_id, Artifact.SAE_WEIGHTS.split("/")[0]))

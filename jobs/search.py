@@ -18,9 +18,9 @@ import argparse
 
 import numpy as np
 
-from jobs._result import JobResult
-from tracking.contract import Artifact, Column, Kind, Param, Reply, Tag
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.tracking.contract import Artifact, Column, Kind, Param, Reply, Tag
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["add_parser", "search", "place_by_neighbours"]
 
@@ -44,7 +44,7 @@ def add_parser(subparsers, parents) -> None:
 
 
 def _run_cli(args) -> JobResult:
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return search(open_store(args.tracking_uri), args.run, args.text, layer=args.layer, k=args.k)
 
@@ -65,10 +65,10 @@ def place_by_neighbours(xy: np.ndarray, distances: np.ndarray) -> np.ndarray:
 
 def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 10) -> JobResult:
     """Nearest samples of ``text`` in run ``run_id`` (and its map position, if any)."""
-    from jobs._reembed import embed_like, require_text_model
-    from jobs._source import load_extraction
-    from jobs.core.walk import cosine_neighbours
-    from tracking.runs import load_table
+    from latentscape.jobs._reembed import embed_like, require_text_model
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.walk import cosine_neighbours
+    from latentscape.tracking.runs import load_table
 
     if not text.strip():
         raise UsageError("the search text is empty", "pass --text with some words")

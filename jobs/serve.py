@@ -4,7 +4,7 @@ The app (``ui/app.py``) runs in its own ``streamlit run`` process; the store and
 catalog are handed over through the environment (``MLFLOW_TRACKING_URI``,
 ``LATENTSCAPE_CATALOG``), so the app reads exactly what the jobs wrote. Each service of
 this module is one ``_add_<name>`` function called from :func:`add_parser`; the team
-server's sub-command comes from :mod:`tracking.server`.
+server's sub-command comes from :mod:`latentscape.tracking.server`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tracking.errors import UsageError
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["add_parser", "start_ui", "ui_command", "ui_environment", "APP_PATH", "STREAMLIT_OPTIONS"]
 
@@ -40,7 +40,7 @@ TRACKING_ENV = "MLFLOW_TRACKING_URI"
 def add_parser(subparsers, parents) -> None:
     """Register this module's services: ``ui`` and ``server``."""
     _add_ui(subparsers, parents)
-    from tracking.server import add_server_parser  # the team server: tracking/server.py
+    from latentscape.tracking.server import add_server_parser  # the team server: tracking/server.py
 
     add_server_parser(subparsers, parents)
 
@@ -66,7 +66,7 @@ def _add_ui(subparsers, parents) -> None:
 
 
 def _run_ui(args) -> None:
-    from tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.runs import resolve_tracking_uri
 
     code = start_ui(tracking_uri=resolve_tracking_uri(args.tracking_uri), port=args.port, catalog=args.catalog,
                     address=args.address)
@@ -108,7 +108,7 @@ def _check_port(port: int, address: str | None) -> None:
 
 
 def _check_store(tracking_uri: str) -> None:
-    from tracking.runs import sqlite_path
+    from latentscape.tracking.runs import sqlite_path
 
     path = sqlite_path(tracking_uri)
     if path is not None and not path.parent.is_dir():

@@ -36,7 +36,7 @@ def assert_no_running_runs(store) -> None:
 @pytest.fixture
 def store(tmp_path):
     """A fresh local MLflow store; the test fails if it leaves a run RUNNING."""
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     opened = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield opened
@@ -85,7 +85,7 @@ def postgres() -> Postgres:
 def _save_tiny(model, folder: Path) -> Path:
     from transformers import AutoTokenizer
 
-    from jobs._embedding import default_model_path
+    from latentscape.jobs._embedding import default_model_path
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
@@ -119,7 +119,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def session_store(tmp_path_factory):
     """One store for the session's shared extractions (treat as read-only)."""
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     opened = open_store(f"sqlite:///{tmp_path_factory.mktemp('session-store') / 'mlflow.db'}")
     yield opened
@@ -129,8 +129,8 @@ def session_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_extraction(session_store):
     """The ``digits`` data set tracked as layer 0 (1,797 x 64); returns the Extraction."""
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits"), store=session_store, experiment="digits")
     return load_extraction(session_store, result.run_id)
@@ -139,8 +139,8 @@ def digits_extraction(session_store):
 @pytest.fixture(scope="session")
 def text_extraction(session_store):
     """240 demo sentences (24 per class) through the bundled MiniLM, all 7 layers."""
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="demo", limit=240, batch_size=32), store=session_store, experiment="demo")
     return load_extraction(session_store, result.run_id)

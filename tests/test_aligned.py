@@ -1,4 +1,4 @@
-"""Aligned maps of consecutive layers (jobs.core.aligned)."""
+"""Aligned maps of consecutive layers (latentscape.jobs.core.aligned)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from jobs.core.aligned import aligned_maps
+from latentscape.jobs.core.aligned import aligned_maps
 
 
 def _drifting_layers(n: int = 150, count: int = 3, seed: int = 0) -> list[np.ndarray]:
@@ -22,8 +22,8 @@ def _drifting_layers(n: int = 150, count: int = 3, seed: int = 0) -> list[np.nda
 
 
 def test_consecutive_aligned_maps_are_closer_than_independent_ones():
-    from jobs.core.mapping import DataShape, resolve_config
-    from jobs.core.reduce import REDUCERS
+    from latentscape.jobs.core.mapping import DataShape, resolve_config
+    from latentscape.jobs.core.reduce import REDUCERS
 
     layers = _drifting_layers()
     maps = aligned_maps(layers, n_epochs=100, seed=0)
@@ -51,7 +51,7 @@ def test_the_epoch_is_umap_learns_step_for_step(monkeypatch):
     import numba
     from umap.layouts import _optimize_layout_aligned_euclidean_single_epoch
 
-    from jobs.core import aligned
+    from latentscape.jobs.core import aligned
 
     # umap-learn's epoch as optimize_layout_aligned_euclidean compiles it.
     reference = numba.njit(_optimize_layout_aligned_euclidean_single_epoch, fastmath=True)

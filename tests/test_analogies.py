@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.analogies import AnalogiesConfig, analogies, default_questions, parse_questions
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import load_table
+from latentscape.jobs.analogies import AnalogiesConfig, analogies, default_questions, parse_questions
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import load_table
 
 
 def test_the_question_format_is_parsed_with_sections_comments_and_a_default_section():
@@ -83,7 +83,7 @@ def test_every_layer_is_scored_overall_and_per_section(text_extraction):
 
 def _ghost_extraction(store) -> str:
     """A text extract run whose model folder is not on this machine."""
-    from tracking.runs import tracked_run
+    from latentscape.tracking.runs import tracked_run
 
     with tracked_run(store, store.experiment_id("ghost"), Kind.EXTRACT, tags={Tag.MODEL: "ghost"}) as log:
         log.params({Param.MODEL: "ghost", Param.MODEL_PATH: "/nonexistent/ghost-model", Param.POOLING: "mean",
@@ -96,12 +96,12 @@ def _ghost_extraction(store) -> str:
 
 def _cli(store, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LATENTSCAPE_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", "analogies", "--tracking-uri", store.uri, *args],
+    return subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", "analogies", "--tracking-uri", store.uri, *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_cli_errors_are_one_line_and_exit_2(store, tmp_path, digits_extraction):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     ghost = _ghost_extraction(store)
     done = _cli(store, "--run", ghost)

@@ -1,4 +1,4 @@
-"""The DuckDB catalog (tracking.catalog) and its queries (tracking.queries).
+"""The DuckDB catalog (latentscape.tracking.catalog) and its queries (latentscape.tracking.queries).
 
 - After any sequence of new, finished, resumed, deleted and restored runs, new metrics
   and deleted experiments, an incremental refresh equals a full rebuild.
@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking import catalog as catalog_module
-from tracking import queries as q
-from tracking.catalog import ArtifactNotFound, Catalog, RefreshStats, default_catalog_path
-from tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import tracked_run
+from latentscape.tracking import catalog as catalog_module
+from latentscape.tracking import queries as q
+from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats, default_catalog_path
+from latentscape.tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import tracked_run
 
 REPO = Path(__file__).resolve().parents[1]
 NEIGHBOURS = Param.reducer_param("n_neighbors")
@@ -416,7 +416,7 @@ def test_hostile_text_returns_nothing_and_changes_nothing(planted, store):
 
 _READER = """
 import sys, time
-from tracking.catalog import Catalog
+from latentscape.tracking.catalog import Catalog
 catalog = Catalog.open(sys.argv[1], sys.argv[2])
 catalog.cursor()
 print("ready", flush=True)
@@ -478,7 +478,7 @@ def test_readers_keep_reading_while_refreshes_swap_files(store, tmp_path):
 
 _CRASH = """
 import os, sys
-from tracking import catalog as module
+from latentscape.tracking import catalog as module
 
 def die(con, delta, horizon_ms):
     con.execute("DELETE FROM runs")  # half-written, then the process dies
@@ -549,8 +549,8 @@ def test_progress_paths_and_light_import(store, tmp_path, monkeypatch):
     other = Catalog.open(f"sqlite:///{tmp_path / 'other.db'}", catalog.path)
     assert q.runs(other).empty
     # The UI process imports the catalog without MLflow, torch, umap, streamlit or the jobs.
-    probe = ("import sys, tracking.queries, tracking.catalog; "
-             "print(sorted(m for m in ('mlflow', 'torch', 'umap', 'streamlit', 'jobs') if m in sys.modules))")
+    probe = ("import sys, latentscape.tracking.queries, latentscape.tracking.catalog; "
+             "print(sorted(m for m in ('mlflow', 'torch', 'umap', 'streamlit', 'latentscape.jobs') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -587,7 +587,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """``mlflow server`` with basic auth, a SQLite backend and proxied artifacts."""
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     folder = tmp_path_factory.mktemp("server")
     open_store(f"sqlite:///{folder / 'mlflow.db'}")
@@ -638,7 +638,7 @@ def test_remote_server_with_basic_auth_and_artifact_cache(auth_server, tmp_path,
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     url, user, password, backend = auth_server
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)

@@ -5,7 +5,7 @@ import sys
 
 
 def test_named_command_builds_only_its_own_parser():
-    from jobs.cli import build_parser
+    from latentscape.jobs.cli import build_parser
 
     parser = build_parser("map")
     assert set(parser._subparsers._group_actions[0].choices) == {"map"}
@@ -14,8 +14,8 @@ def test_named_command_builds_only_its_own_parser():
 
 
 def test_map_help_does_not_import_other_jobs():
-    code = ("import sys, jobs.cli\n"
-            "try:\n    jobs.cli.main(['map', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m in ('jobs.extract', 'jobs.sweep', 'jobs.layers', 'jobs.serve')))")
+    code = ("import sys, latentscape.jobs.cli\n"
+            "try:\n    latentscape.jobs.cli.main(['map', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m in ('latentscape.jobs.extract', 'latentscape.jobs.sweep', 'latentscape.jobs.layers', 'latentscape.jobs.serve')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.core.cluster_labels import central_samples, class_tfidf, describe_clusters, purity
+from latentscape.jobs.core.cluster_labels import central_samples, class_tfidf, describe_clusters, purity
 
 # Three topics; every sentence also carries words shared by all topics ("today",
 # "people", "really"), which a plain term count would rank first.
@@ -65,7 +65,7 @@ def test_keywords_of_the_demo_topics_name_them():
     """The bundled demo sentences grouped by their true topic: each topic's top words are its own."""
     import pandas as pd
 
-    from jobs.datasets import load_dataset
+    from latentscape.jobs.datasets import load_dataset
 
     demo = load_dataset("demo")
     codes, topics = pd.factorize(demo.labels)
@@ -129,9 +129,9 @@ def test_central_samples_are_closest_to_the_mean():
 
 
 def test_clusters_frame_agrees_with_its_map(text_extraction):
-    from jobs._clusters import clusters_frame
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
-    from tracking.contract import Column
+    from latentscape.jobs._clusters import clusters_frame
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.tracking.contract import Column
 
     x, labels = text_extraction.embedding(6), text_extraction.labels
     config = resolve_config(shape=data_shape(x, labels), reducer="pca", clusterer="kmeans",
@@ -148,11 +148,11 @@ def test_clusters_frame_agrees_with_its_map(text_extraction):
 
 
 def test_a_map_logs_its_clusters_table_and_a_tabular_one_has_no_keywords(store):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
-    from jobs.map import MapRequest, map_layer
-    from tracking.contract import Artifact, Column
-    from tracking.runs import load_table
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.map import MapRequest, map_layer
+    from latentscape.tracking.contract import Artifact, Column
+    from latentscape.tracking.runs import load_table
 
     extraction = load_extraction(store, extract(ExtractConfig(data="digits", limit=300), store=store).run_id)
     request = MapRequest(run=extraction.run_id, layer=0, reducer="pca", clusterer="kmeans")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tracking.contract import all_keys
+from latentscape.tracking.contract import all_keys
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

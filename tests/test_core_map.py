@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from jobs.core._params import ConfigError, DataShape
-from jobs.core.cluster import CLUSTERERS
-from jobs.core.knn import KnnCache, exact_knn
-from jobs.core.mapping import MapConfig, NeighbourCache, data_shape, fit_map, resolve_config
-from jobs.core.reduce import REDUCERS
-from jobs.core.scores import (
+from latentscape.jobs.core._params import ConfigError, DataShape
+from latentscape.jobs.core.cluster import CLUSTERERS
+from latentscape.jobs.core.knn import KnnCache, exact_knn
+from latentscape.jobs.core.mapping import MapConfig, NeighbourCache, data_shape, fit_map, resolve_config
+from latentscape.jobs.core.reduce import REDUCERS
+from latentscape.jobs.core.scores import (
     LABEL_SCORES,
     SCORE_NAMES,
     knn_preservation,
@@ -25,8 +25,8 @@ from jobs.core.scores import (
     silhouette,
     trustworthiness,
 )
-from jobs.core.search_space import default_space, parse_space
-from tracking.contract import Metric
+from latentscape.jobs.core.search_space import default_space, parse_space
+from latentscape.tracking.contract import Metric
 
 SKLEARN = {
     Metric.MUTUAL_INFO: skm.mutual_info_score,
@@ -279,7 +279,7 @@ def test_space_from_yaml_and_its_errors():
 
 @pytest.mark.parametrize("n_components, view", [(2, "embedding"), (3, "refit"), (3, "pca")])
 def test_with_view_adds_the_coordinates_fit_map_would_make(n_components, view):
-    from jobs.core.mapping import with_view
+    from latentscape.jobs.core.mapping import with_view
 
     rng = np.random.default_rng(0)
     labels = np.arange(240) % 4

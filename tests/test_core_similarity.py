@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.core.intrinsic import two_nn_dimension
-from jobs.core.probes import (
+from latentscape.jobs.core.intrinsic import two_nn_dimension
+from latentscape.jobs.core.probes import (
     chance_accuracy,
     check_probe_labels,
     knn_agreement,
     probe_accuracy,
 )
-from jobs.core.similarity import (
+from latentscape.jobs.core.similarity import (
     center,
     cka_matrix,
     cka_matrix_gram,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.core.walk import (
+from latentscape.jobs.core.walk import (
     INTERPOLATIONS,
     accuracy_by_group,
     answer_analogies,

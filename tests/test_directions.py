@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.directions import DirectionsConfig, directions
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.runs import load_array, load_table
+from latentscape.jobs.directions import DirectionsConfig, directions
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.runs import load_array, load_table
 
 
 @pytest.mark.parametrize("fixture, layer", [("digits_extraction", 0), ("text_extraction", 6)])
@@ -56,7 +56,7 @@ def test_directions_separate_each_label_from_the_rest(request, fixture, layer):
 
 def _unlabelled_extraction(store) -> str:
     """A finished extract run with no labels (built directly: no model needed)."""
-    from tracking.runs import tracked_run
+    from latentscape.tracking.runs import tracked_run
 
     with tracked_run(store, store.experiment_id("unlabelled"), Kind.EXTRACT, tags={Tag.MODEL: "none"}) as log:
         log.params({Param.MODEL: "none", Param.POOLING: "none"})
@@ -70,7 +70,7 @@ def test_cli_says_in_one_line_that_labels_are_required(store):
     run_id = _unlabelled_extraction(store)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LATENTSCAPE_PROGRESS": "0"}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "directions", "--tracking-uri", store.uri, "--run", run_id, "--layer", "0"],
+        [sys.executable, "-m", "latentscape.jobs.cli", "directions", "--tracking-uri", store.uri, "--run", run_id, "--layer", "0"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 2, done.stderr
@@ -80,7 +80,7 @@ def test_cli_says_in_one_line_that_labels_are_required(store):
 
 
 def test_a_missing_layer_is_a_usage_error(store):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     run_id = _unlabelled_extraction(store)
     assert main(["directions", "--tracking-uri", store.uri, "--run", run_id, "--layer", "3"]) == 2

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.core.pooling import POOLINGS
-from tracking.contract import Artifact, Kind, Metric, Tag
+from latentscape.jobs.core.pooling import POOLINGS
+from latentscape.tracking.contract import Artifact, Kind, Metric, Tag
 
 TEXTS = ["a", "the quick brown fox jumps over the lazy dog", "hello there", "one two three four five six seven"]
 
@@ -35,7 +35,7 @@ def _direct(model_dir, texts, pooling):
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
 @pytest.mark.parametrize("model_fixture", ["tiny_bert", "tiny_gpt2"])
 def test_pooled_embeddings_equal_a_direct_forward(request, model_fixture, pooling):
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     model_dir = request.getfixturevalue(model_fixture)
     encoder = Encoder.load(str(model_dir), device="cpu")
@@ -52,7 +52,7 @@ def test_batches_on_parallel_cores_equal_one_batch_at_a_time(tiny_bert):
     batches run one by one, reports every batch, and leaves torch's thread count as it was."""
     import torch
 
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     texts = [f"text number {i} " + "word " * (i % 7) for i in range(23)]
     encoder = Encoder.load(str(tiny_bert), device="cpu")
@@ -70,9 +70,9 @@ def test_batches_on_parallel_cores_equal_one_batch_at_a_time(tiny_bert):
 
 
 def test_bundled_minilm_matches_a_direct_forward(store):
-    from jobs._embedding import default_model_path
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._embedding import default_model_path
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="demo", limit=20, batch_size=8), store=store)
     extraction = load_extraction(store, result.run_id)
@@ -84,7 +84,7 @@ def test_bundled_minilm_matches_a_direct_forward(store):
 
 
 def test_extract_logs_the_run_contract(store):
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="demo", limit=30), store=store, experiment="contract")
     run = store.client.get_run(result.run_id)
@@ -117,7 +117,7 @@ def test_digits_features_are_layer_zero(digits_extraction):
 def test_loaders_keep_metadata_and_accept_jsonl_and_parquet(tmp_path):
     import pandas as pd
 
-    from jobs.datasets import load_dataset
+    from latentscape.jobs.datasets import load_dataset
 
     frame = pd.DataFrame({"key": ["a", "b", "c"], "body": ["x y", "z", "w v"], "topic": ["p", "q", "p"],
                           "source": ["s1", "s2", "s3"]})
@@ -133,7 +133,7 @@ def test_loaders_keep_metadata_and_accept_jsonl_and_parquet(tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -164,8 +164,8 @@ def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, case):
 
 
 def test_nan_features_in_tabular_data_are_refused():
-    from jobs.datasets import Dataset, _validate
-    from tracking.errors import UsageError
+    from latentscape.jobs.datasets import Dataset, _validate
+    from latentscape.tracking.errors import UsageError
     import pandas as pd
 
     features = np.ones((3, 2), dtype=np.float32)
@@ -190,12 +190,12 @@ def test_json_output_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
 def test_device_pooling_equals_the_numpy_reference(pooling):
-    """The accelerator path pools in torch; it must agree with jobs.core.pooling,
+    """The accelerator path pools in torch; it must agree with latentscape.jobs.core.pooling,
     padding on either side included."""
     import torch
 
-    from jobs._embedding import _pool_on_device
-    from jobs.core.pooling import pool
+    from latentscape.jobs._embedding import _pool_on_device
+    from latentscape.jobs.core.pooling import pool
 
     rng = np.random.default_rng(0)
     states = rng.normal(size=(3, 4, 6, 5)).astype(np.float32)
@@ -228,8 +228,8 @@ def tiny_esm(tmp_path_factory):
 def test_a_protein_language_model_extracts_sequences(store, tmp_path, tiny_esm):
     import pandas as pd
 
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     sequences = ["MKTAYIAKQR", "GAVLIPFMW", "MKTAYIAKQRQISFVKSHFSRQ", "STNQCYDE", "MALWMRLLPLLALLALWG", "KRHDE"]
     pd.DataFrame({"id": [f"p{i}" for i in range(6)], "text": sequences,

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tracking.contract import Metric, Param, Tag
+from latentscape.tracking.contract import Metric, Param, Tag
 
 pytest.importorskip("onnxruntime")
 
@@ -41,7 +41,7 @@ def texts_csv(tmp_path):
 @pytest.mark.parametrize(("model_fixture", "pooling"), [("tiny_bert", "mean"), ("tiny_bert", "cls"),
                                                        ("tiny_bert", "max"), ("tiny_gpt2", "last")])
 def test_onnx_backend_equals_torch_for_every_batch_shape(request, onnx_cache, model_fixture, pooling):
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     encoder = Encoder.load(str(request.getfixturevalue(model_fixture)), device="cpu")
     for batch_size, threads in ((1, 1), (4, None), (2, 3)):  # one batch at a time, one per core, three at once
@@ -54,9 +54,9 @@ def test_onnx_backend_equals_torch_for_every_batch_shape(request, onnx_cache, mo
 
 
 def test_extract_with_onnx_logs_its_check_and_reuses_the_cached_graph(store, onnx_cache, tiny_bert, texts_csv):
-    from jobs._embedding import Encoder
-    from jobs._source import load_extraction
-    from jobs.extract import BACKEND_MIN_CKA, ExtractConfig, extract
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import BACKEND_MIN_CKA, ExtractConfig, extract
 
     config = ExtractConfig(data=str(texts_csv), model=str(tiny_bert), batch_size=8, backend="onnx")
     first = extract(config, store=store)
@@ -96,8 +96,8 @@ def test_extract_with_onnx_logs_its_check_and_reuses_the_cached_graph(store, onn
 
 
 def test_backend_agreement_names_the_layer_that_moved():
-    from jobs.extract import backend_agreement
-    from tracking.errors import UsageError
+    from latentscape.jobs.extract import backend_agreement
+    from latentscape.tracking.errors import UsageError
 
     rng = np.random.default_rng(0)
     reference = {layer: rng.normal(size=(200, 16)).astype(np.float32) for layer in range(3)}
@@ -125,7 +125,7 @@ def test_a_graph_that_disagrees_with_torch_fails_the_run_in_one_line(store, onnx
     import torch
     from transformers import BertConfig, BertModel
 
-    from jobs._embedding import Encoder
+    from latentscape.jobs._embedding import Encoder
 
     torch.manual_seed(1)
     other = tmp_path / "other-bert"
@@ -138,7 +138,7 @@ def test_a_graph_that_disagrees_with_torch_fails_the_run_in_one_line(store, onnx
     shutil.copy(stale, target)
 
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "extract", "--data", str(texts_csv), "--model", str(tiny_bert),
+        [sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", str(texts_csv), "--model", str(tiny_bert),
          "--backend", "onnx", "--tracking-uri", store.uri],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "LATENTSCAPE_PROGRESS": "0"},
     )
@@ -153,8 +153,8 @@ def test_a_graph_that_disagrees_with_torch_fails_the_run_in_one_line(store, onnx
 
 
 def test_onnx_backend_refuses_what_it_cannot_run(store, texts_csv):
-    from jobs.extract import ExtractConfig, extract
-    from tracking.errors import UsageError
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.tracking.errors import UsageError
 
     with pytest.raises(UsageError, match="tabular"):
         extract(ExtractConfig(data="digits", backend="onnx"), store=store)
@@ -166,7 +166,7 @@ def test_onnx_backend_refuses_what_it_cannot_run(store, texts_csv):
 
 
 def test_bundled_minilm_through_onnx_keeps_every_layer(store, onnx_cache):
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="demo", limit=64, backend="onnx"), store=store)
     run = store.client.get_run(result.run_id)

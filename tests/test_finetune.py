@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
 
 TINY = dict(data="demo", limit=200, holdout=0.3, epochs=1, checkpoints=2, batch_size=16, max_length=32,
             learning_rate=1e-3)
@@ -25,7 +25,7 @@ def _no_running(store) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     opened = open_store(f"sqlite:///{tmp_path_factory.mktemp('finetune') / 'mlflow.db'}")
     yield opened
@@ -35,7 +35,7 @@ def tiny_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_training(tiny_store, tiny_bert):
     """One fine-tuning of the tiny BERT (2 checkpoints), extracted and compared."""
-    from jobs.finetune import FinetuneConfig, finetune
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
 
     return finetune(FinetuneConfig(model=str(tiny_bert), **TINY), store=tiny_store, experiment="tiny")
 
@@ -48,7 +48,7 @@ def _children(store, run_id: str) -> list:
 
 # -- cross-model CKA ---------------------------------------------------------------------------
 def test_cross_cka_of_an_extraction_against_itself_is_one_on_the_diagonal(text_extraction):
-    from jobs.core.similarity import cka_matrix, cross_cka
+    from latentscape.jobs.core.similarity import cka_matrix, cross_cka
 
     layers = [text_extraction.embedding(layer) for layer in text_extraction.layers]
     matrix = cross_cka(layers, layers)
@@ -65,9 +65,9 @@ def test_cross_cka_of_an_extraction_against_itself_is_one_on_the_diagonal(text_e
 
 
 def test_cross_cka_matches_an_independent_gram_computation_on_two_checkpoints(tiny_training, tiny_store):
-    from jobs._source import load_extraction
-    from jobs.core.similarity import linear_cka_gram
-    from tracking.runs import load_table
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.similarity import linear_cka_gram
+    from latentscape.tracking.runs import load_table
 
     steps = load_table(tiny_store, tiny_training.run_id, Artifact.CHECKPOINTS)
     first, second = (load_extraction(tiny_store, run_id) for run_id in steps[Column.EXTRACT_RUN])
@@ -84,7 +84,7 @@ def test_cross_cka_matches_an_independent_gram_computation_on_two_checkpoints(ti
 
 # -- one training, one tree -----------------------------------------------------------------------
 def test_checkpoints_extractions_and_comparison_form_one_tree(tiny_training, tiny_store):
-    from tracking.runs import load_table
+    from latentscape.tracking.runs import load_table
 
     run = tiny_store.get_run(tiny_training.run_id)
     assert run.info.status == "FINISHED" and run.data.tags[Tag.KIND] == Kind.FINETUNE
@@ -112,9 +112,9 @@ def test_checkpoints_extractions_and_comparison_form_one_tree(tiny_training, tin
 
 
 def test_a_checkpoint_is_a_safetensors_model_folder_that_loads_again(tiny_training, tiny_store):
-    from jobs._embedding import Encoder
-    from jobs._source import load_extraction
-    from tracking.runs import download, load_table
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs._source import load_extraction
+    from latentscape.tracking.runs import download, load_table
 
     row = load_table(tiny_store, tiny_training.run_id, Artifact.CHECKPOINTS).iloc[-1]
     folder = download(tiny_store, row[Column.RUN_ID], row[Column.PATH])
@@ -132,10 +132,10 @@ def test_a_checkpoint_is_a_safetensors_model_folder_that_loads_again(tiny_traini
 
 # -- errors -----------------------------------------------------------------------------------------
 def test_compare_models_names_the_mismatch_when_sample_sets_differ(tiny_training, tiny_store, tiny_bert):
-    from jobs.compare_models import CompareModelsConfig, compare_models
-    from jobs.extract import ExtractConfig, extract
-    from tracking.errors import UsageError
-    from tracking.runs import load_table
+    from latentscape.jobs.compare_models import CompareModelsConfig, compare_models
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.tracking.errors import UsageError
+    from latentscape.tracking.runs import load_table
 
     base = load_table(tiny_store, tiny_training.run_id, Artifact.CHECKPOINTS)[Column.EXTRACT_RUN].iloc[0]
     other = extract(ExtractConfig(data="demo", limit=50, model=str(tiny_bert), max_length=32), store=tiny_store,
@@ -155,7 +155,7 @@ def test_compare_models_names_the_mismatch_when_sample_sets_differ(tiny_training
     (["compare-models", "--runs", "0123456789abcdef0123456789abcdef"], "no run with id"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_running_run(store, tiny_bert, capsys, argv, message):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     argv = [str(tiny_bert) if part == "TINY" else part for part in argv]
     code = main([*argv, "--tracking-uri", store.uri])
@@ -167,8 +167,8 @@ def test_bad_input_is_one_line_exit_2_and_no_running_run(store, tiny_bert, capsy
 
 # -- freezing, Ctrl-C, resume -------------------------------------------------------------------------
 def test_freeze_below_keeps_the_lower_layers_as_the_base_has_them(store, tiny_bert):
-    from jobs._source import load_extraction
-    from jobs.finetune import FinetuneConfig, finetune
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
 
     result = finetune(FinetuneConfig(model=str(tiny_bert), **{**TINY, "checkpoints": 1}, freeze_below=2,
                                      compare=False), store=store, experiment="frozen")
@@ -180,9 +180,9 @@ def test_freeze_below_keeps_the_lower_layers_as_the_base_has_them(store, tiny_be
 
 
 def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_last(store, tiny_bert, monkeypatch):
-    import jobs._finetune as loop
-    from jobs.finetune import FinetuneConfig, finetune
-    from tracking.runs import load_table
+    import latentscape.jobs._finetune as loop
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
+    from latentscape.tracking.runs import load_table
 
     config = FinetuneConfig(model=str(tiny_bert), **{**TINY, "checkpoints": 3}, extract=False, compare=False)
     original = loop.learning_rate_at
@@ -229,7 +229,7 @@ def test_finetuning_minilm_on_demo_moves_the_top_layer_most_and_sharpens_it(stor
     """Merchant et al. (2020) on the bundled MiniLM: after a short fine-tuning the first
     block stays closer to the base than the last, and the last layer's held-out probe
     accuracy rises above the base's."""
-    from jobs.finetune import FinetuneConfig, finetune
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
 
     result = finetune(FinetuneConfig(data="demo", limit=300, holdout=0.4, learning_rate=2e-4, checkpoints=1,
                                      batch_size=16, max_length=64, threads=1), store=store, experiment="demo-finetune")
@@ -240,7 +240,7 @@ def test_finetuning_minilm_on_demo_moves_the_top_layer_most_and_sharpens_it(stor
 
 # -- the Training page ---------------------------------------------------------------------------------
 def test_training_charts_order_checkpoints_and_transpose_a_reversed_pair():
-    from ui.charts import training as charts
+    from latentscape.ui.charts import training as charts
 
     table = pd.DataFrame({Column.RUN_ID: ["c", "c", "a", "a", "b", "b"], Column.STEP: [20, 20, 0, 0, 10, 10],
                           Column.CHECKPOINT: ["step 20", "step 20", "base", "base", "step 10", "step 10"],
@@ -265,7 +265,7 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from tracking.runs import load_table
+    from latentscape.tracking.runs import load_table
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny_store.uri)
     monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
@@ -295,8 +295,8 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
 
 
 def test_overview_lists_each_run_under_its_parent():
-    from tracking.contract import CatalogColumn as C
-    from ui.charts import overview as charts
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.ui.charts import overview as charts
 
     runs = pd.DataFrame({  # newest first, as the catalog lists them
         C.RUN_ID: ["other", "cmp", "ck2", "ck1", "train", "orphan"],
@@ -314,7 +314,7 @@ def test_overview_lists_each_run_under_its_parent():
 def test_compare_models_command_takes_a_finetune_run_for_its_checkpoints(tiny_training, tiny_store, capsys):
     import json
 
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     code = main(["compare-models", "--runs", tiny_training.run_id, "--probe-folds", "2", "--json",
                  "--tracking-uri", tiny_store.uri])

@@ -12,14 +12,14 @@ import zlib
 import numpy as np
 import pytest
 
-from jobs.interpolate import ARITHMETIC_METHOD, InterpolateConfig, interpolate
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import download, load_table
+from latentscape.jobs.interpolate import ARITHMETIC_METHOD, InterpolateConfig, interpolate
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import download, load_table
 
 
 def _read_png(content: bytes) -> np.ndarray:
-    """Decode the 8-bit grayscale PNGs that jobs._images writes (filter 0 only)."""
+    """Decode the 8-bit grayscale PNGs that latentscape.jobs._images writes (filter 0 only)."""
     assert content[:8] == b"\x89PNG\r\n\x1a\n"
     width, height, depth, colour = struct.unpack(">IIBB", content[16:26])
     assert (depth, colour) == (8, 0)
@@ -36,7 +36,7 @@ def _read_png(content: bytes) -> np.ndarray:
 
 
 def test_png_encoder_round_trips():
-    from jobs._images import png_bytes, strip, vector_image
+    from latentscape.jobs._images import png_bytes, strip, vector_image
 
     image = vector_image(np.arange(64.0), lo=0, hi=63)
     assert image.shape == (64, 64) and image[0, 0] == 255 and image[-1, -1] == 0  # ink is dark
@@ -156,7 +156,7 @@ def test_bad_requests_fail_before_a_run_exists(digits_extraction, text_extractio
 def test_cli_says_in_one_line_that_tabular_data_cannot_embed_text(digits_extraction):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LATENTSCAPE_PROGRESS": "0"}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "interpolate", "--tracking-uri", digits_extraction.store.uri,
+        [sys.executable, "-m", "latentscape.jobs.cli", "interpolate", "--tracking-uri", digits_extraction.store.uri,
          "--run", digits_extraction.run_id, "--layer", "0", "--from", "digit-0000", "--to", "a seven"],
         capture_output=True, text=True, env=env, timeout=120,
     )

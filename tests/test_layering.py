@@ -1,4 +1,4 @@
-"""The layers hold: jobs/ and ui/ reach MLflow only through tracking/ (tracking.runs'
+"""The layers hold: jobs/ and ui/ reach MLflow only through tracking/ (latentscape.tracking.runs'
 Store, tracked_run, attach, find_runs), never a client of their own or a filter string."""
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.layers import CURVES, LABELLED_CURVES, NONE, LayerFindings, LayersConfig, findings, layers
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import load_table, tracked_run
+from latentscape.jobs.layers import CURVES, LABELLED_CURVES, NONE, LayerFindings, LayersConfig, findings, layers
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import load_table, tracked_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_layers_cluster_scores_are_kmeans_on_the_layer_and_the_map_jobs_ami(laye
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_mutual_info_score
 
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
 
     extraction, result = layers_run
     table = load_table(extraction.store, result.run_id, Artifact.LAYER_SUMMARY)
@@ -119,9 +119,9 @@ def test_layers_cluster_scores_are_kmeans_on_the_layer_and_the_map_jobs_ami(laye
 
 
 def test_unlabelled_data_skips_label_scores_with_a_note(store, tmp_path, tiny_bert):
-    from jobs._source import load_extraction
-    from jobs.datasets import load_dataset
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.datasets import load_dataset
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     texts = load_dataset("demo", limit=40).texts
     path = tmp_path / "plain.csv"
@@ -157,7 +157,7 @@ def test_cli_rejects_a_run_that_is_not_an_extraction(store):
     with tracked_run(store, store.experiment_id(), Kind.MAP) as log:
         not_an_extraction = log.run_id
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "layers", "--run", not_an_extraction, "--tracking-uri", store.uri],
+        [sys.executable, "-m", "latentscape.jobs.cli", "layers", "--run", not_an_extraction, "--tracking-uri", store.uri],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
         env={**os.environ, "LATENTSCAPE_PROGRESS": "0"},
     )

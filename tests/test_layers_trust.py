@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from jobs.layers import LayersConfig, layers
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.runs import load_table, tracked_run
+from latentscape.jobs.layers import LayersConfig, layers
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import load_table, tracked_run
 
 
 def _history(store, run_id: str, name: str) -> dict[int, float]:
@@ -19,7 +19,7 @@ def _history(store, run_id: str, name: str) -> dict[int, float]:
 def test_seeds_give_the_mean_and_spread_of_the_ami_per_layer(text_extraction):
     from dataclasses import replace
 
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
 
     store = text_extraction.store
     result = layers(LayersConfig(run=text_extraction.run_id, map_reducer="pca", map_clusterer="kmeans", seeds=3,
@@ -55,7 +55,7 @@ def test_seeds_must_be_positive():
 @pytest.fixture
 def poolings(store, tiny_bert):
     """One tiny model's extractions of the same 60 demo sentences with three poolings."""
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     runs = {pooling: extract(ExtractConfig(data="demo", limit=60, model=str(tiny_bert), pooling=pooling),
                              store=store).run_id
@@ -64,8 +64,8 @@ def poolings(store, tiny_bert):
 
 
 def test_poolings_are_compared_in_one_run(poolings):
-    from jobs._source import load_extraction
-    from jobs.core.probes import probe_accuracy
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.probes import probe_accuracy
 
     store, runs = poolings
     result = layers(LayersConfig(run=runs["mean"], compare_poolings=True, map_reducer="pca",
@@ -116,7 +116,7 @@ def test_pooling_comparison_refuses_what_cannot_be_compared(poolings, digits_ext
 
 
 def test_pooling_comparison_without_siblings_says_how_to_make_them(store, tiny_bert):
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     run = extract(ExtractConfig(data="demo", limit=40, model=str(tiny_bert)), store=store).run_id
     with pytest.raises(UsageError, match="--pooling cls"):
@@ -139,8 +139,8 @@ def test_aligned_maps_step_through_layers_without_jumping(text_extraction):
     run = store.client.get_run(result.run_id)
     assert run.data.params[Param.ALIGNED_MAPS] == "True" and Metric.ALIGNED_SECONDS in run.data.metrics
     # The last two layers move less between aligned maps than between independent ones.
-    from jobs.core.mapping import data_shape, resolve_config
-    from jobs.core.reduce import REDUCERS
+    from latentscape.jobs.core.mapping import data_shape, resolve_config
+    from latentscape.jobs.core.reduce import REDUCERS
 
     coords = [frame[frame[Column.LAYER] == layer][[Column.X, Column.Y]].to_numpy() for layer in (5, 6)]
     x5, x6 = text_extraction.embedding(5), text_extraction.embedding(6)
@@ -151,8 +151,8 @@ def test_aligned_maps_step_through_layers_without_jumping(text_extraction):
 
 
 def test_cli_flags_reach_the_config(monkeypatch):
-    import jobs.layers as module
-    from jobs.cli import build_parser
+    import latentscape.jobs.layers as module
+    from latentscape.jobs.cli import build_parser
 
     seen = {}
 
@@ -160,7 +160,7 @@ def test_cli_flags_reach_the_config(monkeypatch):
         seen["config"] = config
 
     monkeypatch.setattr(module, "layers", record)
-    monkeypatch.setattr("tracking.runs.open_store", lambda uri: None)
+    monkeypatch.setattr("latentscape.tracking.runs.open_store", lambda uri: None)
     args = build_parser().parse_args(["layers", "--run", "R", "--seeds", "4", "--pooling-runs", "A", "B",
                                       "--aligned-maps", "--aligned-epochs", "50"])
     args.handler(args)

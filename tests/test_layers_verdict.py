@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from jobs.core.verdict import collapse_reason, layer_verdict, matched_hdbscan_params, mean_interval
-from jobs.layers import LayersConfig, layers
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.runs import load_table
+from latentscape.jobs.core.verdict import collapse_reason, layer_verdict, matched_hdbscan_params, mean_interval
+from latentscape.jobs.layers import LayersConfig, layers
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.runs import load_table
 
 
 # -- the pure core ---------------------------------------------------------------------
@@ -80,8 +80,8 @@ def demo_layers(text_extraction):
 @pytest.fixture(scope="module")
 def wordnet_extraction(session_store):
     """400 WordNet noun definitions in 10 classes (40 each) through the bundled MiniLM."""
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="wordnet", limit=400, batch_size=32), store=session_store,
                      experiment="wordnet")
@@ -153,15 +153,15 @@ def test_where_default_hdbscan_collapses_the_warning_names_it_and_the_default_cu
 
 @pytest.fixture(scope="module")
 def digits_300(session_store):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits", limit=300), store=session_store, experiment="verdict-digits")
     return load_extraction(session_store, result.run_id)
 
 
 def test_a_collapsed_map_is_tagged_and_says_the_fix_in_one_stderr_line(digits_300, store, capsys):
-    from jobs.map import MapRequest, map_layer
+    from latentscape.jobs.map import MapRequest, map_layer
 
     # k-means told to find 3 clusters among 10 digit classes: collapsed by construction.
     request = MapRequest(run=digits_300.run_id, layer=0, reducer="pca", clusterer="kmeans",
@@ -180,7 +180,7 @@ def test_a_collapsed_map_is_tagged_and_says_the_fix_in_one_stderr_line(digits_30
 
 
 def test_a_sweep_whose_best_map_collapsed_is_tagged(digits_300):
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     config = SweepConfig(run=digits_300.run_id, trials=2, reducer="pca", clusterer="kmeans", progress=False,
                          fixed={Param.clusterer_param("n_clusters"): 2})
@@ -209,7 +209,7 @@ def test_tune_sweeps_every_layer_as_child_runs_and_logs_the_held_out_score(digit
 
 
 def test_tune_settings_are_checked_before_any_run(digits_300):
-    from tracking.errors import UsageError
+    from latentscape.tracking.errors import UsageError
 
     with pytest.raises(UsageError, match="--tune"):
         LayersConfig(run="x", holdout=0.3)

@@ -10,15 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.core.scores import SCORE_NAMES
-from tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.jobs.core.scores import SCORE_NAMES
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 
 FAST = {Param.reducer_param("n_epochs"): 60}
 
 
 def _extract_digits(store, limit=None):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="maps")
     return load_extraction(store, result.run_id)
@@ -27,8 +27,8 @@ def _extract_digits(store, limit=None):
 def test_default_map_of_digits_reaches_ami_085(digits_extraction):
     """Raw digits features, UMAP + HDBSCAN with the job's defaults (what `latentscape map`
     resolves when given no settings)."""
-    from jobs.core.mapping import fit_map
-    from jobs.map import MapRequest, resolve_for
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.map import MapRequest, resolve_for
 
     layer, config = resolve_for(digits_extraction, MapRequest(run=digits_extraction.run_id))
     assert layer == 0 and config.reducer == "umap" and config.clusterer == "hdbscan"
@@ -38,7 +38,7 @@ def test_default_map_of_digits_reaches_ami_085(digits_extraction):
 
 
 def test_map_run_follows_the_contract_and_replays_exactly(store):
-    from jobs.map import MapRequest, map_layer, replay
+    from latentscape.jobs.map import MapRequest, map_layer, replay
 
     extraction = _extract_digits(store, limit=400)
     request = MapRequest(run=extraction.run_id, layer=0, reducer_params={"n_epochs": "60", "n_components": "3"},
@@ -57,7 +57,7 @@ def test_map_run_follows_the_contract_and_replays_exactly(store):
     assert all(metrics[name] >= 0 for name in (Metric.REDUCE_SECONDS, Metric.CLUSTER_SECONDS, Metric.SCORE_SECONDS))
     assert 0 < metrics[Metric.AMI] <= 1
 
-    from tracking.runs import download, load_table
+    from latentscape.tracking.runs import download, load_table
 
     frame = load_table(store, result.run_id, Artifact.MAP)
     assert list(frame.columns[:6]) == [Column.SAMPLE_ID, Column.X, Column.Y, Column.CLUSTER, Column.LABEL, Column.TEXT]
@@ -78,7 +78,7 @@ def test_map_run_follows_the_contract_and_replays_exactly(store):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -94,7 +94,7 @@ BAD_SETTINGS = {
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
     """A store with a 200-sample digits extraction, for command-line tests."""
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     folder = tmp_path_factory.mktemp("map-cli")
     store = open_store(f"sqlite:///{folder / 'mlflow.db'}")

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from jobs.core.scores import LABEL_SCORES, SCORE_NAMES
-from tracking.contract import Kind, Metric, Param, Tag
+from latentscape.jobs.core.scores import LABEL_SCORES, SCORE_NAMES
+from latentscape.tracking.contract import Kind, Metric, Param, Tag
 
 CLUSTERED = tuple(name + Metric.CLUSTERED_SUFFIX for name in LABEL_SCORES)
 
@@ -17,9 +17,9 @@ CLUSTERED = tuple(name + Metric.CLUSTERED_SUFFIX for name in LABEL_SCORES)
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """A store with a 300-sample digits extraction."""
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
-    from tracking.runs import open_store
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.tracking.runs import open_store
 
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('map-trust') / 'mlflow.db'}")
     extraction = load_extraction(store, extract(ExtractConfig(data="digits", limit=300), store=store).run_id)
@@ -29,13 +29,13 @@ def digits(tmp_path_factory):
 
 
 def _request(extraction, **kwargs):
-    from jobs.map import MapRequest
+    from latentscape.jobs.map import MapRequest
 
     return MapRequest(run=extraction.run_id, layer=0, reducer="pca", clusterer="kmeans", **kwargs)
 
 
 def test_every_label_score_has_its_chance_level_p_value_and_interval(digits):
-    from jobs.map import map_layer
+    from latentscape.jobs.map import map_layer
 
     store, extraction = digits
     result = map_layer(_request(extraction, seed=5), store=store)
@@ -58,9 +58,9 @@ def test_every_label_score_has_its_chance_level_p_value_and_interval(digits):
 def test_seeds_give_mean_spread_and_agreement_and_everything_replays(digits):
     from dataclasses import replace
 
-    from jobs.core.mapping import fit_map
-    from jobs.map import map_layer, replay, resolve_for
-    from jobs._trust import TrustSettings
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.map import map_layer, replay, resolve_for
+    from latentscape.jobs._trust import TrustSettings
 
     store, extraction = digits
     request = _request(extraction, seed=1, trust=TrustSettings(permutations=30, bootstrap=40, seeds=3))
@@ -89,8 +89,8 @@ def test_seeds_give_mean_spread_and_agreement_and_everything_replays(digits):
 
 
 def test_trust_flags_are_checked_before_any_run(digits):
-    from jobs.cli import build_parser
-    from tracking.errors import UsageError
+    from latentscape.jobs.cli import build_parser
+    from latentscape.tracking.errors import UsageError
 
     store, extraction = digits
     args = build_parser().parse_args(["map", "--run", extraction.run_id, "--seeds", "0", "--tracking-uri", store.uri])
@@ -102,7 +102,7 @@ def test_trust_flags_are_checked_before_any_run(digits):
 
 
 def _cli_map(capsys, *argv):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     code = main(["map", *argv, "--json"])
     captured = capsys.readouterr()
@@ -111,7 +111,7 @@ def _cli_map(capsys, *argv):
 
 
 def test_the_tutorial_preset_and_its_pooling_check(store, tiny_bert, capsys):
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     mean = extract(ExtractConfig(data="demo", limit=60, model=str(tiny_bert)), store=store).run_id
     cls = extract(ExtractConfig(data="demo", limit=60, model=str(tiny_bert), pooling="cls"), store=store).run_id

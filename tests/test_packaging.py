@@ -1,9 +1,11 @@
-"""The generic top-level names resolve to this project, and the CLI is wired up."""
+"""The install claims one top-level name, `latentscape`, and the CLI is wired up."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,38 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tracking", "ui", "jobs"])
-def test_top_level_packages_are_this_project(name):
-    module = __import__(name)
-    assert Path(module.__file__).resolve().parent == REPO / name
+def _wheel_top_level(tmp_path) -> set[str]:
+    """The top-level names a regular (non-editable) install of this project writes."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("latentscape-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return {name.split("/")[0] for name in archive.namelist()}
+
+
+def test_the_install_claims_one_top_level_name(tmp_path):
+    top = _wheel_top_level(tmp_path / "wheel")
+    dist_info = {name for name in top if name.endswith(".dist-info")}
+    assert top - dist_info == {"latentscape"}, sorted(top)
+    # Import every installed top-level module the distribution declares, from a folder where
+    # the repository's own folders cannot shadow the install: only `latentscape` is there,
+    # and its parts are the repository's folders.
+    code = ("import importlib, importlib.metadata as md, json\n"
+            "names = md.distribution('latentscape').read_text('top_level.txt').split()\n"
+            "found = {n: importlib.import_module(n).__name__ for n in names}\n"
+            "parts = {p: importlib.import_module(f'latentscape.{p}').__file__ for p in ('jobs', 'tracking', 'ui')}\n"
+            "generic = []\n"
+            "for name in ('jobs', 'tracking', 'ui', 'api'):\n"
+            "    try:\n        importlib.import_module(name); generic.append(name)\n"
+            "    except ModuleNotFoundError:\n        pass\n"
+            "print(json.dumps({'found': found, 'parts': parts, 'generic': generic}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["found"] == {"latentscape": "latentscape"}
+    assert answer["generic"] == []
+    for part, origin in answer["parts"].items():
+        assert Path(origin).resolve() == REPO / part / "__init__.py"
 
 
 def test_tests_and_docker_are_not_installed_packages():
@@ -26,7 +56,7 @@ def test_tests_and_docker_are_not_installed_packages():
 
 
 def test_every_sub_command_has_help():
-    from jobs.cli import build_parser
+    from latentscape.jobs.cli import build_parser
 
     parser = build_parser()
     choices = parser._subparsers._group_actions[0].choices
@@ -38,7 +68,7 @@ def test_every_sub_command_has_help():
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, jobs.cli; jobs.cli.build_parser(); "
+    code = ("import sys, latentscape.jobs.cli; latentscape.jobs.cli.build_parser(); "
             "heavy = [m for m in ('torch', 'umap', 'numba', 'transformers', 'optuna', 'streamlit') if m in sys.modules]; "
             "print(','.join(heavy))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Tag
-from tracking.errors import UsageError
-from tracking.runs import load_array, load_table, open_store, tracked_run
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import load_array, load_table, open_store, tracked_run
 
 
 def _only_run(store):
@@ -46,8 +46,8 @@ def test_sigterm_ends_killed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent(f"""
         import time
-        from tracking.contract import Kind
-        from tracking.runs import open_store, tracked_run
+        from latentscape.tracking.contract import Kind
+        from latentscape.tracking.runs import open_store, tracked_run
         store = open_store({uri!r})
         with tracked_run(store, store.experiment_id(), Kind.SWEEP):
             print("started", flush=True)
@@ -79,8 +79,8 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
     its experiment, and neither loses or blocks the other's runs."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent(f"""
-        from tracking.contract import Kind
-        from tracking.runs import open_store, tracked_run
+        from latentscape.tracking.contract import Kind
+        from latentscape.tracking.runs import open_store, tracked_run
         store = open_store({uri!r})
         experiment = store.experiment_id("shared")
         for i in range(60):
@@ -101,7 +101,7 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
 
 
 def test_background_runs_end_like_tracked_runs_and_surface_write_errors(store):
-    from tracking.runs import RunWriter, background_run
+    from latentscape.tracking.runs import RunWriter, background_run
 
     writer = RunWriter(store.client)
     experiment = store.experiment_id()
@@ -153,7 +153,7 @@ def test_find_runs_matches_values_holding_quotes(store):
 
 
 def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
-    from tracking.runs import attach
+    from latentscape.tracking.runs import attach
 
     experiment = store.experiment_id()
     with tracked_run(store, experiment, Kind.SWEEP, run_name="sweep") as log:
@@ -175,7 +175,7 @@ def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
 
 
 def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
-    from tracking.runs import end_stale_runs
+    from latentscape.tracking.runs import end_stale_runs
 
     experiment = store.experiment_id()
     with tracked_run(store, experiment, Kind.SWEEP) as parent:

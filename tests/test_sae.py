@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs._sae import SaeSettings, load_sae, split_rows, train_sae
-from jobs.core.sae_scores import (
+from latentscape.jobs._sae import SaeSettings, load_sae, split_rows, train_sae
+from latentscape.jobs.core.sae_scores import (
     dead_fraction,
     feature_label_auc,
     l0,
@@ -17,9 +17,9 @@ from jobs.core.sae_scores import (
     reconstruction,
     top_rows,
 )
-from jobs.sae import SaeConfig, sae
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
-from tracking.runs import download, load_table
+from latentscape.jobs.sae import SaeConfig, sae
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.tracking.runs import download, load_table
 
 EXPERIMENT = "sae-tests"  # beside the shared extractions, in an experiment of its own
 FAST = dict(features=256, k=16, epochs=8, batch_size=64)  # 240 x 384 rows: ~1-2 s
@@ -67,7 +67,7 @@ def test_scores_on_hand_made_codes():
 @pytest.fixture(scope="module")
 def sae_run(text_extraction):
     """An sae run at layer 6 beside a directions run of the same layer."""
-    from jobs.directions import DirectionsConfig, directions
+    from latentscape.jobs.directions import DirectionsConfig, directions
 
     store = text_extraction.store
     directions_run = directions(DirectionsConfig(run=text_extraction.run_id, layer=6, methods=("mean_difference",)),
@@ -156,7 +156,7 @@ def test_tokens_train_on_token_activations_of_the_runs_model(text_extraction):
     ("digits_extraction", ["--layer", "0", "--tokens"], "no model to re-extract token activations"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run(request, capsys, fixture, extra, words):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     extraction = request.getfixturevalue(fixture)
     store = extraction.store
@@ -171,9 +171,9 @@ def test_bad_input_is_one_line_exit_2_and_no_run(request, capsys, fixture, extra
 
 # -- sweep --target sae ------------------------------------------------------------------
 def test_sweep_searches_sae_settings_with_child_trials_resume_and_replay(store):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     extraction = load_extraction(store, extract(ExtractConfig(data="digits", limit=300), store=store).run_id)
     space = {"target": "sae", "params": {Param.FEATURES: {"low": 64, "high": 256, "log": True},

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.core import scores as core
-from jobs.core import trust
-from tracking import scores as registry
-from tracking.contract import Metric
+from latentscape.jobs.core import scores as core
+from latentscape.jobs.core import trust
+from latentscape.tracking import scores as registry
+from latentscape.tracking.contract import Metric
 
 
 def test_every_registered_score_has_its_functions():
@@ -42,7 +42,7 @@ def test_registry_fields_are_well_formed():
 
 
 def test_derived_lists_equal_the_hand_written_ones():
-    from jobs.map import KEY_SCORES
+    from latentscape.jobs.map import KEY_SCORES
 
     label = (Metric.MUTUAL_INFO, Metric.NMI, Metric.AMI, Metric.ARI, Metric.HOMOGENEITY, Metric.COMPLETENESS,
              Metric.V_MEASURE)
@@ -58,14 +58,14 @@ def test_derived_lists_equal_the_hand_written_ones():
                           Metric.TRUSTWORTHINESS, Metric.KNN_PRESERVATION)
     assert registry.ON_MAP == (Metric.AMI, Metric.NMI, Metric.N_CLUSTERS, Metric.NOISE_FRACTION,
                                Metric.TRUSTWORTHINESS)
-    from ui.views import sweeps
+    from latentscape.ui.views import sweeps
 
     assert sweeps.HELD_OUT_SCORES == (Metric.AMI, Metric.NMI, Metric.MUTUAL_INFO, Metric.ARI, Metric.V_MEASURE)
 
 
 def test_ui_and_jobs_lists_are_the_registry_s():
-    from jobs.map import KEY_SCORES
-    from ui.views import maps
+    from latentscape.jobs.map import KEY_SCORES
+    from latentscape.ui.views import maps
 
     assert KEY_SCORES is registry.SUMMARY
     assert maps.ON_MAP is registry.ON_MAP

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from jobs.search import place_by_neighbours, search
-from tracking.contract import Column
+from latentscape.jobs.search import place_by_neighbours, search
+from latentscape.tracking.contract import Column
 
 
 def test_a_samples_own_text_finds_it_first_at_distance_zero(text_extraction):
@@ -39,7 +39,7 @@ def test_placement_is_on_an_exact_neighbour_and_inside_the_neighbours_otherwise(
 
 
 def test_search_cli_errors_and_json(text_extraction, digits_extraction):
-    base = [sys.executable, "-m", "jobs.cli", "search", "--tracking-uri", text_extraction.store.uri]
+    base = [sys.executable, "-m", "latentscape.jobs.cli", "search", "--tracking-uri", text_extraction.store.uri]
     done = subprocess.run([*base, "--run", text_extraction.run_id, "--text", "soup"], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and "pass --layer" in done.stderr and len(done.stderr.strip().splitlines()) == 1

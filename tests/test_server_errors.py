@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tracking.errors import server_error
+from latentscape.tracking.errors import server_error
 
 REPO = Path(__file__).resolve().parents[1]
 URI = "http://mlflow.example:5000"
@@ -60,7 +60,7 @@ def _free_port() -> int:
 def _latentscape(*args: str, uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LATENTSCAPE_PROGRESS": "0", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args, "--tracking-uri", uri], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *args, "--tracking-uri", uri], capture_output=True,
                           text=True, cwd=REPO, timeout=120, env=env)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import Kind, Tag
+from latentscape.tracking.contract import Kind, Tag
 
 EXPERIMENT = "backends"
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
@@ -68,7 +68,7 @@ def _databases(postgres, *suffixes: str):
 
 
 def _optuna_storage(url: str) -> str:
-    from tracking.server import ensure_optuna_storage
+    from latentscape.tracking.server import ensure_optuna_storage
 
     ensure_optuna_storage(url)  # database and tables made once, before any worker opens it
     return url
@@ -90,7 +90,7 @@ def _file(tmp: Path, postgres):
 def _postgres(tmp: Path, postgres):
     from mlflow.tracking import MlflowClient
 
-    from tracking.server import database_url, ensure_database
+    from latentscape.tracking.server import database_url, ensure_database
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         uri = database_url(postgres.url(store_db))
@@ -110,14 +110,14 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _http(tmp: Path, postgres):
     """``latentscape server`` on fresh PostgreSQL databases; clients log in as its admin."""
-    from tracking.server import DEFAULT_ADMIN
+    from latentscape.tracking.server import DEFAULT_ADMIN
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LATENTSCAPE_"))}
         env.update(MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
                    PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "jobs.cli", "server", "--backend-store-uri", postgres.url(store_db),
+        command = [sys.executable, "-m", "latentscape.jobs.cli", "server", "--backend-store-uri", postgres.url(store_db),
                    "--artifacts-destination", str(tmp / "artifacts"), "--port", str(port), "--workers", "1",
                    "--allowed-hosts", "127.0.0.1:*,localhost:*"]
         log = tmp / "server.log"
@@ -156,9 +156,9 @@ def backend(request, tmp_path_factory, postgres):
 
 @pytest.fixture
 def backend_store(backend, monkeypatch):
-    """A ``tracking.runs.Store`` on ``backend``, its client's environment set for this test
+    """A ``latentscape.tracking.runs.Store`` on ``backend``, its client's environment set for this test
     only; the test fails if it leaves a run of the experiment RUNNING."""
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     for name, value in backend.env.items():
         monkeypatch.setenv(name, value)
@@ -181,7 +181,7 @@ def _case() -> dict[str, str]:
 
 # -- runs ---------------------------------------------------------------------------
 def test_a_run_logs_everything_and_ends_finished(backend_store):
-    from tracking.runs import load_table, tracked_run
+    from latentscape.tracking.runs import load_table, tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -206,7 +206,7 @@ def test_a_run_logs_everything_and_ends_finished(backend_store):
 
 
 def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
-    from tracking.runs import tracked_run
+    from latentscape.tracking.runs import tracked_run
 
     store = backend_store
     with pytest.raises(RuntimeError, match="boom"):
@@ -219,7 +219,7 @@ def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
 
 
 def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
-    from tracking.runs import tracked_run
+    from latentscape.tracking.runs import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -244,7 +244,7 @@ def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
 
 
 def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
-    from tracking.runs import attach, tracked_run
+    from latentscape.tracking.runs import attach, tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -269,9 +269,9 @@ def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
 
 # -- catalog ------------------------------------------------------------------------
 def test_the_catalog_syncs_runs_and_queries_return_them(backend_store, tmp_path):
-    from tracking import queries
-    from tracking.catalog import Catalog
-    from tracking.runs import tracked_run
+    from latentscape.tracking import queries
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.runs import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -311,8 +311,8 @@ def test_the_catalog_syncs_runs_and_queries_return_them(backend_store, tmp_path)
 
 # -- sweep --------------------------------------------------------------------------
 def test_a_small_sweep_completes_with_its_trials_as_children(backend, backend_store):
-    from jobs.extract import ExtractConfig, extract
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     store = backend_store
     extraction = extract(ExtractConfig(data="digits", limit=120), store=store, experiment=EXPERIMENT)

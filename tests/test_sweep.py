@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from jobs.core.scores import SCORE_NAMES
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.jobs.core.scores import SCORE_NAMES
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
 
 N_EPOCHS = {Param.reducer_param("n_epochs"): 30}
 
 
 def _extract_digits(store, limit=None):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="sweeps")
     return load_extraction(store, result.run_id)
@@ -36,7 +36,7 @@ def _runs(store, kind, **filters):
 def _study(store, study_name):
     import optuna
 
-    from tracking.studies import default_storage
+    from latentscape.tracking.studies import default_storage
 
     return optuna.load_study(study_name=study_name, storage=default_storage(store.uri))
 
@@ -48,9 +48,9 @@ def _states(study):
 
 
 def test_sweep_logs_trials_as_children_and_keeps_the_best_map(store):
-    from jobs.map import replay
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.runs import load_table
+    from latentscape.jobs.map import replay
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.runs import load_table
 
     extraction = _extract_digits(store, limit=300)
     result = sweep(SweepConfig(run=extraction.run_id, trials=5, fixed=N_EPOCHS), store=store)
@@ -99,8 +99,8 @@ def test_sweep_logs_trials_as_children_and_keeps_the_best_map(store):
 
 
 def test_bad_sweep_settings_fail_before_any_run(store, tmp_path):
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.errors import UsageError
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.errors import UsageError
 
     extraction = _extract_digits(store, limit=100)
     (tmp_path / "space.yaml").write_text("params:\n  reducer.n_neighbors: {low: 5, high: 500}\n")
@@ -121,7 +121,7 @@ def test_bad_sweep_settings_fail_before_any_run(store, tmp_path):
 
 
 def _sweep_command(store, run_id, *extra):
-    return [sys.executable, "-m", "jobs.cli", "sweep", "--tracking-uri", store.uri, "--run", run_id, *extra]
+    return [sys.executable, "-m", "latentscape.jobs.cli", "sweep", "--tracking-uri", store.uri, "--run", run_id, *extra]
 
 
 def _wait(condition, timeout, what):
@@ -194,7 +194,7 @@ def test_two_processes_share_one_study(store, tmp_path):
     finished = [t for t in trials if t.info.status == "FINISHED"]
     assert len(finished) == 8 and len({t.data.tags[Tag.TRIAL_NUMBER] for t in finished}) == 8
     assert {t.data.tags[MLFLOW_PARENT_RUN_ID] for t in trials} == {sweep_run.info.run_id}
-    from tracking.runs import load_table
+    from latentscape.tracking.runs import load_table
 
     table = load_table(store, sweep_run.info.run_id, Artifact.TRIALS)
     assert (table[Column.STATE] == "COMPLETE").sum() == 8
@@ -209,7 +209,7 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
 
     import optuna
 
-    from tracking.studies import open_storage
+    from latentscape.tracking.studies import open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="queue", storage=open_storage(url, 5, None))
@@ -233,9 +233,9 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
 
 @pytest.mark.slow
 def test_digits_sweep_of_30_trials_is_at_least_the_default_map(store):
-    from jobs.core.mapping import fit_map
-    from jobs.map import MapRequest, resolve_for
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.map import MapRequest, resolve_for
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     extraction = _extract_digits(store)
     _, config = resolve_for(extraction, MapRequest(run=extraction.run_id))
@@ -247,7 +247,7 @@ def test_digits_sweep_of_30_trials_is_at_least_the_default_map(store):
 
 
 def test_cli_space_file_errors_are_one_line(store, tmp_path, capsys):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     extraction = _extract_digits(store, limit=100)
     (tmp_path / "bad.yaml").write_text("params: [unclosed\n")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.core.scores import LABEL_SCORES, label_scores
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
+from latentscape.jobs.core.scores import LABEL_SCORES, label_scores
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
 
 FAST = dict(reducer="pca", clusterer="kmeans", trials=4, progress=False)
 
 
 def _extract_digits(store, limit=300):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="sweeps")
     return load_extraction(store, result.run_id)
@@ -27,10 +27,10 @@ def _trials(store, sweep_run_id: str) -> list:
 
 
 def test_holdout_tunes_on_one_part_and_reports_the_other(store):
-    from jobs._trust import split_for
-    from jobs.map import replay
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.runs import load_table
+    from latentscape.jobs._trust import split_for
+    from latentscape.jobs.map import replay
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.runs import load_table
 
     extraction = _extract_digits(store)
     result = sweep(SweepConfig(run=extraction.run_id, holdout=0.3, seed=2, **FAST), store=store)
@@ -67,8 +67,8 @@ def test_held_out_labels_are_never_read_while_tuning(store, monkeypatch):
     """Poison every held-out label the moment the split is made: the search (every
     trial's objective, the best settings, the best map's tuning scores) is unchanged;
     only the held-out report sees the poison."""
-    from jobs.core import trust
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.core import trust
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     extraction = _extract_digits(store)
     clean = sweep(SweepConfig(run=extraction.run_id, holdout=0.3, seed=1, study="clean", **FAST), store=store)
@@ -100,8 +100,8 @@ def test_held_out_labels_are_never_read_while_tuning(store, monkeypatch):
 
 
 def test_holdout_settings_are_checked_before_any_run(store, tmp_path):
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.errors import UsageError
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.errors import UsageError
 
     with pytest.raises(UsageError, match="--holdout 1.5"):
         SweepConfig(run="x", holdout=1.5)

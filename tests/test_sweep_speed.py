@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Kind, Metric, Param, Tag
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Kind, Metric, Param, Tag
 
 EPOCHS = Param.reducer_param("n_epochs")
 
 
 def _extract_digits(store, limit=None):
-    from jobs._source import load_extraction
-    from jobs.extract import ExtractConfig, extract
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
 
     result = extract(ExtractConfig(data="digits", limit=limit), store=store, experiment="sweeps")
     return load_extraction(store, result.run_id)
@@ -29,16 +29,16 @@ def _trial_runs(store, sweep_run_id):
 def _study(store, run):
     import optuna
 
-    from tracking.studies import default_storage
+    from latentscape.tracking.studies import default_storage
 
     return optuna.load_study(study_name=run.data.params[Param.STUDY_NAME], storage=default_storage(store.uri))
 
 
 @pytest.mark.slow
 def test_two_worker_processes_search_with_fewer_epochs_and_refit_the_best(store):
-    from jobs.map import replay
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.runs import load_table
+    from latentscape.jobs.map import replay
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.runs import load_table
 
     extraction = _extract_digits(store)
     result = sweep(SweepConfig(run=extraction.run_id, trials=12, workers=2, search_epochs=30, progress=False),
@@ -77,8 +77,8 @@ def test_two_worker_processes_search_with_fewer_epochs_and_refit_the_best(store)
     assert len(load_table(store, result.run_id, Artifact.MAP)) == len(extraction.labels)
 
     # Never worse than the default settings at the full epochs.
-    from jobs.core.mapping import fit_map
-    from jobs.map import MapRequest, resolve_for
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.map import MapRequest, resolve_for
 
     _, default_config = resolve_for(extraction, MapRequest(run=extraction.run_id))
     default_ami = fit_map(extraction.embedding(0), extraction.labels, default_config, with_view=False).scores[Metric.AMI]
@@ -89,8 +89,8 @@ def test_two_worker_processes_search_with_fewer_epochs_and_refit_the_best(store)
 
 
 def test_search_epochs_are_checked_against_the_space(store, tmp_path):
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.errors import UsageError
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.errors import UsageError
 
     extraction = _extract_digits(store, limit=100)
     cases = [
@@ -107,7 +107,7 @@ def test_search_epochs_are_checked_against_the_space(store, tmp_path):
 
 def test_search_epochs_default_and_full(store):
     """By default trials search at 100 epochs; pinned epochs and 'full' search at the map's."""
-    from jobs.sweep import SweepConfig, _plan
+    from latentscape.jobs.sweep import SweepConfig, _plan
 
     extraction = _extract_digits(store, limit=100)
     plan = _plan(SweepConfig(run=extraction.run_id), store, None)
@@ -124,7 +124,7 @@ def test_search_epochs_default_and_full(store):
 def test_resume_logs_a_complete_trial_whose_run_was_never_written(store):
     """A process killed between Optuna's record of a trial and its writer thread's write
     leaves a COMPLETE trial without a run: --resume replays the trial and logs it."""
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     extraction = _extract_digits(store, limit=300)
     config = SweepConfig(run=extraction.run_id, trials=3, fixed={EPOCHS: 30}, progress=False)

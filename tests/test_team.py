@@ -40,7 +40,7 @@ def _free_port() -> int:
 
 
 def _latentscape(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", *args]
+    return [sys.executable, "-m", "latentscape.jobs.cli", *args]
 
 
 def _children(pid: int) -> list[int]:
@@ -179,7 +179,7 @@ def digits_run(team) -> str:
 
 # -- pure parts ---------------------------------------------------------------------
 def test_postgres_urls_pin_the_installed_driver():
-    from tracking.server import auth_database_url, database_url
+    from latentscape.tracking.server import auth_database_url, database_url
 
     assert database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow"
     assert database_url("postgres://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
@@ -189,7 +189,7 @@ def test_postgres_urls_pin_the_installed_driver():
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from tracking.server import ServerConfig, auth_config_text, server_command, write_auth_config
+    from latentscape.tracking.server import ServerConfig, auth_config_text, server_command, write_auth_config
 
     config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow", artifacts_destination="s3://bucket/a",
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
@@ -207,8 +207,8 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
 
 
 def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
-    from tracking.server import load_users
-    from tracking.errors import UsageError
+    from latentscape.tracking.server import load_users
+    from latentscape.tracking.errors import UsageError
 
     (tmp_path / "users.yaml").write_text(USERS_FILE)
     environ = {"ALICE_PASSWORD": "a" * 12, "BOB_PASSWORD": "b" * 12, "LATENTSCAPE_USERS": "carol:" + "c" * 12}
@@ -223,7 +223,7 @@ def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
 
 
 def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys, postgres):
-    from jobs.cli import main
+    from latentscape.jobs.cli import main
 
     for name in ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
@@ -234,7 +234,7 @@ def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys, po
 
 
 def test_missing_databases_are_created_once(postgres):
-    from tracking.server import ensure_database
+    from latentscape.tracking.server import ensure_database
 
     if not postgres.answers():
         pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
@@ -320,7 +320,7 @@ def test_read_permission_cannot_write_to_another_users_experiment(team):
 def test_jobs_with_credentials_log_normally(team, digits_run):
     from mlflow.tracking import MlflowClient
 
-    from tracking.contract import Artifact, Kind, Tag
+    from latentscape.tracking.contract import Artifact, Kind, Tag
 
     env = team.env("bob")  # any user may read
     with _environment(env):
@@ -369,10 +369,10 @@ def _environment(values: dict[str, str]):
 def test_the_catalog_syncs_through_the_server(team, digits_run, tmp_path):
     import pandas as pd
 
-    from tracking import queries
-    from tracking.catalog import Catalog
-    from tracking.contract import Artifact, Kind
-    from tracking.runs import open_store, tracked_run
+    from latentscape.tracking import queries
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.contract import Artifact, Kind
+    from latentscape.tracking.runs import open_store, tracked_run
 
     with _environment(team.env("bob")):  # the UI's account needs no more than READ
         catalog = Catalog.open(tracking_uri=team.url, path=tmp_path / "catalog.duckdb")
@@ -430,7 +430,7 @@ def _result(out: str) -> dict:
 def _optuna_trials(team, study_name):
     import optuna
 
-    from tracking.server import database_url
+    from latentscape.tracking.server import database_url
 
     study = optuna.load_study(study_name=study_name, storage=database_url(team.optuna_storage))
     return study.get_trials(deepcopy=False)
@@ -442,7 +442,7 @@ def _check_one_sweep(team, sweep_run_id: str, expected_complete: int) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    from tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Param, Tag
+    from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Param, Tag
 
     with _environment(team.env("alice")):
         client = MlflowClient(tracking_uri=team.url)
@@ -554,7 +554,7 @@ def test_a_sweep_survives_a_server_crash(team, digits_run, client_retries):
 def _sweep_run_of(team, study_name: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from tracking.contract import Kind, Tag
+    from latentscape.tracking.contract import Kind, Tag
 
     with _environment(team.env("alice")):
         client = MlflowClient(tracking_uri=team.url)
@@ -568,7 +568,7 @@ def _sweep_run_of(team, study_name: str) -> str:
 def _study_names(team) -> set[str]:
     import optuna
 
-    from tracking.server import database_url
+    from latentscape.tracking.server import database_url
 
     return {s.study_name for s in optuna.get_all_study_summaries(storage=database_url(team.optuna_storage),
                                                                  include_best_trial=False)}

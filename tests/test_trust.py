@@ -1,4 +1,4 @@
-"""Chance baselines, bootstrap intervals and seed stability (jobs.core.trust)."""
+"""Chance baselines, bootstrap intervals and seed stability (latentscape.jobs.core.trust)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from jobs.core import trust
-from jobs.core.scores import label_scores
-from tracking.contract import Metric
+from latentscape.jobs.core import trust
+from latentscape.jobs.core.scores import label_scores
+from latentscape.tracking.contract import Metric
 
 LABEL_NAMES = trust.LABEL_SCORES
 ALL_NAMES = (*LABEL_NAMES, *(name + Metric.CLUSTERED_SUFFIX for name in LABEL_NAMES))
@@ -186,9 +186,9 @@ def test_holdout_split_is_stratified_seeded_and_disjoint():
 def test_map_trust_of_a_map_is_seeded_by_the_map():
     from sklearn.datasets import load_digits
 
-    from jobs._trust import TrustSettings, map_trust
-    from jobs.core.mapping import data_shape, fit_map, resolve_config
-    from tracking.errors import UsageError
+    from latentscape.jobs._trust import TrustSettings, map_trust
+    from latentscape.jobs.core.mapping import data_shape, fit_map, resolve_config
+    from latentscape.tracking.errors import UsageError
 
     x, y = load_digits(return_X_y=True)
     x, labels = x[:300], y[:300].astype(str)

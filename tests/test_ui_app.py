@@ -26,16 +26,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric
-from ui.charts import compare as compare_charts
-from ui.charts import directions as direction_charts
-from ui.charts import features as feature_charts
-from ui.charts import interpolation as interpolation_charts
-from ui.charts import layers as layer_charts
-from ui.charts import bigmap
-from ui.charts import maps as map_charts
-from ui.charts import overview as overview_charts
-from ui.charts import sweeps as sweep_charts
+from latentscape.tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric
+from latentscape.ui.charts import compare as compare_charts
+from latentscape.ui.charts import directions as direction_charts
+from latentscape.ui.charts import features as feature_charts
+from latentscape.ui.charts import interpolation as interpolation_charts
+from latentscape.ui.charts import layers as layer_charts
+from latentscape.ui.charts import bigmap
+from latentscape.ui.charts import maps as map_charts
+from latentscape.ui.charts import overview as overview_charts
+from latentscape.ui.charts import sweeps as sweep_charts
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "ui" / "app.py"
@@ -70,13 +70,13 @@ def build_ui_runs(text, digits) -> UiRuns:
     extractions (conftest), in an experiment of its own. Fast settings: PCA maps,
     4-trial sweep, a 5-epoch autoencoder. Built once per store: later calls read the
     ids back from ``ui-runs.json`` beside the store."""
-    from jobs.analogies import AnalogiesConfig, analogies
-    from jobs.directions import DirectionsConfig, directions
-    from jobs.interpolate import InterpolateConfig, interpolate
-    from jobs.layers import LayersConfig, layers
-    from jobs.map import MapRequest, map_layer
-    from jobs.sae import SaeConfig, sae
-    from jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.analogies import AnalogiesConfig, analogies
+    from latentscape.jobs.directions import DirectionsConfig, directions
+    from latentscape.jobs.interpolate import InterpolateConfig, interpolate
+    from latentscape.jobs.layers import LayersConfig, layers
+    from latentscape.jobs.map import MapRequest, map_layer
+    from latentscape.jobs.sae import SaeConfig, sae
+    from latentscape.jobs.sweep import SweepConfig, sweep
 
     store = text.store
     marker = Path(store.uri.removeprefix("sqlite:///")).parent / RUNS_FILE
@@ -628,8 +628,8 @@ def test_search_says_why_a_run_cannot_be_searched(app_env):
 
 
 def test_a_large_map_is_drawn_by_deck_gl_from_the_columns_it_needs(monkeypatch, tmp_path):
-    from tracking.contract import Artifact, Param, Tag
-    from tracking.runs import open_store, tracked_run
+    from latentscape.tracking.contract import Artifact, Param, Tag
+    from latentscape.tracking.runs import open_store, tracked_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = open_store(uri)
@@ -701,7 +701,7 @@ def test_features_page_browses_features_and_colours_a_map_by_one(app_env):
     assert titles.count(f"feature {feature}") == 2  # and the same extraction's map, coloured by it
     at = open_page("views/features.py", {"run": app_env.sae, "q": word})
     assert_clean(at)
-    from tracking.runs import load_table, open_store
+    from latentscape.tracking.runs import load_table, open_store
 
     table = load_table(open_store(app_env.tracking_uri), app_env.sae, Artifact.FEATURES).set_index(Column.FEATURE)
     found = at.dataframe[0].value[Column.FEATURE].astype(int).tolist()
@@ -730,7 +730,7 @@ def test_overview_filters_come_from_the_link(app_env):
 
 
 def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):
-    from tracking.runs import open_store, tracked_run
+    from latentscape.tracking.runs import open_store, tracked_run
 
     # A store of our own: this test writes.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -754,7 +754,7 @@ def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, t
 
 
 def test_an_empty_store_says_what_to_run_on_every_page(monkeypatch, tmp_path):
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     open_store(uri)
@@ -782,8 +782,8 @@ for path in {list(PAGES)[1:]!r}:
     at.query_params = {{}}
     at.switch_page(path).run()
     assert not at.exception, (path, [e.value for e in at.exception])
-heavy = {{"torch", "numba", "umap", "jobs", "transformers", "pynndescent"}}
-loaded = sorted({{name.split(".")[0] for name in sys.modules}} & heavy)
+heavy = {{"torch", "numba", "umap", "latentscape.jobs", "transformers", "pynndescent"}}
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & heavy | {{"latentscape.jobs"}} & set(sys.modules))
 print(",".join(loaded))
 """
     env = {**os.environ, "MLFLOW_TRACKING_URI": ui_runs.tracking_uri,
@@ -795,7 +795,7 @@ print(",".join(loaded))
 
 # -- latentscape ui ---------------------------------------------------------------------------------
 def test_ui_command_runs_the_app_headless_without_telemetry_or_tracebacks():
-    from jobs.serve import APP_PATH, ui_command, ui_environment
+    from latentscape.jobs.serve import APP_PATH, ui_command, ui_environment
 
     command = ui_command(port=8600, address="127.0.0.1")
     assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
@@ -816,14 +816,14 @@ def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
         held.listen()
         port = held.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "jobs.cli", "ui", "--port", str(port), "--address", "127.0.0.1",
+            [sys.executable, "-m", "latentscape.jobs.cli", "ui", "--port", str(port), "--address", "127.0.0.1",
              "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
             capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"latentscape ui: error: port {port} is already in use; pass another --port (e.g. {port + 1}), "
         "or stop the process that holds it"]
-    missing = subprocess.run([sys.executable, "-m", "jobs.cli", "ui", "--tracking-uri", "sqlite:////no/such/dir/x.db",
+    missing = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", "ui", "--tracking-uri", "sqlite:////no/such/dir/x.db",
                               "--port", str(port), "--address", "127.0.0.1"], capture_output=True, text=True,
                              timeout=60, cwd=REPO)
     assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
@@ -831,7 +831,7 @@ def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
 
 # -- how far to trust a result ------------------------------------------------------------------
 def test_score_text_shows_interval_p_value_and_spread():
-    from ui.labels import score_text
+    from latentscape.ui.labels import score_text
 
     row = {"metric.ami": 0.81234, "metric.ami_ci_low": 0.79, "metric.ami_ci_high": 0.83,
            "metric.ami_p_value": 1 / 101, "metric.ami_std": 0.004, "metric.nmi": 0.5, "metric.nmi_p_value": None}

@@ -90,7 +90,7 @@ def big_map_frame(n: int, *, seed: int = 0):
     import numpy as np
     import pandas as pd
 
-    from tracking.contract import Column
+    from latentscape.tracking.contract import Column
 
     rng = np.random.default_rng(seed)
     blob = np.where(rng.random(n) < 0.3, 0, rng.integers(1, 9, size=n))
@@ -112,8 +112,8 @@ def big_map_frame(n: int, *, seed: int = 0):
 def big_map(ui_runs) -> str:
     """A finished map run of BIG_MAP_POINTS points (and its clusters table), logged
     beside the UI runs before the server starts (so its first catalog sync sees it)."""
-    from tracking.contract import Artifact, Column, Kind, Param, Tag
-    from tracking.runs import open_store, tracked_run
+    from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+    from latentscape.tracking.runs import open_store, tracked_run
 
     store = open_store(ui_runs.tracking_uri)
     frame = big_map_frame(BIG_MAP_POINTS)
@@ -130,7 +130,7 @@ def big_map(ui_runs) -> str:
 @pytest.fixture(scope="module")
 def server(ui_runs, big_map, tmp_path_factory):
     """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
-    from jobs.serve import ui_command, ui_environment
+    from latentscape.jobs.serve import ui_command, ui_environment
 
     port = _free_port()
     catalog = tmp_path_factory.mktemp("ui-browser") / "catalog.duckdb"

@@ -1,6 +1,6 @@
 """The run catalog: a DuckDB file synced incrementally from MLflow's API, and a local
 cache of the Parquet artifacts the UI reads. The UI's only way to the data
-(docs/CATALOG_API.md); queries live in :mod:`tracking.queries`.
+(docs/CATALOG_API.md); queries live in :mod:`latentscape.tracking.queries`.
 
 Why through the API: DuckDB cannot load its sqlite/postgres scanners offline, and
 reading MLflow's tables directly would bypass its auth and schema migrations. The same
@@ -57,9 +57,9 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 import duckdb
 import pandas as pd
 
-from tracking.contract import MLFLOW_PARENT_RUN_ID, MLFLOW_USER, Tag
-from tracking.errors import UsageError
-from tracking.runs import resolve_tracking_uri, sqlite_path
+from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, MLFLOW_USER, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.runs import resolve_tracking_uri, sqlite_path
 
 __all__ = ["Catalog", "RefreshStats", "ArtifactNotFound", "default_catalog_path", "SCHEMA_VERSION"]
 
@@ -447,7 +447,7 @@ class Catalog:
     @classmethod
     def open(cls, tracking_uri: str | None = None, path: str | os.PathLike | None = None, *,
              slack_s: float = 300.0, cache_dir: str | os.PathLike | None = None) -> Catalog:
-        """The catalog of ``tracking_uri`` (default as ``tracking.runs.resolve_tracking_uri``)
+        """The catalog of ``tracking_uri`` (default as ``latentscape.tracking.runs.resolve_tracking_uri``)
         in ``path`` (default :func:`default_catalog_path`). A missing or incompatible file
         becomes an empty catalog; nothing is fetched until :meth:`refresh`."""
         uri = resolve_tracking_uri(tracking_uri)

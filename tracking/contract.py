@@ -492,7 +492,7 @@ class Column:
 
 
 class CatalogColumn:
-    """Columns of the frames ``tracking.queries`` returns (docs/CATALOG_API.md).
+    """Columns of the frames ``latentscape.tracking.queries`` returns (docs/CATALOG_API.md).
 
     Times are naive UTC timestamps; ``layer`` is the run's ``layer`` tag as an integer."""
 
@@ -529,7 +529,7 @@ class CatalogColumn:
 
 
 class Reply:
-    """Keys of the JSON line a job prints with ``--json`` (``jobs._result.JobResult``), and
+    """Keys of the JSON line a job prints with ``--json`` (``latentscape.jobs._result.JobResult``), and
     of what ``latentscape search`` puts in its ``details``: the protocol by which the UI asks
     the search job where a new text lands (the app itself never loads a model)."""
 

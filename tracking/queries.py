@@ -1,5 +1,5 @@
 """Every read the UI makes (docs/CATALOG_API.md): plain functions over a
-:class:`tracking.catalog.Catalog`, each returning a pandas DataFrame.
+:class:`latentscape.tracking.catalog.Catalog`, each returning a pandas DataFrame.
 
 Every value is bound as a parameter, never formatted into SQL; the only identifiers
 put into SQL text are Parquet column names checked against the file's own schema, and
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tracking.catalog import ArtifactNotFound, Catalog
-from tracking.contract import Artifact, CatalogColumn as C
-from tracking.errors import UsageError
+from latentscape.tracking.catalog import ArtifactNotFound, Catalog
+from latentscape.tracking.contract import Artifact, CatalogColumn as C
+from latentscape.tracking.errors import UsageError
 
 __all__ = [
     "experiments",
@@ -307,6 +307,6 @@ def sweep_trials(catalog: Catalog, sweep_run_id: str) -> pd.DataFrame:
 
 
 def table(catalog: Catalog, run_id: str, artifact_path: str, columns=None, limit: int | None = None) -> pd.DataFrame:
-    """Any Parquet artifact of a run (the per-kind tables of ``tracking.contract.Artifact``).
+    """Any Parquet artifact of a run (the per-kind tables of ``latentscape.tracking.contract.Artifact``).
     Raises ArtifactNotFound when the run has no such table."""
     return _read(catalog, run_id, artifact_path, columns, limit)

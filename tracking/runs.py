@@ -24,14 +24,14 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from tracking.contract import (
+from latentscape.tracking.contract import (
     DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
     MLFLOW_PARENT_RUN_ID,
     Kind,
     Tag,
 )
-from tracking.errors import UsageError
+from latentscape.tracking.errors import UsageError
 
 __all__ = [
     "Store",
@@ -132,9 +132,9 @@ class Store:
             return self.client.get_experiment_by_name(name).experiment_id  # another process created it
 
     def explain(self, error: BaseException, *, experiment_id: str | None = None) -> BaseException:
-        """``error`` as :func:`tracking.errors.server_error` words it (naming the
+        """``error`` as :func:`latentscape.tracking.errors.server_error` words it (naming the
         experiment when the server lets us read its name), else ``error`` itself."""
-        from tracking.errors import server_error
+        from latentscape.tracking.errors import server_error
 
         experiment = None
         if experiment_id is not None:

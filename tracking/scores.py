@@ -3,19 +3,19 @@
 A record says what readers and writers both need to know of a score, with no function
 attached, so that the UI can read it without importing ``jobs``:
 
-- ``name``: its metric name (a :class:`tracking.contract.Metric` constant);
+- ``name``: its metric name (a :class:`latentscape.tracking.contract.Metric` constant);
 - ``direction``: the way a sweep optimises it by default (``"maximize"``,
   ``"minimize"``, or None where the user must say);
 - ``labelled``: computed against the true labels; such a score is also logged over
   clustered points only, under ``name + Metric.CLUSTERED_SUFFIX`` (same direction);
-- ``batched``: it has a batched twin in :func:`jobs.core.trust.label_score_batch`
+- ``batched``: it has a batched twin in :func:`latentscape.jobs.core.trust.label_score_batch`
   (many permutations or resamples at once, for the trust baselines);
 - ``summary`` / ``clustered_summary``: its place (1 first) in a run's summary (the
   command line's, the best trial's), or None when it is logged but not shown (a place,
   not a flag: the summary leads with AMI, which the logging order does not);
 - ``on_map``: also shown under each map on the Maps page (a shorter line).
 
-The functions are attached on the jobs side: :func:`jobs.core.scores.plain_functions`
+The functions are attached on the jobs side: :func:`latentscape.jobs.core.scores.plain_functions`
 maps each name to the function computing it, and a test checks that every record has
 one (and a batched one where ``batched``). Adding a score is one record here, its
 function there and its test.
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracking.contract import Metric
+from latentscape.tracking.contract import Metric
 
 __all__ = [
     "MAXIMIZE",

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracking.errors import UsageError
+from latentscape.tracking.errors import UsageError
 
 __all__ = [
     "ServerConfig",
@@ -629,7 +629,7 @@ def add_server_parser(subparsers, parents=()) -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers, parents=()) -> None:
-    """Sub-command hook, called by ``jobs.serve`` (``JOB_MODULES["server"]``)."""
+    """Sub-command hook, called by ``latentscape.jobs.serve`` (``JOB_MODULES["server"]``)."""
     add_server_parser(subparsers, parents)
 
 

@@ -9,14 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tracking.errors import UsageError
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["default_storage", "masked", "open_storage"]
 
 
 def default_storage(tracking_uri: str) -> str:
     """A SQLite file ``optuna.db`` beside a local MLflow database, else in the working folder."""
-    from tracking.runs import sqlite_path
+    from latentscape.tracking.runs import sqlite_path
 
     path = sqlite_path(tracking_uri)
     folder = path.parent if path is not None else Path.cwd()
@@ -32,7 +32,7 @@ def _sqlite_wal(url: str) -> None:
     """Put a local SQLite Optuna storage in WAL mode, as the MLflow store is."""
     import sqlite3
 
-    from tracking.runs import sqlite_path, use_write_ahead_log
+    from latentscape.tracking.runs import sqlite_path, use_write_ahead_log
 
     path = sqlite_path(url)
     if path is None or str(path) in ("", ":memory:") or not path.parent.is_dir():
@@ -71,7 +71,7 @@ def open_storage(url: str, heartbeat: int, on_stale):
 
     import optuna
 
-    from tracking.server import database_url
+    from latentscape.tracking.server import database_url
 
     url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
     engine_kwargs: dict[str, Any] = {}

@@ -1,1 +1,1 @@
-"""latentscape's Streamlit app. Reads only through tracking.catalog."""
+"""latentscape's Streamlit app. Reads only through latentscape.tracking.catalog."""

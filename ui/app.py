@@ -12,9 +12,9 @@ import time
 
 import streamlit as st
 
-from tracking.errors import UsageError
-from ui import data
-from ui.routes import ROUTES
+from latentscape.tracking.errors import UsageError
+from latentscape.ui import data
+from latentscape.ui.routes import ROUTES
 
 st.set_page_config(page_title="latentscape", page_icon=":material/layers:", layout="wide")
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import streamlit as st
 
-from ui.routes import Route
+from latentscape.ui.routes import Route
 
 __all__ = ["empty_state", "page_header", "link", "served_json"]
 

@@ -8,7 +8,7 @@
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
   arguments; :func:`refresh` syncs the catalog and clears them all.
 
-Pages never call ``tracking.queries`` themselves: they call these functions with
+Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
 hashable arguments (tuples, not lists).
 
 Search by a new text runs ``latentscape search ... --json`` in a subprocess: the text
@@ -32,11 +32,11 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from tracking import queries
-from tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
-from tracking.contract import CatalogColumn as C
-from tracking.contract import Column, Reply
-from ui.charts import bigmap
+from latentscape.tracking import queries
+from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Column, Reply
+from latentscape.ui.charts import bigmap
 
 __all__ = [
     "catalog",
@@ -97,7 +97,7 @@ def last_refresh() -> CatalogStatus:
 
 
 class _RerunCatalog:
-    """The shared catalog as ``tracking.queries`` sees it during one rerun: every query
+    """The shared catalog as ``latentscape.tracking.queries`` sees it during one rerun: every query
     gets the rerun's cursor (one DuckDB cursor per rerun, one rerun per thread)."""
 
     def __init__(self, shared: Catalog):
@@ -240,7 +240,7 @@ def map_size(run_id: str) -> int | None:
 
 @st.cache_data(ttl=_TTL, show_spinner="Preparing the large map…", max_entries=6)
 def big_map(run_id: str, color_by: str) -> bigmap.DeckInfo | None:
-    """A large map's deck.gl layers (:func:`ui.charts.bigmap.deck_info`), reading only the
+    """A large map's deck.gl layers (:func:`latentscape.ui.charts.bigmap.deck_info`), reading only the
     columns the deck draws: no sample ids above ``bigmap.HOVER_POINTS`` points (only the
     hover sample would show them), never the ``meta.*`` columns."""
     reader = _reader()
@@ -285,7 +285,7 @@ def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> Sea
     on the catalog's store. A usage error (exit 2: no such layer, a tabular run, the
     model not available here) comes back as ``error`` and is cached like an answer;
     any other failure raises :class:`SearchFailed` and is not cached."""
-    command = [sys.executable, "-m", "jobs.cli", "search", "--tracking-uri", catalog().tracking_uri,
+    command = [sys.executable, "-m", "latentscape.jobs.cli", "search", "--tracking-uri", catalog().tracking_uri,
                "--run", run_id, f"--text={text}", "--k", str(int(k)), "--json"]
     if layer is not None:
         command += ["--layer", str(int(layer))]

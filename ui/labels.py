@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
-from tracking.contract import Metric
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Metric
 
 __all__ = ["run_label", "run_labels", "short_id", "number", "truncate", "score_text", "TRUST_HELP"]
 

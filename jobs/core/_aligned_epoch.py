@@ -1,5 +1,5 @@
 """One epoch of the aligned UMAP layout, compiled with numba (imported late by
-:mod:`jobs.core.aligned`: this module imports numba and umap).
+:mod:`latentscape.jobs.core.aligned`: this module imports numba and umap).
 
 It is umap-learn 0.5.12's ``_optimize_layout_aligned_euclidean_single_epoch`` step for
 step (edge order, layer order, random draws, clipping, ``move_other``, umap's own

@@ -1,6 +1,6 @@
 """Numba's disk cache for umap-learn's and pynndescent's compiled functions.
 
-Its own module because both :mod:`jobs.core.reduce` (UMAP) and :mod:`jobs.core.knn`
+Its own module because both :mod:`latentscape.jobs.core.reduce` (UMAP) and :mod:`latentscape.jobs.core.knn`
 (pynndescent) need it, and reduce already imports knn.
 """
 

@@ -16,14 +16,14 @@ in every layer), without three measured costs of ``AlignedUMAP.fit`` (umap-learn
 1,000 samples x 4 layers, 2 busy cores):
 
 - it fits a complete standalone UMAP per layer (graph and full layout) only to keep its
-  graph; here the graph comes from an exact k-NN graph (:mod:`jobs.core.knn`) and
+  graph; here the graph comes from an exact k-NN graph (:mod:`latentscape.jobs.core.knn`) and
   ``fuzzy_simplicial_set``, with no throw-away layout (~22 s there, mostly a Python-level
   callable distance loop);
 - its neighbourhood similarities test membership against a set rebuilt per sample,
   O(n^2) per pair of layers (~8 s there); here a sparse row-wise Jaccard;
 - it builds a new numba function on every call, paying compilation each time, and its
   layout epoch reads numba typed lists of arrays in its innermost loop; here the same
-  epoch, step for step, runs over stacked arrays (:mod:`jobs.core._aligned_epoch`),
+  epoch, step for step, runs over stacked arrays (:mod:`latentscape.jobs.core._aligned_epoch`),
   compiled once and cached on disk: 3-3.5x faster on the same graphs (1,000 x 4 layers,
   100 epochs: 4.1 s against 14.0 s, interleaved on the same busy machine), with the
   same coordinates bit for bit (tests/test_aligned.py runs both).
@@ -56,12 +56,12 @@ _EPOCH_LOCK = threading.Lock()
 
 
 def _epoch_function():
-    """The aligned layout epoch (:mod:`jobs.core._aligned_epoch`), compiled once per process
+    """The aligned layout epoch (:mod:`latentscape.jobs.core._aligned_epoch`), compiled once per process
     and cached on disk where numba can; imported late (it imports numba and umap)."""
     global _EPOCH
     with _EPOCH_LOCK:
         if _EPOCH is None:
-            from jobs.core._aligned_epoch import aligned_epoch
+            from latentscape.jobs.core._aligned_epoch import aligned_epoch
 
             _EPOCH = aligned_epoch
         return _EPOCH
@@ -98,7 +98,7 @@ def aligned_maps(
     """One ``(n, 2)`` float32 map per layer, aligned across consecutive layers.
 
     layers: ``L`` arrays ``(n, d_l)`` of the same ``n`` samples in the same order (widths
-    may differ). knn: optional exact Euclidean :class:`~jobs.core.knn.KnnGraph` per layer,
+    may differ). knn: optional exact Euclidean :class:`~latentscape.jobs.core.knn.KnnGraph` per layer,
     at least ``n_neighbors`` wide (computed here when None). window: how many layers on
     each side pull a sample towards its own position; regularisation: how hard (0: each
     layer laid out on its own, from aligned starting points). One layer gives one plain
@@ -109,8 +109,8 @@ def aligned_maps(
     from umap.spectral import spectral_layout
     from umap.umap_ import find_ab_params, fuzzy_simplicial_set, make_epochs_per_sample
 
-    from jobs.core.knn import exact_knn
-    from jobs.core._numba_cache import enable_numba_cache
+    from latentscape.jobs.core.knn import exact_knn
+    from latentscape.jobs.core._numba_cache import enable_numba_cache
 
     layers = [np.asarray(x, dtype=np.float32) for x in layers]
     if not layers:

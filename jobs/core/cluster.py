@@ -1,6 +1,6 @@
 """Clusterers, one registry: ``hdbscan``, ``kmeans``, ``agglomerative``, ``gmm``.
 
-Every clusterer is a :class:`~jobs.core._params.Method` whose ``run(z, params, *, seed)``
+Every clusterer is a :class:`~latentscape.jobs.core._params.Method` whose ``run(z, params, *, seed)``
 takes ``z: (n_samples, n_dims)`` and returns ``(n_samples,)`` int64 cluster labels,
 ``-1`` for noise (only HDBSCAN marks noise). ``n_clusters`` defaults to the number of true
 labels where a clusterer needs one.
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core._params import ConfigError, DataShape, Method, ParamSpec
+from latentscape.jobs.core._params import ConfigError, DataShape, Method, ParamSpec
 
 __all__ = ["CLUSTERERS", "NOISE"]
 

@@ -24,7 +24,7 @@ def two_nn_dimension(
 
     Pass ``x: (n, d)`` or the Euclidean ``neighbour_distances: (n, >= 2)`` of each
     point's nearest neighbours (itself excluded, nearest first), e.g. columns 1 and 2
-    of a :mod:`jobs.core.knn` graph already computed. Points with a duplicate
+    of a :mod:`latentscape.jobs.core.knn` graph already computed. Points with a duplicate
     (``r1 == 0``) are left out. NaN with fewer than 3 usable points. Deterministic.
     """
     if neighbour_distances is None:

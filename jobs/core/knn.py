@@ -152,7 +152,7 @@ def approx_knn(x: np.ndarray, k: int, *, metric: str = "euclidean", seed: int = 
     per process. Not truncation-consistent: the width is part of a map's configuration."""
     from pynndescent import NNDescent
 
-    from jobs.core._numba_cache import enable_numba_cache
+    from latentscape.jobs.core._numba_cache import enable_numba_cache
 
     enable_numba_cache()
     index = NNDescent(np.asarray(x, dtype=np.float32), n_neighbors=k, metric=metric, random_state=seed,

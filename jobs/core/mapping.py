@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core._params import ConfigError, DataShape, lookup, resolve_params
-from jobs.core.cluster import CLUSTERERS
-from jobs.core.knn import EXACT_MAX_SAMPLES, KnnCache, KnnGraph
-from jobs.core.reduce import REDUCERS, input_metric, knn_width, uses_knn
-from jobs.core.scores import NOISE_POLICY, NeighbourReference, neighbour_reference, score_map
-from tracking.contract import Metric, Param
+from latentscape.jobs.core._params import ConfigError, DataShape, lookup, resolve_params
+from latentscape.jobs.core.cluster import CLUSTERERS
+from latentscape.jobs.core.knn import EXACT_MAX_SAMPLES, KnnCache, KnnGraph
+from latentscape.jobs.core.reduce import REDUCERS, input_metric, knn_width, uses_knn
+from latentscape.jobs.core.scores import NOISE_POLICY, NeighbourReference, neighbour_reference, score_map
+from latentscape.tracking.contract import Metric, Param
 
 __all__ = [
     "MapConfig",
@@ -326,10 +326,10 @@ def _knn_graph(x: np.ndarray, config: MapConfig, cache: NeighbourCache | None) -
     if cache is not None:
         return cache.knn(config)
     if config.knn == "exact":
-        from jobs.core.knn import exact_knn
+        from latentscape.jobs.core.knn import exact_knn
 
         return exact_knn(x, config.knn_width, metric=config.metric)
-    from jobs.core.knn import approx_knn
+    from latentscape.jobs.core.knn import approx_knn
 
     return approx_knn(x, config.knn_k, metric=config.metric, seed=config.seed)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracking.contract import Metric
+from latentscape.tracking.contract import Metric
 
 __all__ = ["Preset", "PRESETS", "pooling_note"]
 

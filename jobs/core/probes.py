@@ -110,7 +110,7 @@ def knn_agreement_per_sample(labels: np.ndarray, neighbours: np.ndarray) -> np.n
     (:func:`knn_agreement` is their mean).
 
     ``labels: (n,)``; ``neighbours: (n, k)`` indices of each sample's k nearest other
-    samples (itself excluded), e.g. columns ``1..k`` of a :mod:`jobs.core.knn` graph.
+    samples (itself excluded), e.g. columns ``1..k`` of a :mod:`latentscape.jobs.core.knn` graph.
     1 when every neighbourhood is pure; about the sum of squared class shares when the
     neighbourhoods ignore the labels.
     """

@@ -1,12 +1,12 @@
 """Dimensionality reducers, one registry: ``umap``, ``pca``, ``tsne``, ``spectral``, ``none``.
 
-Every reducer is a :class:`~jobs.core._params.Method` whose ``run(x, params, *, seed,
+Every reducer is a :class:`~latentscape.jobs.core._params.Method` whose ``run(x, params, *, seed,
 knn)`` takes ``x: (n_samples, n_features)`` and returns ``(n_samples, n_components)``
 float32 (``none`` returns ``x`` itself: cluster in the layer's own space). Parameters are
 resolved and checked against the data's shape before any work
-(:func:`~jobs.core._params.resolve_params`), so a bad setting fails in milliseconds.
+(:func:`~latentscape.jobs.core._params.resolve_params`), so a bad setting fails in milliseconds.
 
-``umap`` and ``spectral`` read a k-NN graph (:mod:`jobs.core.knn`); the others ignore it.
+``umap`` and ``spectral`` read a k-NN graph (:mod:`latentscape.jobs.core.knn`); the others ignore it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs.core._params import ConfigError, DataShape, Method, ParamSpec
-from jobs.core._numba_cache import enable_numba_cache
-from jobs.core.knn import METRICS, KnnGraph
+from latentscape.jobs.core._params import ConfigError, DataShape, Method, ParamSpec
+from latentscape.jobs.core._numba_cache import enable_numba_cache
+from latentscape.jobs.core.knn import METRICS, KnnGraph
 
 __all__ = ["REDUCERS", "uses_knn", "knn_width", "input_metric"]
 
@@ -187,7 +187,7 @@ def _run_spectral(x: np.ndarray, p: dict[str, Any], *, seed: int, knn: KnnGraph 
     from sklearn.manifold import SpectralEmbedding
 
     if knn is None:
-        from jobs.core.knn import exact_knn
+        from latentscape.jobs.core.knn import exact_knn
 
         knn = exact_knn(x, p["n_neighbors"], metric=p["metric"])
     _quiet()

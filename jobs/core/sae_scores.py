@@ -1,6 +1,6 @@
 """How good a sparse dictionary is, and what each of its features means: pure numpy.
 
-The torch model lives in :mod:`jobs._sae`; everything here takes arrays it produced.
+The torch model lives in :mod:`latentscape.jobs._sae`; everything here takes arrays it produced.
 
 - :func:`reconstruction` — normalised MSE (squared error over the squared error of
   predicting the training mean, as Gao et al. 2024 report it) and its complement, the

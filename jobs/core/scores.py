@@ -27,7 +27,7 @@ Geometry scores:
   data and metric, so it is computed once (:class:`NeighbourReference`) and reused.
 
 Which scores there are, their directions and which need labels: the registry in
-:mod:`tracking.scores` (``LABEL_SCORES``, ``SCORE_NAMES`` and ``DIRECTIONS`` here are
+:mod:`latentscape.tracking.scores` (``LABEL_SCORES``, ``SCORE_NAMES`` and ``DIRECTIONS`` here are
 its lists); :func:`plain_functions` attaches each score's function to its record.
 """
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracking import scores as registry
-from tracking.contract import Metric
+from latentscape.tracking import scores as registry
+from latentscape.tracking.contract import Metric
 
 __all__ = [
     "NOISE_POLICY",
@@ -99,9 +99,9 @@ def plain_functions() -> dict[str, Callable[..., float]]:
 
 
 def batched_functions() -> dict[str, Callable[..., dict[str, np.ndarray]]]:
-    """Each score with a batched twin -> :func:`jobs.core.trust.label_score_batch` (the
+    """Each score with a batched twin -> :func:`latentscape.jobs.core.trust.label_score_batch` (the
     label scores of many labelings at once; it returns every such score)."""
-    from jobs.core.trust import label_score_batch
+    from latentscape.jobs.core.trust import label_score_batch
 
     return {name: label_score_batch for name in registry.BATCHED}
 
@@ -177,7 +177,7 @@ def query_count(n: int, sample: int) -> int:
 def neighbour_reference(x: np.ndarray, *, k: int, metric: str = "euclidean", sample: int = 1000,
                         seed: int = 0) -> NeighbourReference:
     """Distances from a seeded sample of query rows of ``x: (n, d)`` to all rows."""
-    from jobs.core.knn import pairwise
+    from latentscape.jobs.core.knn import pairwise
 
     x = np.asarray(x, dtype=np.float64)
     n = len(x)

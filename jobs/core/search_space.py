@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.core._params import ConfigError, DataShape, Method, lookup, resolve_params
-from jobs.core.cluster import CLUSTERERS
-from jobs.core.reduce import REDUCERS
-from tracking.contract import Param
+from latentscape.jobs.core._params import ConfigError, DataShape, Method, lookup, resolve_params
+from latentscape.jobs.core.cluster import CLUSTERERS
+from latentscape.jobs.core.reduce import REDUCERS
+from latentscape.tracking.contract import Param
 
 __all__ = ["Dimension", "SearchSpace", "default_space", "parse_space", "check_space", "SaeSpace", "parse_sae_space"]
 

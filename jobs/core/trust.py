@@ -1,7 +1,7 @@
 """How far to trust a score: chance baselines, bootstrap intervals, seed stability.
 
 Pure numpy / scipy / scikit-learn. ``labels: (n,)`` are any hashable values, ``clusters:
-(n,)`` integers with ``-1`` for noise (the noise policy of :mod:`jobs.core.scores`).
+(n,)`` integers with ``-1`` for noise (the noise policy of :mod:`latentscape.jobs.core.scores`).
 
 - Permutation baseline: the score of the same clustering against labels shuffled
   ``n_permutations`` times (seeded): its mean (what chance alone gives with these
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracking.contract import Metric
-from tracking.scores import BATCHED
+from latentscape.tracking.contract import Metric
+from latentscape.tracking.scores import BATCHED
 
 __all__ = [
     "DEFAULT_PERMUTATIONS",
@@ -385,7 +385,7 @@ def _nan_baseline(n_permutations: int, n_resamples: int, level: float) -> Baseli
 def label_baselines(labels: np.ndarray, clusters: np.ndarray, *, n_permutations: int = DEFAULT_PERMUTATIONS,
                     n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                     seed: int = 0, clustered: bool = True) -> dict[str, Baseline]:
-    """:class:`Baseline` of every label score under :mod:`jobs.core.scores`' noise policy:
+    """:class:`Baseline` of every label score under :mod:`latentscape.jobs.core.scores`' noise policy:
     over all points (noise, ``-1``, as its own label) under each score's name, and over
     clustered points only under ``<name>_clustered`` (labels permuted and resampled among
     those points; NaN baselines when no point is clustered). ``clustered=False`` skips

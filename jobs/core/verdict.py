@@ -79,7 +79,7 @@ def kmeans_at_classes(x: np.ndarray, labels: np.ndarray, *, seed: int = 0, n_ini
     neither merge the classes into a few clusters nor call points noise). ``n_init``
     restarts, the best inertia kept: 3 instead of 10 moved the demo's AMI by up to 0.067
     on two MiniLM layers, outside its bootstrap interval."""
-    from jobs.core.cluster import CLUSTERERS
+    from latentscape.jobs.core.cluster import CLUSTERERS
 
     k = len(np.unique(labels))
     return CLUSTERERS["kmeans"].run(x, {"n_clusters": k, "n_init": n_init, "max_iter": 300}, seed=seed)
@@ -89,8 +89,8 @@ def mean_interval(values: np.ndarray, *, n_resamples: int = 200, level: float = 
                   seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of the mean of ``values: (n,)`` (e.g. per-sample probe
     correctness or k-NN agreement): the observed mean plus the central ``level`` range of
-    the resampled means' deviations (as :func:`jobs.core.trust.centred_interval`)."""
-    from jobs.core.trust import centred_interval
+    the resampled means' deviations (as :func:`latentscape.jobs.core.trust.centred_interval`)."""
+    from latentscape.jobs.core.trust import centred_interval
 
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.core.geometry import unit_rows
+from latentscape.jobs.core.geometry import unit_rows
 
 __all__ = [
     "INTERPOLATIONS",

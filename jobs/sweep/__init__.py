@@ -2,7 +2,7 @@
 
 Recipe: load the layer; check the search space and objective; create or join the study
 (Optuna RDB storage: a SQLite file beside the MLflow database by default, any database
-URL with ``--storage``); run trials, each one map (:func:`jobs.core.mapping.fit_map`)
+URL with ``--storage``); run trials, each one map (:func:`latentscape.jobs.core.mapping.fit_map`)
 logged as a ``trial`` run, child of one ``sweep`` run (child of the extraction); when the
 study has all its trials, re-fit the best trial with its logged config (a replay: the
 scores must agree) and log its ``map.parquet``, ``trials.parquet`` and
@@ -53,21 +53,21 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs._result import JobResult
-from jobs.sweep._best import SWEEP_COLLAPSE_FIX
-from jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, _Plan, _plan, study_name_for
-from jobs.sweep._study import _Worker
-from jobs.sweep._workers import _helper_main
-from tracking.contract import Metric, Param
-from tracking.errors import UsageError
+from latentscape.jobs._result import JobResult
+from latentscape.jobs.sweep._best import SWEEP_COLLAPSE_FIX
+from latentscape.jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, _Plan, _plan, study_name_for
+from latentscape.jobs.sweep._study import _Worker
+from latentscape.jobs.sweep._workers import _helper_main
+from latentscape.tracking.contract import Metric, Param
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["SweepConfig", "sweep", "add_parser", "study_name_for"]
 
 # Also importable from here: DEFAULT_SEARCH_EPOCHS, SWEEP_COLLAPSE_FIX, _Plan, _plan
-# and _Worker (jobs._sae_sweep builds on them), _helper_main (the --workers processes'
-# entry point, run as `python -c "from jobs.sweep import _helper_main; ..."`).
+# and _Worker (latentscape.jobs._sae_sweep builds on them), _helper_main (the --workers processes'
+# entry point, run as `python -c "from latentscape.jobs.sweep import _helper_main; ..."`).
 
-TARGETS = ("map", "sae")  # what a trial fits (sae: jobs._sae_sweep)
+TARGETS = ("map", "sae")  # what a trial fits (sae: latentscape.jobs._sae_sweep)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class SweepConfig:
     workers: int = 1  # processes on the study, this one included (one core each)
     search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
     parent_run: str | None = None  # the sweep run's parent (None: the extraction; layers --tune: its run)
-    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (jobs._sae_sweep)
+    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (latentscape.jobs._sae_sweep)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
@@ -126,7 +126,7 @@ class SweepConfig:
 
 # -- command line --------------------------------------------------------------------
 def add_parser(subparsers, parents) -> None:
-    from jobs.core.scores import SCORE_NAMES
+    from latentscape.jobs.core.scores import SCORE_NAMES
 
     parser = subparsers.add_parser(
         "sweep", parents=parents, help="search map settings with Optuna for the best score",
@@ -218,7 +218,7 @@ def _read_space(path: str | None) -> dict | None:
 
 
 def _run_cli(args) -> JobResult:
-    from jobs.map import int_option, parse_assignments
+    from latentscape.jobs.map import int_option, parse_assignments
 
     if not args.run:
         raise UsageError("no extraction to sweep", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
@@ -237,7 +237,7 @@ def _run_cli(args) -> JobResult:
         target=args.target,
     )
     precheck(config)  # before the store: milliseconds, not seconds
-    from tracking.runs import open_store
+    from latentscape.tracking.runs import open_store
 
     return sweep(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
@@ -245,12 +245,12 @@ def _run_cli(args) -> JobResult:
 # -- the sweep ------------------------------------------------------------------------
 def precheck(config: SweepConfig) -> None:
     """What can be checked before the store is opened: objective, names, pinned settings."""
-    from jobs.core.mapping import ConfigError, check_settings
-    from jobs.core.scores import SCORE_NAMES
-    from jobs.core.search_space import SearchSpace
+    from latentscape.jobs.core.mapping import ConfigError, check_settings
+    from latentscape.jobs.core.scores import SCORE_NAMES
+    from latentscape.jobs.core.search_space import SearchSpace
 
     if config.target == "sae":
-        from jobs._sae_sweep import precheck as sae_precheck
+        from latentscape.jobs._sae_sweep import precheck as sae_precheck
 
         return sae_precheck(config)
     if config.objective not in SCORE_NAMES:
@@ -273,7 +273,7 @@ def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobRe
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_optuna_warnings()
     if config.target == "sae":
-        from jobs._sae_sweep import SaeWorker, sae_plan
+        from latentscape.jobs._sae_sweep import SaeWorker, sae_plan
 
         return SaeWorker(config, sae_plan(config, store, experiment), store).run()
     plan = _plan(config, store, experiment)

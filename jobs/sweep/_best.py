@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import sys
 
-from tracking.contract import Artifact, Kind, Metric, Param, Tag
-from tracking.studies import masked
+from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
+from latentscape.tracking.studies import masked
 
 SWEEP_COLLAPSE_FIX = ("sweep with --clusterer kmeans, or a --space whose min_cluster_size range stays below a "
                       "class's size")
@@ -18,9 +18,9 @@ class _Best:
     """The best map of the study; uses the worker's plan, study, store and sweep run."""
 
     def _log_best(self, log) -> None:
-        from jobs.map import KEY_SCORES, collapse_warning, config_payload, log_cluster_table, map_frame, max_abs_diff
+        from latentscape.jobs.map import KEY_SCORES, collapse_warning, config_payload, log_cluster_table, map_frame, max_abs_diff
 
-        from jobs.core.mapping import with_view
+        from latentscape.jobs.core.mapping import with_view
 
         plan = self.plan
         best = self.study.best_trial
@@ -38,7 +38,7 @@ class _Best:
                      Metric.REPLAY_MAX_ABS_DIFF: diff})
         # How far to trust the best map: chance baselines of its (tuning) label scores, and
         # its scores over the held-out samples, whose labels the search never read.
-        from jobs._trust import TrustSettings, holdout_metrics, map_trust
+        from latentscape.jobs._trust import TrustSettings, holdout_metrics, map_trust
 
         log.metrics(map_trust(self.x, plan.labels, result, TrustSettings(), rows=plan.tune))
         warning = collapse_warning(result.scores, plan.labels, SWEEP_COLLAPSE_FIX)

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from tracking.contract import Column, Kind, Metric, Tag
+from latentscape.tracking.contract import Column, Kind, Metric, Tag
 
 
 class _Bookkeeping:
@@ -36,7 +36,7 @@ class _Bookkeeping:
 
     def _open_trial_run(self, number: int, tags: dict[str, Any] | None = None):
         """The run of trial ``number`` (a child of the sweep run), written by the writer thread."""
-        from tracking.runs import background_run
+        from latentscape.tracking.runs import background_run
 
         return background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {number}",
                               parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
@@ -118,7 +118,7 @@ class _Bookkeeping:
         self._end_orphan_runs()
 
     def _end_orphan_runs(self) -> None:
-        from tracking.runs import end_stale_runs
+        from latentscape.tracking.runs import end_stale_runs
 
         _, running = self._counts()
         live = set(map(str, running))
@@ -155,7 +155,7 @@ class _Bookkeeping:
     # -- the tables --------------------------------------------------------------------
     def _score_names(self) -> tuple[str, ...]:
         """The scores a trial logs (the columns of trials.parquet after the params)."""
-        from jobs.core.scores import SCORE_NAMES
+        from latentscape.jobs.core.scores import SCORE_NAMES
 
         return tuple(SCORE_NAMES)
 

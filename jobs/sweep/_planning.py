@@ -9,12 +9,12 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tracking.contract import Metric, Param
-from tracking.errors import UsageError
-from tracking.studies import default_storage
+from latentscape.tracking.contract import Metric, Param
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.studies import default_storage
 
 if TYPE_CHECKING:
-    from jobs.sweep import SweepConfig
+    from latentscape.jobs.sweep import SweepConfig
 
 # Trials lay out UMAP with this many epochs unless told otherwise, and the best map is
 # re-fitted at the full count: measured at 5,000 x 384, 100 epochs is 1.7-2.6x faster than
@@ -73,7 +73,7 @@ class _Plan:
 
     def trial_config(self, reducer_params: dict, clusterer_params: dict):
         """The MapConfig of one point of the space: seed, graph and score settings of the sweep."""
-        from jobs.core.mapping import resolve_config
+        from latentscape.jobs.core.mapping import resolve_config
 
         return resolve_config(
             shape=self.shape, reducer=self.space.reducer, clusterer=self.space.clusterer,
@@ -83,11 +83,11 @@ class _Plan:
 
 
 def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
-    from jobs._source import load_extraction
-    from jobs.core.mapping import ConfigError, resolve_config
-    from jobs.core.scores import DIRECTIONS, LABEL_SCORES, SCORE_NAMES
-    from jobs.core.search_space import default_space, parse_space
-    from jobs.map import extraction_shape
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.mapping import ConfigError, resolve_config
+    from latentscape.jobs.core.scores import DIRECTIONS, LABEL_SCORES, SCORE_NAMES
+    from latentscape.jobs.core.search_space import default_space, parse_space
+    from latentscape.jobs.map import extraction_shape
 
     extraction = load_extraction(store, config.run)
     layer = max(extraction.layers) if config.layer is None else extraction.check_layer(config.layer)
@@ -96,8 +96,8 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
     if config.holdout is not None:
         import numpy as np
 
-        from jobs._trust import split_for
-        from jobs.core.mapping import DataShape
+        from latentscape.jobs._trust import split_for
+        from latentscape.jobs.core.mapping import DataShape
 
         if labels is None:
             raise UsageError(f"--holdout holds labels out and run {config.run} has none",
@@ -147,7 +147,7 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
         spec["holdout"] = config.holdout  # another split, another study
     if refit_epochs is not None:
         spec["refit_epochs"] = refit_epochs  # (the search epochs are in the space)
-    from tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.runs import resolve_tracking_uri
 
     storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id

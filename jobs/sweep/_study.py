@@ -12,17 +12,17 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from jobs._result import JobResult
-from jobs.sweep._best import _Best
-from jobs.sweep._bookkeeping import _Bookkeeping
-from jobs.sweep._workers import _Helpers
-from tracking.contract import Kind, Metric, Param, Tag
-from tracking.errors import UsageError
-from tracking.studies import masked, open_storage
+from latentscape.jobs._result import JobResult
+from latentscape.jobs.sweep._best import _Best
+from latentscape.jobs.sweep._bookkeeping import _Bookkeeping
+from latentscape.jobs.sweep._workers import _Helpers
+from latentscape.tracking.contract import Kind, Metric, Param, Tag
+from latentscape.tracking.errors import UsageError
+from latentscape.tracking.studies import masked, open_storage
 
 if TYPE_CHECKING:
-    from jobs.sweep import SweepConfig
-    from jobs.sweep._planning import _Plan
+    from latentscape.jobs.sweep import SweepConfig
+    from latentscape.jobs.sweep._planning import _Plan
 
 # Optuna user attributes (the study's and each trial's), shared by every worker process.
 _ATTR_SWEEP_RUN = "latentscape.sweep_run_id"
@@ -128,7 +128,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
     def _new_sweep_run(self):
         """Open the study's sweep run (child of --tune's layers run, else of the extraction)
         and record it in the study, so other workers find it."""
-        from tracking.runs import tracked_run
+        from latentscape.tracking.runs import tracked_run
 
         extraction = self.plan.extraction
         with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
@@ -141,7 +141,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             yield log
 
     def run(self) -> JobResult:
-        from tracking.runs import attach
+        from latentscape.tracking.runs import attach
 
         created = self._open_study()
         if created:
@@ -201,7 +201,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
 
     def _load(self) -> None:
         """Load the layer once; share k-NN graphs and score references across trials."""
-        from jobs.core.mapping import NeighbourCache
+        from latentscape.jobs.core.mapping import NeighbourCache
 
         self.x = self.plan.extraction.embedding(self.plan.layer)
         # With --holdout no map gets the labels: _fit scores the tuning rows only.
@@ -245,7 +245,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             self._optimize(remaining)
 
     def _optimize(self, remaining: int) -> None:
-        from jobs._progress import progress
+        from latentscape.jobs._progress import progress
 
         bar_context = progress(remaining, "sweep trials", unit="trial") if self.config.progress \
             else contextlib.nullcontext(None)
@@ -283,7 +283,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
     def _objective(self, trial) -> float:
         import optuna
 
-        from jobs.core.mapping import ConfigError
+        from latentscape.jobs.core.mapping import ConfigError
 
         if self.writer.failed:  # the tracking store is gone: stop rather than lose trials
             trial.study.stop()
@@ -317,15 +317,15 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
 
     def _fit(self, config, *, with_view: bool):
         """One map of the layer; with --holdout its label scores read the tuning rows only."""
-        from jobs._trust import score_rows
-        from jobs.core.mapping import fit_map
+        from latentscape.jobs._trust import score_rows
+        from latentscape.jobs.core.mapping import fit_map
 
         result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=with_view, threads=None)
         return result if self.plan.tune is None else score_rows(result, self.plan.labels, self.plan.tune)
 
     def _params(self, config) -> dict[str, Any]:
         """A trial's params: its resolved map config, and the held-out fraction (replays need it)."""
-        from jobs.map import map_params
+        from latentscape.jobs.map import map_params
 
         return {**map_params(config, self.plan.layer), Param.HOLDOUT: self.config.holdout}
 

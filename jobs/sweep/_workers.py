@@ -26,7 +26,7 @@ class _Helpers:
                                          sampler_offset=self.sampler_offset + index)
             order = json.dumps({"config": dataclasses.asdict(config), "tracking_uri": self.store.uri,
                                 "experiment": self.plan.experiment_name})
-            process = subprocess.Popen([sys.executable, "-c", "from jobs.sweep import _helper_main; _helper_main()"],
+            process = subprocess.Popen([sys.executable, "-c", "from latentscape.jobs.sweep import _helper_main; _helper_main()"],
                                        stdin=subprocess.PIPE, text=True)
             process.stdin.write(order)
             process.stdin.close()
@@ -55,9 +55,9 @@ class _Helpers:
 def _helper_main() -> None:
     """A --workers process: join the study its first process names on stdin (JSON: the
     config, tracking URI and experiment) and run trials until the study has its target."""
-    from jobs.cli import _quiet_libraries
-    from jobs.sweep import SweepConfig, sweep
-    from tracking.runs import open_store
+    from latentscape.jobs.cli import _quiet_libraries
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.runs import open_store
 
     _quiet_libraries()
     order = json.loads(sys.stdin.read())
@@ -66,7 +66,7 @@ def _helper_main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as error:  # one line, as the CLI prints it; the first process goes on
-        from tracking.runs import one_line
+        from latentscape.tracking.runs import one_line
 
         print(f"latentscape sweep (worker process): failed: {one_line(error)}", file=sys.stderr)
         sys.exit(1)

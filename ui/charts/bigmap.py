@@ -42,7 +42,7 @@ from json.encoder import encode_basestring
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Column
+from latentscape.tracking.contract import Column
 
 __all__ = [
     "LARGE_MAP_POINTS",

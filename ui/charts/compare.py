@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import CatalogColumn as C
 
-from ui.labels import number
+from latentscape.ui.labels import number
 
 __all__ = ["CompareInfo", "compare_info", "metrics_chart", "PARAM_PREFIX", "METRIC_PREFIX"]
 

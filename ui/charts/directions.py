@@ -10,8 +10,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Column
-from ui.labels import truncate
+from latentscape.tracking.contract import Column
+from latentscape.ui.labels import truncate
 
 __all__ = ["ProjectionInfo", "projection_info", "projection_chart", "AngleInfo", "angle_info", "angle_chart"]
 

@@ -12,8 +12,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Column
-from ui.labels import truncate
+from latentscape.tracking.contract import Column
+from latentscape.ui.labels import truncate
 
 __all__ = ["SORTS", "FeatureListInfo", "feature_list_info", "ExamplesInfo", "examples_info", "examples_chart",
            "HeatmapInfo", "heatmap_info", "heatmap_chart", "FeatureMapInfo", "feature_map_info", "feature_map_chart"]

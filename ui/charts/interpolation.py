@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
-from tracking.contract import Column, Metric
-from ui.labels import truncate
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Column, Metric
+from latentscape.ui.labels import truncate
 
 __all__ = [
     "OVERALL",

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import altair as alt
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
-from tracking.contract import Column, Metric
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Column, Metric
 
 __all__ = [
     "CURVE_TITLES",

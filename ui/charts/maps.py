@@ -14,8 +14,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from tracking.contract import Column
-from ui.labels import truncate
+from latentscape.tracking.contract import Column
+from latentscape.ui.labels import truncate
 
 __all__ = [
     "COLOR_BY",

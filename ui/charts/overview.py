@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import CatalogColumn as C
 
 __all__ = [
     "TimelineInfo",

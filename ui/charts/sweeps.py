@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from tracking.contract import Column, Param
+from latentscape.tracking.contract import Column, Param
 
 __all__ = [
     "COMPLETE",

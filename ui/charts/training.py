@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from tracking.contract import CatalogColumn as C
-from tracking.contract import Column, Metric
-from ui.charts.layers import cka_cells
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Column, Metric
+from latentscape.ui.charts.layers import cka_cells
 
 __all__ = [
     "CURVES",

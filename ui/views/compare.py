@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import compare as charts
-from ui.labels import run_labels
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import compare as charts
+from latentscape.ui.labels import run_labels
 
 PAGE = "compare"
 _DIFFERENT = "background-color: #fff3bf"

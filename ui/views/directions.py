@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Metric, Param
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import directions as charts
-from ui.labels import number, run_labels, short_id
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import directions as charts
+from latentscape.ui.labels import number, run_labels, short_id
 
 PAGE = "directions"
 

@@ -9,11 +9,11 @@ import html
 
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Metric, Param
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import features as charts
-from ui.labels import number, run_labels, short_id
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import features as charts
+from latentscape.ui.labels import number, run_labels, short_id
 
 PAGE = "features"
 _SCORES = ((Metric.holdout(Metric.VARIANCE_EXPLAINED), "variance explained (held out)"), (Metric.L0, "L0"),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Kind, Metric, Param, Tag
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import layers as charts
-from ui.labels import run_labels
+from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import layers as charts
+from latentscape.ui.labels import run_labels
 
 PAGE = "layers"
 # Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).

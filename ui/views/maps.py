@@ -12,13 +12,13 @@ import html
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Param, Tag
-from tracking.contract import CatalogColumn as C
-from tracking.scores import ON_MAP
-from ui import components, data, routes, state
-from ui.charts import bigmap
-from ui.charts import maps as charts
-from ui.labels import TRUST_HELP, run_labels, score_text, short_id
+from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.scores import ON_MAP
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import bigmap
+from latentscape.ui.charts import maps as charts
+from latentscape.ui.labels import TRUST_HELP, run_labels, score_text, short_id
 
 PAGE = "maps"
 _MAP_KINDS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)

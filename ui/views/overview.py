@@ -7,10 +7,10 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import overview as charts
-from ui.labels import short_id
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import overview as charts
+from latentscape.ui.labels import short_id
 
 PAGE = "overview"
 _LIMIT = 20_000  # runs listed and charted at most (newest first)

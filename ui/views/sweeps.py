@@ -6,12 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tracking.contract import Artifact, Column, Kind, Metric, Param
-from tracking.contract import CatalogColumn as C
-from tracking.scores import LABEL_SCORES, SUMMARY
-from ui import components, data, routes, state
-from ui.charts import sweeps as charts
-from ui.labels import number, run_labels
+from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.scores import LABEL_SCORES, SUMMARY
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import sweeps as charts
+from latentscape.ui.labels import number, run_labels
 
 PAGE = "sweeps"
 # The best map's held-out table: the label scores of a run's summary, in its order.

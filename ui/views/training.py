@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tracking.contract import Artifact, Kind, Param
-from tracking.contract import CatalogColumn as C
-from ui import components, data, routes, state
-from ui.charts import training as charts
-from ui.labels import run_labels
+from latentscape.tracking.contract import Artifact, Kind, Param
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.ui import components, data, routes, state
+from latentscape.ui.charts import training as charts
+from latentscape.ui.labels import run_labels
 
 PAGE = "training"
 

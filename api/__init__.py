@@ -1,0 +1,1 @@
+"""latentscape: what a neural network has learned, layer by layer, tracked in MLflow."""
