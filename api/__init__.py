@@ -1,1 +1,81 @@
-"""latentscape: what a neural network has learned, layer by layer, tracked in MLflow."""
+"""latentscape: what a neural network has learned, layer by layer, tracked in MLflow.
+
+In a notebook::
+
+    import latentscape as ls
+
+    extraction = ls.extract(data="demo")                # every layer of the bundled model
+    view = ls.map(extraction, layer=6)                   # reduce, cluster, score one layer
+    view.scores["ami"], view.map.head()                  # the scores; map.parquet as a DataFrame
+    view.chart()                                         # the app's chart of the map
+    best = ls.sweep(extraction, layer=6, trials=30)      # Optuna over the reduction
+    depth = ls.layers(extraction)                        # how the representation changes
+    ls.runs(kinds="map")                                 # every map so far, params and metrics
+
+Every job is the CLI's sub-command of the same name (``ls.compare_models`` is
+``latentscape compare-models``), with its options as keywords, the same validation, and
+the same runs logged; bad input raises :class:`UsageError` with the CLI's one-line
+message. Runs go to ``tracking_uri=`` if given, else ``$MLFLOW_TRACKING_URI``, else
+``./mlflow.db``.
+
+The installed parts: ``latentscape.jobs`` (the jobs and their numeric core),
+``latentscape.tracking`` (MLflow, the run contract, the DuckDB catalog) and
+``latentscape.ui`` (the Streamlit app).
+"""
+
+from __future__ import annotations
+
+from latentscape._jobs import JobFunction
+from latentscape.tracking.errors import UsageError
+
+__all__ = [
+    "extract", "map", "sweep", "layers", "interpolate", "analogies", "directions",
+    "sae", "finetune", "compare_models", "search",
+    "runs", "Result", "UsageError",
+]
+
+extract = JobFunction("extract")
+map = JobFunction("map")  # noqa: A001 - the job's name; `ls.map` never shadows the builtin in user code
+sweep = JobFunction("sweep")
+layers = JobFunction("layers")
+interpolate = JobFunction("interpolate")
+analogies = JobFunction("analogies")
+directions = JobFunction("directions")
+sae = JobFunction("sae")
+finetune = JobFunction("finetune")
+compare_models = JobFunction("compare-models")
+search = JobFunction("search")
+
+
+def runs(*, kinds=None, experiments=None, models=None, datasets=None, since=None, until=None, text=None,
+         parent=None, limit: int | None = 5000, tracking_uri: str | None = None):
+    """Runs from the DuckDB catalog (synced with MLflow first), newest first, one row each
+    with the run columns then ``param.<key>`` and ``metric.<key>`` columns: a DataFrame to
+    compare in pandas. ``kinds`` etc. take a name or a list of names; ``parent``: a run id
+    (or Result) whose child runs to list."""
+    from latentscape._result import Result, catalog
+    from latentscape.tracking import queries
+    from latentscape.tracking.contract import CatalogColumn
+
+    def names(value):
+        return [value] if isinstance(value, str) else value
+
+    if isinstance(parent, Result):
+        parent = parent.run_id
+    opened = catalog(tracking_uri)
+    found = queries.runs(opened, kinds=names(kinds), experiments=names(experiments), models=names(models),
+                         datasets=names(datasets), since=since, until=until, text=text, parent_run_id=parent,
+                         limit=limit)
+    if found.empty:
+        return found
+    wide = queries.run_table(opened, list(found[CatalogColumn.RUN_ID]))
+    order = {run_id: i for i, run_id in enumerate(found[CatalogColumn.RUN_ID])}
+    return wide.sort_values(CatalogColumn.RUN_ID, key=lambda ids: ids.map(order)).reset_index(drop=True)
+
+
+def __getattr__(name: str):
+    if name == "Result":  # pandas comes with it: loaded when first asked for
+        from latentscape._result import Result
+
+        return Result
+    raise AttributeError(f"module 'latentscape' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import traceback
 
 from latentscape.tracking.errors import EXIT_USAGE, UsageError
 
-__all__ = ["main", "JOB_MODULES", "common_parser"]
+__all__ = ["main", "JOB_MODULES", "common_parser", "build_parser", "quiet_libraries"]
 
 # Sub-command -> module. Order is the order of `latentscape --help`.
 JOB_MODULES = {
@@ -63,10 +63,12 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *,
+                 parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Every sub-command's parser; only ``command``'s when one is named (a job then imports
-    its own module, not all eleven: measured ~1 s of a busy machine saved per process)."""
-    parser = argparse.ArgumentParser(
+    its own module, not all eleven: measured ~1 s of a busy machine saved per process).
+    ``parser_class``: the Python API's raises UsageError where argparse would exit."""
+    parser = parser_class(
         prog="latentscape", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,7 +83,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep stderr for our progress bars and errors, not the libraries' chatter."""
     import logging
     import warnings
@@ -99,7 +101,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)

@@ -91,7 +91,7 @@ def load_dataset(
     elif spec == "wordnet":
         dataset = _wordnet()
     elif spec == "demo":
-        path = resources.files("jobs") / "data" / "demo.csv"
+        path = resources.files("latentscape.jobs") / "data" / "demo.csv"
         dataset = _from_frame(_read_table(Path(str(path))), "demo", str(path), "text", "label", "id", explicit=set())
     else:
         path = Path(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,11 +16,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _wheel_top_level(tmp_path) -> set[str]:
     """The top-level names a regular (non-editable) install of this project writes."""
+    # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for folder in ("api", "jobs", "tracking", "ui"):
+        shutil.copytree(REPO / folder, source / folder, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("latentscape-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        return {name.split("/")[0] for name in archive.namelist()}
+        names = archive.namelist()
+    # The package data travels with its package.
+    assert {"latentscape/jobs/data/demo.csv", "latentscape/ui/.streamlit/config.toml"} <= set(names)
+    return {name.split("/")[0] for name in names}
 
 
 def test_the_install_claims_one_top_level_name(tmp_path):

@@ -55,11 +55,11 @@ class _Helpers:
 def _helper_main() -> None:
     """A --workers process: join the study its first process names on stdin (JSON: the
     config, tracking URI and experiment) and run trials until the study has its target."""
-    from latentscape.jobs.cli import _quiet_libraries
+    from latentscape.jobs.cli import quiet_libraries
     from latentscape.jobs.sweep import SweepConfig, sweep
     from latentscape.tracking.runs import open_store
 
-    _quiet_libraries()
+    quiet_libraries()
     order = json.loads(sys.stdin.read())
     try:
         sweep(SweepConfig(**order["config"]), store=open_store(order["tracking_uri"]), experiment=order["experiment"])

@@ -1,0 +1,151 @@
+"""The notebook API: docs/tutorial.ipynb, executed in a real Jupyter kernel, reproduces the
+README's CLI session (extract, map, sweep, layers) score for score; and the API's
+functions are the CLI's jobs (same validation, same runs, tables and charts)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "docs" / "tutorial.ipynb"
+LIMIT, TRIALS = 120, 3  # small: the same flow as the tutorial's 600 sentences and 30 trials
+
+
+def _timing(key: str) -> bool:
+    return key.endswith(("_seconds", "_per_s"))
+
+
+def _same_scores(ours: dict, theirs: dict) -> list[str]:
+    differences = []
+    for key in sorted(set(ours) | set(theirs)):
+        if _timing(key):
+            continue
+        a, b = ours.get(key), theirs.get(key)
+        if a is None or b is None:
+            differences.append(f"{key}: {a} vs {b}")
+        elif not (math.isnan(a) and math.isnan(b)) and not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+            differences.append(f"{key}: {a!r} vs {b!r}")
+    return differences
+
+
+def _cli(store: Path, *argv: str) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "LATENTSCAPE_PROGRESS": "0"}
+    done = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *argv, "--json"], cwd=store, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_notebook(folder: Path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    (parameters,) = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    parameters.source += f"\nLIMIT = {LIMIT}\nTRIALS = {TRIALS}"
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute(env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"})
+    return notebook
+
+
+def _outputs(cell) -> tuple[str, set[str]]:
+    text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+    kinds = {mime for o in cell.outputs if o.output_type in ("display_data", "execute_result") for mime in o.data}
+    return text, kinds
+
+
+@pytest.mark.slow
+def test_the_tutorial_notebook_reproduces_the_cli_session(tmp_path):
+    (ours := tmp_path / "notebook").mkdir()
+    (theirs := tmp_path / "cli").mkdir()
+    notebook = _run_notebook(ours)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    printed = json.loads(_outputs(code[-1])[0])
+
+    extraction = _cli(theirs, "extract", "--data", "demo", "--limit", str(LIMIT))
+    session = {
+        "extract": extraction,
+        "map": _cli(theirs, "map", "--run", extraction["run_id"], "--layer", "6", "--seed", "0"),
+        "sweep": _cli(theirs, "sweep", "--run", extraction["run_id"], "--layer", "6", "--trials", str(TRIALS),
+                      "--seed", "0"),
+        "layers": _cli(theirs, "layers", "--run", extraction["run_id"]),
+    }
+    assert set(printed) == set(session)
+    for kind, answer in session.items():
+        assert printed[kind] and not _same_scores(printed[kind], answer["scores"]), \
+            (kind, _same_scores(printed[kind], answer["scores"]))
+
+    # Every chart cell shows a chart; the mistake is the CLI's one line; runs() compares in pandas.
+    sources = [cell.source for cell in code]
+    for index, source in enumerate(sources):
+        if source.strip().endswith(".chart()"):
+            assert any("vega" in kind or kind == "text/html" for kind in _outputs(code[index])[1]), source
+    mistake = _outputs(code[next(i for i, s in enumerate(sources) if "UsageError" in s)])[0].strip()
+    assert len(mistake.splitlines()) == 1 and "--layer" in mistake and "99" in mistake
+    table = next(cell for cell in code if "ls.runs(" in cell.source)
+    shown = "".join(o.data.get("text/plain", "") for o in table.outputs if o.output_type == "execute_result")
+    assert "map" in shown and "sweep" in shown
+
+
+# -- the functions are the CLI's jobs ---------------------------------------------------------------
+def test_each_function_takes_its_commands_options():
+    import latentscape as ls
+
+    for name in ("extract", "map", "sweep", "layers", "interpolate", "analogies", "directions", "sae",
+                 "finetune", "compare_models"):
+        job = getattr(ls, name)
+        signature = inspect.signature(job)
+        assert "tracking_uri" in signature.parameters and "json" not in signature.parameters, name
+        assert f"latentscape {name.replace('_', '-')}" in job.__doc__
+    assert {"n_neighbors", "min_cluster_size", "reducer_param"} <= set(inspect.signature(ls.map).parameters)
+
+
+def test_bad_settings_raise_the_clis_usage_error(tmp_path, monkeypatch):
+    import latentscape as ls
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ls.UsageError, match="has no setting 'n_neighbour'.*n_neighbors"):
+        ls.map("some-run", n_neighbour=30)
+    with pytest.raises(ls.UsageError, match="--layer 'abc' is not an integer"):
+        ls.map("some-run", layer="abc")
+    with pytest.raises(ls.UsageError, match=r"ls\.map\(\): argument --knn|invalid choice|knn"):
+        ls.map("some-run", knn="sometimes")
+    with pytest.raises(ls.UsageError, match="takes no run"):
+        ls.extract("some-run")
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(ls.UsageError, match="nope.csv"):
+        ls.extract(data=str(missing))
+
+
+@pytest.mark.slow
+def test_results_load_tables_and_charts_of_their_runs(tmp_path):
+    import altair as alt
+
+    import latentscape as ls
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    digits = ls.extract(data="digits", limit=200, tracking_uri=uri)
+    assert digits.kind == "extract" and len(digits.run_id) == 32
+    view = ls.map(digits, layer=0, reducer="pca", clusterer="kmeans", tracking_uri=uri)
+    assert view.scores["ami"] > 0.3
+    points = view.map
+    assert len(points) == 200 and {"x", "y", "cluster", "label"} <= set(points.columns)
+    assert view.clusters["size"].sum() == 200 if "size" in view.clusters else len(view.clusters) > 1
+    assert isinstance(view.chart(), (alt.Chart, alt.LayerChart))
+    assert view.run_id in view._repr_html_() and "ami" in repr(view)
+    with pytest.raises(ls.UsageError, match="has no layers.parquet"):
+        view.layers
+    compared = ls.runs(kinds="map", tracking_uri=uri)
+    assert list(compared["run_id"]) == [view.run_id]
+    assert compared.loc[0, "metric.ami"] == pytest.approx(view.scores["ami"])
+    assert compared.loc[0, "param.reducer"] == "pca"
+    assert ls.runs(parent=digits, tracking_uri=uri)["run_id"].tolist() == [view.run_id]
