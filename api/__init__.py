@@ -31,7 +31,7 @@ from latentscape.tracking.errors import UsageError
 __all__ = [
     "extract", "map", "sweep", "layers", "interpolate", "analogies", "directions",
     "sae", "finetune", "compare_models", "search",
-    "runs", "Result", "UsageError",
+    "runs", "result", "Result", "UsageError",
 ]
 
 extract = JobFunction("extract")
@@ -71,6 +71,26 @@ def runs(*, kinds=None, experiments=None, models=None, datasets=None, since=None
     wide = queries.run_table(opened, list(found[CatalogColumn.RUN_ID]))
     order = {run_id: i for i, run_id in enumerate(found[CatalogColumn.RUN_ID])}
     return wide.sort_values(CatalogColumn.RUN_ID, key=lambda ids: ids.map(order)).reset_index(drop=True)
+
+
+def result(run_id: str, *, tracking_uri: str | None = None):
+    """A run logged earlier (by the CLI, a notebook or a teammate) as a :class:`Result`: its
+    tables and chart as for a run just made; ``scores`` are its latest metrics."""
+    from latentscape._result import Result, catalog
+    from latentscape.tracking import queries
+    from latentscape.tracking.contract import CatalogColumn
+
+    opened = catalog(tracking_uri)
+    found = queries.runs(opened, run_ids=[str(run_id)], limit=1)
+    if found.empty:
+        raise UsageError(f"no run {run_id!r} in {opened.tracking_uri}",
+                         "check the id (ls.runs() lists them) and the tracking_uri")
+    row = found.iloc[0]
+    latest = queries.metrics(opened, [str(run_id)])
+    latest = latest.sort_values(CatalogColumn.STEP).drop_duplicates(CatalogColumn.KEY, keep="last")
+    return Result(str(row[CatalogColumn.KIND]), str(run_id), str(row[CatalogColumn.EXPERIMENT]),
+                  scores=dict(zip(latest[CatalogColumn.KEY], latest[CatalogColumn.VALUE].astype(float))),
+                  tracking_uri=tracking_uri)
 
 
 def __getattr__(name: str):

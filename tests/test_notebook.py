@@ -91,6 +91,9 @@ def test_the_tutorial_notebook_reproduces_the_cli_session(tmp_path):
             assert any("vega" in kind or kind == "text/html" for kind in _outputs(code[index])[1]), source
     mistake = _outputs(code[next(i for i, s in enumerate(sources) if "UsageError" in s)])[0].strip()
     assert len(mistake.splitlines()) == 1 and "--layer" in mistake and "99" in mistake
+    # Long steps draw tqdm.auto's widget bars in a notebook, not text on stderr.
+    extract_cell = next(cell for cell in code if "ls.extract(" in cell.source)
+    assert "application/vnd.jupyter.widget-view+json" in _outputs(extract_cell)[1]
     table = next(cell for cell in code if "ls.runs(" in cell.source)
     shown = "".join(o.data.get("text/plain", "") for o in table.outputs if o.output_type == "execute_result")
     assert "map" in shown and "sweep" in shown
@@ -102,7 +105,7 @@ def test_each_function_takes_its_commands_options():
     from latentscape.jobs.cli import JOB_MODULES
 
     jobs = [command for command in JOB_MODULES if command not in ("ui", "server", "demo")]  # apps, not jobs
-    assert sorted(name.replace("-", "_") for name in jobs) == sorted(set(ls.__all__) - {"runs", "Result", "UsageError"})
+    assert sorted(name.replace("-", "_") for name in jobs) == sorted(set(ls.__all__) - {"runs", "result", "Result", "UsageError"})
     for name in (command.replace("-", "_") for command in jobs):
         job = getattr(ls, name)
         signature = inspect.signature(job)
@@ -151,3 +154,9 @@ def test_results_load_tables_and_charts_of_their_runs(tmp_path):
     assert compared.loc[0, "metric.ami"] == pytest.approx(view.scores["ami"])
     assert compared.loc[0, "param.reducer"] == "pca"
     assert ls.runs(parent=digits, tracking_uri=uri)["run_id"].tolist() == [view.run_id]
+    # A run made earlier loads as the same Result: its kind, scores, tables and chart.
+    again = ls.result(view.run_id, tracking_uri=uri)
+    assert again.kind == "map" and again.scores["ami"] == pytest.approx(view.scores["ami"])
+    assert again.map.equals(points)
+    with pytest.raises(ls.UsageError, match="no run 'nope'"):
+        ls.result("nope", tracking_uri=uri)
