@@ -122,8 +122,16 @@ class JobFunction:
             settings = {"run": run, **settings}
         quiet_libraries()
         args = parser.parse_args(_argv(self.command, actions, settings))
-        outcome = args.handler(args)
-        if outcome is None:
-            return None
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        return Result.of(outcome, tracking_uri=uri)
+        try:
+            outcome = args.handler(args)
+        except UsageError:
+            raise
+        except Exception as error:  # a tracking server's refusal in people's words, as the CLI says it
+            from latentscape.tracking.errors import server_error
+
+            explained = server_error(error, uri=uri or "")
+            if explained is None:
+                raise
+            raise explained from error
+        return None if outcome is None else Result.of(outcome, tracking_uri=uri)

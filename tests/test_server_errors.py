@@ -88,3 +88,13 @@ def test_a_server_that_is_not_mlflow_is_named_so(not_mlflow):
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "it is not an MLflow tracking server" in lines[0], done.stderr[-2000:]
+
+
+def test_the_python_api_raises_the_same_line_for_an_unreachable_server(monkeypatch):
+    import latentscape as ls
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with pytest.raises(ls.UsageError, match=r"^cannot reach the tracking server http://127\.0\.0\.1:") as raised:
+        ls.extract(data="digits", limit=50, tracking_uri=f"http://127.0.0.1:{_free_port()}")
+    assert "\n" not in str(raised.value)
