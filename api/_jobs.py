@@ -60,20 +60,19 @@ def _argv(command: str, actions: Mapping[str, argparse.Action], settings: Mappin
             raise UsageError(f"ls.{command.replace('-', '_')}() has no setting {name!r}",
                              f"did you mean {' or '.join(close)}?" if len(close) <= 3 else
                              f"choose from {', '.join(close)}")
-        if value is None or value is False and isinstance(action, argparse._StoreTrueAction):
+        if value is None or value is False:
             continue
         flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
+        if action.nargs == 0:  # a switch: store_true, store_const, ...
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):
             items = [f"{k}={v}" for k, v in value.items()] if isinstance(value, Mapping) else \
                 [value] if isinstance(value, str) else list(value)
-            for item in items:
-                argv += [flag, _as_text(item)]
+            argv += [f"{flag}={_as_text(item)}" for item in items]
         elif action.nargs in ("+", "*") or isinstance(action.nargs, int):
             argv += [flag, *(_as_text(v) for v in (value if isinstance(value, (list, tuple)) else [value]))]
-        else:
-            argv += [flag, _as_text(value)]
+        else:  # FLAG=VALUE: a value that starts with a dash stays a value
+            argv.append(f"{flag}={_as_text(value)}")
     return argv
 
 

@@ -53,7 +53,8 @@ def _run_notebook(folder: Path):
     parameters.source += f"\nLIMIT = {LIMIT}\nTRIALS = {TRIALS}"
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(folder)}})
-    client.execute(env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"})
+    client.execute(env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+                        "LATENTSCAPE_PROGRESS": "1"})  # the suite turns bars off; the notebook shows them
     return notebook
 
 
