@@ -476,6 +476,34 @@ def test_readers_keep_reading_while_refreshes_swap_files(store, tmp_path):
     assert len(q.runs(catalog)) == len(store.client.search_runs([experiment_id]))
 
 
+def test_opening_a_catalog_does_not_wait_for_a_refresh_elsewhere(store, tmp_path):
+    """The app opens the catalog at once and syncs in the background: an open must not
+    wait on the lock a refresh (here: another process's, held) takes; a refresh does."""
+    import fcntl
+
+    experiment_id = store.experiment_id("open")
+    path = tmp_path / "catalog.duckdb"
+    Catalog.open(store.uri, path).refresh()
+    _log_run(store, experiment_id, layers=0)
+    opened, refreshed = [], []
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            opener = threading.Thread(target=lambda: opened.append(Catalog.open(store.uri, path)))
+            opener.start()
+            opener.join(60)  # a bound for a hang, not a timing: it returns at once
+            assert not opener.is_alive() and len(opened) == 1, "Catalog.open waited for the refresh lock"
+            assert q.runs(opened[0]).empty, "it shows what the file holds (synced before the run was logged)"
+            refresher = threading.Thread(target=lambda: refreshed.append(opened[0].refresh()))
+            refresher.start()
+            refresher.join(0.5)
+            assert refresher.is_alive(), "a refresh takes its turn on the lock"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    refresher.join(120)
+    assert refreshed[0].new == 1 and len(q.runs(opened[0])) == 1
+
+
 _CRASH = """
 import os, sys
 from latentscape.tracking import catalog as module

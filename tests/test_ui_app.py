@@ -5,7 +5,9 @@
 - Every page through Streamlit's AppTest, on runs logged by the jobs beside the shared
   extractions: charts drawn, no exception, no error; a link's query parameters select
   the same runs and settings; an empty store says which command to run; Refresh shows
-  runs logged after the app started.
+  runs logged after the app started. The first open draws the Overview while the
+  catalog syncs in the background (one sync at a time), then shows the runs; a failed
+  sync is one line in the sidebar.
 - The UI process imports no torch, numba, umap or jobs.
 - ``latentscape ui``: its command line and its errors.
 
@@ -137,14 +139,19 @@ def app_env(ui_runs, tmp_path_factory, monkeypatch):
 
 
 def open_page(path: str | None, params: dict | None = None, *, timeout: float = 120):
-    """Run the app, then switch to ``path`` (e.g. ``views/maps.py``) with ``params`` as its URL query."""
+    """Run the app, let its background catalog sync finish, then show ``path`` (e.g.
+    ``views/maps.py``; None: the app itself) with ``params`` as its URL query."""
     from streamlit.testing.v1 import AppTest
+
+    from latentscape.ui import data
 
     at = AppTest.from_file(str(APP), default_timeout=timeout)
     if path in (None, DEFAULT_PAGE):  # the link opens the app itself
         at.query_params = dict(params or {})
-        return at.run()
     at.run()
+    assert data.wait_for_sync(timeout), "the catalog sync did not finish"
+    if path in (None, DEFAULT_PAGE):
+        return at.run()  # what the sidebar's poll reruns when the sync is done
     at.query_params = dict(params or {})
     return at.switch_page(path).run()
 
@@ -731,6 +738,7 @@ def test_overview_filters_come_from_the_link(app_env):
 
 def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):
     from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.ui import data
 
     # A store of our own: this test writes.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -749,6 +757,8 @@ def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, t
     at.run()
     assert at.metric[0].value == "1", "without a refresh the catalog is as it was"
     at.button(key="refresh").click().run()
+    assert data.wait_for_sync(120)
+    at.run()  # the sidebar's poll reruns the app when the sync is done
     assert_clean(at)
     assert at.metric[0].value == "2"
 
@@ -772,12 +782,119 @@ def test_an_empty_store_says_what_to_run_on_every_page(monkeypatch, tmp_path):
         _clear_streamlit_caches()
 
 
+def _store_with_runs(tmp_path, monkeypatch, n: int) -> tuple[str, Path]:
+    """A store of ``n`` extract runs and the path of a catalog that was never synced
+    (the file exists, empty, as the app's first open makes it), set as the app's."""
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.runs import open_store, tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = open_store(uri)
+    experiment = store.experiment_id("first-open")
+    for i in range(n):
+        with tracked_run(store, experiment, Kind.EXTRACT, run_name=f"run {i}"):
+            pass
+    catalog = tmp_path / "catalog.duckdb"
+    Catalog.open(uri, catalog).close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(catalog))
+    _clear_streamlit_caches()
+    return uri, catalog
+
+
+def _held_catalog_lock(catalog: Path):
+    """Hold the lock a catalog refresh takes (as another process's refresh would): a sync
+    started meanwhile waits at its start, so the test sees it running, whatever the
+    machine's speed."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        with open(catalog.with_name(catalog.name + ".lock"), "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return held()
+
+
+def _sync_threads() -> int:
+    import threading
+
+    from latentscape.ui import data
+
+    return sum(thread.name == data.SYNC_THREAD and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_the_first_open_draws_the_overview_while_the_catalog_syncs_and_fills_in_after(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from latentscape.ui import data
+
+    _, catalog = _store_with_runs(tmp_path, monkeypatch, 3)
+    try:
+        with _held_catalog_lock(catalog):
+            at = AppTest.from_file(str(APP), default_timeout=120).run()
+            # The page is drawn (the script run ended) while the sync waits for the lock.
+            assert_clean(at)
+            assert at.title[0].value == "Overview"
+            notices = " ".join(info.value for info in at.info)
+            assert "Syncing the runs from MLflow" in notices, notices
+            assert not at.code, "no 'run this command' advice for an empty store: it is not empty"
+            assert "syncing with MLflow" in " ".join(c.value for c in at.sidebar.caption)
+            assert _sync_threads() == 1
+
+            # Neither Refresh nor a second browser session starts a second sync.
+            at.button(key="refresh").click().run()
+            assert "already running" in " ".join(t.value for t in at.toast)
+            AppTest.from_file(str(APP), default_timeout=120).run()
+            assert _sync_threads() == 1
+        assert data.wait_for_sync(120)
+        at.run()  # what the sidebar's poll does when the sync is done
+        assert_clean(at)
+        assert at.metric[0].value == "3"
+        assert not at.info, [info.value for info in at.info]
+        assert "3 new" in " ".join(c.value for c in at.sidebar.caption)
+    finally:
+        data.wait_for_sync(120)
+        _clear_streamlit_caches()
+
+
+def test_a_failed_sync_is_one_line_in_the_sidebar_and_the_page_still_draws(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from latentscape.ui import data
+
+    broken = tmp_path / "mlflow.db"
+    broken.write_bytes(b"this is not a database\n" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{broken}")
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
+    _clear_streamlit_caches()
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=120).run()
+        assert data.wait_for_sync(120)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.title[0].value == "Overview"
+        errors = [error.value for error in at.sidebar.error]
+        assert len(errors) == 1 and errors[0].startswith("Catalog sync failed: "), errors
+        assert "\n" not in errors[0]
+        assert "never synced" in " ".join(w.value for w in at.warning)
+    finally:
+        _clear_streamlit_caches()
+
+
 # -- the UI process stays light ------------------------------------------------------------------
 def test_the_app_imports_no_torch_numba_umap_or_jobs(ui_runs, tmp_path):
     code = f"""
 import sys
 from streamlit.testing.v1 import AppTest
+from latentscape.ui import data
 at = AppTest.from_file({str(APP)!r}, default_timeout=120).run()
+assert data.wait_for_sync(120)
 for path in {list(PAGES)[1:]!r}:
     at.query_params = {{}}
     at.switch_page(path).run()

@@ -456,8 +456,14 @@ class Catalog:
             raise UsageError(f"the folder of the catalog {target} does not exist",
                              "create it or set LATENTSCAPE_CATALOG to another file")
         catalog = cls(uri, target.resolve(), slack_s=slack_s, cache_dir=Path(cache_dir) if cache_dir else None)
+        # A usable file opens without the lock: a refresh elsewhere (minutes on a large
+        # remote store) must not hold up a reader, and it swaps its file in atomically.
+        snapshot = catalog._load_snapshot()
+        if snapshot is not None:
+            snapshot.close()
+            return catalog
         with catalog._refresh_lock, catalog._file_lock():
-            snapshot = catalog._load_snapshot()
+            snapshot = catalog._load_snapshot()  # again: another process may have made it meanwhile
             if snapshot is None:
                 catalog._swap_in(catalog._new_file())
             else:

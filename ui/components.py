@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 
 import streamlit as st
 
+from latentscape.ui import data
 from latentscape.ui.routes import Route
 
-__all__ = ["empty_state", "page_header", "link", "served_json"]
+__all__ = ["empty_state", "syncing_state", "page_header", "link", "served_json"]
 
 
 def page_header(route: Route) -> None:
@@ -18,10 +19,31 @@ def page_header(route: Route) -> None:
 
 def empty_state(problem: str, commands: Sequence[str], *,
                 after: str = "then press **Refresh** in the sidebar.") -> None:
-    """What is missing and the command(s) that make it, ready to copy."""
+    """What is missing and the command(s) that make it, ready to copy; or, while the
+    catalog's first sync runs, that it is syncing (the page is empty because of that)."""
+    if syncing_state():
+        return
     st.info(f"{problem} Run:", icon=":material/info:")
     st.code("\n".join(commands), language="bash")
     st.caption(after[0].upper() + after[1:])
+
+
+def syncing_state() -> bool:
+    """Say why the page is empty when the catalog was never synced: its first sync is
+    running (a first open of a store), or it failed. True when it said so."""
+    status = data.sync_status()
+    if status.synced_at is not None:
+        return False
+    if status.first_sync:
+        st.info(f"Syncing the runs from MLflow into the catalog for the first time"
+                f"{': ' + status.progress if status.progress else ''}… This page fills in when it is done.",
+                icon=":material/sync:")
+        return True
+    if status.error:
+        st.warning("No runs to show: the catalog was never synced, and its sync failed (see the sidebar).",
+                   icon=":material/sync_problem:")
+        return True
+    return False
 
 
 def link(route: Route, label: str, params: Mapping[str, str | Sequence[str]] | None = None, *,

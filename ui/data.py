@@ -1,12 +1,18 @@
 """Every read the app makes, and the only module with ``st.cache_*``.
 
 - The catalog (DuckDB, synced from MLflow) is a ``cache_resource``: one shared object
-  per process, opened and synced on first use.
+  per process, opened at once with what its file already holds. Syncing it with MLflow
+  runs in a background thread, one at a time per process (:func:`start_sync`; a new
+  browser session starts one when the last is older than 30 s): the first open of a
+  large store took over 10 s before any page drew. A sync writes a new file and swaps
+  it in (``latentscape.tracking.catalog``), so a reader sees the whole of a sync or none of it.
+  The app polls :func:`sync_status` and reruns when a sync finishes.
 - Each rerun reads through one cursor (:func:`begin_rerun`, called by ``ui/app.py``):
   every query of a rerun sees the same version of the catalog, and no two sessions'
   threads share a cursor.
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
-  arguments; :func:`refresh` syncs the catalog and clears them all.
+  arguments; :func:`clear_cache` drops them all (the app calls it when a sync finished
+  since the session's last rerun).
 
 Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
 hashable arguments (tuples, not lists).
@@ -41,9 +47,11 @@ from latentscape.ui.charts import bigmap
 __all__ = [
     "catalog",
     "begin_rerun",
-    "refresh",
+    "start_sync",
     "ensure_fresh",
-    "last_refresh",
+    "sync_status",
+    "wait_for_sync",
+    "clear_cache",
     "experiments",
     "facets",
     "runs",
@@ -65,35 +73,132 @@ __all__ = [
 
 # A search loads the run's model in a new process: seconds, more on a busy machine.
 _SEARCH_TIMEOUT_S = 600
-# A new browser session syncs the catalog when the last sync is older than this.
+# A new browser session starts a sync when this process last tried one longer ago than this.
 _STALE_AFTER_S = 30.0
 _TTL = 3600  # cached frames also expire on their own after an hour
 
 
-@dataclass
+@dataclass(frozen=True)
 class CatalogStatus:
-    """What the sidebar says about the catalog."""
+    """What the sidebar says about the catalog.
+
+    synced_at: when a sync last wrote the catalog file (any process; None: never, so the
+    catalog is empty because it was never synced); syncing: a sync is running in this
+    process, ``progress`` its stage (e.g. "1,000 runs read"); last: this process's last
+    finished sync; error: its failure as one line (None when it succeeded); generation:
+    syncs finished in this process (a change means the pages may show older data)."""
 
     tracking_uri: str
     path: str
-    synced_at: float
+    synced_at: float | None
+    syncing: bool
+    progress: str | None
     last: RefreshStats | None
+    error: str | None
+    generation: int
+
+    @property
+    def first_sync(self) -> bool:
+        """The catalog was never synced and its first sync is running, or about to start
+        (the app starts it after drawing the page)."""
+        return self.synced_at is None and (self.syncing or (self.generation == 0 and self.error is None))
 
 
-@st.cache_resource(show_spinner="Syncing the run catalog from MLflow…")
-def _opened() -> tuple[Catalog, CatalogStatus]:
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+class _BackgroundSync:
+    """Syncs one catalog with MLflow in a daemon thread, at most one sync at a time.
+
+    A second start while one runs is refused (the Refresh button, new sessions): the
+    catalog would serialise them anyway, each one fetching again."""
+
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.started_at: float | None = None  # the last attempt, in this process
+        self.last: RefreshStats | None = None
+        self.error: str | None = None
+        self.progress: str | None = None
+        self.generation = 0
+
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> bool:
+        """Start a sync; False when one is already running."""
+        with self._lock:
+            if self.running():
+                return False
+            self.started_at, self.progress = time.time(), None
+            self._thread = threading.Thread(target=self._run, name=SYNC_THREAD, daemon=True)
+            self._thread.start()
+            return True
+
+    def _advance(self, stage: str, done: int, total: int | None) -> None:
+        what = stage.removeprefix("catalog: ")
+        self.progress = f"{done:,} {what} read" if total is None else f"{what}: {done:,} of {total:,}"
+
+    def _run(self) -> None:
+        try:
+            stats, error = self._catalog.refresh(progress=self._advance), None
+        except Exception as failed:  # shown in the sidebar; the next sync tries again
+            stats, error = None, _one_line(failed)
+        with self._lock:
+            self.last = stats if stats is not None else self.last
+            self.error, self.progress = error, None
+            self.generation += 1
+
+
+SYNC_THREAD = "latentscape-catalog-sync"
+
+
+@st.cache_resource(show_spinner=False)
+def _opened() -> tuple[Catalog, _BackgroundSync]:
     cat = Catalog.open()  # $MLFLOW_TRACKING_URI and $LATENTSCAPE_CATALOG, as `latentscape ui` sets them
-    stats = cat.refresh()
-    return cat, CatalogStatus(tracking_uri=cat.tracking_uri, path=str(cat.path), synced_at=time.time(), last=stats)
+    return cat, _BackgroundSync(cat)
 
 
 def catalog() -> Catalog:
-    """The process-wide catalog (opened and synced on first use)."""
+    """The process-wide catalog (opened on first use, holding what its file holds)."""
     return _opened()[0]
 
 
-def last_refresh() -> CatalogStatus:
-    return _opened()[1]
+def start_sync() -> bool:
+    """Sync the catalog with MLflow in the background; False when a sync is already running."""
+    return _opened()[1].start()
+
+
+def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> bool:
+    """Start a sync when this process has not tried one in ``max_age_s`` (called once
+    per browser session). True when one was started."""
+    sync = _opened()[1]
+    if sync.started_at is not None and time.time() - sync.started_at <= max_age_s:
+        return False
+    return sync.start()
+
+
+def sync_status() -> CatalogStatus:
+    cat, sync = _opened()
+    return CatalogStatus(tracking_uri=cat.tracking_uri, path=str(cat.path), synced_at=cat.last_refresh,
+                         syncing=sync.running(), progress=sync.progress, last=sync.last, error=sync.error,
+                         generation=sync.generation)
+
+
+def wait_for_sync(timeout: float | None = None) -> bool:
+    """Wait for this process's running syncs (tests, benchmarks); False on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == SYNC_THREAD:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True
 
 
 class _RerunCatalog:
@@ -130,25 +235,10 @@ def _reader() -> _RerunCatalog:
     return reader
 
 
-def _clear() -> None:
+def clear_cache() -> None:
+    """Drop every cached query result (after a sync: they may be older than the catalog)."""
     for function in _CACHED:
         function.clear()
-
-
-def refresh() -> RefreshStats:
-    """Sync the catalog from MLflow now and drop every cached query result."""
-    cat, status = _opened()
-    stats = cat.refresh()
-    status.synced_at, status.last = time.time(), stats
-    _clear()
-    begin_rerun()  # the rest of this rerun reads the new version
-    return stats
-
-
-def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> None:
-    """Sync when the last sync is older than ``max_age_s`` (called once per browser session)."""
-    if time.time() - last_refresh().synced_at > max_age_s:
-        refresh()
 
 
 def _tuple(values) -> tuple | None:

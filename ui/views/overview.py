@@ -76,7 +76,7 @@ def _links(selected: pd.DataFrame) -> None:
 def render() -> None:
     components.page_header(routes.OVERVIEW)
     options = charts.filter_options(data.facets())
-    if not options.kinds:
+    if not options.kinds:  # empty_state says so when the catalog's first sync is still running
         components.empty_state("No runs in this tracking store yet.",
                                ["latentscape demo --quick --no-ui      # the whole pipeline on built-in data",
                                 "latentscape extract --data demo       # or start with one extraction"])
