@@ -75,8 +75,9 @@ def _run_ui(args) -> None:
 
 
 def ui_command(*, port: int = 8501, address: str | None = None, app: Path = APP_PATH) -> list[str]:
-    """The ``streamlit run`` command line of the app."""
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port)]
+    """The ``streamlit run`` command line of the app, through ``python -m latentscape.ui``:
+    the pages' libraries are imported before the server listens, not at the first open."""
+    command = [sys.executable, "-m", "latentscape.ui", "run", str(app), "--server.port", str(port)]
     if address:
         command += ["--server.address", address]
     for key, value in STREAMLIT_OPTIONS.items():

@@ -915,7 +915,7 @@ def test_ui_command_runs_the_app_headless_without_telemetry_or_tracebacks():
     from latentscape.jobs.serve import APP_PATH, ui_command, ui_environment
 
     command = ui_command(port=8600, address="127.0.0.1")
-    assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
+    assert command[:5] == [sys.executable, "-m", "latentscape.ui", "run", str(APP_PATH)]
     flags = dict(zip(command[5::2], command[6::2]))
     assert flags["--server.port"] == "8600" and flags["--server.address"] == "127.0.0.1"
     assert flags["--server.headless"] == "true"
