@@ -29,7 +29,7 @@ _TOP_K = 5
 
 def default_questions() -> Path:
     """The example file shipped with latentscape (capitals, gender, plurals, opposites)."""
-    return Path(str(resources.files("jobs") / "data" / "analogies.txt"))
+    return Path(str(resources.files("latentscape.jobs") / "data" / "analogies.txt"))
 
 
 @dataclass(frozen=True)
