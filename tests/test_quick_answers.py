@@ -47,6 +47,7 @@ def data_files(tmp_path):
     (["extract", "--data", "header.csv"], "has no rows"),  # parsed (pandas), still no MLflow
     (["extract", "--data", "nolabel.csv"], "no text column 'text'"),
     (["extract", "--data", "digits", "--pooling", "bogus"], "unknown pooling"),
+    (["finetune", "--data", "nope.csv"], "neither a file nor a built-in"),
     (["map", "--run", "R", "--layer", "abc"], "--layer 'abc' is not an integer"),
     (["map", "--run", "R", "--reducer", "bogus"], "unknown reducer"),
     (["sweep", "--run", "R", "--trials", "-1"], "--trials -1 must be positive"),
