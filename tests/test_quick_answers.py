@@ -64,6 +64,17 @@ def test_bad_input_fails_before_heavy_imports(data_files, args, words):
     assert not store.exists(), "a store was created for input that was rejected"
 
 
+@pytest.mark.parametrize("args, words", [
+    (["search", "--run", "R", "--text", "hi", "--k", "0"], "--k 0 must be positive"),
+    (["analogies", "--run", "R", "--questions", "nope.txt"], "nope.txt does not exist"),
+])
+def test_jobs_checking_after_opening_their_store_still_import_no_mlflow(tmp_path, args, words):
+    # These open their store first (cheap: MLflow is imported at its first query).
+    result, stderr = _cli([*args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
+    assert result["code"] == 2 and words in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert result["heavy"] == []
+
+
 def test_digits_extraction_does_not_import_torch(tmp_path):
     result, stderr = _cli(["extract", "--data", "digits", "--limit", "100",
                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path)
