@@ -9,6 +9,14 @@ Rows (the target beside today's figure, all measured in this one run):
   ``python -c "import umap, hdbscan, mlflow"`` alone: the imports any such map pays.
   Target: the map within 1.5x the imports (ratio >= 0.67).
 
+Measured (2 cores shared with other jobs, load 3-7, fastest of 3): the missing file took
+4.6-7.0 s to report before the data was checked ahead of the store, 0.30-0.33 s after;
+``--layer abc`` 0.29-0.34 s before and after. The digits map: 10.6-14.9 s against
+5.3-8.0 s of imports, 1.7-2.0x both before and after. Where the rest goes (cProfile):
+MLflow's SQL store, imported at the first query and not by ``import mlflow`` (~2-2.5 s:
+sqlalchemy, its models, alembic), the UMAP fit (~1.1 s), the trust baselines (~0.8 s:
+200 bootstrap AMIs) and scores and logging (~0.5 s).
+
 Each process is run ``REPEATS`` times, alternating sides, and the fastest is kept: the
 machine is shared, and the fastest run is the one least slowed by others.
 
