@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 from typing import TYPE_CHECKING
 
 from latentscape.tracking.contract import Column, Metric
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from latentscape.jobs.layers import LayersConfig
 
 # The verdict's measures: which layer holds the classes, and (context only) where the
@@ -110,6 +111,8 @@ def verdict_of(table: pd.DataFrame, collapsed: dict[str, dict[int, str]]):
 
 def verdict_frame(verdict) -> pd.DataFrame:
     """``verdict.parquet``: one row per measure."""
+    import pandas as pd
+
     return pd.DataFrame([{
         Column.MEASURE: c.measure, Column.LAYER: -1 if c.layer is None else c.layer, Column.VALUE: c.value,
         Column.CI_LOW: c.ci_low, Column.CI_HIGH: c.ci_high, Column.TIED: ",".join(map(str, c.tied)),

@@ -128,6 +128,9 @@ def _read_questions(spec: str | None) -> tuple[Path, AnalogyQuestions]:
 
 def analogies(config: AnalogiesConfig, *, store, experiment: str | None = None) -> JobResult:
     """Score the questions at every layer of ``config.run``; log one ``analogies`` run."""
+    # Load and validate everything before a run exists: the questions file first, before
+    # pandas and the store's first query (MLflow).
+    path, questions = _read_questions(config.questions)
     import pandas as pd
 
     from latentscape.jobs._reembed import embed_like, require_text_model
@@ -135,8 +138,6 @@ def analogies(config: AnalogiesConfig, *, store, experiment: str | None = None) 
     from latentscape.jobs.core.walk import accuracy_by_group, answer_analogies
     from latentscape.tracking.runs import tracked_run
 
-    # Load and validate everything before a run exists.
-    path, questions = _read_questions(config.questions)
     extraction = load_extraction(store, config.run)
     require_text_model(extraction, job="analogies")
     vocabulary = questions.vocabulary

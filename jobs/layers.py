@@ -48,13 +48,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from latentscape.jobs import _layer_scores as _scores
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: argument errors come before it (~0.5-1 s)
 
 __all__ = ["LayersConfig", "LayerFindings", "layers", "findings", "add_parser", "NONE"]
 
@@ -129,6 +133,15 @@ class LayersConfig:
                              "add --tune N, or drop --holdout")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
+        from latentscape.jobs.core.cluster import CLUSTERERS
+        from latentscape.jobs.core.reduce import REDUCERS
+
+        # Names only (the registries import nothing heavy): a typo fails before the store opens.
+        if self.map_reducer not in REDUCERS:
+            raise UsageError(f"unknown --map-reducer {self.map_reducer!r}", f"choose one of {', '.join(REDUCERS)}")
+        if self.map_clusterer not in CLUSTERERS:
+            raise UsageError(f"unknown --map-clusterer {self.map_clusterer!r}",
+                             f"choose one of {', '.join(CLUSTERERS)}")
         object.__setattr__(self, "pooling_runs", tuple(self.pooling_runs))
         if self.pooling_runs:
             object.__setattr__(self, "compare_poolings", True)
@@ -233,6 +246,8 @@ def _run_cli(args) -> JobResult:
 
 def layers(config: LayersConfig, *, store, experiment: str | None = None) -> JobResult:
     """Compare every layer of ``config.run`` and log one ``layers`` run."""
+    import pandas as pd
+
     from latentscape.jobs._progress import progress
     from latentscape.jobs._source import load_extraction
     from latentscape.jobs.core.probes import check_probe_labels, chance_accuracy
@@ -444,6 +459,8 @@ def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.
                       mapper: _Mapper | None) -> pd.DataFrame:
     """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
     extraction's rows taken from ``table`` (measured once), the others measured here."""
+    import pandas as pd
+
     from latentscape.jobs._progress import progress
 
     present = [name for name in POOLING_CURVES if name in table]
@@ -471,6 +488,8 @@ def _best_pooling(compared: pd.DataFrame) -> str:
 def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray],
                    config: LayersConfig) -> pd.DataFrame:
     """``aligned_maps.parquet``: layer, sample_id, x, y, label for every layer."""
+    import pandas as pd
+
     from latentscape.jobs.core.aligned import DEFAULT_N_NEIGHBORS, aligned_maps
 
     n = len(extraction.samples)
@@ -637,6 +656,8 @@ def _finding(layer: int | None) -> str:
 
 def _cka_frame(layer_ids: list[int], cka: np.ndarray) -> pd.DataFrame:
     """Long form, every ordered pair (diagonal included): DuckDB pivots it directly."""
+    import pandas as pd
+
     a, b = np.meshgrid(layer_ids, layer_ids, indexing="ij")
     return pd.DataFrame({Column.LAYER_A: a.ravel(), Column.LAYER_B: b.ravel(), Column.CKA: cka.ravel()})
 

@@ -65,15 +65,15 @@ def place_by_neighbours(xy: np.ndarray, distances: np.ndarray) -> np.ndarray:
 
 def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 10) -> JobResult:
     """Nearest samples of ``text`` in run ``run_id`` (and its map position, if any)."""
+    if not text.strip():  # before the imports below (pandas) and the store's first query (MLflow)
+        raise UsageError("the search text is empty", "pass --text with some words")
+    if k < 1:
+        raise UsageError(f"--k {k} must be positive", "pass --k 1 or more")
     from latentscape.jobs._reembed import embed_like, require_text_model
     from latentscape.jobs._source import load_extraction
     from latentscape.jobs.core.walk import cosine_neighbours
     from latentscape.tracking.runs import load_table
 
-    if not text.strip():
-        raise UsageError("the search text is empty", "pass --text with some words")
-    if k < 1:
-        raise UsageError(f"--k {k} must be positive", "pass --k 1 or more")
     run = store.get_run(run_id)
     kind = run.data.tags.get(Tag.KIND)
     map_frame = None
