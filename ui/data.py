@@ -145,6 +145,7 @@ class _BackgroundSync:
         self.progress = f"{done:,} {what} read" if total is None else f"{what}: {done:,} of {total:,}"
 
     def _run(self) -> None:
+        _yield_cpu()
         try:
             stats, error = self._catalog.refresh(progress=self._advance), None
         except Exception as failed:  # shown in the sidebar; the next sync tries again
@@ -156,6 +157,16 @@ class _BackgroundSync:
 
 
 SYNC_THREAD = "latentscape-catalog-sync"
+
+
+def _yield_cpu() -> None:
+    """Run this thread at the lowest CPU priority (Linux, where a thread has its own): the
+    sync's seconds of MLflow work then wait for the browser drawing the page it just got."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 @st.cache_resource(show_spinner=False)
