@@ -266,6 +266,7 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
     from streamlit.testing.v1 import AppTest
 
     from latentscape.tracking.runs import load_table
+    from latentscape.ui import data
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny_store.uri)
     monkeypatch.setenv("LATENTSCAPE_CATALOG", str(tmp_path / "catalog.duckdb"))
@@ -273,7 +274,9 @@ def test_training_page_shows_the_loss_heatmaps_and_a_cross_model_heatmap(tiny_tr
     st.cache_resource.clear()
     try:
         app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=120)
-        app.run()  # the Overview: the training, then its children under it
+        app.run()
+        assert data.wait_for_sync(120), "the catalog's background sync did not finish"
+        app.run()  # the Overview (as the sidebar's poll reruns it): the training, then its children under it
         table = next(d.value for d in app.dataframe if "run_id" in d.value).reset_index(drop=True)
         top = int(table.index[table["run_id"] == tiny_training.run_id][0])
         assert [name.startswith("└ ") for name in table["name"][top:top + 5]] == [False] + [True] * 4
