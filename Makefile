@@ -31,7 +31,7 @@ wordnet:
 	@test -f /usr/share/wordnet/data.noun || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; }
 
 test: $(STAMP) browser wordnet
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)  # the slowest tests: the suite must stay under 15 min on 2 cores
 
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
