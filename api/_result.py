@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
+from latentscape.tracking.contract import Artifact, Kind, Metric, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.errors import UsageError
 
