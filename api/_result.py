@@ -53,6 +53,13 @@ class Result:
         self.details = dict(details or {})
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self._tables: dict[str, pd.DataFrame] = {}
+        self._synced = None
+
+    def _catalog(self):
+        """The catalog, synced once for this result: its run is finished and does not change."""
+        if self._synced is None:
+            self._synced = catalog(self.tracking_uri)
+        return self._synced
 
     @classmethod
     def of(cls, job_result, *, tracking_uri: str | None = None) -> Result:
@@ -68,7 +75,7 @@ class Result:
             from latentscape.tracking.catalog import ArtifactNotFound
 
             try:
-                self._tables[artifact_path] = queries.table(catalog(self.tracking_uri), self.run_id, artifact_path)
+                self._tables[artifact_path] = queries.table(self._catalog(), self.run_id, artifact_path)
             except ArtifactNotFound:
                 raise UsageError(f"this {self.kind} run ({self.run_id}) has no {artifact_path}",
                                  "see result.artifacts() for what it logged") from None
@@ -109,12 +116,12 @@ class Result:
         """run_id, key, value, step: every metric's history (per-layer curves at step = layer)."""
         from latentscape.tracking import queries
 
-        return queries.metrics(catalog(self.tracking_uri), [self.run_id])
+        return queries.metrics(self._catalog(), [self.run_id])
 
     def params(self) -> dict[str, str]:
         from latentscape.tracking import queries
 
-        frame = queries.params(catalog(self.tracking_uri), [self.run_id])
+        frame = queries.params(self._catalog(), [self.run_id])
         return dict(zip(frame[C.KEY], frame[C.VALUE]))
 
     # -- the app's chart ---------------------------------------------------------------------
@@ -168,7 +175,7 @@ def _layer_chart(result: Result):
     from latentscape.tracking import queries
     from latentscape.ui.charts import layers
 
-    curves = queries.layer_curves(catalog(result.tracking_uri), [result.run_id], list(layers.CURVE_TITLES))
+    curves = queries.layer_curves(result._catalog(), [result.run_id], list(layers.CURVE_TITLES))
     if curves.empty:
         raise UsageError(f"this {result.kind} run ({result.run_id}) logged no per-layer curves",
                          "run ls.layers() on its extraction")
