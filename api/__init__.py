@@ -68,28 +68,27 @@ def runs(*, kinds=None, experiments=None, models=None, datasets=None, since=None
                          limit=limit)
     if found.empty:
         return found
-    wide = queries.run_table(opened, list(found[CatalogColumn.RUN_ID]))
-    order = {run_id: i for i, run_id in enumerate(found[CatalogColumn.RUN_ID])}
-    return wide.sort_values(CatalogColumn.RUN_ID, key=lambda ids: ids.map(order)).reset_index(drop=True)
+    return queries.run_table(opened, list(found[CatalogColumn.RUN_ID]))  # newest first, as runs() lists them
 
 
 def result(run_id: str, *, tracking_uri: str | None = None):
     """A run logged earlier (by the CLI, a notebook or a teammate) as a :class:`Result`: its
     tables and chart as for a run just made; ``scores`` are its latest metrics."""
+    import pandas as pd
+
     from latentscape._result import Result, catalog
     from latentscape.tracking import queries
     from latentscape.tracking.contract import CatalogColumn
 
     opened = catalog(tracking_uri)
-    found = queries.runs(opened, run_ids=[str(run_id)], limit=1)
+    found = queries.run_table(opened, [str(run_id)])
     if found.empty:
         raise UsageError(f"no run {run_id!r} in {opened.tracking_uri}",
                          "check the id (ls.runs() lists them) and the tracking_uri")
     row = found.iloc[0]
-    latest = queries.metrics(opened, [str(run_id)])
-    latest = latest.sort_values(CatalogColumn.STEP).drop_duplicates(CatalogColumn.KEY, keep="last")
-    return Result(str(row[CatalogColumn.KIND]), str(run_id), str(row[CatalogColumn.EXPERIMENT]),
-                  scores=dict(zip(latest[CatalogColumn.KEY], latest[CatalogColumn.VALUE].astype(float))),
+    scores = {key.removeprefix(CatalogColumn.METRIC_PREFIX): float(value) for key, value in row.items()
+              if key.startswith(CatalogColumn.METRIC_PREFIX) and pd.notna(value)}
+    return Result(str(row[CatalogColumn.KIND]), str(run_id), str(row[CatalogColumn.EXPERIMENT]), scores=scores,
                   tracking_uri=tracking_uri)
 
 

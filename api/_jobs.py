@@ -31,14 +31,15 @@ class _RaisingParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog.replace('latentscape ', 'ls.')}(): {message}")
 
 
-def _options(command: str) -> tuple[argparse.ArgumentParser, dict[str, argparse.Action]]:
+def _options(command: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, dict[str, argparse.Action]]:
+    """The whole parser (what parses), the sub-command's (its help) and its options by name."""
     from latentscape.jobs.cli import build_parser
 
     parser = build_parser(command, parser_class=_RaisingParser)
     sub = parser._subparsers._group_actions[0].choices[command]
     actions = {action.dest: action for action in sub._actions
                if action.dest not in _CLI_ONLY and action.option_strings}
-    return parser, actions
+    return parser, sub, actions
 
 
 def _as_text(value: Any) -> str:
@@ -83,7 +84,7 @@ class JobFunction:
         self.command = command
         self.__name__ = self.__qualname__ = command.replace("-", "_")
         self.__module__ = "latentscape"
-        self._parsed: tuple[argparse.ArgumentParser, dict[str, argparse.Action]] | None = None
+        self._parsed: tuple[argparse.ArgumentParser, argparse.ArgumentParser, dict[str, argparse.Action]] | None = None
 
     def _parser(self):
         if self._parsed is None:
@@ -92,7 +93,7 @@ class JobFunction:
 
     @property
     def __signature__(self) -> inspect.Signature:
-        _, actions = self._parser()
+        _, _, actions = self._parser()
         first = [inspect.Parameter("run", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)] \
             if "run" in actions else []
         rest = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
@@ -102,8 +103,8 @@ class JobFunction:
 
     @property
     def __doc__(self) -> str:  # what `ls.map?` shows: the sub-command's own help
-        parser, _ = self._parser()
-        text = parser._subparsers._group_actions[0].choices[self.command].format_help()
+        _, sub, _ = self._parser()
+        text = sub.format_help()
         return (f"ls.{self.__name__}(**settings): `latentscape {self.command}` from Python; every --option is a "
                 f"keyword (dashes become underscores). Returns a Result.\n\n{text}")
 
@@ -114,7 +115,7 @@ class JobFunction:
         from latentscape._result import Result
         from latentscape.jobs.cli import quiet_libraries
 
-        parser, actions = self._parser()
+        parser, _, actions = self._parser()
         if run is not None:
             if "run" not in actions:
                 raise UsageError(f"ls.{self.__name__}() takes no run", "pass every setting by name")
