@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Tag
+from latentscape.tracking.contract import Kind, Tag
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.runs import load_array, load_table, open_store, tracked_run
 
@@ -175,16 +175,9 @@ def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
 
 
 def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
-    from latentscape.tracking.runs import end_stale_runs
-
     experiment = store.experiment_id()
-    with tracked_run(store, experiment, Kind.SWEEP) as parent:
-        pass
-    orphan = store.client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent.run_id}).info.run_id
     other = store.client.create_run(experiment).info.run_id
     store.kill(other, "its process died", tags={Tag.TRIAL_STATE: "FAIL"})
     run = store.get_run(other)
     assert run.info.status == "KILLED" and run.data.tags[Tag.ERROR] == "its process died"
     assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
-    assert end_stale_runs(store, experiment, parent_run_id=parent.run_id) == [orphan]
-    assert store.get_run(orphan).info.status == "KILLED"

@@ -1,6 +1,7 @@
 """The sweep's speed levers keep every result: --workers processes on one study, fewer
 UMAP epochs while searching with a full refit of the best, trial runs written by a
-background thread, and --resume logging a trial whose run was never written."""
+background thread before Optuna records each trial, and --resume logging a trial
+whose run is missing."""
 
 from __future__ import annotations
 
@@ -121,9 +122,28 @@ def test_search_epochs_default_and_full(store):
     assert (pinned.search_epochs, pinned.refit_epochs) == (20, 60)
 
 
-def test_resume_logs_a_complete_trial_whose_run_was_never_written(store):
-    """A process killed between Optuna's record of a trial and its writer thread's write
-    leaves a COMPLETE trial without a run: --resume replays the trial and logs it."""
+def test_every_trial_run_is_written_before_optuna_records_the_trial(store):
+    """The run's end comes before Optuna's record, so a COMPLETE trial always has its run:
+    a --resume worker started beside a live one (team mode's compose workers) cannot take
+    a trial whose run is still on the writer thread for one whose run was lost."""
+    from latentscape.jobs.sweep import SweepConfig, sweep
+
+    extraction = _extract_digits(store, limit=300)
+    result = sweep(SweepConfig(run=extraction.run_id, trials=6, reducer="pca", clusterer="kmeans", n_jobs=2,
+                               progress=False), store=store)
+    runs = {int(t.data.tags[Tag.TRIAL_NUMBER]): t for t in _trial_runs(store, result.run_id)}
+    trials = [t for t in _study(store, store.client.get_run(result.run_id)).trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 6 and sorted(runs) == sorted(t.number for t in trials)
+    for trial in trials:
+        run = runs[trial.number]
+        assert run.info.status == "FINISHED"
+        assert run.info.end_time / 1000 <= trial.datetime_complete.timestamp(), \
+            f"trial {trial.number} was recorded before its run ended"
+
+
+def test_resume_logs_a_complete_trial_whose_run_is_missing(store):
+    """A COMPLETE trial without its run (deleted, or left by a version that recorded
+    trials before writing their runs): --resume replays the trial and logs it."""
     from latentscape.jobs.sweep import SweepConfig, sweep
 
     extraction = _extract_digits(store, limit=300)

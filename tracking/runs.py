@@ -44,7 +44,6 @@ __all__ = [
     "attach",
     "resolve_tracking_uri",
     "tracked_run",
-    "end_stale_runs",
     "one_line",
     "RunWriter",
     "background_run",
@@ -585,10 +584,10 @@ class RunWriter:
     SQLAlchemy store on local SQLite (measured, MLflow 3.17) and three round trips to a
     tracking server; written here, the work that produced it goes on meanwhile. Every
     write is attempted even after one failed; the first failure is raised again by the
-    next :meth:`check`, or by :meth:`flush` / :meth:`close`, which wait for every write.
+    next :meth:`check`, or by :meth:`flush` / :meth:`close` / :meth:`wait`.
 
-    ``path_s`` is the time submitters spent handing writes over, ``busy_s`` the CPU time
-    the thread spent writing."""
+    ``path_s`` is the time submitters spent handing writes over and waiting for them,
+    ``busy_s`` the CPU time the thread spent writing."""
 
     def __init__(self, client):
         import queue
@@ -604,25 +603,37 @@ class RunWriter:
 
     def _loop(self) -> None:
         while True:
-            job = self._jobs.get()
+            item = self._jobs.get()
             try:
-                if job is None:
+                if item is None:
                     return
+                job, done = item
                 started = time.thread_time()  # CPU time: waits for the GIL are not MLflow's
                 try:
                     job()
                 finally:
                     self.busy_s += time.thread_time() - started
+                    done.set()
             except BaseException as error:  # kept for the submitting thread
                 if self._error is None:
                     self._error = error
             finally:
                 self._jobs.task_done()
 
-    def submit(self, job) -> None:
+    def submit(self, job):
+        """Queue ``job``; returns an event set once it has run (or failed)."""
         started = time.perf_counter()
-        self._jobs.put(job)
+        done = threading.Event()
+        self._jobs.put((job, done))
         self.path_s += time.perf_counter() - started
+        return done
+
+    def wait(self, done) -> None:
+        """Wait for one submitted job (and those before it), then raise any failure."""
+        started = time.perf_counter()
+        done.wait()
+        self.path_s += time.perf_counter() - started
+        self.check()
 
     def check(self) -> None:
         """Raise the first write that failed, if one did (without waiting)."""
@@ -665,9 +676,13 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
                    parent_run_id: str | None = None, source_run_id: str | None = None,
                    tags: Mapping[str, Any] | None = None) -> Iterator[PendingRun]:
     """:func:`tracked_run` for small runs written by a :class:`RunWriter`: the run is
-    created (RUNNING) at once on the writer's thread; what is logged into the yielded
-    :class:`PendingRun` goes in one batch when the block ends, then the run ends
-    FINISHED, FAILED (error tag) or KILLED (Ctrl-C, SIGTERM), as tracked_run's do."""
+    created (RUNNING) on the writer's thread while the block works; what is logged into
+    the yielded :class:`PendingRun` goes in one batch when the block ends, then the run
+    ends FINISHED, FAILED (error tag) or KILLED (Ctrl-C, SIGTERM), as tracked_run's do.
+
+    The block ends only once that end is written (a failed write is raised): what the
+    caller records next, such as Optuna's state of the trial, never runs ahead of the run.
+    """
     client = writer.client
     run = PendingRun()
     all_tags = _run_tags(kind, parent_run_id, source_run_id, tags)
@@ -691,7 +706,7 @@ def background_run(writer: RunWriter, experiment_id: str, kind: Kind, *, run_nam
             finally:
                 client.set_terminated(run.run_id, status=outcome.status)
 
-        writer.submit(finish)
+        writer.wait(writer.submit(finish))
 
 
 def record_error(log: RunLog, error: BaseException) -> None:
@@ -702,16 +717,6 @@ def record_error(log: RunLog, error: BaseException) -> None:
 def _error_tag(error: BaseException) -> dict[str, str]:
     """The ``error`` tag of a run that ended with ``error``: one line, within MLflow's tag size."""
     return {Tag.ERROR: one_line(error)[:5000]}
-
-
-def end_stale_runs(store: Store, experiment_id: str, *, parent_run_id: str,
-                   reason: str = "the process died before the run ended") -> list[str]:
-    """End KILLED the child runs of ``parent_run_id`` still RUNNING (their process was
-    killed with SIGKILL, which no handler can catch). Returns their ids."""
-    runs = store.find_runs(experiment_id, parent_run_id=parent_run_id, status="RUNNING", max_results=10000)
-    for run in runs:
-        store.kill(run.info.run_id, reason)
-    return [run.info.run_id for run in runs]
 
 
 def download(store: Store, run_id: str, artifact_path: str) -> Path:

@@ -34,14 +34,16 @@ single-threaded, so processes rather than threads). Trials lay UMAP out with few
 (``--search-epochs``, 100 by default when the space leaves ``n_epochs`` alone); the best
 trial is replayed exactly, then it and the default trial are re-fitted at the full epochs
 and the better one is the sweep's map, so it is never worse than the defaults. Each
-trial's run (create, one batch, end) is written by a background thread while the next
-trial runs; a trial Optuna recorded whose run a killed process never wrote is replayed
-and logged by ``--resume``.
+trial's run is created by a background thread while the trial's map is fitted, and its
+one batch and end are written before Optuna records the trial: a COMPLETE trial always has
+its run, so a worker started with ``--resume`` never takes another worker's trial for one
+whose run was lost (``--resume`` still replays and logs a COMPLETE trial whose run was
+deleted).
 
 The package, one job a module: this file (the config, the command line, :func:`sweep`);
 ``_planning`` (the plan: objective, space, default point, epochs); ``_study`` (the
 worker: its study, its trials, the loop until the study has its target);
-``_bookkeeping`` (trial runs, stale, orphan and abandoned runs, unwritten trials,
+``_bookkeeping`` (trial runs, stale, orphan and abandoned runs, trials without a run,
 trials.parquet and importances.parquet); ``_workers`` (the --workers helper processes);
 ``_best`` (the replay and refit of the best trial, and the best map logged).
 """

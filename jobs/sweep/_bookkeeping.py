@@ -1,6 +1,6 @@
 """The MLflow side of a study's trials (a mixin of the sweep's worker): each trial's
 run, the runs a dead process left behind (stale trials, orphan and abandoned runs,
-trials Optuna never recorded, recorded trials whose run was never written), and the
+trials Optuna never recorded, recorded trials whose run is missing), and the
 tables of all trials (trials.parquet, importances.parquet)."""
 
 from __future__ import annotations
@@ -48,39 +48,28 @@ class _Bookkeeping:
                 metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: time.perf_counter() - started})
 
     def _log_unlogged_trials(self) -> None:
-        """--resume: a COMPLETE trial whose run was never written (its process died between
-        Optuna's record and the writer thread's) is replayed from its settings and logged."""
-        import datetime as dt
-
-        missing = self._unwritten_trials()
-        # A trial recorded moments ago may be a live worker's whose run is still on its way
-        # (its writer thread writes the run after Optuna's record): workers started together
-        # with --resume logged such trials twice. Wait out the heartbeat grace first.
-        grace = dt.timedelta(seconds=3 * self.config.heartbeat)
-        newest = max((t.datetime_complete for t in missing if t.datetime_complete), default=None)
-        if newest is not None and dt.datetime.now() - newest < grace:
-            # (Optuna stamps local time: another machine's clock may differ, so at most the grace.)
-            wait = grace - max(dt.datetime.now() - newest, dt.timedelta(0))
-            time.sleep(min(wait, grace).total_seconds())
-            missing = self._unwritten_trials()
-        for trial in missing:
+        """--resume: a COMPLETE trial without its run (deleted, or written by an older
+        version, which recorded the trial before its run) is replayed from its settings
+        and logged. A trial's run is written before Optuna records the trial, so a live
+        worker's trial is never taken for one whose run was lost."""
+        for trial in self._unwritten_trials():
             config = self.plan.searched_config(trial.params)
             started = time.perf_counter()
             result = self._fit(config, with_view=False)
-            note = "logged by --resume: a replay of the trial, whose process died before its run was written"
+            note = "logged by --resume: a replay of the trial, whose run was missing"
             with self._open_trial_run(trial.number, {Tag.NOTE: note}) as pending:
                 self._log_trial(pending, config, result, "COMPLETE", started)
-        self.writer.flush()
 
     def _unwritten_trials(self) -> list:
         """COMPLETE trials without a FINISHED run that says COMPLETE."""
         from optuna.trial import TrialState
 
-        runs = self._runs_by_trial()
-        written = {number for number, run in runs.items()
+        # Optuna first, then MLflow: every trial complete at the first read had its run
+        # written before it, so the second read finds it.
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        written = {number for number, run in self._runs_by_trial().items()
                    if run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE"}
-        return [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.number not in written]
+        return [t for t in complete if t.number not in written]
 
     def _runs_by_trial(self) -> dict[int, Any]:
         """Trial number -> its MLflow run (a finished one where a number has several)."""
@@ -118,28 +107,29 @@ class _Bookkeeping:
         self._end_orphan_runs()
 
     def _end_orphan_runs(self) -> None:
-        from latentscape.tracking.runs import end_stale_runs
+        """End the trial runs of processes that died, and withdraw the results Optuna
+        never recorded, so MLflow and Optuna agree.
 
-        _, running = self._counts()
-        live = set(map(str, running))
-        if not running:
-            end_stale_runs(self.store, self.plan.experiment_id, parent_run_id=self.sweep_run_id)
-        else:
-            for run in self._trial_runs(running_only=True):
-                if run.data.tags.get(Tag.TRIAL_NUMBER) not in live:
-                    self.store.kill(run.info.run_id, "the process died before the run ended")
-        self._retract_unrecorded_trials(live)
-
-    def _retract_unrecorded_trials(self, live: set[str]) -> None:
-        """A trial whose run was logged COMPLETE but whose process died (or lost the
-        tracking server) before Optuna recorded the value is not a result: Optuna failed
-        it and runs it again. Say so on its run, so MLflow and Optuna agree."""
+        MLflow is read first, then Optuna: a trial run is created after its trial starts
+        and written before its trial ends, so a trial that is RUNNING or COMPLETE at the
+        second read has a live or written run, and anything else was left by a dead process.
+        """
         from optuna.trial import TrialState
 
-        complete = {str(t.number) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        for run in self._trial_runs():
+        runs = self._trial_runs()
+        states = {str(t.number): t.state for t in self.study.get_trials(deepcopy=False)}
+        for run in runs:
             number = run.data.tags.get(Tag.TRIAL_NUMBER)
-            if run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE" and number not in complete and number not in live:
+            if number is None or states.get(number) in (TrialState.RUNNING, TrialState.COMPLETE):
+                continue
+            if run.info.status == "RUNNING":
+                # Read again: a trial that failed in its own process has its run ended by now.
+                if self.store.get_run(run.info.run_id).info.status == "RUNNING":
+                    self.store.kill(run.info.run_id, "the process died before the run ended",
+                                    tags={Tag.TRIAL_STATE: "FAIL"})
+            elif run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
+                # Logged COMPLETE, but its process died (or lost the storage) before Optuna
+                # recorded the value: not a result; Optuna failed it and runs it again.
                 self.store.kill(run.info.run_id,
                                 "Optuna never recorded this trial's value (its process died); it was run again",
                                 tags={Tag.TRIAL_STATE: "FAIL"})

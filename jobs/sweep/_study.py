@@ -223,11 +223,10 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
                     self._log_unlogged_trials()
                 self._optimize_until_done()
                 if self._wait_for_helpers() and not self.writer.failed:
-                    # A helper died: its running trial goes stale, its recorded but
-                    # unwritten trial is logged, then this process runs what is missing.
+                    # A helper died: its running trial goes stale and its run ends KILLED,
+                    # then this process runs what is missing.
                     self.writer.flush()  # this process's own runs end before orphans are sought
                     self._settle_stale()
-                    self._log_unlogged_trials()
                     self._optimize_until_done()
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -296,8 +295,9 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
         point = plan.space.suggest(trial)
         # The trial's params are its fully resolved config (`map --from-run TRIAL` replays
         # them); they, its scores and its state go in one batch at the end (a config.json
-        # artifact per trial cost ~50 ms on local SQLite), written by the writer thread
-        # while the next trial runs.
+        # artifact per trial cost ~50 ms on local SQLite). The writer thread creates the
+        # run while the map is fitted; the block ends once the run is written, so Optuna
+        # records no trial whose run another worker could take for lost.
         with self._open_trial_run(trial.number) as run:
             config = None
             try:
