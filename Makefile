@@ -8,6 +8,9 @@ export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DEMO_DIR ?= .latentscape/demo
 PYTEST_ARGS ?=
+# Two pytest workers, one test file each at a time: a file's tests share fixtures and
+# some run in order (test_team.py's crash tests restart its server last).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test bench ui browser wordnet clean
 
@@ -31,7 +34,7 @@ wordnet:
 	@test -f /usr/share/wordnet/data.noun || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; }
 
 test: $(STAMP) browser wordnet
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)  # the slowest tests: the suite must stay under 15 min on 2 cores
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)  # the slowest tests: the suite must stay under 15 min on 2 cores
 
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
