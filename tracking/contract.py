@@ -253,7 +253,7 @@ class Metric:
     # sweep --search-epochs: the objective of a candidate for the sweep's map re-fitted at
     # the full epochs, step = its trial number (the best trial's and the default trial's)
     REFIT_VALUE = "refit_value"
-    MLFLOW_MS_PER_TRIAL = "mlflow_ms_per_trial"  # MLflow time on a trial's path (its writes run on a thread)
+    MLFLOW_MS_PER_TRIAL = "mlflow_ms_per_trial"  # MLflow time on a trial's path (waiting for its run to be written)
     MLFLOW_WRITER_MS_PER_TRIAL = "mlflow_writer_ms_per_trial"  # the writer thread's time per trial
     # the largest |score difference| between a replayed map and the run it replays (0: exact)
     REPLAY_MAX_ABS_DIFF = "replay_max_abs_diff"
