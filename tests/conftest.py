@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import signal
 import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -80,6 +87,141 @@ class Postgres:
 def postgres() -> Postgres:
     """The PostgreSQL on 127.0.0.1:5432 (whether it answers is for each test to check)."""
     return Postgres()
+
+
+# -- team mode: a running `latentscape server` ---------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def latentscape_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "latentscape.jobs.cli", *args]
+
+
+def child_pids(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+@dataclass
+class Team:
+    """A running ``latentscape server`` and how to reach it as each user."""
+
+    tmp: Path
+    port: int
+    database: str
+    optuna_storage: str  # plain postgresql:// as a user would write it (the sweep must pin psycopg2 itself)
+    passwords: dict[str, str]
+    server_env: dict[str, str]
+    args: list[str]
+    users: tuple[str, ...] = ("alice", "bob")
+    process: subprocess.Popen | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.tmp / "artifacts"
+
+    def env(self, user: str, **extra: str) -> dict[str, str]:
+        """A job's environment: the server and the user's credentials, nothing else of ours."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(MLFLOW_TRACKING_URI=self.url, MLFLOW_TRACKING_USERNAME=user,
+                   MLFLOW_TRACKING_PASSWORD=self.passwords[user], LATENTSCAPE_PROGRESS="0",
+                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+        return env
+
+    def auth(self, user: str) -> tuple[str, str]:
+        return user, self.passwords[user]
+
+    def start(self, *, timeout: float = 120.0) -> float:
+        """Start ``latentscape server`` and wait until it answers and has provisioned its
+        users; returns the seconds it took."""
+        self.starts += 1
+        log = self.tmp / f"server-{self.starts}.log"
+        self.logs.append(log)
+        started = time.monotonic()
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(latentscape_cli("server", *self.args), env=self.server_env, cwd=self.tmp,
+                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        while f"user {self.users[-1]}:" not in log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() - started > timeout:
+                self.stop()
+                pytest.fail(f"latentscape server did not come up:\n{self.log_tail()}")
+            time.sleep(0.25)
+        return time.monotonic() - started
+
+    def crash(self) -> None:
+        """SIGKILL the MLflow server's process group (uvicorn and all): a crash."""
+        for child in child_pids(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+        self.process.wait(30)  # `latentscape server` notices and exits non-zero
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        children = child_pids(self.process.pid)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for child in children:  # whatever outlived its parent
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:]) if self.logs else ""
+
+@pytest.fixture(scope="module")
+def team_servers(tmp_path_factory, postgres):
+    """Start ``latentscape server`` on fresh PostgreSQL databases: ``team_servers(users_file,
+    users=("alice", "bob"), extra_args=())`` returns a running :class:`Team`. The users file
+    refers to each user's password as ``${<USER>_PASSWORD}``; passwords are generated per call.
+    Every server is stopped and its databases dropped when the module's tests end."""
+    if not postgres.answers():
+        pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
+    started: list[Team] = []
+
+    def start(users_file: str, *, users: tuple[str, ...], extra_args: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> Team:
+        tmp = tmp_path_factory.mktemp("team")
+        database = f"ls_team_{uuid.uuid4().hex[:10]}"
+        passwords = {user: secrets.token_urlsafe(16) for user in users}
+        (tmp / "users.yaml").write_text(users_file)
+        server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LATENTSCAPE_"))}
+        server_env.update(MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+                          MLFLOW_AUTH_ADMIN_PASSWORD=secrets.token_urlsafe(16), PYTHONUNBUFFERED="1",
+                          **{f"{user.upper()}_PASSWORD": password for user, password in passwords.items()},
+                          **(env or {}))
+        port = free_port()
+        optuna_storage = postgres.url(f"{database}_optuna")
+        args = ["--backend-store-uri", postgres.url(database), "--artifacts-destination", str(tmp / "artifacts"),
+                "--port", str(port), "--workers", "1", "--users", str(tmp / "users.yaml"),
+                "--allowed-hosts", "127.0.0.1:*,localhost:*", "--optuna-storage", optuna_storage, *extra_args]
+        team = Team(tmp=tmp, port=port, database=database, optuna_storage=optuna_storage, passwords=passwords,
+                    server_env=server_env, args=args, users=tuple(users))
+        started.append(team)
+        team.start()
+        return team
+
+    try:
+        yield start
+    finally:
+        for team in started:
+            team.stop()
+            for name in (team.database, f"{team.database}_auth", f"{team.database}_optuna"):
+                postgres.drop(name)
+
 
 
 def _save_tiny(model, folder: Path) -> Path:

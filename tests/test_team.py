@@ -15,14 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,96 +29,8 @@ pytestmark = pytest.mark.postgres
 
 
 # -- helpers ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _latentscape(*args: str) -> list[str]:
     return [sys.executable, "-m", "latentscape.jobs.cli", *args]
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
-
-
-@dataclass
-class Team:
-    """A running ``latentscape server`` and how to reach it as each user."""
-
-    tmp: Path
-    port: int
-    database: str
-    optuna_storage: str  # plain postgresql:// as a user would write it (the sweep must pin psycopg2 itself)
-    passwords: dict[str, str]
-    server_env: dict[str, str]
-    args: list[str]
-    process: subprocess.Popen | None = None
-    starts: int = 0
-    logs: list[Path] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def artifacts(self) -> Path:
-        return self.tmp / "artifacts"
-
-    def env(self, user: str, **extra: str) -> dict[str, str]:
-        """A job's environment: the server and the user's credentials, nothing else of ours."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env.update(MLFLOW_TRACKING_URI=self.url, MLFLOW_TRACKING_USERNAME=user,
-                   MLFLOW_TRACKING_PASSWORD=self.passwords[user], LATENTSCAPE_PROGRESS="0",
-                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
-        return env
-
-    def auth(self, user: str) -> tuple[str, str]:
-        return user, self.passwords[user]
-
-    def start(self, *, timeout: float = 120.0) -> float:
-        """Start ``latentscape server`` and wait until it answers and has provisioned its
-        users; returns the seconds it took."""
-        self.starts += 1
-        log = self.tmp / f"server-{self.starts}.log"
-        self.logs.append(log)
-        started = time.monotonic()
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen(_latentscape("server", *self.args), env=self.server_env, cwd=self.tmp,
-                                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        while "user bob:" not in log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() - started > timeout:
-                self.stop()
-                pytest.fail(f"latentscape server did not come up:\n{self.log_tail()}")
-            time.sleep(0.25)
-        return time.monotonic() - started
-
-    def crash(self) -> None:
-        """SIGKILL the MLflow server's process group (uvicorn and all): a crash."""
-        for child in _children(self.process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL)
-        self.process.wait(30)  # `latentscape server` notices and exits non-zero
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        children = _children(self.process.pid)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for child in children:  # whatever outlived its parent
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:]) if self.logs else ""
 
 
 USERS_FILE = """\
@@ -137,33 +45,9 @@ users:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory, postgres):
-    if not postgres.answers():
-        pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
+def team(team_servers):
     """One team server for the module: fresh databases, two users (alice, bob)."""
-    tmp = tmp_path_factory.mktemp("team")
-    database = f"ls_team_{uuid.uuid4().hex[:10]}"
-    passwords = {"alice": secrets.token_urlsafe(16), "bob": secrets.token_urlsafe(16)}
-    (tmp / "users.yaml").write_text(USERS_FILE)
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "LATENTSCAPE_"))}
-    server_env.update(
-        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_AUTH_ADMIN_PASSWORD=secrets.token_urlsafe(16),
-        ALICE_PASSWORD=passwords["alice"], BOB_PASSWORD=passwords["bob"], PYTHONUNBUFFERED="1",
-    )
-    port = _free_port()
-    optuna_storage = postgres.url(f"{database}_optuna")
-    args = ["--backend-store-uri", postgres.url(database), "--artifacts-destination", str(tmp / "artifacts"),
-            "--port", str(port), "--workers", "1", "--users", str(tmp / "users.yaml"),
-            "--allowed-hosts", "127.0.0.1:*,localhost:*", "--optuna-storage", optuna_storage]
-    team = Team(tmp=tmp, port=port, database=database, optuna_storage=optuna_storage, passwords=passwords,
-                server_env=server_env, args=args)
-    try:
-        team.start()
-        yield team
-    finally:
-        team.stop()
-        for name in (database, f"{database}_auth", f"{database}_optuna"):
-            postgres.drop(name)
+    return team_servers(USERS_FILE, users=("alice", "bob"))
 
 
 @pytest.fixture(scope="module")
