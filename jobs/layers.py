@@ -111,6 +111,7 @@ class LayersConfig:
     aligned_epochs: int = 200
     tune: int = 0  # Optuna trials per layer (0: no per-layer sweep)
     holdout: float | None = None  # --tune: fraction of samples the sweeps score on, never tune on
+    min_class_size: int | None = None  # label scores leave out smaller classes (None: the probe's folds)
 
     def __post_init__(self):
         if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
@@ -120,6 +121,9 @@ class LayersConfig:
                              "pass 2 or more (default 5)")
         if self.knn_k < 1:
             raise UsageError(f"--knn-k {self.knn_k} must be positive", "pass 1 or more (default 10)")
+        if self.min_class_size is not None and self.min_class_size < 1:
+            raise UsageError(f"--min-class-size {self.min_class_size} must be positive",
+                             "pass 1 or more (default: the probe's folds)")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more (default 0)")
         if self.seeds < 1:
@@ -203,6 +207,9 @@ def add_parser(subparsers, parents) -> None:
                         help="debiased CKA (unbiased HSIC): removes the upward bias of small samples")
     parser.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds of the probe (default 5)")
     parser.add_argument("--knn-k", type=int, default=10, help="neighbours for k-NN label agreement (default 10)")
+    parser.add_argument("--min-class-size", type=int, metavar="N",
+                        help="label scores (probe, k-NN agreement, AMI, verdict) leave out classes with fewer "
+                        "samples, and unlabelled rows (default and least: the probe's folds)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe folds, anisotropy pairs and maps")
     parser.add_argument("--map-reducer", default=DEFAULT_MAP_REDUCER,
                         help=f"reducer of the per-layer map (default {DEFAULT_MAP_REDUCER})")
@@ -238,6 +245,7 @@ def _run_cli(args) -> JobResult:
         map=args.map, seeds=args.seeds, compare_poolings=args.compare_poolings,
         pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
         aligned_epochs=args.aligned_epochs, tune=args.tune, holdout=args.holdout,
+        min_class_size=args.min_class_size,
     )
     from latentscape.tracking.runs import open_store
 
@@ -249,8 +257,8 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     import pandas as pd
 
     from latentscape.jobs._progress import progress
-    from latentscape.jobs._source import load_extraction
-    from latentscape.jobs.core.probes import check_probe_labels, chance_accuracy
+    from latentscape.jobs._source import label_selection_params, load_extraction
+    from latentscape.jobs.core.probes import chance_accuracy
     from latentscape.jobs.core.similarity import cka_matrix, consecutive
     from latentscape.tracking.runs import tracked_run
 
@@ -261,18 +269,19 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     if n <= max(config.knn_k, 3):
         raise UsageError(f"extract run {config.run} has {n} samples, too few for --knn-k {config.knn_k}",
                          "extract more samples or pass a smaller --knn-k")
-    labels = extraction.labels
-    notes = []
-    if labels is None:
-        notes.append("unlabelled data: probe accuracy, k-NN agreement and AMI skipped")
+    # Label scores see the labelled samples of classes big enough for every one of them
+    # (the probe needs a class in each fold); rare classes never stop the job.
+    selection = extraction.label_selection(_min_class_size(config))
+    notes = [note] if (note := selection.note()) else []
+    labels = keep = None
+    if not selection.usable:
+        notes.append("fewer than two labelled classes are big enough: probe accuracy, k-NN agreement and AMI skipped")
     else:
-        try:
-            check_probe_labels(labels, config.probe_folds)
-        except ValueError as error:
-            raise UsageError(f"labels of run {config.run}: {error}",
-                             "pass a smaller --probe-folds, or extract with more samples per class") from None
+        labels = extraction.samples[Column.LABEL].to_numpy()[selection.keep].astype(str)
+        keep = None if selection.keeps_all else selection.keep
     first = extraction.embedding(layer_ids[0])  # kept in the extraction's cache
-    mapper = _Mapper(config, labels, first) if labels is not None and config.map else None
+    mapper = _Mapper(config, labels, first if keep is None else first[keep]) \
+        if labels is not None and config.map else None
     others = _pooling_extractions(store, extraction, config) if config.compare_poolings else []
     if config.tune and labels is None:
         raise UsageError(f"--tune maximises AMI against the labels and extract run {config.run} has none",
@@ -296,6 +305,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
         log.params(_config_params(config, mapper) | {
             Param.N_LAYERS: len(layer_ids), Param.LAYERS: ",".join(map(str, layer_ids)), Param.N_SAMPLES: n,
+            **label_selection_params(selection),
         })
         if others:
             log.params({Param.POOLINGS: ",".join(_pooling(e) for e in [extraction, *others]),
@@ -319,7 +329,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         with progress(len(layer_ids), "measure layers", unit="layer") as bar, threadpool_limits(limits=1):
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
                 before = embeddings[index - 1] if index > 0 else None
-                row = _measure(x, before, labels, config, mapper)
+                row = _measure(x, before, labels, config, mapper, keep=keep)
                 row[Metric.CKA_PREVIOUS] = float(previous_cka[index - 1]) if index > 0 else math.nan
                 rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()
@@ -360,7 +370,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # Pooling as an axis: the labelled curves of every extraction compared.
         best_pooling = None
         if others:
-            compared = _compare_poolings(extraction, table, others, labels, config, mapper)
+            compared = _compare_poolings(extraction, table, others, labels, config, mapper, keep=keep)
             best_pooling = _best_pooling(compared)
             log.params({Param.BEST_POOLING: best_pooling})
             log.metric_rows([
@@ -456,7 +466,7 @@ def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
 
 
 def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.ndarray, config: LayersConfig,
-                      mapper: _Mapper | None) -> pd.DataFrame:
+                      mapper: _Mapper | None, *, keep: np.ndarray | None) -> pd.DataFrame:
     """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
     extraction's rows taken from ``table`` (measured once), the others measured here."""
     import pandas as pd
@@ -469,7 +479,7 @@ def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.
         for other in others:
             rows = []
             for layer in other.layers:
-                measured = _measure(other.embedding(layer), None, labels, config, mapper)
+                measured = _measure(other.embedding(layer), None, labels, config, mapper, keep=keep)
                 rows.append({Column.LAYER: layer, **{name: measured.get(name, math.nan) for name in present}})
                 bar.update()
             other._cache.clear()  # one pooling's layers at a time
@@ -507,8 +517,10 @@ def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray
 
 
 def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None,
-             config: LayersConfig, mapper: _Mapper | None) -> dict[str, float]:
-    """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None."""
+             config: LayersConfig, mapper: _Mapper | None, *, keep: np.ndarray | None = None) -> dict[str, float]:
+    """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None;
+    ``labels``: those of the rows ``keep`` selects (every row when None), which the label
+    scores are measured on."""
     from latentscape.jobs.core.geometry import anisotropy
     from latentscape.jobs.core.intrinsic import two_nn_dimension
     from latentscape.jobs.core.knn import exact_knn
@@ -526,6 +538,9 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
     values[Metric.INTRINSIC_DIM] = two_nn_dimension(neighbour_distances=graph.distances[:, 1:3])
     if labels is None:
         return values
+    if keep is not None:  # the label scores' own rows, and their own graph
+        x = x[keep]
+        graph = exact_knn(x, min(width, len(x)))
     probe = probe_accuracy(x, labels, folds=config.probe_folds, seed=config.seed)
     values[Metric.PROBE_ACCURACY] = probe.mean
     values[Metric.PROBE_ACCURACY_STD] = probe.std
@@ -632,6 +647,11 @@ def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
     if config.seeds > 1:
         curves += SEED_CURVES
     return curves
+
+
+def _min_class_size(config: LayersConfig) -> int:
+    """The smallest class the label scores keep: what the user asked, never below the probe's folds."""
+    return max(config.min_class_size or 0, config.probe_folds)
 
 
 def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:

@@ -139,6 +139,11 @@ class Param:
     DEBIASED = "debiased"
     PROBE_FOLDS = "probe_folds"
     KNN_K = "knn_k"
+    # label scores on long-tailed labels: the smallest class kept, how many classes were kept,
+    # and how many samples (rare classes and unlabelled rows) were left out of them
+    MIN_CLASS_SIZE = "min_class_size"
+    CLASSES_KEPT = "classes_kept"
+    SAMPLES_LEFT_OUT = "samples_left_out"
     SEEDS = "seeds"  # layers / map --seeds: how many seeds (seed, seed + 1, ...) each map ran with
     PERMUTATIONS = "permutations"  # map --permutations: label shuffles of each chance baseline
     BOOTSTRAP = "bootstrap"  # map --bootstrap: resamples of each bootstrap interval
