@@ -556,6 +556,35 @@ class Reply:
     SEARCH = "search"  # the reply's kind
 
 
+# What each group of keys is, for people: the README's run contract is made from these
+# and :func:`all_keys` (``python -m latentscape.tracking.contract`` prints it).
+GROUP_NOTES = {
+    "kind": "The `kind` tag: which job wrote a run.",
+    "tag": "Tags (searchable, e.g. `tags.kind = 'map'`). Child runs also carry MLflow's own `mlflow.parentRunId`.",
+    "param": "Params. Reducer and clusterer settings are logged as `reducer.<name>` and `clusterer.<name>`; "
+             "a sweep's best settings as `best.<name>`.",
+    "metric": "Metrics. Per-layer curves are logged with `step=layer`; `<score>_clustered` is a score over "
+              "clustered (non-noise) points only; per-section or per-pooling variants append `.<part>`.",
+    "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False`; "
+                "nothing is pickled.",
+    "column": "Columns of the Parquet tables (`meta.<column>` keeps a data set's extra columns).",
+    "reply": "The JSON line of `--json`, and the search protocol the UI speaks to `latentscape search` "
+             "(the app never loads a model itself).",
+}
+
+
+def readme_section() -> str:
+    """The README's ``## Run contract`` section, made from the keys defined here."""
+    lines = ["## Run contract", "",
+             "Every name that jobs write and the catalog and UI read is defined once, in",
+             "`tracking/contract.py`; this section is made from it (`python -m latentscape.tracking.contract`),",
+             "and `tests/test_contract.py` checks that the two are equal.", ""]
+    for group, keys in all_keys().items():
+        lines.append(f"- **{group}** — {GROUP_NOTES[group]}")
+        lines.append("  " + ", ".join(f"`{key}`" for key in keys))
+    return "\n".join(lines) + "\n"
+
+
 def all_keys() -> dict[str, list[str]]:
     """Every key of the contract by group, for documentation checks."""
     groups: dict[str, list[str]] = {"kind": [k.value for k in Kind]}
@@ -566,3 +595,7 @@ def all_keys() -> dict[str, list[str]]:
             if name.isupper() and isinstance(value, str)
         ]
     return groups
+
+
+if __name__ == "__main__":
+    print(readme_section(), end="")
