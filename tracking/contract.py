@@ -1,7 +1,7 @@
 """The run contract: every name that writers (jobs) and readers (catalog, UI) share.
 
 No tag, param, metric, artifact path or table column is spelled anywhere else. A test
-(tests/test_contract.py) checks that every key defined here is documented in README.md.
+(tests/core/test_contract.py) checks that every key defined here is documented in README.md.
 
 Conventions
 -----------
@@ -578,7 +578,7 @@ def readme_section() -> str:
     lines = ["## Run contract", "",
              "Every name that jobs write and the catalog and UI read is defined once, in",
              "`tracking/contract.py`; this section is made from it (`python -m latentscape.tracking.contract`),",
-             "and `tests/test_contract.py` checks that the two are equal.", ""]
+             "and `tests/core/test_contract.py` checks that the two are equal.", ""]
     for group, keys in all_keys().items():
         lines.append(f"- **{group}** — {GROUP_NOTES[group]}")
         lines.append("  " + ", ".join(f"`{key}`" for key in keys))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from latentscape.tracking.contract import all_keys, readme_section
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _contract_section() -> str:
