@@ -205,3 +205,22 @@ def test_a_single_layer_has_no_findings_but_every_other_measure(digits_extractio
     # --no-map: no map scores, but the default cluster score (k-means on the layer) stays.
     assert Metric.AMI_MAP not in table and table[Metric.AMI].iloc[0] > 0.5 and Param.REDUCER not in params
     assert len(load_table(store, result.run_id, Artifact.CKA)) == 1
+
+
+def test_past_max_samples_the_knn_probe_and_cluster_measures_read_a_stratified_subsample(text_extraction):
+    """240 samples with --max-samples 100: the label scores and TwoNN read 100 (every class
+    kept), CKA and cosine all 240; n.<measure> says so, and the verdict still comes."""
+    result = layers(LayersConfig(run=text_extraction.run_id, map=False, max_samples=100), store=text_extraction.store,
+                    experiment="layers-subsample")
+    run = text_extraction.store.client.get_run(result.run_id)
+    params = run.data.params
+    for name in (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI):
+        assert 100 <= int(params[Param.sample_size(name)]) <= 110, name  # rounding per class
+    assert params[Param.sample_size(Metric.INTRINSIC_DIM)] == "100" and params[Param.N_SAMPLES] == "240"
+    assert Tag.VERDICT in run.data.tags
+    full = layers(LayersConfig(run=text_extraction.run_id, map=False), store=text_extraction.store,
+                  experiment="layers-subsample")
+    full_params = text_extraction.store.client.get_run(full.run_id).data.params
+    assert full_params[Param.sample_size(Metric.PROBE_ACCURACY)] == "240"
+    # CKA reads every sample either way: the same matrix.
+    assert params[Param.LAYER_OF_LARGEST_CHANGE] == full_params[Param.LAYER_OF_LARGEST_CHANGE]

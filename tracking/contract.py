@@ -158,6 +158,11 @@ class Param:
     MEASURES_AGREE = "measures_agree"  # layers: whether the measures' best layers lie within one layer
 
     @staticmethod
+    def sample_size(measure: str) -> str:
+        """``n.<measure>``: how many samples a subsampled measure read."""
+        return f"n.{measure}"
+
+    @staticmethod
     def verdict(measure: str) -> str:
         """The best layer by one measure, e.g. ``verdict.probe_accuracy``."""
         return f"{Param.VERDICT_PREFIX}{measure}"
@@ -562,7 +567,7 @@ GROUP_NOTES = {
     "kind": "The `kind` tag: which job wrote a run.",
     "tag": "Tags (searchable, e.g. `tags.kind = 'map'`). Child runs also carry MLflow's own `mlflow.parentRunId`.",
     "param": "Params. Reducer and clusterer settings are logged as `reducer.<name>` and `clusterer.<name>`; "
-             "a sweep's best settings as `best.<name>`.",
+             "a sweep's best settings as `best.<name>`; the samples a subsampled measure read as `n.<measure>`.",
     "metric": "Metrics. Per-layer curves are logged with `step=layer`; `<score>_clustered` is a score over "
               "clustered (non-noise) points only; per-section or per-pooling variants append `.<part>`.",
     "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False`; "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LabelSelection", "select_classes"]
+__all__ = ["LabelSelection", "random_rows", "select_classes", "stratified_rows"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,28 @@ def _missing(value) -> bool:
     if isinstance(value, float) and np.isnan(value):
         return True
     return isinstance(value, str) and value.strip() == ""
+
+
+def stratified_rows(labels: np.ndarray, size: int, *, min_per_class: int = 1, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a seeded subsample of about ``size`` rows, each class of
+    ``labels: (n,)`` in proportion but with at least ``min_per_class`` rows (or all it
+    has), so a measure that needs a class in every fold still finds it. Every row when
+    ``size`` is 0 or at least ``n``."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if size <= 0 or size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    quota = np.minimum(counts, np.maximum(min_per_class, np.round(size * counts / n).astype(int)))
+    picked = [rng.choice(np.flatnonzero(inverse == index), quota[index], replace=False)
+              for index in range(len(classes))]
+    return np.sort(np.concatenate(picked))
+
+
+def random_rows(n: int, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a seeded uniform subsample of ``size`` of ``n`` rows (all
+    when ``size`` is 0 or at least ``n``)."""
+    if size <= 0 or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
