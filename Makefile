@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # some run in order (test_team.py's crash tests restart its server last).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test bench ui browser wordnet clean
+.PHONY: demo test test-core bench ui browser wordnet clean
 
 # The venv is rebuilt only when the dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -35,6 +35,10 @@ wordnet:
 
 test: $(STAMP) browser wordnet
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)  # the slowest tests: the suite must stay under 15 min on 2 cores
+
+# The pure code alone (no store, no model, no server): the loop to run while editing jobs/core.
+test-core: $(STAMP)
+	$(BIN)/python -m pytest -q tests/core
 
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)

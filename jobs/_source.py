@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from latentscape.jobs.core.labels import LabelSelection, select_classes
 from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.runs import Store, load_array, load_table
 
-__all__ = ["Extraction", "load_extraction"]
+__all__ = ["Extraction", "label_selection_params", "load_extraction"]
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Extraction:
         """(n,) str labels, or None when the data set is unlabelled."""
         labels = self.samples[Column.LABEL]
         return None if labels.isna().all() else labels.astype(str).to_numpy()
+
+    def label_selection(self, min_class_size: int) -> LabelSelection:
+        """The samples label scores can use: labelled, of a class with at least
+        ``min_class_size`` samples (every sample is False when the data is unlabelled)."""
+        return select_classes(self.samples[Column.LABEL].to_numpy(dtype=object), min_class_size)
 
     @property
     def ids(self) -> np.ndarray:
@@ -79,6 +85,12 @@ class Extraction:
         """Tags a derived run copies so it can be found by model and data."""
         keep = (Tag.DATASET_DIGEST, Tag.DATASET_NAME, Tag.MODEL, Tag.POOLING)
         return {key: self.tags[key] for key in keep if key in self.tags}
+
+
+def label_selection_params(selection: LabelSelection) -> dict:
+    """What a job's label scores left out, as params of its run."""
+    return {Param.MIN_CLASS_SIZE: selection.min_class_size, Param.CLASSES_KEPT: len(selection.classes_kept),
+            Param.SAMPLES_LEFT_OUT: selection.samples_left_out}
 
 
 def load_extraction(store: Store, run_id: str) -> Extraction:

@@ -42,6 +42,7 @@ class CompareModelsConfig:
     probe_folds: int = 5
     seed: int = 0
     debiased: bool = False
+    min_class_size: int | None = None  # label scores leave out smaller classes (None: the probe's folds)
 
     def __post_init__(self):
         object.__setattr__(self, "runs", tuple(self.runs))
@@ -52,6 +53,9 @@ class CompareModelsConfig:
                              "pass 2 or more (default 5)")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more")
+        if self.min_class_size is not None and self.min_class_size < 1:
+            raise UsageError(f"--min-class-size {self.min_class_size} must be positive",
+                             "pass 1 or more (default: the probe's folds)")
 
 
 def add_parser(subparsers, parents) -> None:
@@ -70,12 +74,15 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds of the probe (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe folds and k-means")
     parser.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
+    parser.add_argument("--min-class-size", type=int, metavar="N",
+                        help="probe and AMI leave out classes with fewer samples, and unlabelled rows "
+                        "(default and least: the probe's folds)")
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
     config = CompareModelsConfig(runs=tuple(args.runs), probe_folds=args.probe_folds, seed=args.seed,
-                                 debiased=args.debiased)
+                                 debiased=args.debiased, min_class_size=args.min_class_size)
     from latentscape.tracking.runs import open_store
 
     return compare_models(config, store=open_store(args.tracking_uri), experiment=args.experiment)
@@ -93,7 +100,8 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
                    parent_run_id: str | None = None, source_run_id: str | None = None) -> JobResult:
     """Compare the extractions of ``config.runs`` and log one ``compare_models`` run."""
     from latentscape.jobs._progress import progress
-    from latentscape.jobs.core.probes import check_probe_labels, probe_accuracy
+    from latentscape.jobs._source import label_selection_params
+    from latentscape.jobs.core.probes import probe_accuracy
     from latentscape.jobs.core.similarity import cross_cka
     from latentscape.tracking.runs import tracked_run
 
@@ -104,16 +112,16 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
                          "pass --runs A B (extract runs), or a finetune run that extracted its checkpoints")
     reference = extractions[0]
     orders = [_aligned_rows(reference, other) for other in extractions]
-    labels = reference.labels
-    notes = []
-    if labels is None:
-        notes.append("unlabelled data: probe accuracy and k-means AMI skipped")
+    # The probe needs every class in every fold: smaller classes and unlabelled rows are
+    # left out of the label scores, never a reason to stop.
+    selection = reference.label_selection(max(config.min_class_size or 0, config.probe_folds))
+    notes = [note] if (note := selection.note()) else []
+    labels = keep = None
+    if not selection.usable:
+        notes.append("fewer than two labelled classes are big enough: probe accuracy and k-means AMI skipped")
     else:
-        try:
-            check_probe_labels(labels, config.probe_folds)
-        except ValueError as error:
-            raise UsageError(f"labels of run {reference.run_id}: {error}",
-                             "pass a smaller --probe-folds, or extract more samples per class") from None
+        keep = selection.keep[orders[0]]
+        labels = reference.samples[Column.LABEL].to_numpy()[orders[0]][keep].astype(str)
     names = _display_names(extractions)
     steps = [int(e.tags.get(Tag.CHECKPOINT_STEP, index)) for index, e in enumerate(extractions)]
     layers = [[e.embedding(layer)[order] for layer in e.layers] for e, order in zip(extractions, orders)]
@@ -128,7 +136,8 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
                      parent_run_id=parent, source_run_id=source_run_id or parent,
                      tags={**reference.lineage_tags(), Tag.NOTE: "; ".join(notes) or None}) as log:
         log.params({Param.RUNS: ",".join(e.run_id for e in extractions), Param.N_SAMPLES: len(orders[0]),
-                    Param.PROBE_FOLDS: config.probe_folds, Param.SEED: config.seed, Param.DEBIASED: config.debiased})
+                    Param.PROBE_FOLDS: config.probe_folds, Param.SEED: config.seed, Param.DEBIASED: config.debiased,
+                    **label_selection_params(selection)})
 
         # Every layer of each run against every layer of every other run.
         cross_rows = []
@@ -162,6 +171,7 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
                         found = to_base[(to_base[Column.RUN_B] == extraction.run_id) & (to_base[Column.LAYER_A] == layer)]
                         row[Metric.CKA_TO_BASE] = float(found[Column.CKA].iloc[0]) if len(found) else np.nan
                     if labels is not None:
+                        x = x[keep]
                         row[Metric.PROBE_ACCURACY] = probe_accuracy(x, labels, folds=config.probe_folds,
                                                                     seed=config.seed).mean
                         row[CLUSTER_SCORE] = cluster_score(x, labels, seed=config.seed)

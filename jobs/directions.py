@@ -10,6 +10,7 @@ orthogonal axes, and do the two methods agree?
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,11 @@ class DirectionsConfig:
     layer: int
     methods: tuple[str, ...] = _METHODS
     seed: int = 0
+    min_class_size: int = 2  # a direction from fewer samples is noise, and its AUC undefined
 
     def __post_init__(self):
+        if self.min_class_size < 1:
+            raise UsageError(f"--min-class-size {self.min_class_size} must be positive", "pass 1 or more (default 2)")
         for method in self.methods:
             if method not in _METHODS:
                 raise UsageError(f"unknown --method {method!r}", f"choose one of {', '.join(_METHODS)}")
@@ -54,6 +58,8 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("--layer", type=int, required=True, help="layer to find directions in")
     parser.add_argument("--method", choices=_METHODS, help="one method only (default: both)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default 0)")
+    parser.add_argument("--min-class-size", type=int, default=2, metavar="N",
+                        help="no direction for a class with fewer samples; unlabelled rows left out (default 2)")
     parser.set_defaults(handler=_run_cli)
 
 
@@ -61,7 +67,7 @@ def _run_cli(args) -> JobResult:
     from latentscape.tracking.runs import open_store
 
     config = DirectionsConfig(run=args.run, layer=args.layer, seed=args.seed,
-                              methods=(args.method,) if args.method else _METHODS)
+                              methods=(args.method,) if args.method else _METHODS, min_class_size=args.min_class_size)
     return directions(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 
@@ -70,26 +76,37 @@ def directions(config: DirectionsConfig, *, store, experiment: str | None = None
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.walk import concept_directions, cosine_matrix, project
     from latentscape.tracking.runs import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)
     layer = extraction.check_layer(config.layer)
-    labels = extraction.labels
-    if labels is None:
+    if extraction.labels is None:
         raise UsageError(f"extract run {config.run} has no labels, and concept directions are derived from labels",
                          "extract a labelled data set (--label-col naming its label column)")
-    x = extraction.embedding(layer).astype(np.float64)
+    # Directions of the classes big enough to have one; rare classes and unlabelled rows
+    # are left out with a note rather than stop the job.
+    selection = extraction.label_selection(config.min_class_size)
+    if not selection.usable:
+        raise UsageError(f"extract run {config.run} has fewer than two classes of {config.min_class_size}+ samples",
+                         "pass a smaller --min-class-size, or extract more samples per class")
+    note = selection.note()
+    if note:
+        print(f"latentscape directions: note: {note}", file=sys.stderr)
+    keep = selection.keep
+    labels = extraction.samples[Column.LABEL].to_numpy()[keep].astype(str)
+    ids = extraction.ids[keep]
+    x = extraction.embedding(layer)[keep].astype(np.float64)
     experiment_name = experiment or extraction.experiment_name
     experiment_id = store.experiment_id(experiment_name)
 
     with tracked_run(store, experiment_id, Kind.DIRECTIONS, run_name=f"directions · layer {layer}",
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id,
-                     tags={**extraction.lineage_tags(), Tag.LAYER: layer}) as log:
+                     tags={**extraction.lineage_tags(), Tag.LAYER: layer, Tag.NOTE: note}) as log:
         log.params({Param.LAYER: layer, Param.METHODS: ",".join(config.methods), Param.SEED: config.seed,
-                    Param.N_CLASSES: len(np.unique(labels))})
+                    Param.N_CLASSES: len(np.unique(labels)), **label_selection_params(selection)})
 
         # One unit direction per label and method; every sample projected onto each.
         found, frames, scores = [], [], {}
@@ -103,7 +120,7 @@ def directions(config: DirectionsConfig, *, store, experiment: str | None = None
             log.metrics({Metric.qualified(Metric.qualified(Metric.DIRECTION_AUC, method), name): auc
                          for name, auc in aucs.items()})
             scores[Metric.qualified(Metric.DIRECTION_AUC, method)] = float(np.mean(list(aucs.values())))
-            frames.append(_projection_frame(extraction, labels, method, result.classes, projections))
+            frames.append(_projection_frame(ids, labels, method, result.classes, projections))
         log.table(Artifact.PROJECTIONS, pd.concat(frames, ignore_index=True))
 
         # Angles between every pair of directions, within and across methods.
@@ -124,13 +141,13 @@ def directions(config: DirectionsConfig, *, store, experiment: str | None = None
                      details={"layer": layer, "labels": len(found[0].classes), "samples": len(x)})
 
 
-def _projection_frame(extraction, labels, method: str, classes, projections: np.ndarray) -> pd.DataFrame:
+def _projection_frame(ids: np.ndarray, labels, method: str, classes, projections: np.ndarray) -> pd.DataFrame:
     """Long table: one row per (sample, direction)."""
     import pandas as pd
 
     n, c = projections.shape
     return pd.DataFrame({
-        Column.SAMPLE_ID: np.repeat(extraction.ids, c), Column.LABEL: np.repeat(labels, c),
+        Column.SAMPLE_ID: np.repeat(ids, c), Column.LABEL: np.repeat(labels, c),
         Column.DIRECTION: np.tile(classes.astype(str), n), Column.METHOD: method,
         Column.PROJECTION: projections.ravel(),
     })

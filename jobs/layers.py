@@ -111,6 +111,8 @@ class LayersConfig:
     aligned_epochs: int = 200
     tune: int = 0  # Optuna trials per layer (0: no per-layer sweep)
     holdout: float | None = None  # --tune: fraction of samples the sweeps score on, never tune on
+    min_class_size: int | None = None  # label scores leave out smaller classes (None: the probe's folds)
+    max_samples: int = 20_000  # k-NN, probe and cluster measures on a seeded subsample this big (0: all)
 
     def __post_init__(self):
         if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
@@ -120,6 +122,11 @@ class LayersConfig:
                              "pass 2 or more (default 5)")
         if self.knn_k < 1:
             raise UsageError(f"--knn-k {self.knn_k} must be positive", "pass 1 or more (default 10)")
+        if self.max_samples < 0:
+            raise UsageError(f"--max-samples {self.max_samples} is negative", "pass 0 (every sample) or e.g. 20000")
+        if self.min_class_size is not None and self.min_class_size < 1:
+            raise UsageError(f"--min-class-size {self.min_class_size} must be positive",
+                             "pass 1 or more (default: the probe's folds)")
         if self.seed < 0:
             raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more (default 0)")
         if self.seeds < 1:
@@ -203,6 +210,13 @@ def add_parser(subparsers, parents) -> None:
                         help="debiased CKA (unbiased HSIC): removes the upward bias of small samples")
     parser.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds of the probe (default 5)")
     parser.add_argument("--knn-k", type=int, default=10, help="neighbours for k-NN label agreement (default 10)")
+    parser.add_argument("--max-samples", type=int, default=20_000, metavar="N",
+                        help="measure k-NN agreement, the probe, cluster scores and intrinsic dimension on a seeded "
+                        "subsample of N samples (stratified by label; n.<measure> params say how many); CKA, cosine "
+                        "and anisotropy use every sample (default 20000; 0: every sample)")
+    parser.add_argument("--min-class-size", type=int, metavar="N",
+                        help="label scores (probe, k-NN agreement, AMI, verdict) leave out classes with fewer "
+                        "samples, and unlabelled rows (default and least: the probe's folds)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe folds, anisotropy pairs and maps")
     parser.add_argument("--map-reducer", default=DEFAULT_MAP_REDUCER,
                         help=f"reducer of the per-layer map (default {DEFAULT_MAP_REDUCER})")
@@ -238,6 +252,7 @@ def _run_cli(args) -> JobResult:
         map=args.map, seeds=args.seeds, compare_poolings=args.compare_poolings,
         pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
         aligned_epochs=args.aligned_epochs, tune=args.tune, holdout=args.holdout,
+        min_class_size=args.min_class_size, max_samples=args.max_samples,
     )
     from latentscape.tracking.runs import open_store
 
@@ -249,8 +264,8 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     import pandas as pd
 
     from latentscape.jobs._progress import progress
-    from latentscape.jobs._source import load_extraction
-    from latentscape.jobs.core.probes import check_probe_labels, chance_accuracy
+    from latentscape.jobs._source import label_selection_params, load_extraction
+    from latentscape.jobs.core.probes import chance_accuracy
     from latentscape.jobs.core.similarity import cka_matrix, consecutive
     from latentscape.tracking.runs import tracked_run
 
@@ -261,18 +276,16 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     if n <= max(config.knn_k, 3):
         raise UsageError(f"extract run {config.run} has {n} samples, too few for --knn-k {config.knn_k}",
                          "extract more samples or pass a smaller --knn-k")
-    labels = extraction.labels
-    notes = []
-    if labels is None:
-        notes.append("unlabelled data: probe accuracy, k-NN agreement and AMI skipped")
-    else:
-        try:
-            check_probe_labels(labels, config.probe_folds)
-        except ValueError as error:
-            raise UsageError(f"labels of run {config.run}: {error}",
-                             "pass a smaller --probe-folds, or extract with more samples per class") from None
+    # Label scores see the labelled samples of classes big enough for every one of them
+    # (the probe needs a class in each fold); rare classes never stop the job.
+    selection = extraction.label_selection(_min_class_size(config))
+    notes = [note] if (note := selection.note()) else []
+    if not selection.usable:
+        notes.append("fewer than two labelled classes are big enough: probe accuracy, k-NN agreement and AMI skipped")
+    measured = _measured_rows(extraction, selection, config)
+    labels = measured.labels
     first = extraction.embedding(layer_ids[0])  # kept in the extraction's cache
-    mapper = _Mapper(config, labels, first) if labels is not None and config.map else None
+    mapper = _Mapper(config, labels, measured.of_labels(first)) if labels is not None and config.map else None
     others = _pooling_extractions(store, extraction, config) if config.compare_poolings else []
     if config.tune and labels is None:
         raise UsageError(f"--tune maximises AMI against the labels and extract run {config.run} has none",
@@ -296,6 +309,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
         log.params(_config_params(config, mapper) | {
             Param.N_LAYERS: len(layer_ids), Param.LAYERS: ",".join(map(str, layer_ids)), Param.N_SAMPLES: n,
+            **label_selection_params(selection), **measured.params(labels is not None, mapper is not None),
         })
         if others:
             log.params({Param.POOLINGS: ",".join(_pooling(e) for e in [extraction, *others]),
@@ -319,7 +333,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         with progress(len(layer_ids), "measure layers", unit="layer") as bar, threadpool_limits(limits=1):
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
                 before = embeddings[index - 1] if index > 0 else None
-                row = _measure(x, before, labels, config, mapper)
+                row = _measure(x, before, measured, config, mapper)
                 row[Metric.CKA_PREVIOUS] = float(previous_cka[index - 1]) if index > 0 else math.nan
                 rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()
@@ -360,7 +374,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # Pooling as an axis: the labelled curves of every extraction compared.
         best_pooling = None
         if others:
-            compared = _compare_poolings(extraction, table, others, labels, config, mapper)
+            compared = _compare_poolings(extraction, table, others, measured, config, mapper)
             best_pooling = _best_pooling(compared)
             log.params({Param.BEST_POOLING: best_pooling})
             log.metric_rows([
@@ -455,7 +469,7 @@ def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
     return others
 
 
-def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.ndarray, config: LayersConfig,
+def _compare_poolings(extraction, table: pd.DataFrame, others: list, measured: _Rows, config: LayersConfig,
                       mapper: _Mapper | None) -> pd.DataFrame:
     """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
     extraction's rows taken from ``table`` (measured once), the others measured here."""
@@ -469,8 +483,8 @@ def _compare_poolings(extraction, table: pd.DataFrame, others: list, labels: np.
         for other in others:
             rows = []
             for layer in other.layers:
-                measured = _measure(other.embedding(layer), None, labels, config, mapper)
-                rows.append({Column.LAYER: layer, **{name: measured.get(name, math.nan) for name in present}})
+                found = _measure(other.embedding(layer), None, measured, config, mapper)
+                rows.append({Column.LAYER: layer, **{name: found.get(name, math.nan) for name in present}})
                 bar.update()
             other._cache.clear()  # one pooling's layers at a time
             frames.append(pd.DataFrame(rows).assign(**{Column.POOLING: _pooling(other)}))
@@ -506,9 +520,56 @@ def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray
     ], ignore_index=True)
 
 
-def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None,
+@dataclass(frozen=True)
+class _Rows:
+    """Which rows each kind of measure reads. ``geometry``: the k-NN graph and TwoNN's rows;
+    ``labelled``: the label scores' rows (labelled, of a big enough class, stratified), with
+    their ``labels`` (None: no label scores). None means every row."""
+
+    n: int
+    geometry: np.ndarray | None
+    labelled: np.ndarray | None
+    labels: np.ndarray | None
+
+    def of_labels(self, x: np.ndarray) -> np.ndarray:
+        return x if self.labelled is None else x[self.labelled]
+
+    def params(self, labelled: bool, mapped: bool) -> dict:
+        """``n.<measure>``: how many samples each subsampled measure read."""
+        sizes = {Metric.INTRINSIC_DIM: self.n if self.geometry is None else len(self.geometry)}
+        if labelled:
+            size = len(self.labels)
+            sizes.update({name: size for name in (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI)})
+            if mapped:
+                sizes.update({Metric.AMI_MAP: size, Metric.AMI_HDBSCAN: size})
+        return {Param.sample_size(name): size for name, size in sizes.items()}
+
+
+def _measured_rows(extraction, selection, config: LayersConfig) -> _Rows:
+    """The rows of :class:`_Rows` for ``extraction``: at most ``config.max_samples`` each,
+    seeded; the label scores' rows stratified so every kept class keeps the probe's folds.
+    Measured on 2 cores: exact k-NN, the probe and k-means grow faster than linearly in
+    the samples, while their intervals at 20,000 are already narrower than the gaps
+    between layers that the verdict reads."""
+    from latentscape.jobs.core.labels import random_rows, stratified_rows
+
+    n = len(extraction.samples)
+    geometry = random_rows(n, config.max_samples, seed=config.seed)
+    labelled = labels = None
+    if selection.usable:
+        kept = np.flatnonzero(selection.keep)
+        kept_labels = extraction.samples[Column.LABEL].to_numpy()[kept].astype(str)
+        picked = stratified_rows(kept_labels, config.max_samples, min_per_class=_min_class_size(config),
+                                 seed=config.seed)
+        labelled, labels = kept[picked], kept_labels[picked]
+    return _Rows(n=n, geometry=None if len(geometry) == n else geometry,
+                 labelled=None if labelled is None or len(labelled) == n else labelled, labels=labels)
+
+
+def _measure(x: np.ndarray, before: np.ndarray | None, rows: _Rows,
              config: LayersConfig, mapper: _Mapper | None) -> dict[str, float]:
-    """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None."""
+    """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None;
+    ``rows``: which rows the graph and the label scores read."""
     from latentscape.jobs.core.geometry import anisotropy
     from latentscape.jobs.core.intrinsic import two_nn_dimension
     from latentscape.jobs.core.knn import exact_knn
@@ -521,11 +582,16 @@ def _measure(x: np.ndarray, before: np.ndarray | None, labels: np.ndarray | None
         values[Metric.COSINE_PREVIOUS] = mean_cosine(before, x)
     # One exact Euclidean k-NN graph (each row itself in column 0) serves TwoNN (the two
     # nearest others), the label agreement and the map: computed once per layer.
+    labels = rows.labels
     width = max(3, config.knn_k + 1 if labels is not None else 3, mapper.knn_width if mapper else 0)
-    graph = exact_knn(x, min(width, len(x)))
+    seen = x if rows.geometry is None else x[rows.geometry]
+    graph = exact_knn(seen, min(width, len(seen)))
     values[Metric.INTRINSIC_DIM] = two_nn_dimension(neighbour_distances=graph.distances[:, 1:3])
     if labels is None:
         return values
+    if rows.labelled is not None or rows.geometry is not None:  # the label scores' own rows and graph
+        x = rows.of_labels(x)
+        graph = exact_knn(x, min(width, len(x)))
     probe = probe_accuracy(x, labels, folds=config.probe_folds, seed=config.seed)
     values[Metric.PROBE_ACCURACY] = probe.mean
     values[Metric.PROBE_ACCURACY_STD] = probe.std
@@ -632,6 +698,11 @@ def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
     if config.seeds > 1:
         curves += SEED_CURVES
     return curves
+
+
+def _min_class_size(config: LayersConfig) -> int:
+    """The smallest class the label scores keep: what the user asked, never below the probe's folds."""
+    return max(config.min_class_size or 0, config.probe_folds)
 
 
 def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:

@@ -87,6 +87,7 @@ class MapRequest:
     preset: str | None = None  # the named recipe the settings started from (latentscape.jobs.core.presets)
     trust: TrustSettings = TrustSettings()  # permutations, bootstrap, seeds
     holdout: float | None = None  # replays of sweep --holdout maps: label scores over the tuning part
+    min_class_size: int = 1  # label scores leave out unlabelled rows and classes smaller than this
 
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -149,6 +150,9 @@ def add_parser(subparsers, parents) -> None:
     group.add_argument("--score-sample", help="sample size of silhouette and neighbourhood scores (default 1000)")
     parser.add_argument("--from-run", metavar="RUN_ID",
                         help="replay the logged config.json of a map run or sweep trial (no other settings)")
+    parser.add_argument("--min-class-size", type=int, default=1, metavar="N",
+                        help="label scores leave out classes with fewer samples (default 1); unlabelled rows "
+                        "are always left out of them and kept on the map")
     add_trust_arguments(parser)
     parser.set_defaults(handler=_run_cli)
 
@@ -195,6 +199,7 @@ def request_from_args(args) -> MapRequest:
         seed=int_option(args.seed, "--seed"), view=args.view, knn=args.knn,
         score_k=int_option(args.score_k, "--score-k"), score_sample=int_option(args.score_sample, "--score-sample"),
         from_run=getattr(args, "from_run", None), preset=preset, trust=trust,
+        min_class_size=getattr(args, "min_class_size", None) or 1,
     )
 
 
@@ -207,6 +212,8 @@ def check_request(request: MapRequest) -> None:
             raise UsageError("--from-run replays a logged configuration and takes no other map settings",
                              "drop --run, --layer and the settings, or drop --from-run")
         return
+    if request.min_class_size < 1:
+        raise UsageError(f"--min-class-size {request.min_class_size} must be positive", "pass 1 or more (default 1)")
     if not request.run:
         raise UsageError("no extraction to map", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
     try:
@@ -373,7 +380,7 @@ def log_cluster_table(log, extraction, result) -> None:
 def map_layer(request: MapRequest, *, store, experiment: str | None = None, replay_of: str | None = None,
               config=None) -> JobResult:
     """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
-    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.mapping import fit_map
     from latentscape.tracking.runs import tracked_run
 
@@ -394,6 +401,18 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         if note:
             notes.append(note)
             print(f"latentscape map: note: {note}", file=sys.stderr)
+    # Label scores read the labelled rows of big enough classes; the map keeps every row.
+    selection = extraction.label_selection(request.min_class_size) if labels is not None else None
+    rows = None
+    if selection is not None and not selection.keeps_all:
+        note = selection.note()
+        if selection.usable:
+            rows = np.flatnonzero(selection.keep)
+        else:
+            labels = None
+            note += "; fewer than two classes are left: label scores skipped"
+        notes.append(note)
+        print(f"latentscape map: note: {note}", file=sys.stderr)
     split = None
     if request.holdout:
         if labels is None:
@@ -401,7 +420,10 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
                              "replay it against a labelled extraction")
         from latentscape.jobs._trust import split_for
 
-        split = split_for(labels, request.holdout, config.seed)
+        split = split_for(labels if rows is None else labels[rows], request.holdout, config.seed)
+        if rows is not None:  # positions in the kept rows -> rows of the map
+            split = (rows[split[0]], rows[split[1]])
+    scored = split[0] if split is not None else rows  # the rows the label scores read (None: all)
 
     # Fit and log; then how far to trust the scores.
     tags = {**extraction.lineage_tags(), Tag.LAYER: layer, Tag.REPLAY_OF: replay_of,
@@ -412,18 +434,19 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
 
         log.params({**map_params(config, layer), Param.PERMUTATIONS: request.trust.permutations,
                     Param.BOOTSTRAP: request.trust.bootstrap, Param.SEEDS: request.trust.seeds,
-                    Param.PRESET: request.preset, Param.HOLDOUT: request.holdout})
-        if split is None:
+                    Param.PRESET: request.preset, Param.HOLDOUT: request.holdout,
+                    **(label_selection_params(selection) if selection is not None else {})})
+        if scored is None:
             result = fit_map(x, labels, config)
-        else:  # label scores over the tuning part only, as the sweep scored it
-            result = score_rows(fit_map(x, None, config), labels, split[0])
+        else:  # label scores over the kept rows (and the tuning part only, as the sweep scored it)
+            result = score_rows(fit_map(x, None, config), labels, scored)
         log_map(log, result, extraction, layer, extra={"trust": request.trust.to_dict(), Param.PRESET: request.preset,
                                                        Param.HOLDOUT: request.holdout})
-        warning = collapse_warning(result.scores, labels)
+        warning = collapse_warning(result.scores, labels if scored is None or labels is None else labels[scored])
         if warning:
             print(f"latentscape map: warning: {warning}", file=sys.stderr)
             log.tags({Tag.WARNING: warning})
-        trust = map_trust(x, labels, result, request.trust, rows=None if split is None else split[0])
+        trust = map_trust(x, labels, result, request.trust, rows=scored)
         log.metrics(_finite(trust))
         if split is not None:
             log.metrics(holdout_metrics(labels, result.clusters, split[1]))
@@ -508,7 +531,8 @@ def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
         raise UsageError(f"the config.json of run {run_id} cannot be replayed: {error}") from None
     holdout = logged.data.params.get(Param.HOLDOUT)
     request = MapRequest(run=source, layer=layer, reducer=config.reducer, clusterer=config.clusterer,
-                         trust=_logged_trust(store, run_id), holdout=float(holdout) if holdout else None)
+                         trust=_logged_trust(store, run_id), holdout=float(holdout) if holdout else None,
+                         min_class_size=int(logged.data.params.get(Param.MIN_CLASS_SIZE) or 1))
     return map_layer(request, store=store, experiment=experiment, replay_of=run_id, config=config)
 
 

@@ -292,6 +292,9 @@ def sample_codes(codes: np.ndarray, sample: np.ndarray, n_samples: int) -> tuple
     return present, out[present]
 
 
+LABEL_AUC_MIN_CLASS_SIZE = 2
+
+
 def feature_table(codes: np.ndarray, data: SaeData, *, top: int = 10, decoder: np.ndarray | None = None,
                   directions=None) -> tuple[Any, Any]:
     """``(features.parquet, feature_labels.parquet)`` frames for ``codes: (m, features)``.
@@ -338,6 +341,9 @@ def feature_table(codes: np.ndarray, data: SaeData, *, top: int = 10, decoder: n
     frame[Column.BEST_LABEL], frame[Column.AUC] = None, math.nan
     if labels is not None and len(np.unique(labels)) >= 2:
         present, per_sample = sample_codes(codes, data.sample, len(ids))
+        # A class of one sample has no AUC worth reading, and an unlabelled row no class.
+        labelled = extraction.label_selection(LABEL_AUC_MIN_CLASS_SIZE).keep[present]
+        per_sample, present = per_sample[labelled], present[labelled]
         if len(np.unique(labels[present])) >= 2:
             classes, auc = feature_label_auc(per_sample, labels[present])
             best = auc.argmax(axis=1)
@@ -383,7 +389,8 @@ def find_directions(store, extraction, layer: int, run_id: str | None):
                          f"run `latentscape directions --run {extraction.run_id} --layer {layer}` first")
     method = (run.data.params.get(Param.METHODS) or "mean_difference").split(",")[0]
     vectors = load_array(store, run_id, Artifact.direction_vectors(method))
-    classes = np.unique(extraction.labels)  # the directions job's rows are in this order
+    # The directions job's rows: the classes it kept, in sorted order.
+    classes = np.asarray(extraction.label_selection(int(run.data.params.get(Param.MIN_CLASS_SIZE) or 1)).classes_kept)
     return run_id, (classes, vectors)
 
 

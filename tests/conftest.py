@@ -236,6 +236,24 @@ def _save_tiny(model, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_tail_csv(tmp_path_factory) -> Path:
+    """60 demo sentences labelled as natural data is: three rows without a label, a class
+    of one ("a class of one") and a class of two ("a pair"); the rest as in demo."""
+    import pandas as pd
+
+    from latentscape.jobs.datasets import load_dataset
+
+    demo = load_dataset("demo", limit=60)
+    labels = demo.labels.astype(object).copy()
+    labels[:3] = None
+    labels[3] = "a class of one"
+    labels[4:6] = "a pair"
+    path = tmp_path_factory.mktemp("long-tail") / "long-tail.csv"
+    pd.DataFrame({"text": demo.texts, "label": labels}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-block, 32-wide BERT with random weights (encoder)."""
     import torch

@@ -84,3 +84,17 @@ def test_a_missing_layer_is_a_usage_error(store):
 
     run_id = _unlabelled_extraction(store)
     assert main(["directions", "--tracking-uri", store.uri, "--run", run_id, "--layer", "3"]) == 2
+
+
+def test_rare_classes_get_no_direction_and_stop_nothing(store, long_tail_csv, tiny_bert, capsys):
+    from latentscape.jobs.extract import ExtractConfig, extract
+
+    extracted = extract(ExtractConfig(data=str(long_tail_csv), label_col="label", model=str(tiny_bert)), store=store)
+    capsys.readouterr()
+    result = directions(DirectionsConfig(run=extracted.run_id, layer=2), store=store)
+    run = store.client.get_run(result.run_id)
+    projected = load_table(store, result.run_id, Artifact.PROJECTIONS)
+    assert "a class of one" not in set(projected[Column.DIRECTION]) and "a pair" in set(projected[Column.DIRECTION])
+    assert projected[Column.SAMPLE_ID].nunique() == 60 - 4  # three unlabelled rows and the class of one
+    assert run.data.params[Param.SAMPLES_LEFT_OUT] == "4" and "'a class of one'" in run.data.tags[Tag.NOTE]
+    assert "leave out" in capsys.readouterr().err

@@ -139,18 +139,43 @@ def test_unlabelled_data_skips_label_scores_with_a_note(store, tmp_path, tiny_be
     assert Metric.PROBE_CHANCE not in run.data.metrics
 
 
-def test_bad_settings_fail_before_any_run(text_extraction):
+def test_bad_settings_fail_before_any_run():
     with pytest.raises(UsageError, match="stable-cka"):
         LayersConfig(run="x", stable_cka=1.5)
     with pytest.raises(UsageError, match="probe-folds"):
         LayersConfig(run="x", probe_folds=1)
-    before = len(text_extraction.store.client.search_runs(
-        [e.experiment_id for e in text_extraction.store.client.search_experiments()]))
-    with pytest.raises(UsageError, match="fewer than the 30 folds"):  # 24 samples per class
-        layers(LayersConfig(run=text_extraction.run_id, probe_folds=30), store=text_extraction.store)
-    after = len(text_extraction.store.client.search_runs(
-        [e.experiment_id for e in text_extraction.store.client.search_experiments()]))
-    assert after == before
+    with pytest.raises(UsageError, match="min-class-size"):
+        LayersConfig(run="x", min_class_size=0)
+
+
+def test_rare_classes_and_unlabelled_rows_are_left_out_of_label_scores_not_an_error(store, long_tail_csv, tiny_bert,
+                                                                                     capsys):
+    """Natural labels: classes of one and two samples and rows without a label. The job
+    finishes; the label scores use the rest, and the run says what they left out."""
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+
+    extracted = extract(ExtractConfig(data=str(long_tail_csv), label_col="label", model=str(tiny_bert)), store=store)
+    selection = load_extraction(store, extracted.run_id).label_selection(3)
+    assert {"a class of one", "a pair"} <= set(selection.classes_left_out) and selection.unlabelled == 3
+    capsys.readouterr()
+
+    result = layers(LayersConfig(run=extracted.run_id, map=False, probe_folds=3), store=store)
+    run = store.client.get_run(result.run_id)
+    assert run.data.params[Param.CLASSES_KEPT] == str(len(selection.classes_kept))
+    assert run.data.params[Param.SAMPLES_LEFT_OUT] == str(selection.samples_left_out)
+    assert run.data.params[Param.MIN_CLASS_SIZE] == "3"
+    assert "'a class of one'" in run.data.tags[Tag.NOTE] and "3 unlabelled" in run.data.tags[Tag.NOTE]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "leave out" in line]
+    assert len(notes) == 1, notes
+    for name in LABELLED_CURVES:  # every label score measured, on the kept samples
+        assert len(store.client.get_metric_history(result.run_id, name)) == 3, name
+
+    # A threshold above every class: the label scores are skipped with a note, no error.
+    skipped = layers(LayersConfig(run=extracted.run_id, map=False, min_class_size=1000), store=store)
+    run = store.client.get_run(skipped.run_id)
+    assert run.info.status == "FINISHED" and "skipped" in run.data.tags[Tag.NOTE]
+    assert not store.client.get_metric_history(skipped.run_id, Metric.PROBE_ACCURACY)
 
 
 def test_cli_rejects_a_run_that_is_not_an_extraction(store):
@@ -180,3 +205,22 @@ def test_a_single_layer_has_no_findings_but_every_other_measure(digits_extractio
     # --no-map: no map scores, but the default cluster score (k-means on the layer) stays.
     assert Metric.AMI_MAP not in table and table[Metric.AMI].iloc[0] > 0.5 and Param.REDUCER not in params
     assert len(load_table(store, result.run_id, Artifact.CKA)) == 1
+
+
+def test_past_max_samples_the_knn_probe_and_cluster_measures_read_a_stratified_subsample(text_extraction):
+    """240 samples with --max-samples 100: the label scores and TwoNN read 100 (every class
+    kept), CKA and cosine all 240; n.<measure> says so, and the verdict still comes."""
+    result = layers(LayersConfig(run=text_extraction.run_id, map=False, max_samples=100), store=text_extraction.store,
+                    experiment="layers-subsample")
+    run = text_extraction.store.client.get_run(result.run_id)
+    params = run.data.params
+    for name in (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI):
+        assert 100 <= int(params[Param.sample_size(name)]) <= 110, name  # rounding per class
+    assert params[Param.sample_size(Metric.INTRINSIC_DIM)] == "100" and params[Param.N_SAMPLES] == "240"
+    assert Tag.VERDICT in run.data.tags
+    full = layers(LayersConfig(run=text_extraction.run_id, map=False), store=text_extraction.store,
+                  experiment="layers-subsample")
+    full_params = text_extraction.store.client.get_run(full.run_id).data.params
+    assert full_params[Param.sample_size(Metric.PROBE_ACCURACY)] == "240"
+    # CKA reads every sample either way: the same matrix.
+    assert params[Param.LAYER_OF_LARGEST_CHANGE] == full_params[Param.LAYER_OF_LARGEST_CHANGE]

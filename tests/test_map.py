@@ -129,3 +129,30 @@ def test_cli_maps_and_prints_json(small_store):
     assert run.data.params[Param.clusterer_param("n_clusters")] == "10"  # k = number of true labels
     done = _cli("map", "--tracking-uri", store.uri, "--from-run", payload["run_id"], "--seed", "2", cwd=folder)
     assert done.returncode == 2 and "--from-run" in done.stderr
+
+
+def test_unlabelled_rows_and_rare_classes_stay_on_the_map_and_out_of_its_label_scores(store, long_tail_csv,
+                                                                                      tiny_bert):
+    """Text with gaps in the labels and classes of one and two: the map has every row; its
+    label scores are those of the kept rows, and the run says what they left out."""
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.core.scores import label_scores
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.jobs.map import MapRequest, map_layer
+    from latentscape.tracking.runs import load_table
+
+    extracted = extract(ExtractConfig(data=str(long_tail_csv), label_col="label", model=str(tiny_bert)), store=store)
+    extraction = load_extraction(store, extracted.run_id)
+
+    result = map_layer(MapRequest(run=extracted.run_id, reducer="pca", clusterer="kmeans", min_class_size=3),
+                       store=store)
+    run = store.client.get_run(result.run_id)
+    kept = np.flatnonzero(extraction.label_selection(3).keep)
+    assert kept.min() >= 6 and run.data.params[Param.SAMPLES_LEFT_OUT] == str(60 - len(kept))
+    assert run.data.params[Param.MIN_CLASS_SIZE] == "3"
+    assert "'a pair'" in run.data.tags[Tag.NOTE] and "3 unlabelled" in run.data.tags[Tag.NOTE]
+    mapped = load_table(store, result.run_id, Artifact.MAP)
+    assert len(mapped) == 60  # every row on the map
+    clusters = mapped[Column.CLUSTER].to_numpy()
+    expected = label_scores(extraction.labels[kept], clusters[kept])
+    assert run.data.metrics[Metric.AMI] == pytest.approx(expected[Metric.AMI], abs=1e-9)

@@ -1,7 +1,7 @@
 """The run contract: every name that writers (jobs) and readers (catalog, UI) share.
 
 No tag, param, metric, artifact path or table column is spelled anywhere else. A test
-(tests/test_contract.py) checks that every key defined here is documented in README.md.
+(tests/core/test_contract.py) checks that every key defined here is documented in README.md.
 
 Conventions
 -----------
@@ -139,6 +139,11 @@ class Param:
     DEBIASED = "debiased"
     PROBE_FOLDS = "probe_folds"
     KNN_K = "knn_k"
+    # label scores on long-tailed labels: the smallest class kept, how many classes were kept,
+    # and how many samples (rare classes and unlabelled rows) were left out of them
+    MIN_CLASS_SIZE = "min_class_size"
+    CLASSES_KEPT = "classes_kept"
+    SAMPLES_LEFT_OUT = "samples_left_out"
     SEEDS = "seeds"  # layers / map --seeds: how many seeds (seed, seed + 1, ...) each map ran with
     PERMUTATIONS = "permutations"  # map --permutations: label shuffles of each chance baseline
     BOOTSTRAP = "bootstrap"  # map --bootstrap: resamples of each bootstrap interval
@@ -151,6 +156,11 @@ class Param:
     TUNE = "tune"  # layers --tune: Optuna trials per layer (each layer's sweep a child run)
     VERDICT_PREFIX = "verdict."  # layers: "verdict.<measure>" = the measure's best layer
     MEASURES_AGREE = "measures_agree"  # layers: whether the measures' best layers lie within one layer
+
+    @staticmethod
+    def sample_size(measure: str) -> str:
+        """``n.<measure>``: how many samples a subsampled measure read."""
+        return f"n.{measure}"
 
     @staticmethod
     def verdict(measure: str) -> str:
@@ -551,6 +561,35 @@ class Reply:
     SEARCH = "search"  # the reply's kind
 
 
+# What each group of keys is, for people: the README's run contract is made from these
+# and :func:`all_keys` (``python -m latentscape.tracking.contract`` prints it).
+GROUP_NOTES = {
+    "kind": "The `kind` tag: which job wrote a run.",
+    "tag": "Tags (searchable, e.g. `tags.kind = 'map'`). Child runs also carry MLflow's own `mlflow.parentRunId`.",
+    "param": "Params. Reducer and clusterer settings are logged as `reducer.<name>` and `clusterer.<name>`; "
+             "a sweep's best settings as `best.<name>`; the samples a subsampled measure read as `n.<measure>`.",
+    "metric": "Metrics. Per-layer curves are logged with `step=layer`; `<score>_clustered` is a score over "
+              "clustered (non-noise) points only; per-section or per-pooling variants append `.<part>`.",
+    "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False`; "
+                "nothing is pickled.",
+    "column": "Columns of the Parquet tables (`meta.<column>` keeps a data set's extra columns).",
+    "reply": "The JSON line of `--json`, and the search protocol the UI speaks to `latentscape search` "
+             "(the app never loads a model itself).",
+}
+
+
+def readme_section() -> str:
+    """The README's ``## Run contract`` section, made from the keys defined here."""
+    lines = ["## Run contract", "",
+             "Every name that jobs write and the catalog and UI read is defined once, in",
+             "`tracking/contract.py`; this section is made from it (`python -m latentscape.tracking.contract`),",
+             "and `tests/core/test_contract.py` checks that the two are equal.", ""]
+    for group, keys in all_keys().items():
+        lines.append(f"- **{group}** — {GROUP_NOTES[group]}")
+        lines.append("  " + ", ".join(f"`{key}`" for key in keys))
+    return "\n".join(lines) + "\n"
+
+
 def all_keys() -> dict[str, list[str]]:
     """Every key of the contract by group, for documentation checks."""
     groups: dict[str, list[str]] = {"kind": [k.value for k in Kind]}
@@ -561,3 +600,7 @@ def all_keys() -> dict[str, list[str]]:
             if name.isupper() and isinstance(value, str)
         ]
     return groups
+
+
+if __name__ == "__main__":
+    print(readme_section(), end="")

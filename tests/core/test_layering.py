@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # What reaching around tracking/ looks like in source: MLflow's client, the Store's own
 # client attribute, or a search filter written by hand (its keyword or its clauses:
