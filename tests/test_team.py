@@ -73,16 +73,25 @@ def test_postgres_urls_pin_the_installed_driver():
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from latentscape.tracking.server import ServerConfig, auth_config_text, server_command, write_auth_config
+    from latentscape.tracking.server import (
+        ServerConfig,
+        auth_config_text,
+        server_command,
+        store_environment,
+        write_auth_config,
+    )
 
-    config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow", artifacts_destination="s3://bucket/a",
+    config = ServerConfig(backend_store_uri="postgresql://mlflow:pw@db:5432/mlflow", artifacts_destination="s3://bucket/a",
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
     command = server_command(config)
-    for flag, value in [("--backend-store-uri", "postgresql+psycopg2://mlflow@db:5432/mlflow"),
-                        ("--artifacts-destination", "s3://bucket/a"), ("--app-name", "basic-auth"),
-                        ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
+    for flag, value in [("--app-name", "basic-auth"), ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
         assert command[command.index(flag) + 1] == value
     assert "--serve-artifacts" in command
+    # The store URLs (and a password in them) travel by environment, which `ps` does not show.
+    assert not any("postgresql" in part or "s3://" in part for part in command)
+    assert store_environment(config) == {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://mlflow:pw@db:5432/mlflow",
+                                         "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/a"}
+    config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow")
     ini = auth_config_text(config)
     assert "database_uri = postgresql+psycopg2://mlflow@db:5432/mlflow_auth" in ini
     assert "password" not in ini
