@@ -153,7 +153,10 @@ def test_the_docker_files_describe_the_tested_topology():
     assert services["mlflow"]["command"][:2] == ["latentscape", "server"]
     assert services["ui"]["command"][:2] == ["latentscape", "ui"]
     worker = services["worker"]["command"][-1]
-    assert "latentscape sweep" in worker and "--resume" in worker and "--storage" in worker
+    assert "latentscape sweep" in worker and "--resume" in worker
+    # The workers' storage is theirs alone (not the server's role) and off their command line.
+    assert "--storage" not in worker and "POSTGRES_PASSWORD" not in str(compose["x-worker-env"])
+    assert "${OPTUNA_USER" in compose["x-worker-env"]["LATENTSCAPE_OPTUNA_STORAGE"]
     assert "replicas" not in str(services["worker"]) and "container_name" not in services["worker"]  # --scale works
     # Secrets only by reference, each required (${NAME:?...}) and listed in .env.example.
     text = (docker / "compose.yaml").read_text()
@@ -381,7 +384,7 @@ def test_compose_workers_started_together_share_one_study(team, digits_run):
     script = compose["services"]["worker"]["command"][-1].replace("$$", "$")  # compose's escape
     bin_dir = str(Path(sys.executable).parent)
     assert shutil.which("latentscape", path=bin_dir), "the venv's latentscape script is needed"
-    env_extra = dict(PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", OPTUNA_STORAGE=team.optuna_storage,
+    env_extra = dict(PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", LATENTSCAPE_OPTUNA_STORAGE=team.optuna_storage,
                      SWEEP_DATA="digits", SWEEP_EXPERIMENT="team-digits", SWEEP_TRIALS="4",
                      SWEEP_ARGS=" ".join(a for a in SWEEP_ARGS if a != "--json") + " --seed 5 --json",
                      MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
