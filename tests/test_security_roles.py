@@ -354,6 +354,33 @@ def test_only_the_server_role_reaches_the_run_and_auth_databases(team, roles, po
 
 
 @pytest.mark.postgres
+def test_one_warning_when_the_workers_share_the_servers_role(postgres, roles):
+    """--optuna-storage on the server's own role: one warning line; PUBLIC still loses
+    CONNECT on all three databases."""
+    import psycopg2
+
+    from latentscape.tracking.roles import secure_databases
+    from latentscape.tracking.server import ensure_database
+
+    name = f"ls_same_{uuid.uuid4().hex[:10]}"
+    databases = [name, f"{name}_auth", f"{name}_optuna"]
+    said: list[str] = []
+    try:
+        for database in databases[:2]:
+            ensure_database(postgres.url(database))
+        secure_databases(*(postgres.url(database) for database in databases), say=said.append)
+        warnings = [line for line in said if "warning" in line]
+        assert len(warnings) == 1 and "the server's own role 'postgres'" in warnings[0], said
+        assert "\n" not in warnings[0]
+        for database in databases:
+            with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+                _connect(postgres, roles.nobody, database)
+    finally:
+        for database in databases:
+            postgres.drop(database)
+
+
+@pytest.mark.postgres
 def test_a_sweep_on_the_workers_role_completes(team, roles):
     import optuna
     from optuna.trial import TrialState

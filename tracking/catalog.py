@@ -794,7 +794,7 @@ class _Sync:
         for item in requested:
             experiment_id = item if item in every else by_name.get(item)
             if experiment_id is None:
-                raise UsageError(f"no experiment named {str(item)[:200]!r} in {self.catalog.tracking_uri}",
+                raise UsageError(f"no experiment named {str(item)[:200]!r} in {masked(self.catalog.tracking_uri)}",
                                  "check the experiment name (or pass its id)")
             (scope if experiment_id in active else gone).append(experiment_id)
         return sorted(set(scope)), sorted(set(gone))

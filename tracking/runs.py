@@ -129,7 +129,7 @@ class Store:
             return self._client
 
     def __repr__(self) -> str:
-        return f"Store(uri={self.uri!r})"
+        return f"Store(uri={masked(self.uri)!r})"
 
     def experiment_id(self, name: str | None = None, *, create: bool = True) -> str:
         """Id of the experiment ``name`` (default ``latentscape``), created if missing."""

@@ -15,17 +15,21 @@ Secrets never live in code or on the command line:
   passwords may be ``${VARIABLES}`` read from the environment, or from
   ``$LATENTSCAPE_USERS`` (``name:password`` entries separated by commas or spaces).
   Every start makes the server match them: users created, passwords and admin flags
-  updated, experiment permissions granted (MLflow's auth REST API, as the admin).
+  updated, experiment permissions granted (MLflow's auth REST API, as the admin), and
+  users in neither deleted (the admin excepted).
+- Store URLs reach ``mlflow server`` through its environment; database roles are set by
+  :mod:`latentscape.tracking.roles` (run and auth databases for the server's role alone).
 
-Users file::
+Users file (keys: password, admin, experiments, read_only; any other is an error)::
 
     users:
       alice:
         password: ${ALICE_PASSWORD}
-        experiments: {digits: MANAGE, "*": EDIT}   # name or "*" -> READ|USE|EDIT|MANAGE
+        experiments: {digits: MANAGE, private: DENY}   # name or "*" -> READ|USE|EDIT|MANAGE|DENY
       bob:
         password: ${BOB_PASSWORD}
         admin: false
+        read_only: true
 
 Facts this module relies on (MLflow 3.17.2, SQLAlchemy 2.1, read from their code):
 SQLAlchemy 2.1 maps ``postgresql://`` to the psycopg 3 driver, which is not installed:
