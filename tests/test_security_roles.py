@@ -170,56 +170,6 @@ def test_telemetry_is_off_unless_the_user_opted_in(tmp_path):
                               )["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
-# -- a password in a ?password= storage URL reaches nothing a sweep writes or shows -------
-def test_a_storage_password_appears_in_no_param_tag_artifact_output_or_catalog(tmp_path, postgres):
-    """A real sweep, MLflow on local SQLite, Optuna on the real PostgreSQL reached with
-    ``?user=...&password=SECRET`` (trust auth accepts it; it is still a secret to keep)."""
-    postgres.require()
-    from latentscape.tracking.catalog import Catalog
-    from latentscape.tracking.server import ensure_database
-
-    secret = f"Pw{secrets.token_hex(12)}"
-    database = f"ls_mask_{uuid.uuid4().hex[:10]}"
-    storage = f"postgresql://{postgres.host}:{postgres.port}/{database}?user={postgres.user}&password={secret}"
-    ensure_database(storage)
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "LATENTSCAPE_PROGRESS": "0", "MLFLOW_TRACKING_URI": tracking}
-    env.pop("MLFLOW_TRACKING_USERNAME", None)
-    try:
-        extract = subprocess.run(_latentscape("extract", "--data", "digits", "--experiment", "masking", "--json"),
-                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert extract.returncode == 0, extract.stderr[-3000:]
-        run_id = json.loads(extract.stdout.strip().splitlines()[-1])["run_id"]
-        sweep = subprocess.run(_latentscape(
-            "sweep", "--run", run_id, "--storage", storage, "--trials", "2", "--layer", "0", "--reducer", "pca",
-            "--clusterer", "kmeans", "-c", "n_init=1", "--score-sample", "300", "--json"),
-            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
-        assert sweep.returncode == 0, sweep.stderr[-3000:]
-        result = json.loads(sweep.stdout.strip().splitlines()[-1])
-        assert "***" in result["details"]["storage"] and database in result["details"]["storage"]
-        assert secret not in sweep.stdout + sweep.stderr + extract.stdout + extract.stderr
-
-        # Every param, tag and artifact: the store's database and artifact files, byte for byte.
-        (tmp_path / "catalog").mkdir()
-        catalog = Catalog.open(tracking_uri=tracking, path=tmp_path / "catalog" / "catalog.duckdb")
-        catalog.refresh()
-        cursor = catalog.cursor()
-        stored = cursor.execute("SELECT value FROM params WHERE key = 'storage'").fetchall()
-        assert stored and all("***" in value for (value,) in stored)
-        for table, column in cursor.execute("SELECT table_name, column_name FROM information_schema.columns "
-                                            "WHERE data_type = 'VARCHAR'").fetchall():
-            hits = cursor.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" LIKE ?', [f"%{secret}%"]).fetchall()
-            assert hits == [(0,)], f"the password is in the catalog's {table}.{column}"
-        sweep_run = result["run_id"]
-        config = catalog.artifact(sweep_run, "config.json")
-        assert config is not None and secret not in Path(config).read_text()
-        catalog.close()
-        leaks = [path for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
-        assert not leaks, f"the password is written in {leaks}"
-    finally:
-        postgres.drop(database)
-
-
 # -- the running server: roles, command lines, users ----------------------------------
 USERS_FILE = """\
 users:
@@ -381,26 +331,69 @@ def test_one_warning_when_the_workers_share_the_servers_role(postgres, roles):
 
 
 @pytest.mark.postgres
-def test_a_sweep_on_the_workers_role_completes(team, roles):
+def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team, roles, postgres, tmp_path,
+                                                                          monkeypatch):
+    """A real sweep through the server, its Optuna storage reached as the workers' role with
+    the password as a ``?password=`` query parameter: the sweep completes, and the password
+    is in no param, tag, artifact, output, server log or catalog."""
     import optuna
+    from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.contract import Artifact, Param
     from latentscape.tracking.server import database_url
 
-    assert f"{roles.workers[0]}:{roles.workers[1]}@" in team.optuna_storage  # what the workers are given
+    name, secret = roles.workers
+    assert f"{name}:{secret}@" in team.optuna_storage  # the workers' role, as the server was given it
+    storage = f"postgresql://{postgres.host}:{postgres.port}/{team.database}_optuna?user={name}&password={secret}"
     extract = subprocess.run(_latentscape("extract", "--data", "digits", "--experiment", "team-sweep", "--json"),
                              env=team.env("alice"), capture_output=True, text=True, timeout=300, cwd=team.tmp)
     assert extract.returncode == 0, extract.stderr[-3000:]
     run_id = json.loads(extract.stdout.strip().splitlines()[-1])["run_id"]
     sweep = subprocess.run(_latentscape(
-        "sweep", "--run", run_id, "--storage", team.optuna_storage, "--trials", "2", "--layer", "0", "--reducer",
+        "sweep", "--run", run_id, "--storage", storage, "--trials", "2", "--layer", "0", "--reducer",
         "pca", "--clusterer", "kmeans", "-c", "n_init=1", "--score-sample", "300", "--experiment", "team-sweep",
         "--json"), env=team.env("alice"), capture_output=True, text=True, timeout=400, cwd=team.tmp)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     result = json.loads(sweep.stdout.strip().splitlines()[-1])
     study = optuna.load_study(study_name=result["details"]["study"], storage=database_url(team.optuna_storage))
     assert sum(trial.state == TrialState.COMPLETE for trial in study.get_trials(deepcopy=False)) == 2
-    assert roles.workers[1] not in sweep.stdout + sweep.stderr
+
+    # Output and the server's log.
+    assert "password=***" in result["details"]["storage"]
+    assert secret not in extract.stdout + extract.stderr + sweep.stdout + sweep.stderr
+    assert secret not in team.logs[-1].read_text(errors="replace")
+    # Every param and tag of every run of the experiment (the sweep, its trials, the best map).
+    for key, value in team.env("alice").items():
+        monkeypatch.setenv(key, value)
+    client = MlflowClient(tracking_uri=team.url)
+    experiment = client.get_experiment_by_name("team-sweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len(runs) >= 4  # the extraction, the sweep, two trials
+    for run in runs:
+        assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if secret in v], run.info.run_id
+    assert "password=***" in client.get_run(result["run_id"]).data.params[Param.STORAGE]
+    # Every artifact, byte for byte, where the server keeps them.
+    leaks = [path for path in team.artifacts.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert not leaks, f"the password is in {leaks}"
+    # The catalog: every text column of every table, and the config.json it downloads.
+    catalog = Catalog.open(tracking_uri=team.url, path=tmp_path / "catalog.duckdb")
+    try:
+        catalog.refresh()
+        config = catalog.artifact(result["run_id"], Artifact.CONFIG)
+        assert config is not None and "password=***" in Path(config).read_text()
+        cursor = catalog.cursor()
+        columns = cursor.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                 "WHERE data_type = 'VARCHAR'").fetchall()
+        assert ("params", "value") in columns
+        for table, column in columns:
+            hits = cursor.execute(f'SELECT count(*) FROM "{table}" WHERE "{column}" LIKE ?', [f"%{secret}%"]).fetchall()
+            assert hits == [(0,)], f"the password is in the catalog's {table}.{column}"
+    finally:
+        catalog.close()
+    leaks = [path for path in tmp_path.rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
+    assert not leaks, f"the password is in {leaks}"
 
 
 @pytest.mark.postgres
