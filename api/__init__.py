@@ -25,8 +25,14 @@ The installed parts: ``latentscape.jobs`` (the jobs and their numeric core),
 
 from __future__ import annotations
 
-from latentscape._jobs import JobFunction
-from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import telemetry_off
+
+# Before MLflow is imported anywhere in this process: no usage telemetry unless the user
+# set MLFLOW_DISABLE_TELEMETRY=false themselves (every latentscape process imports this).
+telemetry_off()
+
+from latentscape._jobs import JobFunction  # noqa: E402
+from latentscape.tracking.errors import UsageError  # noqa: E402
 
 __all__ = [
     "extract", "map", "sweep", "layers", "interpolate", "analogies", "directions",

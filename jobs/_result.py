@@ -7,6 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from latentscape.tracking.privacy import masked, masked_values
+
 __all__ = ["JobResult"]
 
 
@@ -29,7 +31,7 @@ class JobResult:
                 return [clean(v) for v in value]
             return value
 
-        return json.dumps(clean(asdict(self)), default=str)
+        return json.dumps(masked_values(clean(asdict(self))), default=str)
 
     def summary(self) -> str:
         lines = [f"{self.kind} run {self.run_id} in experiment {self.experiment!r}"
@@ -42,4 +44,4 @@ class JobResult:
                 lines.extend("    " + "  ".join(str(v)[:60] for v in row.values()) for row in value)
             else:
                 lines.append(f"  {name:<24} {value}")
-        return "\n".join(lines)
+        return masked("\n".join(lines))

@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from latentscape.tracking.errors import EXIT_USAGE, UsageError
+from latentscape.tracking.privacy import masked, telemetry_off
 
 __all__ = ["main", "JOB_MODULES", "common_parser", "build_parser", "quiet_libraries"]
 
@@ -89,6 +90,7 @@ def quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    telemetry_off()  # MLflow's usage telemetry, unless the user opted in (tracking/privacy.py)
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     # MLflow prints "View run ... at: URL" on stdout for every run ended on a tracking
     # server, which would break --json's one-line stdout.
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except UsageError as error:
-        print(f"{command}: error: {error}", file=sys.stderr)
+        print(masked(f"{command}: error: {error}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{command}: interrupted; the run was marked KILLED", file=sys.stderr)
@@ -120,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
         explained = server_error(error, uri=uri)
         if explained is not None:  # a tracking server's refusal, or no server at that address
-            print(f"{command}: error: {explained}", file=sys.stderr)
+            print(masked(f"{command}: error: {explained}"), file=sys.stderr)
             return EXIT_USAGE
         if getattr(args, "debug", False):
             traceback.print_exc()
         first = " ".join(str(error).split())[:500]
-        print(f"{command}: failed: {type(error).__name__}: {first} (run again with --debug for the traceback)",
+        print(masked(f"{command}: failed: {type(error).__name__}: {first} (run again with --debug for the traceback)"),
               file=sys.stderr)
         return 1
     if result is not None:

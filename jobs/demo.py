@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked
 
 __all__ = ["add_parser", "demo_steps"]
 
@@ -97,7 +98,7 @@ def _run(args) -> JobResult | None:
     from latentscape.tracking.runs import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    print(f"\nlogged {len(logged)} runs to {uri} in {time.perf_counter() - started:.0f} s:")
+    print(masked(f"\nlogged {len(logged)} runs to {uri} in {time.perf_counter() - started:.0f} s:"))
     for title, result in logged:
         scores = ", ".join(f"{k}={v:.3f}" for k, v in list(result.get("scores", {}).items())[:3]
                            if isinstance(v, (int, float)))

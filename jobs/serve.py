@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked
 
 __all__ = ["add_parser", "start_ui", "ui_command", "ui_environment", "APP_PATH", "STREAMLIT_OPTIONS"]
 
@@ -128,7 +129,7 @@ def start_ui(*, tracking_uri: str, port: int = 8501, catalog: str | os.PathLike 
     if catalog and not Path(catalog).expanduser().resolve().parent.is_dir():
         raise UsageError(f"the folder of --catalog {catalog} does not exist", "create it or pass another path")
     shown = address if address not in (None, "0.0.0.0") else "localhost"
-    print(f"latentscape ui: http://{shown}:{port}  (store {tracking_uri}; Ctrl-C to stop)", file=sys.stderr,
+    print(masked(f"latentscape ui: http://{shown}:{port}  (store {tracking_uri}; Ctrl-C to stop)"), file=sys.stderr,
           flush=True)
     process = subprocess.Popen(ui_command(port=port, address=address),
                                env=ui_environment(tracking_uri=tracking_uri, catalog=catalog))

@@ -56,8 +56,9 @@ class Postgres:
 
     host, port, user = "127.0.0.1", 5432, "postgres"
 
-    def url(self, database: str) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+    def url(self, database: str, *, user: str | None = None, password: str | None = None) -> str:
+        login = f"{user or self.user}:{password}" if password else (user or self.user)
+        return f"postgresql://{login}@{self.host}:{self.port}/{database}"
 
     def answers(self) -> bool:
         with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1):
@@ -187,13 +188,17 @@ def team_servers(tmp_path_factory, postgres):
     """Start ``latentscape server`` on fresh PostgreSQL databases: ``team_servers(users_file,
     users=("alice", "bob"), extra_args=())`` returns a running :class:`Team`. The users file
     refers to each user's password as ``${<USER>_PASSWORD}``; passwords are generated per call.
+    ``server_role`` / ``optuna_role`` (name, password): PostgreSQL roles for the store and the
+    workers' Optuna URL (default: postgres for both). The store URLs reach the server through its
+    environment, as compose passes them, never its command line.
     Every server is stopped and its databases dropped when the module's tests end."""
     if not postgres.answers():
         pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
     started: list[Team] = []
 
     def start(users_file: str, *, users: tuple[str, ...], extra_args: tuple[str, ...] = (),
-              env: dict[str, str] | None = None) -> Team:
+              env: dict[str, str] | None = None, server_role: tuple[str, str] | None = None,
+              optuna_role: tuple[str, str] | None = None) -> Team:
         tmp = tmp_path_factory.mktemp("team")
         database = f"ls_team_{uuid.uuid4().hex[:10]}"
         passwords = {user: secrets.token_urlsafe(16) for user in users}
@@ -204,10 +209,12 @@ def team_servers(tmp_path_factory, postgres):
                           **{f"{user.upper()}_PASSWORD": password for user, password in passwords.items()},
                           **(env or {}))
         port = free_port()
-        optuna_storage = postgres.url(f"{database}_optuna")
-        args = ["--backend-store-uri", postgres.url(database), "--artifacts-destination", str(tmp / "artifacts"),
+        optuna_storage = postgres.url(f"{database}_optuna", **dict(zip(("user", "password"), optuna_role or ())))
+        server_env.update(LATENTSCAPE_OPTUNA_STORAGE=optuna_storage, LATENTSCAPE_BACKEND_STORE_URI=postgres.url(
+            database, **dict(zip(("user", "password"), server_role or ()))))
+        args = ["--artifacts-destination", str(tmp / "artifacts"),
                 "--port", str(port), "--workers", "1", "--users", str(tmp / "users.yaml"),
-                "--allowed-hosts", "127.0.0.1:*,localhost:*", "--optuna-storage", optuna_storage, *extra_args]
+                "--allowed-hosts", "127.0.0.1:*,localhost:*", *extra_args]
         team = Team(tmp=tmp, port=port, database=database, optuna_storage=optuna_storage, passwords=passwords,
                     server_env=server_env, args=args, users=tuple(users))
         started.append(team)

@@ -73,16 +73,25 @@ def test_postgres_urls_pin_the_installed_driver():
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from latentscape.tracking.server import ServerConfig, auth_config_text, server_command, write_auth_config
+    from latentscape.tracking.server import (
+        ServerConfig,
+        auth_config_text,
+        server_command,
+        store_environment,
+        write_auth_config,
+    )
 
-    config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow", artifacts_destination="s3://bucket/a",
+    config = ServerConfig(backend_store_uri="postgresql://mlflow:pw@db:5432/mlflow", artifacts_destination="s3://bucket/a",
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
     command = server_command(config)
-    for flag, value in [("--backend-store-uri", "postgresql+psycopg2://mlflow@db:5432/mlflow"),
-                        ("--artifacts-destination", "s3://bucket/a"), ("--app-name", "basic-auth"),
-                        ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
+    for flag, value in [("--app-name", "basic-auth"), ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
         assert command[command.index(flag) + 1] == value
     assert "--serve-artifacts" in command
+    # The store URLs (and a password in them) travel by environment, which `ps` does not show.
+    assert not any("postgresql" in part or "s3://" in part for part in command)
+    assert store_environment(config) == {"MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://mlflow:pw@db:5432/mlflow",
+                                         "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/a"}
+    config = ServerConfig(backend_store_uri="postgresql://mlflow@db:5432/mlflow")
     ini = auth_config_text(config)
     assert "database_uri = postgresql+psycopg2://mlflow@db:5432/mlflow_auth" in ini
     assert "password" not in ini
@@ -144,7 +153,10 @@ def test_the_docker_files_describe_the_tested_topology():
     assert services["mlflow"]["command"][:2] == ["latentscape", "server"]
     assert services["ui"]["command"][:2] == ["latentscape", "ui"]
     worker = services["worker"]["command"][-1]
-    assert "latentscape sweep" in worker and "--resume" in worker and "--storage" in worker
+    assert "latentscape sweep" in worker and "--resume" in worker
+    # The workers' storage is theirs alone (not the server's role) and off their command line.
+    assert "--storage" not in worker and "POSTGRES_PASSWORD" not in str(compose["x-worker-env"])
+    assert "${OPTUNA_USER" in compose["x-worker-env"]["LATENTSCAPE_OPTUNA_STORAGE"]
     assert "replicas" not in str(services["worker"]) and "container_name" not in services["worker"]  # --scale works
     # Secrets only by reference, each required (${NAME:?...}) and listed in .env.example.
     text = (docker / "compose.yaml").read_text()
@@ -372,7 +384,7 @@ def test_compose_workers_started_together_share_one_study(team, digits_run):
     script = compose["services"]["worker"]["command"][-1].replace("$$", "$")  # compose's escape
     bin_dir = str(Path(sys.executable).parent)
     assert shutil.which("latentscape", path=bin_dir), "the venv's latentscape script is needed"
-    env_extra = dict(PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", OPTUNA_STORAGE=team.optuna_storage,
+    env_extra = dict(PATH=f"{bin_dir}:{os.environ.get('PATH', '')}", LATENTSCAPE_OPTUNA_STORAGE=team.optuna_storage,
                      SWEEP_DATA="digits", SWEEP_EXPERIMENT="team-digits", SWEEP_TRIALS="4",
                      SWEEP_ARGS=" ".join(a for a in SWEEP_ARGS if a != "--json") + " --seed 5 --json",
                      MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")

@@ -59,6 +59,7 @@ import pandas as pd
 
 from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, MLFLOW_USER, Tag
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked
 from latentscape.tracking.runs import resolve_tracking_uri, sqlite_path
 
 __all__ = ["Catalog", "RefreshStats", "ArtifactNotFound", "default_catalog_path", "SCHEMA_VERSION"]
@@ -243,8 +244,9 @@ def _int_or_none(text: str | None) -> int | None:
 
 def _flatten(run) -> _RunRows:
     info, data = run.info, run.data
-    tags = dict(data.tags)
-    params = sorted(data.params.items())
+    # Masked again here: runs logged before masking covered every URL may hold a password.
+    tags = {key: masked(value) for key, value in data.tags.items()}
+    params = sorted((key, masked(value)) for key, value in data.params.items())
     latest = sorted((m.key, float(m.value), int(m.step or 0), int(m.timestamp or 0)) for m in _metric_objects(data))
     row = {
         "run_id": info.run_id,
@@ -792,7 +794,7 @@ class _Sync:
         for item in requested:
             experiment_id = item if item in every else by_name.get(item)
             if experiment_id is None:
-                raise UsageError(f"no experiment named {str(item)[:200]!r} in {self.catalog.tracking_uri}",
+                raise UsageError(f"no experiment named {str(item)[:200]!r} in {masked(self.catalog.tracking_uri)}",
                                  "check the experiment name (or pass its id)")
             (scope if experiment_id in active else gone).append(experiment_id)
         return sorted(set(scope)), sorted(set(gone))

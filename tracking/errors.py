@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from latentscape.tracking.privacy import masked
+
 __all__ = ["UsageError", "EXIT_USAGE", "server_error"]
 
 EXIT_USAGE = 2
@@ -59,6 +61,7 @@ def server_error(error: BaseException, *, uri: str, user: str | None = None,
     was tried and the permission it needs, and how to get it), an unreachable server, and
     an address that answers but is not an MLflow server."""
     text = " ".join(str(error).split())
+    uri = masked(uri)  # the message is printed and may be logged in a run's error tag
     user = user or os.environ.get("MLFLOW_TRACKING_USERNAME")
     who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is unset)"
     found = _STATUS.search(text)

@@ -32,6 +32,7 @@ from latentscape.tracking.contract import (
     Tag,
 )
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked, masked_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,7 +129,7 @@ class Store:
             return self._client
 
     def __repr__(self) -> str:
-        return f"Store(uri={self.uri!r})"
+        return f"Store(uri={masked(self.uri)!r})"
 
     def experiment_id(self, name: str | None = None, *, create: bool = True) -> str:
         """Id of the experiment ``name`` (default ``latentscape``), created if missing."""
@@ -351,7 +352,7 @@ def _param_items(values: Mapping[str, Any]) -> list:
 def _tag_items(values: Mapping[str, Any]) -> list:
     from mlflow.entities import RunTag
 
-    return [RunTag(k, str(v)) for k, v in values.items() if v is not None]
+    return [RunTag(k, masked(str(v))) for k, v in values.items() if v is not None]
 
 
 def _metric_items(rows: list[tuple[str, float, int]]) -> list:
@@ -368,7 +369,7 @@ def _clean_param(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = repr(value)
     text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
-    return text[:_MAX_PARAM_LENGTH]
+    return masked(text)[:_MAX_PARAM_LENGTH]  # a URL's password never reaches a param, whoever logs it
 
 
 @dataclass
@@ -433,7 +434,7 @@ class RunLog:
         np.save(self._stage(artifact_path), np.ascontiguousarray(values), allow_pickle=False)
 
     def json(self, artifact_path: str, payload: Any) -> None:
-        self._stage(artifact_path).write_text(json.dumps(payload, indent=2, default=str))
+        self._stage(artifact_path).write_text(json.dumps(masked_values(payload), indent=2, default=str))
 
     def text(self, artifact_path: str, content: str) -> None:
         self._stage(artifact_path).write_text(content)
@@ -573,7 +574,7 @@ def _run_tags(kind: Kind, parent_run_id: str | None, source_run_id: str | None,
     all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or ""}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    all_tags.update({k: str(v) for k, v in (tags or {}).items() if v is not None})
+    all_tags.update({k: masked(str(v)) for k, v in (tags or {}).items() if v is not None})
     return all_tags
 
 
@@ -716,7 +717,7 @@ def record_error(log: RunLog, error: BaseException) -> None:
 
 def _error_tag(error: BaseException) -> dict[str, str]:
     """The ``error`` tag of a run that ended with ``error``: one line, within MLflow's tag size."""
-    return {Tag.ERROR: one_line(error)[:5000]}
+    return {Tag.ERROR: masked(one_line(error))[:5000]}
 
 
 def download(store: Store, run_id: str, artifact_path: str) -> Path:

@@ -15,17 +15,21 @@ Secrets never live in code or on the command line:
   passwords may be ``${VARIABLES}`` read from the environment, or from
   ``$LATENTSCAPE_USERS`` (``name:password`` entries separated by commas or spaces).
   Every start makes the server match them: users created, passwords and admin flags
-  updated, experiment permissions granted (MLflow's auth REST API, as the admin).
+  updated, experiment permissions granted (MLflow's auth REST API, as the admin), and
+  users in neither deleted (the admin excepted).
+- Store URLs reach ``mlflow server`` through its environment; database roles are set by
+  :mod:`latentscape.tracking.roles` (run and auth databases for the server's role alone).
 
-Users file::
+Users file (keys: password, admin, experiments, read_only; any other is an error)::
 
     users:
       alice:
         password: ${ALICE_PASSWORD}
-        experiments: {digits: MANAGE, "*": EDIT}   # name or "*" -> READ|USE|EDIT|MANAGE
+        experiments: {digits: MANAGE, private: DENY}   # name or "*" -> READ|USE|EDIT|MANAGE|DENY
       bob:
         password: ${BOB_PASSWORD}
         admin: false
+        read_only: true
 
 Facts this module relies on (MLflow 3.17.2, SQLAlchemy 2.1, read from their code):
 SQLAlchemy 2.1 maps ``postgresql://`` to the psycopg 3 driver, which is not installed:
@@ -52,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked, telemetry_off
 
 __all__ = [
     "ServerConfig",
@@ -64,6 +69,7 @@ __all__ = [
     "auth_config_text",
     "write_auth_config",
     "server_command",
+    "store_environment",
     "server_environment",
     "load_users",
     "provision_users",
@@ -80,6 +86,8 @@ ENV_ADMIN_USERNAME = "MLFLOW_AUTH_ADMIN_USERNAME"
 ENV_ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
 ENV_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
 ENV_JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+ENV_MLFLOW_BACKEND = "MLFLOW_BACKEND_STORE_URI"  # mlflow server's own: its store URLs travel by environment
+ENV_MLFLOW_ARTIFACTS = "MLFLOW_ARTIFACTS_DESTINATION"
 ENV_BACKEND = "LATENTSCAPE_BACKEND_STORE_URI"
 ENV_AUTH_DB = "LATENTSCAPE_AUTH_DB_URI"
 ENV_ARTIFACTS = "LATENTSCAPE_ARTIFACTS_DESTINATION"
@@ -89,9 +97,16 @@ ENV_USERS = "LATENTSCAPE_USERS"
 ENV_OPTUNA = "LATENTSCAPE_OPTUNA_STORAGE"
 
 DEFAULT_ADMIN = "admin"
-# Grantable on an experiment (NO_PERMISSIONS is the absence of a grant, not a grant).
-PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE")
-DEFAULT_PERMISSIONS = (*PERMISSIONS, "NO_PERMISSIONS")
+# Grantable on an experiment (MLflow 3.17's RESOURCE_GRANTABLE_PERMISSIONS). DENY hides an
+# experiment from a user whatever the default permission says.
+PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "DENY")
+DEFAULT_PERMISSIONS = (*PERMISSIONS[:-1], "NO_PERMISSIONS")
+# MLflow no longer grants NO_PERMISSIONS on a resource; written in a users file it means
+# what DENY does (no capability at all), so it is granted as DENY.
+_PERMISSION_ALIASES = {"NO_PERMISSIONS": "DENY"}
+# What a user's entry in the users file may say; anything else is an error (a misspelt
+# key would otherwise be ignored silently, e.g. a read_only that protects nothing).
+USER_KEYS = ("password", "admin", "experiments", "read_only")
 MIN_PASSWORD_LENGTH = 12  # MLflow 3.17's policy (mlflow.utils.validation._validate_password)
 _PSYCOPG2 = "postgresql+psycopg2"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -290,20 +305,28 @@ def write_auth_config(config: ServerConfig, folder: Path | None = None, *,
 
 
 def server_command(config: ServerConfig, *, python: str | None = None) -> list[str]:
-    """The ``mlflow server`` command line (no secret on it: those travel by environment)."""
-    artifacts = config.artifacts_destination
-    if "://" not in artifacts:  # a folder: absolute, so the server's working folder does not matter
-        artifacts = str(Path(artifacts).expanduser().resolve())
+    """The ``mlflow server`` command line. No store URL on it (a database URL may carry a
+    password, and ``ps`` shows every argument to every user): those travel by
+    environment, :func:`store_environment`."""
     command = [
         python or sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", config.backend_store_uri,
-        "--serve-artifacts", "--artifacts-destination", artifacts,
+        "--serve-artifacts",
         "--app-name", "basic-auth",
         "--host", config.host, "--port", str(config.port), "--workers", str(config.workers),
     ]
     if config.allowed_hosts:
         command += ["--allowed-hosts", config.allowed_hosts]
     return command
+
+
+def store_environment(config: ServerConfig) -> dict[str, str]:
+    """The store URLs as ``mlflow server`` reads them from its environment (its click
+    options declare ``MLFLOW_BACKEND_STORE_URI`` and ``MLFLOW_ARTIFACTS_DESTINATION``):
+    only the server's own user (and root) can read a process's environment."""
+    artifacts = config.artifacts_destination
+    if "://" not in artifacts:  # a folder: absolute, so the server's working folder does not matter
+        artifacts = str(Path(artifacts).expanduser().resolve())
+    return {ENV_MLFLOW_BACKEND: config.backend_store_uri, ENV_MLFLOW_ARTIFACTS: artifacts}
 
 
 def server_environment(auth_config_path: Path | str, *,
@@ -323,6 +346,7 @@ def server_environment(auth_config_path: Path | str, *,
                          "choose a longer password (MLflow's policy)")
     env[ENV_AUTH_CONFIG] = str(auth_config_path)
     env.setdefault(ENV_JOB_EXECUTION, "false")  # GenAI job runner: ~7 processes nobody here uses
+    telemetry_off(env)  # the server's usage telemetry, unless the operator opted in
     return env
 
 
@@ -336,8 +360,11 @@ class UserSpec:
     password: str = field(repr=False)
     admin: bool = False
     experiments: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = False  # an account that may write nothing (enforced by the server's auth app)
 
     def __post_init__(self):
+        object.__setattr__(self, "experiments", {
+            name: _PERMISSION_ALIASES.get(permission, permission) for name, permission in self.experiments.items()})
         if not self.username or any(ch.isspace() or ch == ":" for ch in self.username):
             raise UsageError(f"bad user name {self.username!r}", "use a name without spaces or colons")
         if len(self.password) < MIN_PASSWORD_LENGTH:
@@ -372,11 +399,21 @@ def _users_from_file(path: Path, environ: Mapping[str, str]) -> list[UserSpec]:
     entries = document.get("users") if isinstance(document, dict) else None
     if not isinstance(entries, dict):
         raise UsageError(f"users file {path} has no 'users:' mapping", "see the example in docker/users.example.yaml")
+    unknown = sorted(str(key) for key in document if key != "users")
+    if unknown:
+        raise UsageError(f"users file {path} has unknown key {unknown[0]!r}", "the file has one key, users:")
     users = []
     for name, entry in entries.items():
         entry = entry or {}
+        unknown = sorted(str(key) for key in entry if key not in USER_KEYS) if isinstance(entry, dict) else []
+        if unknown:
+            raise UsageError(f"user {name!r} in {path} has unknown key {unknown[0]!r}",
+                             f"use only {', '.join(USER_KEYS)}")
         if not isinstance(entry, dict) or not isinstance(entry.get("password"), str):
             raise UsageError(f"user {name!r} in {path} has no password", "add password: ${SOME_VARIABLE}")
+        for key in ("admin", "read_only"):
+            if not isinstance(entry.get(key, False), bool):
+                raise UsageError(f"user {name!r} in {path}: {key} is {entry[key]!r}", f"write {key}: true or false")
         experiments = entry.get("experiments") or {}
         if not isinstance(experiments, dict):
             raise UsageError(f"user {name!r} in {path}: experiments must map names to permissions",
@@ -384,8 +421,9 @@ def _users_from_file(path: Path, environ: Mapping[str, str]) -> list[UserSpec]:
         users.append(UserSpec(
             username=str(name),
             password=_expand(entry["password"], environ, f"the password of {name!r} in {path}"),
-            admin=bool(entry.get("admin", False)),
+            admin=entry.get("admin", False),
             experiments={str(k): str(v).upper() for k, v in experiments.items()},
+            read_only=entry.get("read_only", False),
         ))
     return users
 
@@ -435,10 +473,13 @@ def _credentials(username: str, password: str) -> Iterator[None]:
 
 
 def provision_users(tracking_uri: str, users: Sequence[UserSpec], *, admin_username: str | None = None,
-                    admin_password: str | None = None) -> dict[str, Any]:
+                    admin_password: str | None = None, remove_others: bool = False) -> dict[str, Any]:
     """Make the server's users match ``users``, as the admin: create missing users,
     set passwords and admin flags, grant experiment permissions (creating the named
-    experiments if missing). Idempotent. Returns what it did, per user."""
+    experiments if missing). With ``remove_others`` (a users file or ``$LATENTSCAPE_USERS``
+    was given: it is the truth), every other user but the admin is deleted, and with them
+    their grants and admin flag: they can no longer log in. Idempotent. Returns what it
+    did, per user (``{"user": "removed"}`` for the removed)."""
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
     from mlflow.tracking import MlflowClient
@@ -484,7 +525,23 @@ def provision_users(tracking_uri: str, users: Sequence[UserSpec], *, admin_usern
                         auth.grant_user_permission(user.username, "experiment", resource, permission)
                 grants[name] = permission
             done[user.username] = {"user": action, "admin": user.admin, "experiments": grants}
+        if remove_others:
+            keep = {admin_username, *(user.username for user in users)}
+            for name in sorted(set(_server_usernames(tracking_uri)) - keep):
+                auth.delete_user(name)  # MLflow deletes the user's grants with it
+                done[name] = {"user": "removed", "admin": False, "experiments": {}}
     return done
+
+
+def _server_usernames(tracking_uri: str) -> list[str]:
+    """Every user the server knows (MLflow's admin-only ``users/list``; its Python client
+    has no call for it). Run with the admin's credentials set."""
+    from mlflow.server.auth.routes import LIST_USERS
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+    response = verify_rest_response(http_request(get_default_host_creds(tracking_uri), LIST_USERS, "GET"), LIST_USERS)
+    return [entry["username"] for entry in response.json().get("users", [])]
 
 
 def _experiment_id(client, name: str) -> str:
@@ -528,7 +585,8 @@ class ServerProcess:
         """Start the process without waiting (see :meth:`wait_until_ready`)."""
         output = open(self.log, "ab") if self.log else None  # noqa: SIM115 (closed in stop)
         self._output = output
-        self.process = subprocess.Popen(server_command(self.config), env=self.env, stdout=output,
+        env = {**self.env, **store_environment(self.config)}  # store URLs (and passwords) off the command line
+        self.process = subprocess.Popen(server_command(self.config), env=env, stdout=output,
                                         stderr=subprocess.STDOUT if output else None, start_new_session=True)
 
     def wait_until_ready(self, *, timeout: float = 120.0) -> float:
@@ -622,7 +680,8 @@ def add_server_parser(subparsers, parents=()) -> argparse.ArgumentParser:
     parser.add_argument("--provision-only", action="store_true",
                         help="apply the users to the running server at --tracking-uri and exit")
     parser.add_argument("--tracking-uri", metavar="URL", help="with --provision-only: the server (default $MLFLOW_TRACKING_URI)")
-    parser.add_argument("--print-command", action="store_true", help="print the mlflow server command line and exit")
+    parser.add_argument("--print-command", action="store_true",
+                        help="print the mlflow server command line (with its store variables, passwords masked) and exit")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
     parser.set_defaults(handler=_run_cli)
     return parser
@@ -653,18 +712,26 @@ def _run_cli(args) -> None:
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri or not uri.startswith(("http://", "https://")):
             raise UsageError("--provision-only needs the server's http(s) URL", "pass --tracking-uri http://HOST:PORT")
-        for name, what in provision_users(uri, users).items():
+        for name, what in provision_users(uri, users, remove_others=_users_given(args)).items():
             _say(f"user {name}: {what['user']}, experiments {what['experiments'] or '-'}")
         return None
     config = _config_from_args(args)
     if args.print_command:
-        print(" ".join(server_command(config)))
+        variables = [f"{name}={value}" for name, value in store_environment(config).items()]
+        print(masked(" ".join([*variables, *server_command(config)])))
         return None
-    serve(config, users=users, create_databases=args.create_databases)
+    serve(config, users=users, create_databases=args.create_databases, remove_others=_users_given(args))
     return None
 
 
-def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databases: bool = True) -> None:
+def _users_given(args) -> bool:
+    """Whether a users file or ``$LATENTSCAPE_USERS`` was given: then it is the whole team,
+    and users not in it are removed. Without either, users managed in MLflow's own UI stay."""
+    return bool(args.users or os.environ.get(ENV_USERS_FILE) or os.environ.get(ENV_USERS, "").strip(" ,"))
+
+
+def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databases: bool = True,
+          remove_others: bool = False) -> None:
     """Run the server in the foreground until it exits or we are interrupted."""
     admin = os.environ.get(ENV_ADMIN_USERNAME) or DEFAULT_ADMIN
     # Secrets first, before any database is touched; the ini goes in a private folder.
@@ -673,7 +740,8 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
     ini = Path(config.auth_config) if config.auth_config else write_auth_config(config, state, admin_username=admin)
     server = ServerProcess(config, env=server_environment(ini))
     try:
-        _serve(server, config, users=users, admin=admin, create_databases=create_databases)
+        _serve(server, config, users=users, admin=admin, create_databases=create_databases,
+               remove_others=remove_others)
     finally:
         with contextlib.suppress(OSError):
             (state / "basic_auth.ini").unlink(missing_ok=True)
@@ -681,12 +749,14 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
 
 
 def _serve(server: ServerProcess, config: ServerConfig, *, users: Sequence[UserSpec], admin: str,
-           create_databases: bool) -> None:
+           create_databases: bool, remove_others: bool) -> None:
     from sqlalchemy.engine import make_url
 
-    # Databases: runs, users and (when given) Optuna studies, created if missing.
+    from latentscape.tracking.roles import secure_databases
+
+    # Databases: runs and users created if missing (Optuna's below, with its role).
     if create_databases:
-        for url in config.databases:
+        for url in (config.backend_store_uri, config.auth_database_uri):
             if ensure_database(url):
                 _say(f"created database {make_url(url).database}")
     stop_requested = []
@@ -699,16 +769,17 @@ def _serve(server: ServerProcess, config: ServerConfig, *, users: Sequence[UserS
     try:
         started = time.monotonic()
         server.launch()
-        # While the server boots (~10 s): Optuna's tables, and ~3 s of imports for provisioning.
-        if config.optuna_storage:
-            ensure_optuna_storage(config.optuna_storage, create_database=False)
+        # While the server boots (~10 s): database roles, Optuna's database and tables, and ~3 s
+        # of imports for provisioning.
+        secure_databases(config.backend_store_uri, config.auth_database_uri, config.optuna_storage,
+                         say=_say, create_database=create_databases)
         import mlflow.server  # noqa: F401
 
         server.wait_until_ready()
         seconds = time.monotonic() - started
-        _say(f"MLflow answers at {config.url} after {seconds:.1f} s (basic auth on, artifacts proxied to "
-             f"{config.artifacts_destination})")
-        for name, what in provision_users(config.url, users, admin_username=admin).items():
+        _say(masked(f"MLflow answers at {config.url} after {seconds:.1f} s (basic auth on, artifacts proxied to "
+                    f"{config.artifacts_destination})"))
+        for name, what in provision_users(config.url, users, admin_username=admin, remove_others=remove_others).items():
             _say(f"user {name}: {what['user']}, experiments {what['experiments'] or '-'}")
         code = server.process.wait()
         if code != 0:

@@ -4,12 +4,12 @@ several processes (one machine's workers, or a team's) share it safely."""
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from latentscape.tracking.errors import UsageError
+from latentscape.tracking.privacy import masked  # the project's one masking function, re-exported
 
 __all__ = ["default_storage", "masked", "open_storage"]
 
@@ -21,11 +21,6 @@ def default_storage(tracking_uri: str) -> str:
     path = sqlite_path(tracking_uri)
     folder = path.parent if path is not None else Path.cwd()
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
-
-
-def masked(url: str) -> str:
-    """A storage URL with its password as ``***``, fit to log or print."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _sqlite_wal(url: str) -> None:
@@ -98,6 +93,6 @@ def open_storage(url: str, heartbeat: int, on_stale):
                 if racing and attempt < 5:
                     time.sleep(0.2 * (attempt + 1))
                     continue
-                raise UsageError(f"cannot open Optuna storage {masked(url)}: {' '.join(str(error).split())[:300]}",
+                raise UsageError(masked(f"cannot open Optuna storage {url}: {' '.join(str(error).split())[:300]}"),
                                  "check --storage (e.g. sqlite:///optuna.db or postgresql://user@host/db)") from None
     raise AssertionError("unreachable")

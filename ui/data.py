@@ -42,6 +42,7 @@ from latentscape.tracking import queries
 from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Column, Reply
+from latentscape.tracking.privacy import masked
 from latentscape.ui.charts import bigmap
 
 __all__ = [
@@ -196,7 +197,7 @@ def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> bool:
 
 def sync_status() -> CatalogStatus:
     cat, sync = _opened()
-    return CatalogStatus(tracking_uri=cat.tracking_uri, path=str(cat.path), synced_at=cat.last_refresh,
+    return CatalogStatus(tracking_uri=masked(cat.tracking_uri), path=str(cat.path), synced_at=cat.last_refresh,
                          syncing=sync.running(), progress=sync.progress, last=sync.last, error=sync.error,
                          generation=sync.generation)
 
@@ -386,11 +387,13 @@ def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> Sea
     on the catalog's store. A usage error (exit 2: no such layer, a tabular run, the
     model not available here) comes back as ``error`` and is cached like an answer;
     any other failure raises :class:`SearchFailed` and is not cached."""
-    command = [sys.executable, "-m", "latentscape.jobs.cli", "search", "--tracking-uri", catalog().tracking_uri,
+    command = [sys.executable, "-m", "latentscape.jobs.cli", "search",
                "--run", run_id, f"--text={text}", "--k", str(int(k)), "--json"]
     if layer is not None:
         command += ["--layer", str(int(layer))]
-    env = {**os.environ, "LATENTSCAPE_PROGRESS": "0", "TOKENIZERS_PARALLELISM": "false"}
+    # The store by environment, not --tracking-uri: a password in it would show in `ps`.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": catalog().tracking_uri, "LATENTSCAPE_PROGRESS": "0",
+           "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=_SEARCH_TIMEOUT_S, env=env)

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +169,9 @@ def add_parser(subparsers, parents) -> None:
     parser.add_argument("-c", "--clusterer-param", action="append", metavar="NAME=VALUE",
                         help="pin a clusterer setting for every trial (repeatable)")
     parser.add_argument("--seed", default="0", help="seed of the sampler and of every map (default 0)")
-    parser.add_argument("--storage", metavar="URL",
-                        help="Optuna storage URL (default: sqlite optuna.db beside the MLflow database)")
+    parser.add_argument("--storage", metavar="URL", default=os.environ.get("LATENTSCAPE_OPTUNA_STORAGE") or None,
+                        help="Optuna storage URL (default: $LATENTSCAPE_OPTUNA_STORAGE, which keeps a password off "
+                        "the command line, else sqlite optuna.db beside the MLflow database)")
     parser.add_argument("--study", metavar="NAME", help="study name (default: derived from run, layer and settings)")
     parser.add_argument("--resume", action="store_true",
                         help="complete an interrupted study without adding trials")
