@@ -145,14 +145,14 @@ def _labels_from_headers(path: Path, records, ids: np.ndarray, pattern: str) -> 
     for (header, _), sample in zip(records, ids):
         match = regex.search(header)
         if match is None:
-            raise UsageError(f"{path}: --label-from-header {pattern!r} finds nothing in the header of {sample!r} "
+            raise UsageError(f"{path}: --label-from-header {pattern!r} finds nothing in the header of {str(sample)!r} "
                              f"({header[:80]!r})", "fix the pattern or that header")
         if "label" in regex.groupindex:
             value = match.group("label")
         else:
             value = match.group(1) if regex.groups else match.group(0)
         if not value:
-            raise UsageError(f"{path}: --label-from-header {pattern!r} finds an empty label for {sample!r}",
+            raise UsageError(f"{path}: --label-from-header {pattern!r} finds an empty label for {str(sample)!r}",
                              "fix the pattern or that header")
         found.append(value)
     return np.array(found)
@@ -180,5 +180,5 @@ def _labels_from_table(table: Path, ids: np.ndarray, label_col: str, id_col: str
     absent = [sample for sample in ids if sample not in by_id]
     if absent:
         raise UsageError(f"--labels {table} has no label for {len(absent)} of the {len(ids)} sequences "
-                         f"(first: {absent[0]!r})", "add them to the table, or drop those records")
+                         f"(first: {str(absent[0])!r})", "add them to the table, or drop those records")
     return np.array([by_id[sample] for sample in ids])

@@ -147,3 +147,151 @@ def test_unknown_tokens_past_the_first_batch_fail_the_run_before_its_forward_pas
     (run,) = store.client.search_runs([store.experiment_id(None)])
     assert run.info.status == "FAILED" and run.data.metrics["unk_fraction"] > 0.5
     assert "unknown to the tokenizer" in run.data.tags["error"]
+
+
+# -- the peptides, the real model, and what pretraining adds ----------------------------------------
+def test_peptides_load_from_the_installed_modlamp(peptides):
+    assert peptides.name == "AMPvsTMset" and len(peptides) == 412
+    assert dict(zip(*np.unique(peptides.labels, return_counts=True))) == {"AMP": 206, "TM": 206}
+    assert "modlamp" in peptides.source and peptides.texts[0] == "AAGAATVLLVIVLLAGSYLAVLA"
+
+
+def test_antiberty_extracts_maps_and_measures_layers_of_real_peptides(tmp_path):
+    import latentscape as ls
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    extraction = ls.extract(data="peptides", model="antiberty", limit=40, pooling="cls", tracking_uri=uri)
+    assert extraction.scores["unk_fraction"] == 0 and extraction.details["layers"] == 9
+    view = ls.map(extraction, layer=3, reducer="pca", clusterer="kmeans", tracking_uri=uri)
+    assert len(view.map) == 40 and set(view.map["label"]) == {"AMP", "TM"}
+    assert view.scores["ami"] > 0.2  # antimicrobial and transmembrane peptides part at layer 3
+    depth = ls.layers(extraction, map=False, tracking_uri=uri)
+    assert len(depth.layers) == 9 and depth.layers["probe_accuracy"].max() > 0.8
+
+
+def _probe_curve(folder, dataset) -> list[float]:
+    from latentscape.jobs._embedding import Encoder
+    from latentscape.jobs.core.probes import probe_accuracy
+
+    embeddings, _ = Encoder.load(str(folder), device="cpu").encode(list(dataset.texts), batch_size=32)
+    return [probe_accuracy(embeddings[layer], dataset.labels, seed=0).mean for layer in sorted(embeddings)]
+
+
+@pytest.mark.slow
+def test_pretrained_antiberty_beats_its_architecture_with_random_weights(tmp_path, antiberty, peptides):
+    """Must hold: on AMPvsTMset the best layer's linear probe of the pretrained model beats
+    the same architecture with random weights (bench/proteins.py prints both curves)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from latentscape.jobs._embedding import load_tokenizer
+
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(antiberty)).save_pretrained(tmp_path / "random")
+    load_tokenizer(antiberty).save_pretrained(tmp_path / "random")
+    pretrained, random = _probe_curve(antiberty, peptides), _probe_curve(tmp_path / "random", peptides)
+    assert max(pretrained) > max(random) + 0.02, (pretrained, random)
+    assert 1 <= int(np.argmax(pretrained)) <= 5  # the middle layers, not the embeddings or the last block
+
+
+# -- FASTA ------------------------------------------------------------------------------------------
+def _fasta(path, ids, sequences, labels=None, width=10):
+    """Records with the label in the header and each sequence wrapped at ``width`` residues."""
+    with open(path, "w") as out:
+        for i, (sample, sequence) in enumerate(zip(ids, sequences)):
+            out.write(f">{sample} some description" + (f" class={labels[i]}" if labels is not None else "") + "\n")
+            out.writelines(sequence[start:start + width] + "\n" for start in range(0, len(sequence), width))
+    return path
+
+
+def test_fasta_with_labels_in_the_headers_is_the_same_run_as_its_csv(store, tmp_path, peptides):
+    """Must hold: the FASTA file and the equivalent CSV are one data set, one run."""
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.datasets import load_dataset
+    from latentscape.jobs.extract import ExtractConfig, extract
+
+    rows = np.r_[0:5, 250:255]
+    ids, sequences, labels = list(peptides.ids[rows]), list(peptides.texts[rows]), list(peptides.labels[rows])
+    csv = _write_csv(tmp_path / "peptides.csv", ids, sequences, labels)
+    fasta = _fasta(tmp_path / "peptides.fasta", ids, sequences, labels)
+    from_csv = extract(ExtractConfig(data=str(csv), model="antiberty", layers=(0, 3)), store=store)
+    config = ExtractConfig(data=str(fasta), model="antiberty", layers=(0, 3), label_from_header=r"class=(\w+)")
+    again = extract(config, store=store)
+    assert again.reused and again.run_id == from_csv.run_id
+    forced = extract(ExtractConfig(**{**config.__dict__, "force": True}), store=store)
+    a, b = load_extraction(store, from_csv.run_id), load_extraction(store, forced.run_id)
+    assert a.samples.equals(b.samples)
+    for layer in (0, 3):
+        np.testing.assert_array_equal(a.embedding(layer), b.embedding(layer))
+    run = store.get_run(forced.run_id)
+    assert run.data.params["label_from"] == r"header:class=(\w+)"
+    assert run.data.tags["dataset_digest"] == store.get_run(from_csv.run_id).data.tags["dataset_digest"]
+    assert len(run.inputs.dataset_inputs) == 1  # logged with log_input like the other formats
+    # A side table joined on the id gives the same data set.
+    side = "".join(f"{sample}\t{label}\n" for sample, label in zip(ids[::-1], labels[::-1]))
+    (tmp_path / "labels.tsv").write_text("id\tclass\n" + side)
+    unlabelled = _fasta(tmp_path / "plain.fasta", ids, sequences)
+    joined = load_dataset(str(unlabelled), labels=str(tmp_path / "labels.tsv"), label_col="class")
+    assert joined.digest == load_dataset(str(csv)).digest
+
+
+def test_fasta_mistakes_are_one_line_errors(tmp_path, peptides):
+    from latentscape.jobs.datasets import load_dataset
+    from latentscape.tracking.errors import UsageError
+
+    fasta = _fasta(tmp_path / "p.fasta", ["a", "b"], ["MKTAYIAKQR", "GAVLIPFMW"], ["x", "y"])
+    with pytest.raises(UsageError, match=r"finds nothing in the header of 'a'"):
+        load_dataset(str(fasta), label_from_header=r"family=(\w+)")
+    (tmp_path / "side.csv").write_text("id,label\na,x\n")
+    with pytest.raises(UsageError, match=r"no label for 1 of the 2 sequences \(first: 'b'\)"):
+        load_dataset(str(fasta), labels=str(tmp_path / "side.csv"))
+    (tmp_path / "bad.fasta").write_text("MKTAYIAKQR\n>a\nMKT\n")
+    with pytest.raises(UsageError, match="line 1 holds a sequence before any '>' header"):
+        load_dataset(str(tmp_path / "bad.fasta"))
+    with pytest.raises(UsageError, match="read FASTA files"):
+        load_dataset("peptides", label_from_header="x")
+
+
+# -- long sequences ---------------------------------------------------------------------------------
+def test_long_sequences_are_truncated_and_counted_or_pooled_over_windows(store, tmp_path, antiberty_encoder, peptides):
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+
+    sequences = [peptides.texts[0] + peptides.texts[1] + peptides.texts[2], "MKTAYIAKQR", "GAVLIPFMWSTNQ"]
+    csv = _write_csv(tmp_path / "long.csv", ["long", "short", "mid"], sequences, ["a", "b", "a"])
+    truncated = extract(ExtractConfig(data=str(csv), model="antiberty", max_length=16, layers=(2,)), store=store)
+    assert truncated.scores["truncated_fraction"] == pytest.approx(1 / 3)
+    windowed = extract(ExtractConfig(data=str(csv), model="antiberty", max_length=16, layers=(2,), long="window"),
+                       store=store)
+    assert windowed.run_id != truncated.run_id  # a different extraction, not the truncated one reused
+    assert store.get_run(windowed.run_id).data.params["long"] == "window"
+    got = load_extraction(store, windowed.run_id).embedding(2)
+    # By hand: windows of 14 residues (16 tokens less [CLS] and [SEP]) every 7, the last ending at the end.
+    long = sequences[0]
+    starts = list(range(0, len(long) - 14 + 1, 7))
+    starts += [len(long) - 14] if starts[-1] + 14 < len(long) else []
+    windows, _ = antiberty_encoder.encode([long[s:s + 14] for s in starts], layers=[2], max_length=16)
+    np.testing.assert_allclose(got[0], windows[2].mean(0), atol=1e-5)
+    alone, _ = antiberty_encoder.encode(sequences[1:], layers=[2], max_length=16)
+    np.testing.assert_allclose(got[1:], alone[2], atol=1e-5)
+    assert not np.allclose(got[0], load_extraction(store, truncated.run_id).embedding(2)[0], atol=1e-3)
+
+
+# -- the model shelf --------------------------------------------------------------------------------
+def test_the_shelf_lists_packaged_models_and_the_users_folders(tmp_path, monkeypatch, capsys, tiny_esm_model):
+    import shutil
+
+    from latentscape.jobs.cli import main
+
+    shutil.copytree(tiny_esm_model, tmp_path / "shelf" / "my-esm")
+    monkeypatch.setenv("LATENTSCAPE_MODELS", str(tmp_path / "shelf"))
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["antiberty"]["layers"] == 9 and rows["antiberty"]["width"] == 512
+    assert rows["antiberty"]["tokenizer"].startswith("spaced residues")
+    assert rows["minilm"]["tokenizer"].startswith("text") and rows["minilm"]["layers"] == 7
+    assert rows["my-esm"]["tokenizer"].startswith("residues (") and rows["my-esm"]["layers"] == 2
+    from latentscape.jobs._embedding import resolve_model
+
+    assert resolve_model("my-esm") == ("my-esm", (tmp_path / "shelf" / "my-esm").resolve())
+    assert resolve_model("antiberty")[1].name == "AntiBERTy_md_smooth"
