@@ -156,7 +156,7 @@ def tokenize(tokenizer, texts: Sequence[str], *, max_length: int, long: str = "t
     unknown_id = tokenizer.unk_token_id
     pieces: dict[str, list[list[int]]] = {key: [] for key in keys}
     owner: list[int] = []
-    n_tokens = n_unknown = n_truncated = 0
+    n_tokens = n_unknown = n_truncated = noted = 0
     unknown_examples: Counter = Counter()
     for index, special in enumerate(special_masks):
         ids = encoded["input_ids"][index]
@@ -171,7 +171,9 @@ def tokenize(tokenizer, texts: Sequence[str], *, max_length: int, long: str = "t
             unknown = sum(1 for token in ordinary if token == unknown_id)
             if unknown:
                 n_unknown += unknown
-                _note_unknown(unknown_examples, texts[index], kind, tokenizer)
+                noted += 1
+                if noted <= _NOTED_TEXTS:
+                    _note_unknown(unknown_examples, texts[index], kind, tokenizer)
         room = max(max_length - head - tail, 1)
         if len(body) > room:
             n_truncated += 1
@@ -186,11 +188,12 @@ def tokenize(tokenizer, texts: Sequence[str], *, max_length: int, long: str = "t
                      n_unknown=n_unknown, n_truncated=n_truncated, unknown_examples=unknown_examples)
 
 
+_NOTED_TEXTS = 50  # texts with unknown tokens whose unknown pieces are named: enough for the message
+
+
 def _note_unknown(counter: Counter, text: str, kind: str, tokenizer) -> None:
     """Count what in ``text`` the vocabulary lacks: characters of a residue sequence, or
     the whitespace-separated words of a text that hold an unknown token (first 20 words)."""
-    if len(counter) > 1000:  # enough examples for the message
-        return
     vocabulary = tokenizer.get_vocab()
     if kind != TEXT:
         counter.update(char for char in "".join(str(text).split()) if char not in vocabulary)

@@ -221,13 +221,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     # Load the model (and export or open its ONNX graph) before a run exists, and check that
     # its tokenizer knows the first batch's tokens (a protein model fed the wrong way
     # reads every sequence as one unknown token).
-    encoder = None if tabular else _load_encoder(config)
-    if encoder is not None:
-        from latentscape.jobs._tokens import UNK_CHECK_TEXTS
-
-        first = encoder.tokenize(dataset.texts[:UNK_CHECK_TEXTS], max_length=config.max_length, long=config.long)
-        first.require_known(model=model_name, kind=encoder.input_kind,
-                            where=f"the first {min(UNK_CHECK_TEXTS, len(dataset))} texts")
+    encoder = None if tabular else _load_encoder(config, dataset.texts, model_name)
 
     with tracked_run(store, experiment_id, Kind.EXTRACT,
                      run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
@@ -299,12 +293,19 @@ def _check_onnx_backend(config: ExtractConfig, tabular: bool) -> None:
     require_onnx_backend()
 
 
-def _load_encoder(config: ExtractConfig):
+def _load_encoder(config: ExtractConfig, texts, model_name: str):
+    """The model, its layers checked, and its tokenizer checked on the first batch of
+    ``texts``: more than MAX_UNK_FRACTION unknown tokens stop the job here, before a run,
+    an ONNX export or a forward pass."""
+    from latentscape.jobs import _tokens
     from latentscape.jobs._embedding import Encoder
 
     device = "cpu" if config.backend == "onnx" else config.device
     encoder = Encoder.load(config.model, device=device, threads=config.threads)
     encoder.check_layers(config.layers)
+    first = encoder.tokenize(texts[:_tokens.UNK_CHECK_TEXTS], max_length=config.max_length, long=config.long)
+    first.require_known(model=model_name, kind=encoder.input_kind,
+                        where=f"the first {min(_tokens.UNK_CHECK_TEXTS, len(texts))} texts")
     if config.backend == "onnx":
         encoder.onnx(config.pooling, threads=config.threads)  # export (or read the cached graph) now
     return encoder
