@@ -54,9 +54,8 @@ class ExtractConfig:
     labels: str | None = None  # FASTA: a CSV/TSV side table of labels joined on the id
 
     def __post_init__(self):
-        from latentscape.jobs.core.pooling import POOLINGS
-
         from latentscape.jobs._tokens import LONG_POLICIES
+        from latentscape.jobs.core.pooling import POOLINGS
 
         if self.long not in LONG_POLICIES:
             raise UsageError(f"unknown --long {self.long!r}", f"choose one of {', '.join(LONG_POLICIES)}")
