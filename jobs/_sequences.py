@@ -139,20 +139,20 @@ def _labels_from_headers(path: Path, records, ids: np.ndarray, pattern: str) -> 
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise UsageError(f"--label-from-header {pattern!r} is not a regular expression ({error})",
+        raise UsageError(f"--label-from-header '{pattern}' is not a regular expression ({error})",
                          "fix the pattern, e.g. 'class=(\\w+)'") from error
     found = []
     for (header, _), sample in zip(records, ids):
         match = regex.search(header)
         if match is None:
-            raise UsageError(f"{path}: --label-from-header {pattern!r} finds nothing in the header of {str(sample)!r} "
+            raise UsageError(f"{path}: --label-from-header '{pattern}' finds nothing in the header of {str(sample)!r} "
                              f"({header[:80]!r})", "fix the pattern or that header")
         if "label" in regex.groupindex:
             value = match.group("label")
         else:
             value = match.group(1) if regex.groups else match.group(0)
         if not value:
-            raise UsageError(f"{path}: --label-from-header {pattern!r} finds an empty label for {str(sample)!r}",
+            raise UsageError(f"{path}: --label-from-header '{pattern}' finds an empty label for {str(sample)!r}",
                              "fix the pattern or that header")
         found.append(value)
     return np.array(found)
