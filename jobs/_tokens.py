@@ -60,7 +60,7 @@ def residue_input(tokenizer) -> str:
     residues"`` (one that needs the residues separated by spaces, as BERT's WordPiece does)."""
     if not _vocabulary_is_residues(tokenizer):
         return TEXT
-    probe = _case(RESIDUES, tokenizer)
+    probe = _vocabulary_case(tokenizer)(RESIDUES)
     ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
     unknown = tokenizer.unk_token_id
     if len(ids) == len(probe) and unknown not in ids:
@@ -68,10 +68,10 @@ def residue_input(tokenizer) -> str:
     return SPACED_RESIDUES
 
 
-def _case(sequence: str, tokenizer) -> str:
-    """``sequence`` in the case of the vocabulary's residues (upper unless it has only lower)."""
+def _vocabulary_case(tokenizer):
+    """``str.upper``, or ``str.lower`` for a vocabulary whose residues are lower case only."""
     vocabulary = tokenizer.get_vocab()
-    return sequence.lower() if "A" not in vocabulary and "a" in vocabulary else sequence.upper()
+    return str.lower if "A" not in vocabulary and "a" in vocabulary else str.upper
 
 
 def prepare_texts(texts: Sequence[str], kind: str, tokenizer) -> list[str]:
@@ -80,7 +80,8 @@ def prepare_texts(texts: Sequence[str], kind: str, tokenizer) -> list[str]:
     case, and are spaced where the tokenizer needs it."""
     if kind == TEXT:
         return [str(text) for text in texts]
-    sequences = [_case("".join(str(text).split()), tokenizer) for text in texts]
+    case = _vocabulary_case(tokenizer)
+    sequences = [case("".join(str(text).split())) for text in texts]
     if kind == SPACED_RESIDUES:
         return [" ".join(sequence) for sequence in sequences]
     return sequences
