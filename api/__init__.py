@@ -37,7 +37,7 @@ from latentscape.tracking.errors import UsageError  # noqa: E402
 __all__ = [
     "extract", "map", "sweep", "layers", "interpolate", "analogies", "directions",
     "sae", "finetune", "compare_models", "search",
-    "runs", "result", "Result", "UsageError",
+    "runs", "result", "models", "Result", "UsageError",
 ]
 
 extract = JobFunction("extract")
@@ -75,6 +75,16 @@ def runs(*, kinds=None, experiments=None, models=None, datasets=None, since=None
     if found.empty:
         return found
     return queries.run_table(opened, list(found[CatalogColumn.RUN_ID]))  # newest first, as runs() lists them
+
+
+def models():
+    """The model shelf (``latentscape models``): one row per model that ``model=NAME`` finds
+    offline, with its layers, width, how its tokenizer reads inputs, and its folder."""
+    import pandas as pd
+
+    from latentscape.jobs.models import describe
+
+    return pd.DataFrame(describe())
 
 
 def result(run_id: str, *, tracking_uri: str | None = None):

@@ -61,9 +61,13 @@ def _argv(command: str, actions: Mapping[str, argparse.Action], settings: Mappin
             raise UsageError(f"ls.{command.replace('-', '_')}() has no setting {name!r}",
                              f"did you mean {' or '.join(close)}?" if len(close) <= 3 else
                              f"choose from {', '.join(close)}")
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreFalseAction):  # --no-map is map=False
+            if value is False:
+                argv.append(flag)
+            continue
         if value is None or value is False:
             continue
-        flag = action.option_strings[-1]
         if action.nargs == 0:  # a switch: store_true, store_const, ...
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):

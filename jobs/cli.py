@@ -31,6 +31,7 @@ JOB_MODULES = {
     "finetune": "latentscape.jobs.finetune",
     "compare-models": "latentscape.jobs.compare_models",
     "search": "latentscape.jobs.search",
+    "models": "latentscape.jobs.models",
     "ui": "latentscape.jobs.serve",
     "server": "latentscape.jobs.serve",
     "demo": "latentscape.jobs.demo",

@@ -1,5 +1,5 @@
-"""Labelled data sets: built-ins (``demo`` text, ``wordnet`` definitions, ``digits`` images)
-and CSV/JSONL/Parquet files.
+"""Labelled data sets: built-ins (``demo`` text, ``wordnet`` definitions, ``digits`` images,
+``peptides`` protein sequences) and CSV/JSONL/Parquet/FASTA files.
 
 A :class:`Dataset` holds either texts (to run through a model) or features (tabular
 data tracked with no model: the features become layer 0). Labels are optional.
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from latentscape.jobs._sequences import FASTA_SUFFIXES, is_peptides, read_fasta, read_peptides
 from latentscape.tracking.contract import Column
 from latentscape.tracking.errors import UsageError
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset", "load_dataset", "check_source", "BUILTIN_DATASETS"]
 
-BUILTIN_DATASETS = ("demo", "wordnet", "digits")
+BUILTIN_DATASETS = ("demo", "wordnet", "digits", "peptides")
 _READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -46,6 +47,7 @@ class Dataset:
     text_col: str | None = None
     label_col: str | None = None
     id_col: str | None = None
+    label_from: str | None = None  # a FASTA file's labels: header:REGEX or the side table
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,14 +87,28 @@ def load_dataset(
     label_col: str | None = "label",
     id_col: str | None = "id",
     limit: int | None = None,
+    label_from_header: str | None = None,
+    labels: str | None = None,
 ) -> Dataset:
-    """Load a built-in (``demo``, ``digits``) or a CSV/JSONL/Parquet file.
+    """Load a built-in (``demo``, ``digits``, ``wordnet``, ``peptides``) or a
+    CSV/JSONL/Parquet/FASTA file.
 
     ``label_col`` and ``id_col`` are used when present; naming one that is missing
     is an error. ``limit`` keeps the first rows, stratified by label when labelled.
+    A FASTA file takes its labels from its headers (``label_from_header``, a regular
+    expression) or a side table (``labels``), and is the same data set as the CSV of the
+    same ids, sequences and labels.
     """
     check_source(spec)
-    if spec == "digits":
+    fasta = not is_peptides(spec) and spec not in BUILTIN_DATASETS and Path(spec).suffix.lower() in FASTA_SUFFIXES
+    if (label_from_header or labels) and not fasta:
+        raise UsageError(f"--label-from-header and --labels read FASTA files, not {spec!r}",
+                         "use --label-col for a table's labels")
+    if is_peptides(spec) or fasta:
+        dataset = _sequences(read_peptides(spec) if is_peptides(spec) else
+                             read_fasta(Path(spec), label_from_header=label_from_header, labels=labels,
+                                        label_col=label_col, id_col=id_col))
+    elif spec == "digits":
         dataset = _digits()
     elif spec == "wordnet":
         dataset = _wordnet()
@@ -116,19 +132,19 @@ def check_source(spec: str) -> None:
 
     The CLI runs them before importing MLflow or opening a store, so a mistyped path is
     reported at once (measured: 5.2 s to this error when the store was opened first)."""
-    if spec in BUILTIN_DATASETS:
+    if spec in BUILTIN_DATASETS or is_peptides(spec):
         return
     path = Path(spec)
     if not path.exists():
         raise UsageError(
             f"data set {spec!r} is neither a file nor a built-in",
-            f"pass a CSV/JSONL/Parquet path or one of {', '.join(BUILTIN_DATASETS)}",
+            f"pass a CSV/JSONL/Parquet/FASTA path or one of {', '.join(BUILTIN_DATASETS)}",
         )
     if not path.is_file():
         raise UsageError(f"data set {spec!r} is a folder, not a file", "pass a CSV/JSONL/Parquet file inside it")
-    if _READERS.get(path.suffix.lower()) is None:
+    if _READERS.get(path.suffix.lower()) is None and path.suffix.lower() not in FASTA_SUFFIXES:
         raise UsageError(f"cannot read {path.name}: unknown file type {path.suffix!r}",
-                         "use a .csv, .jsonl or .parquet file")
+                         "use a .csv, .jsonl, .parquet or .fasta file")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{path} is not readable", "check the file's permissions")
     if path.stat().st_size == 0:
@@ -193,6 +209,17 @@ def _from_frame(frame: pd.DataFrame, name: str, source: str, text_col: str, labe
     return Dataset(name=name, source=source, ids=ids, texts=texts.astype(str).to_numpy(), features=None,
                    labels=labels, metadata=metadata, text_col=text_col,
                    label_col=label_col if labels is not None else None, id_col=id_col)
+
+
+def _sequences(found) -> Dataset:
+    """A :class:`Dataset` of protein sequences, with the columns a CSV of them would have
+    (``id``, ``text``, ``label``), so both give the same digest."""
+    import pandas as pd
+
+    labelled = found.labels is not None
+    return Dataset(name=found.name, source=found.source, ids=found.ids, texts=found.sequences, features=None,
+                   labels=found.labels, metadata=pd.DataFrame(index=range(len(found.ids))), text_col="text",
+                   label_col="label" if labelled else None, id_col="id", label_from=found.label_from)
 
 
 def _digits() -> Dataset:
@@ -275,7 +302,7 @@ def _head(dataset: Dataset, limit: int) -> Dataset:
         features=None if dataset.features is None else dataset.features[keep],
         labels=None if dataset.labels is None else dataset.labels[keep],
         metadata=dataset.metadata.iloc[keep].reset_index(drop=True),
-        text_col=dataset.text_col, label_col=dataset.label_col, id_col=dataset.id_col,
+        text_col=dataset.text_col, label_col=dataset.label_col, id_col=dataset.id_col, label_from=dataset.label_from,
     )
 
 

@@ -49,10 +49,16 @@ class ExtractConfig:
     threads: int | None = None
     force: bool = False
     backend: str = "torch"
+    long: str = "truncate"  # a text longer than max_length: truncate, or window (mean over windows)
+    label_from_header: str | None = None  # FASTA: a regular expression that finds the label in each header
+    labels: str | None = None  # FASTA: a CSV/TSV side table of labels joined on the id
 
     def __post_init__(self):
+        from latentscape.jobs._tokens import LONG_POLICIES
         from latentscape.jobs.core.pooling import POOLINGS
 
+        if self.long not in LONG_POLICIES:
+            raise UsageError(f"unknown --long {self.long!r}", f"choose one of {', '.join(LONG_POLICIES)}")
         if self.backend not in BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}", f"choose one of {', '.join(BACKENDS)}")
         if self.pooling not in POOLINGS:
@@ -89,15 +95,27 @@ def add_parser(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", default="demo",
-                        help="'demo', 'wordnet', 'digits' or a CSV/JSONL/Parquet file (default demo)")
+                        help="'demo', 'wordnet', 'digits', 'peptides' (modlamp's AMPvsTMset; 'peptides:NAME' for "
+                        "its others) or a CSV/JSONL/Parquet/FASTA file (default demo)")
     parser.add_argument("--text-col", default="text", help="column holding the text (default text)")
     parser.add_argument("--label-col", default="label", help="column holding the true label; '' for none (default label)")
     parser.add_argument("--id-col", default="id", help="column holding a unique sample id (default id, else row number)")
     parser.add_argument("--limit", type=int, help="keep this many samples, balanced across labels")
-    parser.add_argument("--model", help="local Hugging Face model folder (default: bundled all-MiniLM-L6-v2; 'none' for tabular data)")
+    parser.add_argument("--model", help="local Hugging Face model folder or a name on the shelf (`latentscape "
+                        "models`: e.g. antiberty); default: bundled all-MiniLM-L6-v2; 'none' for tabular data")
     parser.add_argument("--pooling", default="mean", help="mean (mask-aware), cls, max or last (default mean)")
     parser.add_argument("--layers", type=_parse_layers, default=None, help="'all' or e.g. 0,3,6 (default all)")
-    parser.add_argument("--max-length", type=int, default=256, help="truncate texts to this many tokens (default 256)")
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="tokens a text is cut to (default 256; never more than the model's positions)")
+    parser.add_argument("--long", choices=("truncate", "window"), default="truncate",
+                        help="a text longer than that: truncate (default; the share is logged as "
+                        "truncated_fraction) or window: pooled over overlapping windows, mean per layer")
+    parser.add_argument("--label-from-header", metavar="REGEX",
+                        help="FASTA: the label in each header line (its first group, else the whole match), "
+                        "e.g. 'class=(\\w+)'")
+    parser.add_argument("--labels", metavar="TABLE",
+                        help="FASTA: a CSV/TSV side table of labels joined on the id (columns --id-col and "
+                        "--label-col)")
     parser.add_argument("--batch-size", type=int, help="texts per forward pass (default 32; 16 with --backend onnx)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--threads", type=int,
@@ -116,7 +134,8 @@ def _run_cli(args) -> JobResult:
         data=args.data, text_col=args.text_col, label_col=args.label_col or None, id_col=args.id_col or None,
         limit=args.limit, model=args.model, pooling=args.pooling, layers=args.layers,
         max_length=args.max_length, batch_size=args.batch_size, device=args.device, threads=args.threads,
-        force=args.force, backend=args.backend,
+        force=args.force, backend=args.backend, long=args.long, label_from_header=args.label_from_header,
+        labels=args.labels,
     )
     # The data set and the model folder are checked before MLflow is imported or a store
     # opened (measured: a missing file took 5.2 s to report when the store came first).
@@ -146,7 +165,8 @@ def prepare(config: ExtractConfig, *, model_name: str | None = None) -> Prepared
 
     check_source(config.data)
     dataset = load_dataset(config.data, text_col=config.text_col, label_col=config.label_col,
-                           id_col=config.id_col, limit=config.limit)
+                           id_col=config.id_col, limit=config.limit, label_from_header=config.label_from_header,
+                           labels=config.labels)
     tabular = dataset.features is not None
     if tabular and config.model not in (None, TABULAR_MODEL):
         raise UsageError(f"data set {dataset.name!r} is tabular and has no text for model {config.model!r}",
@@ -191,13 +211,16 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
 
     # Reuse an identical finished extraction.
     if not config.force:
-        previous = _find_identical(store, experiment_id, identity, max_length, layers_param, config.backend)
+        previous = _find_identical(store, experiment_id, identity, max_length, layers_param, config.backend,
+                                   config.long)
         if previous is not None:
             return JobResult(kind=Kind.EXTRACT.value, run_id=previous, experiment=experiment or DEFAULT_EXPERIMENT,
                              reused=True)
 
-    # Load the model (and export or open its ONNX graph) before a run exists.
-    encoder = None if tabular else _load_encoder(config)
+    # Load the model (and export or open its ONNX graph) before a run exists, and check that
+    # its tokenizer knows the first batch's tokens (a protein model fed the wrong way
+    # reads every sequence as one unknown token).
+    encoder = None if tabular else _load_encoder(config, dataset.texts, model_name)
 
     with tracked_run(store, experiment_id, Kind.EXTRACT,
                      run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
@@ -211,8 +234,10 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
             Param.POOLING: identity[Tag.POOLING], Param.MAX_LENGTH: max_length, Param.BATCH_SIZE: config.batch,
             Param.LAYERS: layers_param, Param.N_SAMPLES: len(dataset), Param.N_CLASSES: dataset.n_classes,
             Param.TEXT_COL: dataset.text_col, Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col,
-            Param.BACKEND: config.backend,
+            Param.BACKEND: config.backend, Param.LONG: config.long,
         })
+        if dataset.label_from:
+            log.params({Param.LABEL_FROM: dataset.label_from})
         if config.backend == "onnx":
             runner = encoder.onnx(config.pooling, threads=config.threads)
             log.params({Param.ONNX_FILE: str(runner.path)})
@@ -220,9 +245,9 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
                 log.metrics({Metric.ONNX_EXPORT_SECONDS: runner.export_seconds})
         started = time.perf_counter()
         if tabular:
-            embeddings, tokens, device = {0: dataset.features.astype(np.float32)}, 0, "cpu"
+            embeddings, tokens, device, shares = {0: dataset.features.astype(np.float32)}, 0, "cpu", {}
         else:
-            embeddings, tokens, device = _encode(encoder, dataset.texts, config, progress)
+            embeddings, tokens, device, shares = _encode(encoder, dataset.texts, config, progress, log, model_name)
         seconds = time.perf_counter() - started
         agreement = None
         if config.backend == "onnx":
@@ -251,7 +276,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
 
     return JobResult(
         kind=Kind.EXTRACT.value, run_id=run_id, experiment=experiment or DEFAULT_EXPERIMENT,
-        scores=throughput,
+        scores={**shares, **throughput},
         details={"layers": len(embeddings), "samples": len(dataset), "model": model_name, "dataset": dataset.name},
     )
 
@@ -267,25 +292,42 @@ def _check_onnx_backend(config: ExtractConfig, tabular: bool) -> None:
     require_onnx_backend()
 
 
-def _load_encoder(config: ExtractConfig):
+def _load_encoder(config: ExtractConfig, texts, model_name: str):
+    """The model, its layers checked, and its tokenizer checked on the first batch of
+    ``texts``: more than MAX_UNK_FRACTION unknown tokens stop the job here, before a run,
+    an ONNX export or a forward pass."""
+    from latentscape.jobs import _tokens
     from latentscape.jobs._embedding import Encoder
 
     device = "cpu" if config.backend == "onnx" else config.device
     encoder = Encoder.load(config.model, device=device, threads=config.threads)
     encoder.check_layers(config.layers)
+    first = encoder.tokenize(texts[:_tokens.UNK_CHECK_TEXTS], max_length=config.max_length, long=config.long)
+    first.require_known(model=model_name, kind=encoder.input_kind,
+                        where=f"the first {min(_tokens.UNK_CHECK_TEXTS, len(texts))} texts")
     if config.backend == "onnx":
         encoder.onnx(config.pooling, threads=config.threads)  # export (or read the cached graph) now
     return encoder
 
 
-def _encode(encoder, texts, config: ExtractConfig, progress):
+def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: str):
     layers = encoder.check_layers(config.layers)
-    with progress(len(texts), f"extract {len(layers)} layers ({config.backend})", unit="text") as bar:
+    # Every text tokenized, its unknown and truncated shares logged and checked before the
+    # first forward pass.
+    tokenized = encoder.tokenize(texts, max_length=config.max_length, long=config.long)
+    log.params({Param.INPUT_KIND: encoder.input_kind})
+    shares = {Metric.UNK_FRACTION: tokenized.unk_fraction, Metric.TRUNCATED_FRACTION: tokenized.truncated_fraction}
+    log.metrics(shares)
+    tokenized.require_known(model=model_name, kind=encoder.input_kind, where=f"the {len(texts)} texts")
+    pieces = len(tokenized.owner)
+    with progress(pieces, f"extract {len(layers)} layers ({config.backend})",
+                  unit="text" if pieces == len(texts) else "window") as bar:
         embeddings, tokens = encoder.encode(
             texts, pooling=config.pooling, layers=layers, max_length=config.max_length,
             batch_size=config.batch, on_batch=bar.update, backend=config.backend, threads=config.threads,
+            tokenized=tokenized,
         )
-    return embeddings, tokens, encoder.device
+    return embeddings, tokens, encoder.device, shares
 
 
 # -- the backend check -------------------------------------------------------------
@@ -346,7 +388,7 @@ def _check_against_torch(encoder, texts, embeddings: dict, config: ExtractConfig
         reference, _ = encoder.encode(
             [texts[i] for i in rows], pooling=config.pooling, layers=list(embeddings),
             max_length=config.max_length, batch_size=DEFAULT_BATCH_SIZE["torch"], on_batch=bar.update,
-            backend="torch",
+            backend="torch", long=config.long,
         )
     agreement = backend_agreement(reference, {layer: values[rows] for layer, values in embeddings.items()})
     log.params({Param.BACKEND_CHECK_SAMPLES: agreement.n_samples})
@@ -361,9 +403,10 @@ def _check_against_torch(encoder, texts, embeddings: dict, config: ExtractConfig
 
 
 def _find_identical(store, experiment_id: str, identity: dict, max_length: int, layers: str,
-                    backend: str) -> str | None:
+                    backend: str, long: str = "truncate") -> str | None:
     runs = store.find_runs(experiment_id, tags=identity, params={Param.MAX_LENGTH: max_length, Param.LAYERS: layers},
                            status="FINISHED", newest_first=True, max_results=50)
-    # Runs from before --backend existed ran torch.
-    same = [run for run in runs if run.data.params.get(Param.BACKEND, "torch") == backend]
+    # Runs from before --backend and --long existed ran torch and truncated.
+    same = [run for run in runs if run.data.params.get(Param.BACKEND, "torch") == backend
+            and run.data.params.get(Param.LONG, "truncate") == long]
     return same[0].info.run_id if same else None

@@ -108,6 +108,9 @@ class Param:
     BACKEND = "backend"  # extract --backend: torch (the fp32 reference) or onnx
     BACKEND_CHECK_SAMPLES = "backend_check_samples"  # samples the onnx result was checked on against torch
     ONNX_FILE = "onnx_file"  # the cached ONNX graph the onnx backend ran
+    LONG = "long"  # extract --long: truncate (default) or window (mean over overlapping windows)
+    INPUT_KIND = "input_kind"  # how texts were fed to the tokenizer: text, residues or spaced residues
+    LABEL_FROM = "label_from"  # a FASTA file's labels: header:REGEX or the side table's path
     # map (reducer and clusterer settings are logged as "reducer.<name>" and
     # "clusterer.<name>", see reducer_param / clusterer_param)
     LAYER = "layer"
@@ -229,6 +232,8 @@ class Metric:
     SAMPLES_PER_S = "samples_per_s"
     TOKENS_PER_S = "tokens_per_s"
     EXTRACT_SECONDS = "extract_seconds"
+    UNK_FRACTION = "unk_fraction"  # ordinary tokens the tokenizer did not know (the job stops above 0.1)
+    TRUNCATED_FRACTION = "truncated_fraction"  # texts longer than --max-length or the model's positions
     # extract --backend onnx: linear CKA of each layer against fp32 torch (step=layer), its
     # minimum (the job fails below 0.99), the largest |difference|, the check's and export's time
     BACKEND_CKA = "backend_cka"
