@@ -140,7 +140,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app(team, tmp_path_factory):
     """``latentscape ui`` on the team server, reading as the viewer (its password in the URI),
-    its catalog synced before it starts. Yields (url, port, log path, viewer's URI)."""
+    its catalog synced before it starts. Yields (url, port, log path, viewer's URI, catalog path)."""
     from latentscape.jobs.serve import ui_command, ui_environment
     from latentscape.tracking.catalog import Catalog
 
@@ -165,7 +165,7 @@ def app(team, tmp_path_factory):
                         break
             assert time.monotonic() < deadline, "the app did not answer within 90 s"
             time.sleep(0.3)
-        yield url, port, log, viewer_uri
+        yield url, port, log, viewer_uri, folder / "catalog.duckdb"
     finally:
         process.terminate()
         try:
@@ -189,7 +189,7 @@ def _handshake(host: str, origin: str) -> bytes:
 
 
 def test_a_foreign_host_is_refused_on_http_and_on_the_websocket(app):
-    _, port, log, _ = app
+    _, port, log, _, _ = app
     assert _raw(port, b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").startswith(b"HTTP/1.1 403")
     assert _raw(port, b"GET /_stcore/health HTTP/1.1\r\nHost: evil.example:8501\r\n\r\n").startswith(b"HTTP/1.1 403")
     refused = _raw(port, _handshake("evil.example", "http://evil.example"))
@@ -204,7 +204,7 @@ def test_a_foreign_host_is_refused_on_http_and_on_the_websocket(app):
 
 
 def test_the_app_listens_on_loopback_only(app):
-    _, port, _, _ = app
+    _, port, _, _, _ = app
     listening = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(FileNotFoundError):
@@ -288,7 +288,7 @@ def _secrets_of_alice() -> tuple[str, ...]:
 
 
 def test_a_visitor_sees_no_run_on_any_page_or_link(app, team, tab):
-    url, _, _, _ = app
+    url, _, _, _, _ = app
     for path in PAGES:
         tab.open(_link(url, path, run=team.alice_run, exp=ALICE_EXPERIMENT))
         tab.page.get_by_text(LOGIN_CAPTION).wait_for(timeout=60_000)
@@ -299,7 +299,7 @@ def test_a_visitor_sees_no_run_on_any_page_or_link(app, team, tab):
 
 
 def test_alice_sees_her_experiment_and_logging_out_hides_it(app, team, tab):
-    url, _, _, viewer_uri = app
+    url, _, _, _, _ = app
     tab.open(_link(url, "compare", run=team.alice_run))
     tab.log_in(team, "alice")
     tab.page.get_by_text(ALICE_RUN).first.wait_for(timeout=30_000)  # her run's chip in the run picker
@@ -317,7 +317,7 @@ def test_alice_sees_her_experiment_and_logging_out_hides_it(app, team, tab):
 
 
 def test_bob_denied_alices_experiment_sees_none_of_it_on_any_page_or_link(app, team, tab):
-    url, _, log, _ = app
+    url, _, log, _, _ = app
     for path in PAGES:
         tab.open(_link(url, path, run=team.alice_run))
         tab.log_in(team, "bob")  # a link opened afresh is a new session: it asks again
@@ -335,7 +335,7 @@ def test_bob_denied_alices_experiment_sees_none_of_it_on_any_page_or_link(app, t
 
 
 def test_a_wrong_password_is_refused_and_logged(app, team, tab):
-    url, _, log, _ = app
+    url, _, log, _, _ = app
     tab.open(_link(url, "maps", run=team.alice_run))
     tab.page.get_by_text(LOGIN_CAPTION).wait_for(timeout=60_000)
     tab.page.get_by_label("User name").fill("alice")
@@ -345,3 +345,25 @@ def test_a_wrong_password_is_refused_and_logged(app, team, tab):
     tab.settle()
     assert not tab.seen(ALICE_RUN)
     assert "login refused for user 'alice'" in log.read_text(errors="replace")
+
+
+def test_a_login_expires_after_its_ttl(app, team, monkeypatch):
+    """Streamlit's AppTest on the same server and catalog, with a 3 s session TTL."""
+    from streamlit.testing.v1 import AppTest
+
+    _, _, _, viewer_uri, catalog = app
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", viewer_uri)
+    monkeypatch.setenv("LATENTSCAPE_CATALOG", str(catalog))
+    monkeypatch.setenv("LATENTSCAPE_SESSION_TTL", "3")
+    at = AppTest.from_file(str(REPO / "ui" / "app.py"), default_timeout=120).run()
+    assert not at.metric and not at.sidebar.button  # the login form alone
+    at.text_input(key="login.username").input("alice")
+    at.text_input(key="login.password").input(team.passwords["alice"])
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [button.label for button in at.sidebar.button if button.key == "logout"] == ["Log out"]
+    assert at.metric and at.metric[0].value == "2"  # her run and bob's (READ by default)
+    time.sleep(3.5)
+    at.run()
+    assert not at.metric and not at.sidebar.button
+    assert any("session expired" in info.value for info in at.info)

@@ -78,9 +78,19 @@ def install_host_check(allowed: Sequence[str]) -> None:
     starlette_server.create_starlette_app = create_checked_app
 
 
+def _log_to_stderr() -> None:
+    """The app's own log lines (logins, logouts, refused hosts) on stderr, beside Streamlit's."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("latentscape.ui")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main() -> None:
     from latentscape.tracking.access import allowed_hosts
 
+    _log_to_stderr()
     for name in WARM:
         importlib.import_module(name)
     allowed = allowed_hosts()

@@ -54,16 +54,11 @@ def shared_store() -> bool:
 
 
 def _current() -> access.Login | None:
+    """The session's login while it lasts (read only: cached reads call this too)."""
     held = st.session_state.get(_LOGIN)
-    if held is None:
+    if held is None or time.time() >= held[1]:
         return None
-    login, expires_at = held
-    if time.time() >= expires_at:
-        del st.session_state[_LOGIN]
-        st.session_state["_login_expired"] = True
-        _LOG.info("session of %s expired", login.username)
-        return None
-    return login
+    return held[0]
 
 
 def logged_in() -> bool:
@@ -96,20 +91,23 @@ def require_login() -> access.Login | None:
     login = _current()
     if login is not None:
         return login
-    _login_form()
+    expired = st.session_state.pop(_LOGIN, None)
+    if expired is not None:
+        _LOG.info("the session of %s expired", expired[0].username)
+    _login_form(expired=expired is not None)
     st.stop()
 
 
-def _login_form() -> None:
+def _login_form(*, expired: bool) -> None:
     from latentscape.ui import data
 
     _, middle, _ = st.columns([1, 2, 1])
     with middle:
         st.title("latentscape")
-        if st.session_state.pop("_login_expired", False):
+        if expired:
             st.info("Your session expired: log in again.", icon=":material/timer_off:")
         with st.form("login", border=True):
-            st.caption(f"Log in with your team account on `{data.tracking_uri(masked=True)}`.")
+            st.caption(f"Log in with your team account on `{access.without_credentials(data.tracking_uri())}`.")
             username = st.text_input("User name", key="login.username", autocomplete="username")
             password = st.text_input("Password", type="password", key="login.password",
                                      autocomplete="current-password")

@@ -197,9 +197,14 @@ def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> bool:
 
 
 def sync_status() -> CatalogStatus:
+    """The catalog's state; the URI and error with passwords masked. A session bound to a
+    login (a shared store) is not told the sync's run counts: they count every experiment
+    the app's own account reads."""
     cat, sync = _opened()
-    return CatalogStatus(tracking_uri=studies.masked(cat.tracking_uri), path=str(cat.path), synced_at=cat.last_refresh,
-                         syncing=sync.running(), progress=sync.progress, last=sync.last,
+    whole_view = _scope() is None
+    return CatalogStatus(tracking_uri=studies.masked(cat.tracking_uri), path=str(cat.path),
+                         synced_at=cat.last_refresh, syncing=sync.running(),
+                         progress=sync.progress if whole_view else None, last=sync.last if whole_view else None,
                          error=None if sync.error is None else studies.masked(sync.error), generation=sync.generation)
 
 
