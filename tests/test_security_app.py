@@ -67,6 +67,62 @@ def test_the_host_allow_list_is_the_servers_default_and_matching():
     assert not host_allowed("evil.example", allowed_hosts("ui.example.org,localhost:*"))
 
 
+def test_a_restricted_cursor_shows_every_catalog_table_only_for_its_experiments(tmp_path):
+    """Every table of the catalog that holds run data is shadowed (a new table must be added
+    to access.restrict, or this fails), and each keeps only the rows of the given experiments."""
+    import duckdb
+
+    from latentscape.tracking import access
+    from latentscape.tracking.catalog import _SCHEMA
+
+    path = tmp_path / "catalog.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(_SCHEMA)
+        for experiment in ("1", "2"):
+            run = f"run-{experiment}"
+            con.execute("INSERT INTO experiments (experiment_id, name) VALUES (?, ?)", [experiment, f"e{experiment}"])
+            con.execute("INSERT INTO sync_state VALUES (?, 0)", [experiment])
+            con.execute("INSERT INTO runs (run_id, experiment_id, name) VALUES (?, ?, ?)", [run, experiment, run])
+            con.execute("INSERT INTO deleted_runs VALUES (?, ?, 0, 0)", [f"gone-{experiment}", experiment])
+            for table in ("params", "tags"):
+                con.execute(f"INSERT INTO {table} VALUES (?, 'k', 'v')", [run])
+            for table in ("latest_metrics", "metrics"):
+                con.execute(f"INSERT INTO {table} VALUES (?, 'k', 1.0, 0, 0)", [run])
+        tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables - {"meta"} == set(access._BY_EXPERIMENT) | set(access._BY_RUN)
+    reader = duckdb.connect(":memory:")
+    reader.execute(f"ATTACH '{path}' AS catalog (READ_ONLY)")
+    cursor = reader.cursor()
+    cursor.execute("USE catalog")
+    access.restrict(cursor, {"1"})
+    for table in tables - {"meta"}:
+        for name in (table, f"main.{table}"):
+            rows = cursor.execute(f"SELECT * FROM {name}").fetchall()
+            assert len(rows) == 1 and not any("2" in str(value) for value in rows[0]), (name, rows)
+    assert cursor.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    nothing = reader.cursor()
+    nothing.execute("USE catalog")
+    access.restrict(nothing, set())
+    assert all(nothing.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,) for table in tables - {"meta"})
+    # Another cursor of the same connection is not restricted by the first one's views.
+    whole = reader.cursor()
+    whole.execute("USE catalog")
+    assert whole.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+
+
+def test_bad_allowed_hosts_and_credentials_in_uris():
+    from latentscape.tracking.access import allowed_hosts, is_shared, without_credentials
+    from latentscape.tracking.errors import UsageError
+
+    with pytest.raises(UsageError, match="names no host"):
+        allowed_hosts(" , ")
+    assert without_credentials("http://viewer:secret@mlflow:5000/x") == "http://mlflow:5000/x"
+    assert without_credentials("https://u:p@[::1]:5000") == "https://[::1]:5000"
+    assert without_credentials("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert is_shared("https://mlflow.example.org") and is_shared("HTTP://x:5000")
+    assert not is_shared("sqlite:///mlflow.db") and not is_shared("file:///tmp/mlruns") and not is_shared("/tmp/mlruns")
+
+
 def test_the_app_listens_on_loopback_unless_told(tmp_path):
     from latentscape.jobs.cli import build_parser
     from latentscape.jobs.serve import ui_command
