@@ -10,8 +10,11 @@
 - Each rerun reads through one cursor (:func:`begin_rerun`, called by ``ui/app.py``):
   every query of a rerun sees the same version of the catalog, and no two sessions'
   threads share a cursor.
+- On a tracking server each rerun's cursor sees only the experiments the session's login
+  may read (:func:`latentscape.ui.auth.scope`, :func:`latentscape.tracking.access.restrict`),
+  and nothing before a login; artifacts and searches of other runs are refused.
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
-  arguments; :func:`clear_cache` drops them all (the app calls it when a sync finished
+  arguments and the session's scope; :func:`clear_cache` drops them all (the app calls it when a sync finished
   since the session's last rerun).
 
 Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
