@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from latentscape.tracking.access import DEFAULT_SESSION_TTL_S, ENV_ALLOWED_HOSTS, ENV_SESSION_TTL
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked
 
@@ -36,6 +37,7 @@ STREAMLIT_OPTIONS = {
 }
 CATALOG_ENV = "LATENTSCAPE_CATALOG"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_ADDRESS = "127.0.0.1"
 
 
 def add_parser(subparsers, parents) -> None:
@@ -56,8 +58,15 @@ def _add_ui(subparsers, parents) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
-    parser.add_argument("--address", default=None,
-                        help="address to listen on (default: Streamlit's, all interfaces); 127.0.0.1 for local only")
+    parser.add_argument("--address", default=DEFAULT_ADDRESS,
+                        help=f"address to listen on (default {DEFAULT_ADDRESS}, this machine only; 0.0.0.0 for all "
+                        "interfaces, e.g. in a container)")
+    parser.add_argument("--allowed-hosts", default=os.environ.get(ENV_ALLOWED_HOSTS),
+                        help="Host headers to answer, e.g. 'latentscape.example.org,localhost:*' (default "
+                        f"${ENV_ALLOWED_HOSTS}, else MLflow's: localhost and private IPs, as latentscape server)")
+    parser.add_argument("--session-ttl", type=float, default=None, metavar="SECONDS",
+                        help=f"on a tracking server: how long a login lasts (default ${ENV_SESSION_TTL}, else "
+                        f"{DEFAULT_SESSION_TTL_S})")
     parser.add_argument("--catalog", metavar="PATH",
                         help=f"DuckDB catalog file (default ${CATALOG_ENV}, else beside the tracking database)")
     parser.add_argument("--tracking-uri", metavar="URI",
@@ -70,12 +79,12 @@ def _run_ui(args) -> None:
     from latentscape.tracking.runs import resolve_tracking_uri
 
     code = start_ui(tracking_uri=resolve_tracking_uri(args.tracking_uri), port=args.port, catalog=args.catalog,
-                    address=args.address)
+                    address=args.address, allowed_hosts=args.allowed_hosts, session_ttl=args.session_ttl)
     if code not in (0, None):
         raise SystemExit(code)
 
 
-def ui_command(*, port: int = 8501, address: str | None = None, app: Path = APP_PATH) -> list[str]:
+def ui_command(*, port: int = 8501, address: str | None = DEFAULT_ADDRESS, app: Path = APP_PATH) -> list[str]:
     """The ``streamlit run`` command line of the app, through ``python -m latentscape.ui``:
     the pages' libraries are imported before the server listens, not at the first open."""
     command = [sys.executable, "-m", "latentscape.ui", "run", str(app), "--server.port", str(port)]
@@ -87,12 +96,18 @@ def ui_command(*, port: int = 8501, address: str | None = None, app: Path = APP_
 
 
 def ui_environment(*, tracking_uri: str, catalog: str | os.PathLike | None = None,
-                   base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the app process: the store, the catalog, no telemetry."""
+                   base: dict[str, str] | None = None, allowed_hosts: str | None = None,
+                   session_ttl: float | None = None) -> dict[str, str]:
+    """The environment of the app process: the store, the catalog, the Host allow-list,
+    the login's lifetime, no telemetry."""
     env = dict(os.environ if base is None else base)
     env[TRACKING_ENV] = tracking_uri
     if catalog:
         env[CATALOG_ENV] = str(Path(catalog).expanduser().resolve())
+    if allowed_hosts is not None:
+        env[ENV_ALLOWED_HOSTS] = allowed_hosts
+    if session_ttl is not None:
+        env[ENV_SESSION_TTL] = str(session_ttl)
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     return env
 
@@ -103,7 +118,7 @@ def _check_port(port: int, address: str | None) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((address or "0.0.0.0", port))
+            probe.bind((address or DEFAULT_ADDRESS, port))
         except OSError:
             raise UsageError(f"port {port} is already in use", f"pass another --port (e.g. {port + 1}), or stop "
                              "the process that holds it") from None
@@ -122,17 +137,28 @@ def _check_store(tracking_uri: str) -> None:
 
 
 def start_ui(*, tracking_uri: str, port: int = 8501, catalog: str | os.PathLike | None = None,
-             address: str | None = None) -> int:
+             address: str | None = DEFAULT_ADDRESS, allowed_hosts: str | None = None,
+             session_ttl: float | None = None) -> int:
     """Serve the app until interrupted; returns the Streamlit process's exit code."""
+    from latentscape.tracking.access import allowed_hosts as parse_allowed_hosts
+    from latentscape.tracking.access import is_shared
+
+    address = address or DEFAULT_ADDRESS
     _check_port(port, address)
     _check_store(tracking_uri)
     if catalog and not Path(catalog).expanduser().resolve().parent.is_dir():
         raise UsageError(f"the folder of --catalog {catalog} does not exist", "create it or pass another path")
-    shown = address if address not in (None, "0.0.0.0") else "localhost"
-    print(masked(f"latentscape ui: http://{shown}:{port}  (store {tracking_uri}; Ctrl-C to stop)"), file=sys.stderr,
-          flush=True)
+    if allowed_hosts is not None:
+        parse_allowed_hosts(allowed_hosts)  # a list naming no host is an error here, not in the app
+    if session_ttl is not None and not session_ttl > 0:
+        raise UsageError(f"--session-ttl {session_ttl} is not positive", f"pass seconds, e.g. {DEFAULT_SESSION_TTL_S}")
+    shown = address if address not in ("0.0.0.0", "::") else "localhost"
+    login = "; visitors log in with their team account" if is_shared(tracking_uri) else ""
+    print(f"latentscape ui: http://{shown}:{port}  (store {masked(tracking_uri)}{login}; Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
     process = subprocess.Popen(ui_command(port=port, address=address),
-                               env=ui_environment(tracking_uri=tracking_uri, catalog=catalog))
+                               env=ui_environment(tracking_uri=tracking_uri, catalog=catalog,
+                                                  allowed_hosts=allowed_hosts, session_ttl=session_ttl))
     # `docker stop` and friends send SIGTERM: stop the app with us rather than orphan it.
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate()) if in_main_thread else None

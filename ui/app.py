@@ -5,6 +5,10 @@ with the catalog's sync status and refresh button. Pages live in ``ui/views/``, 
 question. The tracking store is ``$MLFLOW_TRACKING_URI`` (default ``./mlflow.db``); the
 DuckDB catalog ``$LATENTSCAPE_CATALOG`` (default beside the store).
 
+On a tracking server (``http(s)://``) the app first asks who you are
+(``latentscape.ui.auth``): nothing of the store, not even the sidebar's sync status, is
+drawn before a login, and every read is bound to the experiments that login may read.
+
 Pages draw at once from what the catalog holds; the sync with MLflow runs in the
 background (``latentscape.ui.data``), and the sidebar polls it while it runs and reruns
 the app when it is done.
@@ -17,7 +21,7 @@ import time
 import streamlit as st
 
 from latentscape.tracking.errors import UsageError
-from latentscape.ui import data
+from latentscape.ui import auth, data
 from latentscape.ui.routes import ROUTES
 
 _POLL_S = 1.0  # how often a session looks whether a running sync has finished
@@ -25,9 +29,20 @@ _SEEN = "_sync_generation"  # the catalog syncs this session's last rerun knew o
 
 st.set_page_config(page_title="latentscape", page_icon=":material/layers:", layout="wide")
 
+if auth.host_refused():  # the launcher refuses it first; this covers a plain `streamlit run`
+    st.error("This address is not one the app answers on: see `latentscape ui --allowed-hosts`.")
+    st.stop()
+
 pages = [st.Page(route.path, title=route.title, icon=route.icon, url_path=route.url_path, default=(i == 0))
          for i, route in enumerate(ROUTES)]
-page = st.navigation(pages)
+try:
+    allowed_in = auth.logged_in()
+except UsageError as error:  # e.g. the catalog's folder does not exist
+    st.error(f"Cannot open the run catalog: {error}", icon=":material/error:")
+    st.stop()
+# The pages' routes exist before the login, so that a direct link opens its page after it.
+page = st.navigation(pages, position="sidebar" if allowed_in else "hidden")
+auth.require_login()  # a shared store: the login form and nothing else until the visitor logs in
 try:
     # Read the generation before the cursor: a sync that ends in between makes the
     # sidebar rerun the app, rather than leaving answers of the older file cached.
@@ -63,6 +78,7 @@ def _sync_state() -> None:
 
 
 def _sidebar() -> None:
+    auth.logout_button()
     # A new browser session sees runs logged since the catalog was last synced.
     if not st.session_state.get("_synced_this_session"):
         data.ensure_fresh()

@@ -10,8 +10,11 @@
 - Each rerun reads through one cursor (:func:`begin_rerun`, called by ``ui/app.py``):
   every query of a rerun sees the same version of the catalog, and no two sessions'
   threads share a cursor.
+- On a tracking server each rerun's cursor sees only the experiments the session's login
+  may read (:func:`latentscape.ui.auth.scope`, :func:`latentscape.tracking.access.restrict`),
+  and nothing before a login; artifacts and searches of other runs are refused.
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
-  arguments; :func:`clear_cache` drops them all (the app calls it when a sync finished
+  arguments and the session's scope; :func:`clear_cache` drops them all (the app calls it when a sync finished
   since the session's last rerun).
 
 Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
@@ -25,6 +28,7 @@ jobs. Its answer is cached per (run, text, layer, k).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -38,15 +42,15 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from latentscape.tracking import queries
+from latentscape.tracking import access, privacy, queries
 from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Column, Reply
-from latentscape.tracking.privacy import masked
 from latentscape.ui.charts import bigmap
 
 __all__ = [
     "catalog",
+    "tracking_uri",
     "begin_rerun",
     "start_sync",
     "ensure_fresh",
@@ -196,10 +200,21 @@ def ensure_fresh(max_age_s: float = _STALE_AFTER_S) -> bool:
 
 
 def sync_status() -> CatalogStatus:
+    """The catalog's state; the URI and error with passwords masked. A session bound to a
+    login (a shared store) is not told the sync's run counts: they count every experiment
+    the app's own account reads."""
     cat, sync = _opened()
-    return CatalogStatus(tracking_uri=masked(cat.tracking_uri), path=str(cat.path), synced_at=cat.last_refresh,
-                         syncing=sync.running(), progress=sync.progress, last=sync.last, error=sync.error,
-                         generation=sync.generation)
+    whole_view = _scope() is None
+    return CatalogStatus(tracking_uri=privacy.masked(cat.tracking_uri), path=str(cat.path),
+                         synced_at=cat.last_refresh, syncing=sync.running(),
+                         progress=sync.progress if whole_view else None, last=sync.last if whole_view else None,
+                         error=None if sync.error is None else privacy.masked(sync.error), generation=sync.generation)
+
+
+def tracking_uri(*, masked: bool = False) -> str:
+    """The store the app reads; ``masked``: with any password as ``***`` (to show or log)."""
+    uri = catalog().tracking_uri
+    return privacy.masked(uri) if masked else uri
 
 
 def wait_for_sync(timeout: float | None = None) -> bool:
@@ -215,16 +230,26 @@ def wait_for_sync(timeout: float | None = None) -> bool:
 
 class _RerunCatalog:
     """The shared catalog as ``latentscape.tracking.queries`` sees it during one rerun: every query
-    gets the rerun's cursor (one DuckDB cursor per rerun, one rerun per thread)."""
+    gets the rerun's cursor (one DuckDB cursor per rerun, one rerun per thread), bound to the
+    session's :func:`latentscape.ui.auth.scope` (the experiments its login may read)."""
 
-    def __init__(self, shared: Catalog):
+    def __init__(self, shared: Catalog, scope: frozenset[str] | None):
         self._shared = shared
+        self.scope = scope
         self._cursor: duckdb.DuckDBPyConnection = shared.cursor()
+        if scope is not None:
+            access.restrict(self._cursor, scope)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self._cursor
 
+    def visible(self, run_id: str) -> bool:
+        """The run is one this session may read (its cursor holds it)."""
+        return self._cursor.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
+
     def artifact(self, run_id: str, artifact_path: str) -> Path | None:
+        if self.scope is not None and not self.visible(run_id):
+            return None  # the shared catalog would fetch it: it sees every run of the service account
         return self._shared.artifact(run_id, artifact_path)
 
     def __getattr__(self, name: str):
@@ -234,14 +259,20 @@ class _RerunCatalog:
 _rerun = threading.local()
 
 
+def _scope() -> frozenset[str] | None:
+    from latentscape.ui import auth  # auth asks data for the store's URI
+
+    return auth.scope()
+
+
 def begin_rerun() -> None:
-    """Give this rerun (this thread) a fresh cursor on the latest catalog."""
-    _rerun.catalog = _RerunCatalog(catalog())
+    """Give this rerun (this thread) a fresh cursor on the latest catalog, bound to the session's scope."""
+    _rerun.catalog = _RerunCatalog(catalog(), _scope())
 
 
 def _reader() -> _RerunCatalog:
     reader = getattr(_rerun, "catalog", None)
-    if reader is None or reader._shared is not catalog():
+    if reader is None or reader._shared is not catalog() or reader.scope != _scope():
         begin_rerun()
         reader = _rerun.catalog
     return reader
@@ -253,16 +284,37 @@ def clear_cache() -> None:
         function.clear()
 
 
+def _cached(**options):
+    """``st.cache_data(**options)``, keyed also by the session's scope: one user's answers
+    are never served to another whose login may read other experiments."""
+    def decorate(function):
+        def scoped(scope, /, *args, **kwargs):
+            return function(*args, **kwargs)
+
+        # Streamlit keys a cache by the function's module, qualified name and source.
+        scoped.__module__, scoped.__qualname__ = function.__module__, f"{function.__qualname__}.scoped"
+        cached = st.cache_data(**options)(scoped)
+
+        @functools.wraps(function)
+        def public(*args, **kwargs):
+            scope = _scope()
+            return cached(None if scope is None else tuple(sorted(scope)), *args, **kwargs)
+
+        public.clear = cached.clear
+        return public
+    return decorate
+
+
 def _tuple(values) -> tuple | None:
     return None if values is None else tuple(values)
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def experiments() -> pd.DataFrame:
     return queries.experiments(_reader())
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def facets() -> pd.DataFrame:
     """facet, value, n_runs: what the Overview filters offer."""
     return queries.facets(_reader())
@@ -274,7 +326,7 @@ def _newest_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def runs(*, kinds: tuple[str, ...] | None = None, experiments: tuple[str, ...] | None = None,
          models: tuple[str, ...] | None = None, datasets: tuple[str, ...] | None = None,
          since: dt.date | None = None, until: dt.date | None = None, text: str | None = None,
@@ -286,7 +338,7 @@ def runs(*, kinds: tuple[str, ...] | None = None, experiments: tuple[str, ...] |
         limit=limit))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def run_table(run_ids: tuple[str, ...]) -> pd.DataFrame:
     """One row per run with ``param.<key>`` and ``metric.<key>`` columns, in the order asked."""
     if not run_ids:
@@ -296,7 +348,7 @@ def run_table(run_ids: tuple[str, ...]) -> pd.DataFrame:
     return frame.sort_values(C.RUN_ID, key=lambda ids: ids.map(order)).reset_index(drop=True)
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def tags(run_ids: tuple[str, ...], key: str) -> dict[str, str]:
     """run_id -> the value of tag ``key``, for the runs that have it."""
     if not run_ids:
@@ -306,7 +358,7 @@ def tags(run_ids: tuple[str, ...], key: str) -> dict[str, str]:
     return dict(zip(frame[C.RUN_ID], frame[C.VALUE]))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def metrics(run_ids: tuple[str, ...], keys: tuple[str, ...] | None = None) -> pd.DataFrame:
     """run_id, key, value, step (full history of per-layer metrics)."""
     if not run_ids:
@@ -314,33 +366,33 @@ def metrics(run_ids: tuple[str, ...], keys: tuple[str, ...] | None = None) -> pd
     return queries.metrics(_reader(), list(run_ids), keys=None if keys is None else list(keys))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def layer_curves(run_ids: tuple[str, ...], keys: tuple[str, ...]) -> pd.DataFrame:
     if not run_ids or not keys:
         return pd.DataFrame({C.RUN_ID: [], C.RUN_NAME: [], C.KEY: [], C.LAYER: [], C.VALUE: []})
     return queries.layer_curves(_reader(), list(run_ids), list(keys))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def children(parent_run_id: str, kind: str | None = None) -> pd.DataFrame:
     """Child runs, newest first."""
     return _newest_first(queries.children(_reader(), parent_run_id, kind=kind))
 
 
-@st.cache_data(ttl=_TTL, show_spinner="Loading the map…")
+@_cached(ttl=_TTL, show_spinner="Loading the map…")
 def map_points(run_id: str) -> pd.DataFrame | None:
     """The run's ``map.parquet``, or None when it has none."""
     return _or_none(lambda: queries.map_points(_reader(), run_id))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def map_size(run_id: str) -> int | None:
     """Points in the run's ``map.parquet`` (one float column read), or None without one."""
     frame = _or_none(lambda: queries.map_points(_reader(), run_id, columns=[Column.X]))
     return None if frame is None or Column.X not in frame else len(frame)
 
 
-@st.cache_data(ttl=_TTL, show_spinner="Preparing the large map…", max_entries=6)
+@_cached(ttl=_TTL, show_spinner="Preparing the large map…", max_entries=6)
 def big_map(run_id: str, color_by: str) -> bigmap.DeckInfo | None:
     """A large map's deck.gl layers (:func:`latentscape.ui.charts.bigmap.deck_info`), reading only the
     columns the deck draws: no sample ids above ``bigmap.HOVER_POINTS`` points (only the
@@ -380,18 +432,23 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-@st.cache_data(ttl=_TTL, show_spinner="Embedding the text with the run's own model…", max_entries=256)
+@_cached(ttl=_TTL, show_spinner="Embedding the text with the run's own model…", max_entries=256)
 def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> SearchResult:
     """The ``k`` samples nearest to ``text`` in run ``run_id`` (a map, sweep or trial run;
     an extract run with ``layer``). Runs ``latentscape search --json`` in a subprocess
     on the catalog's store. A usage error (exit 2: no such layer, a tabular run, the
     model not available here) comes back as ``error`` and is cached like an answer;
     any other failure raises :class:`SearchFailed` and is not cached."""
-    command = [sys.executable, "-m", "latentscape.jobs.cli", "search",
-               "--run", run_id, f"--text={text}", "--k", str(int(k)), "--json"]
+    empty = pd.DataFrame({Column.RANK: [], Column.SAMPLE_ID: [], Column.LABEL: [], Column.TEXT: [],
+                          Column.DISTANCE: []})
+    reader = _reader()
+    if reader.scope is not None and not reader.visible(run_id):  # the search runs as the service account
+        return SearchResult(empty, None, None, layer, f"run {run_id[:8]} is not available here", 0.0)
+    command = [sys.executable, "-m", "latentscape.jobs.cli", "search", "--run", run_id, f"--text={text}",
+               "--k", str(int(k)), "--json"]
     if layer is not None:
         command += ["--layer", str(int(layer))]
-    # The store by environment, not --tracking-uri: a password in it would show in `ps`.
+    # The store through the environment: a URI with a password never goes on a command line.
     env = {**os.environ, "MLFLOW_TRACKING_URI": catalog().tracking_uri, "LATENTSCAPE_PROGRESS": "0",
            "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
@@ -400,8 +457,6 @@ def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> Sea
     except subprocess.TimeoutExpired:
         raise SearchFailed(f"the search did not finish within {_SEARCH_TIMEOUT_S} s") from None
     seconds = time.perf_counter() - started
-    empty = pd.DataFrame({Column.RANK: [], Column.SAMPLE_ID: [], Column.LABEL: [], Column.TEXT: [],
-                          Column.DISTANCE: []})
     if done.returncode == 2:
         return SearchResult(empty, None, None, layer, _last_line(done.stderr) or "the search was refused", seconds)
     try:
@@ -417,19 +472,19 @@ def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> Sea
                         details.get(Reply.LAYER, layer), None, seconds)
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def sweep_trials(sweep_run_id: str) -> pd.DataFrame | None:
     """The sweep's ``trials.parquet``, or None (not written yet: the sweep is running)."""
     return _or_none(lambda: queries.sweep_trials(_reader(), sweep_run_id))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def table(run_id: str, artifact_path: str) -> pd.DataFrame | None:
     """Any Parquet artifact of a run, or None when the run has no such artifact."""
     return _or_none(lambda: queries.table(_reader(), run_id, artifact_path))
 
 
-@st.cache_data(ttl=_TTL, show_spinner=False)
+@_cached(ttl=_TTL, show_spinner=False)
 def artifact(run_id: str, artifact_path: str) -> bytes | None:
     """The bytes of a (small) artifact such as an image, or None when absent."""
     path = _reader().artifact(run_id, artifact_path)
