@@ -79,7 +79,7 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
     command = server_command(config)
     for flag, value in [("--backend-store-uri", "postgresql+psycopg2://mlflow@db:5432/mlflow"),
-                        ("--artifacts-destination", "s3://bucket/a"), ("--app-name", "basic-auth"),
+                        ("--artifacts-destination", "s3://bucket/a"), ("--app-name", "latentscape"),
                         ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
         assert command[command.index(flag) + 1] == value
     assert "--serve-artifacts" in command

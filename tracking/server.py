@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentscape.tracking.auth_app import APP_NAME, app_environment
 from latentscape.tracking.errors import UsageError
 
 __all__ = [
@@ -298,7 +299,7 @@ def server_command(config: ServerConfig, *, python: str | None = None) -> list[s
         python or sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", config.backend_store_uri,
         "--serve-artifacts", "--artifacts-destination", artifacts,
-        "--app-name", "basic-auth",
+        "--app-name", APP_NAME,  # MLflow's basic-auth app with the team's rules (tracking/auth_app.py)
         "--host", config.host, "--port", str(config.port), "--workers", str(config.workers),
     ]
     if config.allowed_hosts:
@@ -336,10 +337,13 @@ class UserSpec:
     password: str = field(repr=False)
     admin: bool = False
     experiments: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = False  # reads what it is granted, writes nothing (enforced by tracking/auth_app.py)
 
     def __post_init__(self):
         if not self.username or any(ch.isspace() or ch == ":" for ch in self.username):
             raise UsageError(f"bad user name {self.username!r}", "use a name without spaces or colons")
+        if self.read_only and self.admin:
+            raise UsageError(f"user {self.username!r} is both admin and read_only", "drop one of the two")
         if len(self.password) < MIN_PASSWORD_LENGTH:
             raise UsageError(f"the password of user {self.username!r} is shorter than {MIN_PASSWORD_LENGTH} characters",
                              "choose a longer one (MLflow's policy)")
@@ -385,6 +389,7 @@ def _users_from_file(path: Path, environ: Mapping[str, str]) -> list[UserSpec]:
             username=str(name),
             password=_expand(entry["password"], environ, f"the password of {name!r} in {path}"),
             admin=bool(entry.get("admin", False)),
+            read_only=bool(entry.get("read_only", False)),
             experiments={str(k): str(v).upper() for k, v in experiments.items()},
         ))
     return users
@@ -671,7 +676,11 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
     server_environment("", environ=os.environ)
     state = Path(tempfile.mkdtemp(prefix="latentscape-server-"))
     ini = Path(config.auth_config) if config.auth_config else write_auth_config(config, state, admin_username=admin)
-    server = ServerProcess(config, env=server_environment(ini))
+    try:
+        app_env = app_environment(user.username for user in users if user.read_only)
+    except ValueError as error:
+        raise UsageError(str(error), "write it like '20 per 10 minutes', or unset it") from error
+    server = ServerProcess(config, env={**server_environment(ini), **app_env})
     try:
         _serve(server, config, users=users, admin=admin, create_databases=create_databases)
     finally:
