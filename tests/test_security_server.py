@@ -99,6 +99,7 @@ def test_policies_classify_requests():
 
 
 def test_read_only_is_a_users_file_key_and_never_an_admin(tmp_path):
+    from latentscape.tracking.auth_app import app_environment
     from latentscape.tracking.errors import UsageError
     from latentscape.tracking.server import load_users
 
@@ -106,9 +107,17 @@ def test_read_only_is_a_users_file_key_and_never_an_admin(tmp_path):
     path.write_text("users:\n  viewer:\n    password: ${P}\n    read_only: true\n  bob:\n    password: ${P}\n")
     users = {user.username: user for user in load_users(path, environ={"P": "x" * 12})}
     assert users["viewer"].read_only and not users["bob"].read_only
+    # compose's viewer comes from $LATENTSCAPE_USERS: $LATENTSCAPE_READ_ONLY_USERS names it read-only
+    env = app_environment(users.values(), environ={"LATENTSCAPE_READ_ONLY_USERS": "ui, viewer"})
+    assert env == {"LATENTSCAPE_READ_ONLY_USERS": "ui,viewer"}
+    with pytest.raises(ValueError, match="LATENTSCAPE_LOGIN_LIMIT_USER"):
+        app_environment([], environ={"LATENTSCAPE_LOGIN_LIMIT_USER": "twenty a minute"})
     path.write_text("users:\n  viewer:\n    password: ${P}\n    read_only: true\n    admin: true\n")
     with pytest.raises(UsageError, match="both admin and read_only"):
         load_users(path, environ={"P": "x" * 12})
+    path.write_text("users:\n  boss:\n    password: ${P}\n    admin: true\n")
+    with pytest.raises(ValueError, match="boss"):
+        app_environment(load_users(path, environ={"P": "x" * 12}), environ={"LATENTSCAPE_READ_ONLY_USERS": "boss"})
 
 
 # -- read-only accounts --------------------------------------------------------------

@@ -355,10 +355,12 @@ class TeamGuard:
 
 
 # -- configuration and the factory -------------------------------------------------------
-def app_environment(read_only_users: Iterable[str], *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What ``latentscape server`` adds to the MLflow child's environment for this app.
-    Checks the throttle's settings now (a typo must stop the start, not a worker).
-    Raises ValueError naming the bad setting."""
+def app_environment(users: Iterable[Any] = (), *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What ``latentscape server`` adds to the MLflow child's environment for this app:
+    the read-only names, from ``users`` (``read_only: true`` in the users file) and from
+    ``$LATENTSCAPE_READ_ONLY_USERS`` (for accounts given in ``$LATENTSCAPE_USERS``, as
+    compose's viewer is). Checks the settings now, so that a typo stops the start rather
+    than a worker. Raises ValueError naming the bad setting."""
     environ = os.environ if environ is None else environ
     for name in (ENV_LIMIT_USER, ENV_LIMIT_ADDRESS):
         if environ.get(name):
@@ -366,12 +368,16 @@ def app_environment(read_only_users: Iterable[str], *, environ: Mapping[str, str
                 parse_limit(environ[name])
             except ValueError as error:
                 raise ValueError(f"${name}={environ[name]!r} is not a limit such as '20 per 10 minutes'") from error
-    return {ENV_READ_ONLY_USERS: ",".join(sorted(read_only_users))}
+    names = read_only_users(environ) | {user.username for user in users if user.read_only}
+    admins = sorted(names & {user.username for user in users if user.admin})
+    if admins:
+        raise ValueError(f"user(s) {', '.join(admins)} are admins and named in ${ENV_READ_ONLY_USERS}")
+    return {ENV_READ_ONLY_USERS: ",".join(sorted(names))}
 
 
 def read_only_users(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     environ = os.environ if environ is None else environ
-    return frozenset(name for name in environ.get(ENV_READ_ONLY_USERS, "").split(",") if name)
+    return frozenset(name.strip() for name in environ.get(ENV_READ_ONLY_USERS, "").split(",") if name.strip())
 
 
 @contextlib.contextmanager

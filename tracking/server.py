@@ -26,6 +26,9 @@ Users file::
       bob:
         password: ${BOB_PASSWORD}
         admin: false
+      viewer:
+        password: ${VIEWER_PASSWORD}
+        read_only: true    # reads what it is granted, writes nothing (tracking/auth_app.py)
 
 Facts this module relies on (MLflow 3.17.2, SQLAlchemy 2.1, read from their code):
 SQLAlchemy 2.1 maps ``postgresql://`` to the psycopg 3 driver, which is not installed:
@@ -269,9 +272,10 @@ def auth_config_text(config: ServerConfig, *, admin_username: str = DEFAULT_ADMI
         f"database_uri = {config.auth_database_uri}",
         f"admin_username = {admin_username}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        # Measured: without the cache every request pays a PBKDF2 check, ~0.45 s of server
-        # CPU on 2 cores (a trial's ~10 requests: ~4.5 s). A cached check goes stale for
-        # at most this long after a password change on another worker.
+        # Measured: without the cache every request pays a scrypt check (werkzeug's
+        # scrypt:32768:8:1), 0.11 s of server CPU, 0.3-0.4 s of wall time on 2 busy cores
+        # (a trial's ~10 requests: seconds). A cached check goes stale for at most this
+        # long after a password change on another worker.
         f"auth_cache_ttl_seconds = {config.auth_cache_seconds}",
         "",
     ])
@@ -677,9 +681,9 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
     state = Path(tempfile.mkdtemp(prefix="latentscape-server-"))
     ini = Path(config.auth_config) if config.auth_config else write_auth_config(config, state, admin_username=admin)
     try:
-        app_env = app_environment(user.username for user in users if user.read_only)
+        app_env = app_environment(users)
     except ValueError as error:
-        raise UsageError(str(error), "write it like '20 per 10 minutes', or unset it") from error
+        raise UsageError(str(error), "fix that setting (a limit reads like '20 per 10 minutes')") from error
     server = ServerProcess(config, env={**server_environment(ini), **app_env})
     try:
         _serve(server, config, users=users, admin=admin, create_databases=create_databases)
