@@ -80,6 +80,8 @@ def test_policies_classify_requests():
     assert auth_app.is_write("POST", "/graphql", routes, body=echo)
     assert auth_app.is_write("POST", "/graphql", routes, body=b"not json")
     assert auth_app.is_write("GET", "/graphql", routes, query_string="query=mutation%20%7B%20testMutation%20%7D")
+    assert auth_app.is_write("GET", "/graphql", routes, body=echo)  # MLflow reads a GET's JSON body too
+    assert not auth_app.is_write("GET", "/graphql", routes, body=query)
 
     refuse = auth_app.artifact_location_refusal
     assert refuse(b'{"name": "x"}') is None
@@ -341,3 +343,13 @@ def test_known_and_unknown_users_fail_in_the_same_time(team):
     ratio = statistics.median(unknown) / statistics.median(known)
     # before: 0.048 s against 0.128 s (0.38); both now pay one scrypt hash
     assert ratio > 0.7, (statistics.median(known), statistics.median(unknown))
+
+
+def test_a_read_only_job_stops_with_one_line_saying_so(team):
+    done = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", "digits",
+                           "--experiment", "viewer-digits"], env=team.env("viewer"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "user 'viewer' is read-only on" in lines[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

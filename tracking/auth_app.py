@@ -84,6 +84,10 @@ READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROXIED_SCHEME = "mlflow-artifacts"
 
 _logger = logging.getLogger("latentscape.auth")
+# mlflow.server.auth.make_basic_auth_response's body (it needs a Flask app context to call)
+_NOT_AUTHENTICATED = (b"You are not authenticated. Please see "
+                      b"https://www.mlflow.org/docs/latest/auth/index.html#authenticating-to-mlflow "
+                      b"on how to authenticate.")
 
 
 # -- which requests write ------------------------------------------------------------
@@ -160,8 +164,8 @@ def _graphql_document(query_string: str, body: bytes | None) -> str:
 def is_write(method: str, path: str, routes: Routes, *, query_string: str = "", body: bytes | None = None) -> bool:
     """Whether a request may change anything: everything but reading methods, the
     search POSTs and GraphQL reads."""
-    if path in routes.graphql:
-        return not graphql_only_reads(_graphql_document(query_string, body if method == "POST" else None))
+    if path in routes.graphql:  # MLflow reads the JSON body whatever the method, else the query string
+        return not graphql_only_reads(_graphql_document(query_string, body))
     if method in READING_METHODS:
         return False
     return not (method == "POST" and path in routes.read_posts)
@@ -302,9 +306,13 @@ class TeamGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = re.sub("/+", "/", scope.get("path", ""))
+        raw_path = scope.get("path", "")
+        # Routes are matched on the path with repeated slashes merged (werkzeug redirects
+        # //api/... to /api/...); what MLflow leaves unprotected is judged on the path as
+        # MLflow sees it (a merged //health must not skip the throttle where MLflow checks).
+        path = re.sub("/+", "/", raw_path)
         credentials = self._credentials(scope, path)
-        if self.is_unprotected(path) or credentials is None:  # MLflow answers 401 where a login is needed
+        if self.is_unprotected(raw_path) or credentials is None:  # MLflow answers 401 where a login is needed
             return await self.app(scope, receive, send)
         from starlette.concurrency import run_in_threadpool
 
@@ -313,9 +321,9 @@ class TeamGuard:
         if verdict.retry_after is not None:
             return await _send(send, *_error(429, "RESOURCE_EXHAUSTED", "too many failed logins; try again later",
                                              [("retry-after", str(verdict.retry_after))]))
-        if verdict.user is None:
-            return await _send(send, *_error(401, "UNAUTHENTICATED", "wrong user name or password",
-                                             [("www-authenticate", 'Basic realm="mlflow"')]))
+        if verdict.user is None:  # MLflow's own 401, word for word: clients handle it as before
+            return await _send(send, 401, _NOT_AUTHENTICATED, [("content-type", "text/html; charset=utf-8"),
+                                                                ("www-authenticate", 'Basic realm="mlflow"')])
         method = scope.get("method", "GET")
         body = None
         if path in self.routes.with_body:
@@ -333,7 +341,8 @@ class TeamGuard:
                 except ValueError:
                     return await _send(send, *_error(400, "INVALID_PARAMETER_VALUE",
                                                      "the request body is not a JSON object"))
-                headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+                headers = [(k, v) for k, v in scope.get("headers", [])
+                           if k.lower() not in (b"content-length", b"transfer-encoding")]
                 scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
             receive = _replay(body, receive)
         return await self.app(scope, receive, send)
