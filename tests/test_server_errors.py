@@ -37,6 +37,25 @@ def test_403_names_the_user_the_experiment_the_permission_and_how_to_get_it():
     assert "may not read runs" in reading and "READ permission" in reading
 
 
+def test_the_team_apps_refusals_say_what_they_are():
+    from mlflow.exceptions import RestException
+
+    def refusal(code: str, message: str) -> RestException:  # what MLflow's client raises for a JSON error
+        return RestException({"error_code": code, "message": message})
+
+    text = str(server_error(refusal("PERMISSION_DENIED", "user 'viewer' is read-only: POST /x would write"),
+                            uri=URI, user="viewer"))
+    assert text.startswith("user 'viewer' is read-only on http://mlflow.example:5000") and "EDIT" not in text
+    text = str(server_error(refusal("PERMISSION_DENIED", "artifact_location 'file:///x' is outside this server's "
+                                    "artifact store; leave it empty"), uri=URI, user="bob"))
+    assert "artifact location outside its artifact store" in text
+    retried = MlflowException("API request to http://mlflow.example:5000/api/2.0/mlflow/runs/create failed with "
+                              "exception HTTPConnectionPool(host='mlflow.example', port=5000): Max retries exceeded "
+                              "with url: /api/2.0/mlflow/runs/create (Caused by ResponseError('too many 429 error "
+                              "responses'))")
+    assert "too many failed logins" in str(server_error(retried, uri=URI, user="bob"))
+
+
 def test_401_says_the_credentials_were_not_accepted(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     text = str(server_error(_refusal(401, "/api/2.0/mlflow/experiments/get-by-name"), uri=URI))

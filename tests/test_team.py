@@ -84,7 +84,7 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
     config = ServerConfig(backend_store_uri="postgresql://mlflow:pw@db:5432/mlflow", artifacts_destination="s3://bucket/a",
                           host="0.0.0.0", allowed_hosts="mlflow,mlflow:*")
     command = server_command(config)
-    for flag, value in [("--app-name", "basic-auth"), ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
+    for flag, value in [("--app-name", "latentscape"), ("--allowed-hosts", "mlflow,mlflow:*"), ("--host", "0.0.0.0")]:
         assert command[command.index(flag) + 1] == value
     assert "--serve-artifacts" in command
     # The store URLs (and a password in them) travel by environment, which `ps` does not show.

@@ -64,6 +64,17 @@ def server_error(error: BaseException, *, uri: str, user: str | None = None,
     uri = masked(uri)  # the message is printed and may be logged in a run's error tag
     user = user or os.environ.get("MLFLOW_TRACKING_USERNAME")
     who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is unset)"
+    # The latentscape app's refusals (tracking/auth_app.py) come as MLflow JSON errors, or,
+    # for 429, as the client's retries giving up.
+    if "is read-only" in text and "PERMISSION_DENIED" in text:
+        return UsageError(f"{who} is read-only on {uri}: it may read, never write (HTTP 403)",
+                          "log with an account that may write (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+    if "outside this server's artifact store" in text:
+        return UsageError(f"{uri} refused an artifact location outside its artifact store (HTTP 403)",
+                          "leave the artifact location to the server (only its admin may choose another)")
+    if "too many failed logins" in text or "too many 429 error responses" in text:
+        return UsageError(f"the tracking server {uri} refuses {who} for now after too many failed logins (HTTP 429)",
+                          "wait for the time its Retry-After says, then check MLFLOW_TRACKING_PASSWORD")
     found = _STATUS.search(text)
     endpoint_match = _ENDPOINT.search(text)
     endpoint = endpoint_match.group(1) if endpoint_match else ""

@@ -29,7 +29,9 @@ Users file (keys: password, admin, experiments, read_only; any other is an error
       bob:
         password: ${BOB_PASSWORD}
         admin: false
-        read_only: true
+      viewer:
+        password: ${VIEWER_PASSWORD}
+        read_only: true    # reads what it is granted, writes nothing (tracking/auth_app.py)
 
 Facts this module relies on (MLflow 3.17.2, SQLAlchemy 2.1, read from their code):
 SQLAlchemy 2.1 maps ``postgresql://`` to the psycopg 3 driver, which is not installed:
@@ -55,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentscape.tracking.auth_app import APP_NAME, app_environment
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked, telemetry_off
 
@@ -283,9 +286,10 @@ def auth_config_text(config: ServerConfig, *, admin_username: str = DEFAULT_ADMI
         f"database_uri = {config.auth_database_uri}",
         f"admin_username = {admin_username}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        # Measured: without the cache every request pays a PBKDF2 check, ~0.45 s of server
-        # CPU on 2 cores (a trial's ~10 requests: ~4.5 s). A cached check goes stale for
-        # at most this long after a password change on another worker.
+        # Measured: without the cache every request pays a scrypt check (werkzeug's
+        # scrypt:32768:8:1), 0.11 s of server CPU, 0.3-0.4 s of wall time on 2 busy cores
+        # (a trial's ~10 requests: seconds). A cached check goes stale for at most this
+        # long after a password change on another worker.
         f"auth_cache_ttl_seconds = {config.auth_cache_seconds}",
         "",
     ])
@@ -311,7 +315,7 @@ def server_command(config: ServerConfig, *, python: str | None = None) -> list[s
     command = [
         python or sys.executable, "-m", "mlflow", "server",
         "--serve-artifacts",
-        "--app-name", "basic-auth",
+        "--app-name", APP_NAME,  # MLflow's basic-auth app with the team's rules (tracking/auth_app.py)
         "--host", config.host, "--port", str(config.port), "--workers", str(config.workers),
     ]
     if config.allowed_hosts:
@@ -360,13 +364,15 @@ class UserSpec:
     password: str = field(repr=False)
     admin: bool = False
     experiments: Mapping[str, str] = field(default_factory=dict)
-    read_only: bool = False  # an account that may write nothing (enforced by the server's auth app)
+    read_only: bool = False  # reads what it is granted, writes nothing (enforced by tracking/auth_app.py)
 
     def __post_init__(self):
         object.__setattr__(self, "experiments", {
             name: _PERMISSION_ALIASES.get(permission, permission) for name, permission in self.experiments.items()})
         if not self.username or any(ch.isspace() or ch == ":" for ch in self.username):
             raise UsageError(f"bad user name {self.username!r}", "use a name without spaces or colons")
+        if self.read_only and self.admin:
+            raise UsageError(f"user {self.username!r} is both admin and read_only", "drop one of the two")
         if len(self.password) < MIN_PASSWORD_LENGTH:
             raise UsageError(f"the password of user {self.username!r} is shorter than {MIN_PASSWORD_LENGTH} characters",
                              "choose a longer one (MLflow's policy)")
@@ -738,7 +744,11 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
     server_environment("", environ=os.environ)
     state = Path(tempfile.mkdtemp(prefix="latentscape-server-"))
     ini = Path(config.auth_config) if config.auth_config else write_auth_config(config, state, admin_username=admin)
-    server = ServerProcess(config, env=server_environment(ini))
+    try:
+        app_env = app_environment(users)
+    except ValueError as error:
+        raise UsageError(str(error), "fix that setting (a limit reads like '20 per 10 minutes')") from error
+    server = ServerProcess(config, env={**server_environment(ini), **app_env})
     try:
         _serve(server, config, users=users, admin=admin, create_databases=create_databases,
                remove_others=remove_others)
