@@ -304,8 +304,8 @@ def test_cluster_labels_name_each_cluster_at_its_centre_and_the_table_reads_well
         Column.CENTRAL_TEXTS: [[], ["Simmer the soup. " * 20], ["b text"], []],
     })
     names = map_charts.cluster_labels(clusters)
-    assert list(names[Column.CLUSTER]) == [0, 1]  # no noise, no label without a position
-    assert list(names["text"]) == ["soup, stir, oven", "b (100%)"]  # keywords, else the majority label
+    assert list(names[Column.CLUSTER]) == [1, 0]  # largest first; no noise, no label without a position
+    assert list(names["text"]) == ["b (100%)", "soup, stir, oven"]  # keywords, else the majority label
     table = map_charts.cluster_table(clusters)
     assert list(table[Column.CLUSTER]) == ["1", "0", "2", "noise"]  # largest first
     assert table.loc[1, Column.KEYWORDS] == "soup, stir, oven, bake"

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from latentscape.tracking.contract import Column
+from latentscape.ui.charts.palette import CATEGORY_COLOURS, NOISE, OTHER, category_colours
 
 __all__ = [
     "LARGE_MAP_POINTS",
@@ -65,17 +66,9 @@ HOVER_POINTS = 100_000
 TEXT_CHARS = 80
 # Positions are integers 0..GRID over the map's larger extent: 1/10,000 of the map.
 GRID = 10_000
-NOISE = "noise"
-OTHER = "other"
-MAX_COLOURS = 20  # the most frequent 19 categories get a colour of their own, the rest "other"
+# The most frequent 18 categories get a colour of their own, the rest share "other".
+MAX_COLOURS = len(CATEGORY_COLOURS) + 1
 
-# Vega's tableau10 / tableau20, as the Altair maps use them.
-_TABLEAU10 = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
-              "#bab0ac")
-_TABLEAU20 = ("#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d", "#b6992d", "#f1ce63", "#499894",
-              "#86bcb6", "#e15759", "#ff9d9a", "#79706e", "#bab0ac", "#d37295", "#fabfd2", "#b07aa1", "#d4a6c8",
-              "#9d7660", "#d7b5a6")
-_GREY = "#c7c7c7"
 _TOKEN = re.compile(r'"(__ls_data_[0-9a-f]{32}_\d+__)"')
 
 
@@ -147,15 +140,7 @@ def categories(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def _palette(order: Sequence[str]) -> dict[str, str]:
-    scheme = _TABLEAU10 if len([c for c in order if c not in (NOISE, OTHER)]) <= 10 else _TABLEAU20
-    colours, i = {}, 0
-    for category in order:
-        if category in (NOISE, OTHER, ""):
-            colours[category] = _GREY
-        else:
-            colours[category] = scheme[i % len(scheme)]
-            i += 1
-    return colours
+    return dict(zip(order, category_colours(order)))
 
 
 def _json_pairs(grid: np.ndarray) -> str:

@@ -26,6 +26,11 @@ _ACTIVE = f"{PAGE}._active"  # session key: (run_id, box) of the selection being
 _SEEN = f"{PAGE}._seen"  # session key: each chart's box at the previous rerun
 
 
+# A map panel's plotting area in pixels, per maps-per-row, on the wide layout at 1400 px
+# (measured in Chromium): the column less the legend at the right, the height less padding.
+_PLOT_PX = {1: (820, 420), 2: (300, 420), 3: (150, 420)}
+
+
 def _chart_key(run_id: str) -> str:
     return state.widget_key(PAGE, f"chart.{run_id}")
 
@@ -193,16 +198,22 @@ def render() -> None:
             is_active = active is not None and active[0] == run_id
             clusters = data.table(run_id, Artifact.CLUSTERS)
             names = charts.cluster_labels(clusters)
+            name_of = {str(c): text for c, text in zip(names[Column.CLUSTER], names[charts.LABEL_TEXT])}
             here = query if asked is not None and asked[0] == run_id else None
             with column:
                 st.markdown(f"**{_title(row)}**  \n`{short_id(run_id)}` {row.get(C.NAME) or ''}")
                 if run_id in large:
                     note = _large_map(run_id, color_by, names, here, per_row)
                 else:
-                    info = charts.map_info(points[run_id], color_by=color_by,
-                                           highlight=None if is_active or selected_ids is None else selected_ids)
-                    chart = charts.map_chart(info, box=active[1] if is_active else None, labels=names, query=here,
-                                             neighbours=near if here is not None else None)
+                    width_px, height_px = _PLOT_PX.get(per_row, _PLOT_PX[2])
+                    info = charts.map_info(points[run_id], color_by=color_by, aspect=width_px / height_px,
+                                           highlight=None if is_active or selected_ids is None else selected_ids,
+                                           cluster_names=name_of)
+                    placed = charts.placed_labels(names, x_domain=info.x_domain, y_domain=info.y_domain,
+                                                  width_px=width_px, height_px=height_px)
+                    chart = charts.map_chart(info, box=active[1] if is_active else None, labels=placed, query=here,
+                                             neighbours=near if here is not None else None,
+                                             legend_names=name_of if info.color_by == Column.CLUSTER else None)
                     st.altair_chart(chart, on_select="rerun", selection_mode=charts.BRUSH, key=_chart_key(run_id),
                                     width="stretch")
                     note = (f"  \nshowing {info.n_shown:,} of {info.n_points:,} points"

@@ -1,0 +1,121 @@
+"""The pure ``*_info`` steps of the app's charts that make a page readable at a glance:
+maps fitted to their panel with names that never overlap and a fixed grey for noise,
+runs named in words, uncertainty on the Layers curves, Compare's differences, the
+Overview's results. No Streamlit, no browser: frames in, small results out."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentscape.tracking.contract import Column
+from latentscape.ui.charts import bigmap, palette
+from latentscape.ui.charts import maps as map_charts
+
+
+# -- maps ----------------------------------------------------------------------------------------
+def _hue(colour: str) -> float:
+    r, g, b = (int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return colorsys.rgb_to_hls(r, g, b)[0] * 360
+
+
+def test_the_palette_gives_neighbours_different_hues_and_keeps_grey_for_noise():
+    colours = palette.category_colours(["a", palette.NOISE, "b", "", "c", palette.OTHER])
+    assert colours[1] == colours[3] == colours[5] == palette.NOISE_GREY
+    assert len(set(palette.CATEGORY_COLOURS)) == len(palette.CATEGORY_COLOURS)
+    assert palette.NOISE_GREY not in palette.CATEGORY_COLOURS
+    for left, right in zip(palette.CATEGORY_COLOURS, palette.CATEGORY_COLOURS[1:]):
+        gap = abs(_hue(left) - _hue(right))
+        assert min(gap, 360 - gap) > 15, (left, right)  # no light twin beside its strong colour
+    for colour in palette.CATEGORY_COLOURS:  # no grey in the scheme: grey means noise
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        assert max(r, g, b) - min(r, g, b) > 40, colour
+
+
+def test_noise_is_the_same_grey_on_every_map_altair_and_deck_gl():
+    rng = np.random.default_rng(1)
+    for n_clusters in (3, 17):
+        n = 400
+        cluster = np.where(np.arange(n) % 7 == 0, -1, np.arange(n) % n_clusters)
+        points = pd.DataFrame({Column.SAMPLE_ID: [f"s{i}" for i in range(n)], Column.X: rng.normal(size=n),
+                               Column.Y: rng.normal(size=n), Column.CLUSTER: cluster})
+        info = map_charts.map_info(points, color_by=Column.CLUSTER)
+        colours = dict(zip(info.categories, info.colours))
+        assert colours[palette.NOISE] == palette.NOISE_GREY
+        assert info.categories[-1] == palette.NOISE  # noise last, the largest cluster first
+        assert len({c for k, c in colours.items() if k != palette.NOISE}) == n_clusters
+        spec = map_charts.map_chart(info).to_dict()
+        scale = spec["encoding"]["color"]["condition"]["scale"]
+        assert dict(zip(scale["domain"], scale["range"]))[palette.NOISE] == palette.NOISE_GREY
+        deck = bigmap.deck_info(points, color_by=Column.CLUSTER)
+        assert {e.category: e.colour for e in deck.legend}[palette.NOISE] == palette.NOISE_GREY
+
+
+def test_a_map_is_fitted_to_its_panel_at_equal_units_without_a_forced_zero():
+    rng = np.random.default_rng(0)
+    points = pd.DataFrame({Column.X: rng.uniform(100, 110, 300), Column.Y: rng.uniform(-52, -50, 300),
+                           Column.SAMPLE_ID: [str(i) for i in range(300)]})
+    for aspect in (0.7, 1.0, 2.5):
+        (x0, x1), (y0, y1) = map_charts.fitted_domains(points[Column.X], points[Column.Y], aspect=aspect)
+        assert (x1 - x0) / (y1 - y0) == pytest.approx(aspect)  # one unit as long on both axes
+        assert x0 <= points[Column.X].min() and x1 >= points[Column.X].max()
+        assert y0 <= points[Column.Y].min() and y1 >= points[Column.Y].max()
+        assert x0 > 90 and y1 < 0 or aspect > 2  # zero is not in a domain the points do not reach
+    # The longer side is fitted: the points fill it but for the margin.
+    (x0, x1), _ = map_charts.fitted_domains(points[Column.X], points[Column.Y], aspect=1.0)
+    spread = points[Column.X].max() - points[Column.X].min()
+    assert (x1 - x0) < spread * 1.1
+    info = map_charts.map_info(points, aspect=1.5)
+    spec = map_charts.map_chart(info).to_dict()
+    x_scale = spec["encoding"]["x"]["scale"]
+    assert x_scale["zero"] is False and x_scale["domain"] == list(info.x_domain)
+
+
+def _labels(n: int, *, spread: float) -> pd.DataFrame:
+    rng = np.random.default_rng(2)
+    clusters = pd.DataFrame({
+        Column.CLUSTER: range(n), Column.NOISE: False, Column.SIZE: rng.integers(5, 200, n),
+        Column.X: rng.normal(scale=spread, size=n), Column.Y: rng.normal(scale=spread, size=n),
+        Column.KEYWORDS: [[f"keyword{i}", "soup", "lemon"] for i in range(n)],
+    })
+    return map_charts.cluster_labels(clusters)
+
+
+def test_cluster_names_on_a_map_never_overlap_and_the_largest_is_always_written():
+    labels = _labels(17, spread=1.0)  # a crowded 17-cluster map
+    assert list(labels[Column.SIZE]) == sorted(labels[Column.SIZE], reverse=True)
+    x_domain, y_domain = map_charts.fitted_domains(labels[Column.X], labels[Column.Y], aspect=300 / 420)
+    x_domain = (x_domain[0] - 2, x_domain[1] + 2)
+    y_domain = (y_domain[0] - 2, y_domain[1] + 2)
+    placed = map_charts.placed_labels(labels, x_domain=x_domain, y_domain=y_domain, width_px=300, height_px=420)
+    assert 1 <= len(placed) < len(labels)  # crowded: some go to the legend and the hover
+    assert placed.iloc[0][Column.CLUSTER] == labels.iloc[0][Column.CLUSTER]
+    x_px = 300 / (x_domain[1] - x_domain[0])
+    y_px = 420 / (y_domain[1] - y_domain[0])
+    rows = placed.to_dict("records")
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            half_w = (len(a["text"]) + len(b["text"])) * 0.62 * map_charts.LABEL_FONT_PX / 2 / 2
+            apart_x = abs(a[Column.X] - b[Column.X]) * x_px >= half_w
+            apart_y = abs(a[Column.Y] - b[Column.Y]) * y_px >= 1.3 * map_charts.LABEL_FONT_PX
+            assert apart_x or apart_y, (a, b)
+    # Far apart, every cluster is named.
+    spacious = _labels(4, spread=100.0)
+    x_domain, y_domain = map_charts.fitted_domains(spacious[Column.X], spacious[Column.Y], aspect=1.0, margin=0.3)
+    assert len(map_charts.placed_labels(spacious, x_domain=x_domain, y_domain=y_domain, width_px=900,
+                                        height_px=900)) == 4
+
+
+def test_the_legend_and_hover_name_clusters_that_are_not_written_on_the_map():
+    labels = _labels(5, spread=1.0)
+    names = {str(c): t for c, t in zip(labels[Column.CLUSTER], labels["text"])}
+    points = pd.DataFrame({Column.SAMPLE_ID: [str(i) for i in range(50)], Column.X: np.arange(50.0),
+                           Column.Y: np.arange(50.0) % 7, Column.CLUSTER: np.arange(50) % 5})
+    info = map_charts.map_info(points, color_by=Column.CLUSTER, cluster_names=names)
+    assert set(info.frame["cluster name"]) == {f"{c}: {t}" for c, t in names.items()}
+    spec = map_charts.map_chart(info, legend_names=names).to_dict()
+    legend = spec["encoding"]["color"]["condition"]["legend"]
+    assert "keyword0" in legend["labelExpr"] and "datum.label" in legend["labelExpr"]
