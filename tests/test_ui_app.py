@@ -598,7 +598,11 @@ def test_maps_name_their_clusters_and_list_them(app_env):
         marks = [layer["mark"]["type"] for layer in spec["layer"]]
         assert marks[0] == "circle" and marks.count("text") == 2  # cluster names over the scatter
         names = next(f for f in frames if "text" in f and Column.SAMPLE_ID not in f)
-        assert len(names) >= 2 and names["text"].str.strip().str.len().min() > 0
+        # The largest cluster's name at least (three maps a row leave room for few; the
+        # others are named on hover).
+        assert len(names) >= 1 and names["text"].str.strip().str.len().min() > 0
+        scatter = next(f for f in frames if Column.SAMPLE_ID in f)
+        assert scatter["cluster name"].str.contains(": ").any()
     assert any("clusters: size, purity, keywords" in e.label for e in at.expander)
     tables = [d.value for d in at.dataframe if Column.KEYWORDS in d.value]
     assert len(tables) == 3 and all(t[Column.KEYWORDS].str.len().min() > 0 for t in tables)

@@ -119,3 +119,101 @@ def test_the_legend_and_hover_name_clusters_that_are_not_written_on_the_map():
     spec = map_charts.map_chart(info, legend_names=names).to_dict()
     legend = spec["encoding"]["color"]["condition"]["legend"]
     assert "keyword0" in legend["labelExpr"] and "datum.label" in legend["labelExpr"]
+
+
+# -- who ran what ---------------------------------------------------------------------------------
+def test_a_local_run_carries_the_os_user_into_the_catalog(store, tmp_path, monkeypatch):
+    import getpass
+
+    from latentscape.tracking import queries
+    from latentscape.tracking.catalog import Catalog
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.tracking.contract import Kind
+    from latentscape.tracking.runs import tracked_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    with tracked_run(store, store.experiment_id("who"), Kind.MAP, run_name="a map") as log:
+        run_id = log.run_id
+    catalog = Catalog.open(store.uri, tmp_path / "catalog.duckdb")
+    try:
+        catalog.refresh()
+        runs = queries.runs(catalog)
+    finally:
+        catalog.close()
+    assert runs.set_index(C.RUN_ID).loc[run_id, C.USER] == getpass.getuser() != "unknown"
+
+
+# -- names -----------------------------------------------------------------------------------------
+def _runs() -> pd.DataFrame:
+    from latentscape.tracking.contract import CatalogColumn as C
+
+    rows = [
+        # run_id, kind, name, model, data set, layer, source
+        ("e246b30a" + "0" * 24, "extract", "none · digits · none", "none", "digits", None, None),
+        ("14fa3433" + "0" * 24, "extract", "all-MiniLM-L6-v2 · demo · mean",
+         "sentence-transformers/all-MiniLM-L6-v2", "demo", None, None),
+        ("a96b726f" + "0" * 24, "map", "map · layer 0 · umap+hdbscan", "none", "digits", 0, "e246b30a" + "0" * 24),
+        ("366b0ea5" + "0" * 24, "map", "map · layer 0 · umap+hdbscan", "sentence-transformers/all-MiniLM-L6-v2",
+         "demo", 0, "14fa3433" + "0" * 24),
+        ("3100f886" + "0" * 24, "map", "map · layer 6 · umap+hdbscan", "sentence-transformers/all-MiniLM-L6-v2",
+         "demo", 6, "14fa3433" + "0" * 24),
+        ("b6bf05e8" + "0" * 24, "finetune", "finetune · all-MiniLM-L6-v2 · demo",
+         "sentence-transformers/all-MiniLM-L6-v2", "demo", None, None),
+        ("ad7e36b4" + "0" * 24, "extract", "model · demo-heldout · mean", "model", "demo-heldout", None,
+         "b6bf05e8" + "0" * 24),
+        ("e5fdb805" + "0" * 24, "extract", "checkpoint", "all-MiniLM-L6-v2-ft-b6bf05e8-step18", "demo-heldout",
+         None, "b6bf05e8" + "0" * 24),
+    ]
+    frame = pd.DataFrame(rows, columns=[C.RUN_ID, C.KIND, C.NAME, C.MODEL, C.DATASET_NAME, C.LAYER, C.SOURCE_RUN])
+    return frame.assign(**{C.LAYER: frame[C.LAYER].astype("Int64")})
+
+
+def _params(runs: pd.DataFrame) -> pd.DataFrame:
+    from latentscape.tracking.contract import CatalogColumn as C
+
+    maps = runs[runs[C.KIND] == "map"]
+    return pd.DataFrame({C.RUN_ID: maps[C.RUN_ID], "param.reducer": "umap", "param.clusterer": "hdbscan"})
+
+
+def test_one_function_names_a_run_by_data_set_model_layer_method_and_id():
+    from latentscape.ui import labels
+
+    runs = _runs()
+    names = labels.run_labels(runs, _params(runs), others=runs)
+    by_id = {k[:8]: v for k, v in names.items()}
+    assert by_id["3100f886"] == "demo · MiniLM-L6 · layer 6 · UMAP+HDBSCAN (3100f886)"
+    assert by_id["a96b726f"] == "digits (no model) · layer 0 · UMAP+HDBSCAN (a96b726f)"
+    assert by_id["e246b30a"] == "digits (no model) (e246b30a)"
+    assert by_id["14fa3433"] == "demo · MiniLM-L6 (14fa3433)"
+    assert by_id["ad7e36b4"] == "demo-heldout · MiniLM-L6 (ad7e36b4)"  # the base model by its name
+    assert by_id["e5fdb805"] == "demo-heldout · MiniLM-L6 ft step 18 (e5fdb805)"
+    assert "fine-tuning" in by_id["b6bf05e8"]
+
+
+def test_the_maps_picker_never_shows_two_runs_with_the_same_name():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.ui import labels
+
+    runs = _runs()
+    # The same settings on the same data twice (a rerun): still two names.
+    twice = pd.concat([runs, runs.iloc[[4]].assign(**{C.RUN_ID: "3100f887" + "1" * 24})], ignore_index=True)
+    names = labels.run_labels(twice, _params(twice), others=twice)
+    assert len(set(names.values())) == len(twice)
+    maps = twice[twice[C.KIND] == "map"]
+    shown = list(labels.run_labels(maps, _params(maps), others=twice).values())
+    assert len(shown) == len(set(shown)) == 4
+    assert not any("map · layer" in name for name in shown)  # named by content, not by kind
+
+
+def test_the_verdict_sentence_names_measures_as_the_table_does():
+    from latentscape.ui.charts import layers
+
+    sentence = ("The measures disagree by more than 1 layer: probe_accuracy at layer 5, knn_agreement at layer 3, "
+                "ami.kmeans at layer 5, ami.map at layer 6.")
+    words = layers.verdict_in_words(sentence)
+    assert "probe_accuracy" not in words and "ami.kmeans" not in words and "knn_agreement" not in words
+    verdict = pd.DataFrame({Column.MEASURE: ["probe_accuracy", "ami.kmeans"], Column.LAYER: [5, 5],
+                            Column.VALUE: [0.9, 0.5], Column.CI_LOW: [0.8, 0.4], Column.CI_HIGH: [0.95, 0.6],
+                            Column.TIED: ["4, 5", "5"], Column.COLLAPSED: [False, False]})
+    for title in layers.verdict_table(verdict)["measure"]:
+        assert f"{title} at layer 5" in words

@@ -23,7 +23,9 @@ from latentscape.ui.routes import ROUTES
 _POLL_S = 1.0  # how often a session looks whether a running sync has finished
 _SEEN = "_sync_generation"  # the catalog syncs this session's last rerun knew of
 
-st.set_page_config(page_title="latentscape", page_icon=":material/layers:", layout="wide")
+# An emoji favicon is drawn in the page (an SVG data URL); a ":material/..." one is fetched from
+# fonts.gstatic.com, which fails offline and calls out when online.
+st.set_page_config(page_title="latentscape", page_icon="🗺️", layout="wide")
 
 pages = [st.Page(route.path, title=route.title, icon=route.icon, url_path=route.url_path, default=(i == 0))
          for i, route in enumerate(ROUTES)]

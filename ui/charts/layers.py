@@ -17,6 +17,7 @@ __all__ = [
     "CurvesInfo",
     "VERDICT_TITLES",
     "verdict_table",
+    "verdict_in_words",
     "CkaInfo",
     "curves_info",
     "curves_chart",
@@ -46,14 +47,15 @@ DEFAULT_CURVES: tuple[str, ...] = (
     Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.INTRINSIC_DIM,
 )
 
-# The verdict's measures in people's words (verdict.parquet's "measure" column).
+# The verdict's measures in people's words (verdict.parquet's "measure" column, and the
+# verdict sentence): no commas, so that a list of them reads as one.
 VERDICT_TITLES: dict[str, str] = {
     Metric.PROBE_ACCURACY: "linear probe",
     Metric.KNN_AGREEMENT: "k-NN label agreement",
-    Metric.AMI_KMEANS: "AMI, k-means at k = classes",
-    Metric.AMI_MAP: "AMI, the map's clusterer",
-    Metric.AMI_HDBSCAN: "AMI, HDBSCAN at class granularity",
-    Metric.AMI_TUNED: "AMI, tuned per layer",
+    Metric.AMI_KMEANS: "AMI of k-means at k = classes",
+    Metric.AMI_MAP: "AMI of the map's clusterer",
+    Metric.AMI_HDBSCAN: "AMI of HDBSCAN at class granularity",
+    Metric.AMI_TUNED: "AMI tuned per layer",
     Metric.CKA_PREVIOUS: "largest change (lowest CKA to the layer before)",
 }
 
@@ -72,6 +74,17 @@ def verdict_table(verdict: pd.DataFrame) -> pd.DataFrame:
         "tied layers": verdict[Column.TIED],
         "collapsed": verdict[Column.COLLAPSED],
     })
+
+
+def verdict_in_words(sentence: str) -> str:
+    """The layers run's verdict sentence with its measures named as the verdict table
+    names them: ``probe_accuracy at layer 6, ami.kmeans at layer 5`` -> ``linear probe
+    at layer 6, AMI, k-means at k = classes at layer 5``. Other text is left as it is."""
+    import re
+
+    keys = sorted(VERDICT_TITLES, key=len, reverse=True)  # ami.kmeans before ami
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.])")
+    return pattern.sub(lambda match: VERDICT_TITLES[match.group(1)], sentence or "")
 
 
 MARK_STABLE = "representation stops changing"

@@ -8,7 +8,6 @@ import streamlit as st
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import compare as charts
-from latentscape.ui.labels import run_labels
 
 PAGE = "compare"
 _DIFFERENT = "background-color: #fff3bf"
@@ -30,7 +29,7 @@ def render() -> None:
     if runs.empty:
         components.empty_state("No runs to compare yet.", ["latentscape demo --quick --no-ui"])
         return
-    labels = run_labels(runs)
+    labels = components.run_names(runs, with_method=True)
     ids = list(runs[C.RUN_ID])
     kinds = sorted(runs[C.KIND].dropna().astype(str).unique())
     controls = st.columns([1, 4, 1])

@@ -10,7 +10,6 @@ from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import layers as charts
-from latentscape.ui.labels import run_labels
 
 PAGE = "layers"
 # Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).
@@ -42,7 +41,7 @@ def render() -> None:
                                ["latentscape extract --data demo"])
         return
     layer_runs = data.runs(kinds=(Kind.LAYERS.value,))
-    labels = run_labels(extractions)
+    labels = components.run_names(extractions)
     ids = list(extractions[C.RUN_ID])
     with_layers = [run_id for run_id in ids if _latest_layers_run(layer_runs, run_id)]
     chosen = state.pick_runs("Extractions", ids, labels, page=PAGE, default=(with_layers or ids)[:1],
@@ -136,7 +135,7 @@ def _verdicts(analysed: dict[str, str | None], labels: dict) -> None:
             continue  # unlabelled, or a layers run from before verdicts
         if len(done) > 1:
             st.markdown(f"**{labels[extraction_id]}**")
-        sentence = sentences.get(layers_id, "")
+        sentence = charts.verdict_in_words(sentences.get(layers_id, ""))
         if str(agree.get(layers_id)) == "True":
             st.success(sentence, icon=":material/check_circle:")
         else:

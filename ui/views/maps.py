@@ -12,13 +12,13 @@ import html
 import pandas as pd
 import streamlit as st
 
-from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+from latentscape.tracking.contract import Artifact, Column, Kind, Tag
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.scores import ON_MAP
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import bigmap
 from latentscape.ui.charts import maps as charts
-from latentscape.ui.labels import TRUST_HELP, run_labels, score_text, short_id
+from latentscape.ui.labels import TRUST_HELP, score_text, short_id
 
 PAGE = "maps"
 _MAP_KINDS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
@@ -28,23 +28,11 @@ _SEEN = f"{PAGE}._seen"  # session key: each chart's box at the previous rerun
 
 # A map panel's plotting area in pixels, per maps-per-row, on the wide layout at 1400 px
 # (measured in Chromium): the column less the legend at the right, the height less padding.
-_PLOT_PX = {1: (820, 420), 2: (300, 420), 3: (150, 420)}
+_PLOT_PX = {1: (860, 420), 2: (340, 420), 3: (200, 420)}
 
 
 def _chart_key(run_id: str) -> str:
     return state.widget_key(PAGE, f"chart.{run_id}")
-
-
-def _title(row: dict) -> str:
-    """``layer 6 · umap + hdbscan`` from a run_table row."""
-    parts = []
-    layer = row.get(C.PARAM_PREFIX + Param.LAYER)
-    if layer is not None and not pd.isna(layer):
-        parts.append(f"layer {layer}")
-    reducer, clusterer = row.get(C.PARAM_PREFIX + Param.REDUCER), row.get(C.PARAM_PREFIX + Param.CLUSTERER)
-    if isinstance(reducer, str) or isinstance(clusterer, str):
-        parts.append(" + ".join(str(p) for p in (reducer, clusterer) if isinstance(p, str)))
-    return " · ".join(parts) or str(row.get(C.NAME) or "")
 
 
 def _default_pair(candidates: pd.DataFrame) -> list[str]:
@@ -155,7 +143,7 @@ def render() -> None:
     linked = set(state.url_list("run"))
     candidates = candidates[(candidates[C.KIND] != Kind.TRIAL.value) | candidates[C.RUN_ID].isin(linked)]
     candidates = candidates[candidates[C.STATUS] == "FINISHED"]
-    labels = run_labels(candidates)
+    labels = components.run_names(candidates, with_method=True)
     ids = list(candidates[C.RUN_ID])
     controls = st.columns([4, 1.2, 1])
     chosen = state.pick_runs("Maps", ids, labels, page=PAGE, default=_default_pair(candidates), container=controls[0],
@@ -201,7 +189,7 @@ def render() -> None:
             name_of = {str(c): text for c, text in zip(names[Column.CLUSTER], names[charts.LABEL_TEXT])}
             here = query if asked is not None and asked[0] == run_id else None
             with column:
-                st.markdown(f"**{_title(row)}**  \n`{short_id(run_id)}` {row.get(C.NAME) or ''}")
+                st.markdown(f"**{labels.get(run_id, short_id(run_id))}**")
                 if run_id in large:
                     note = _large_map(run_id, color_by, names, here, per_row)
                 else:

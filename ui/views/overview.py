@@ -64,9 +64,10 @@ def _links(selected: pd.DataFrame) -> None:
         st.caption("Select rows to open them on their pages or compare them.")
         return
     columns = st.columns(2)
+    names = components.run_names(selected.head(7))
     for i, row in enumerate(selected.head(7).to_dict("records")):
         route = routes.route_for_kind(row[C.KIND])
-        components.link(route, f"{route.title}: {row[C.NAME] or short_id(row[C.RUN_ID])}",
+        components.link(route, f"{route.title}: {names.get(row[C.RUN_ID]) or short_id(row[C.RUN_ID])}",
                         routes.link_params(row[C.KIND], row[C.RUN_ID], row.get(C.SOURCE_RUN)),
                         container=columns[i % 2])
     components.link(routes.COMPARE, f"Compare these {len(selected)} runs", {"run": list(selected[C.RUN_ID])},
