@@ -217,3 +217,97 @@ def test_the_verdict_sentence_names_measures_as_the_table_does():
                             Column.TIED: ["4, 5", "5"], Column.COLLAPSED: [False, False]})
     for title in layers.verdict_table(verdict)["measure"]:
         assert f"{title} at layer 5" in words
+
+
+# -- layers ------------------------------------------------------------------------------------------
+def _curve_rows(run_id: str, key: str, values, layers=None) -> list[dict]:
+    from latentscape.tracking.contract import CatalogColumn as C
+
+    return [{C.RUN_ID: run_id, C.KEY: key, C.LAYER: layer, C.VALUE: v}
+            for layer, v in zip(layers if layers is not None else range(len(values)), values)]
+
+
+def test_layer_curves_carry_their_bootstrap_band_and_chance_level():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.tracking.contract import Metric
+    from latentscape.ui.charts import layers
+
+    probe = [0.5, 0.8, 0.9, 0.9]
+    rows = (_curve_rows("L", Metric.PROBE_ACCURACY, probe)
+            + _curve_rows("L", "probe_accuracy_ci_low", [v - 0.05 for v in probe])
+            + _curve_rows("L", "probe_accuracy_ci_high", [v + 0.04 for v in probe])
+            + _curve_rows("L", Metric.AMI, [0.1, 0.3, 0.4, 0.4])
+            + _curve_rows("L", "ami.kmeans_ci_low", [0.05, 0.2, 0.3, 0.35])  # ami's interval, under ami.kmeans
+            + _curve_rows("L", "ami.kmeans_ci_high", [0.15, 0.35, 0.45, 0.5])
+            + _curve_rows("L", Metric.INTRINSIC_DIM, [9, 12, 11, 10]))
+    assert set(layers.interval_keys([Metric.PROBE_ACCURACY, Metric.AMI])) >= {
+        "probe_accuracy_ci_low", "probe_accuracy_ci_high", "ami.kmeans_ci_low", "ami.kmeans_ci_high"}
+    info = layers.curves_info(pd.DataFrame(rows), labels={"L": "demo · MiniLM-L6 (L)"},
+                              chance={"L": {Metric.PROBE_ACCURACY: 0.1}})
+    assert set(info.keys) == {Metric.PROBE_ACCURACY, Metric.AMI, Metric.INTRINSIC_DIM}  # no panel per bound
+    probe_rows = info.frame[info.frame[C.KEY] == Metric.PROBE_ACCURACY]
+    np.testing.assert_allclose(probe_rows["low"], [v - 0.05 for v in probe])
+    np.testing.assert_allclose(probe_rows["high"], [v + 0.04 for v in probe])
+    assert set(probe_rows["interval"]) == {layers.BAND_CI}
+    ami_rows = info.frame[info.frame[C.KEY] == Metric.AMI]
+    np.testing.assert_allclose(ami_rows["low"], [0.05, 0.2, 0.3, 0.35])
+    assert info.frame[info.frame[C.KEY] == Metric.INTRINSIC_DIM]["low"].isna().all()  # no band invented
+    chance = dict(zip(info.chance[C.KEY], info.chance[C.VALUE]))
+    assert chance == {Metric.PROBE_ACCURACY: 0.1, Metric.AMI: 0.0}
+    spec = layers.curves_chart(info).to_dict()
+    marks = json_marks(spec)
+    assert "area" in marks and marks.count("rule") >= 2  # bands, and chance rules on two panels
+    axis_titles = set(json_values(spec, "y", "title"))
+    assert {"accuracy", "AMI", "dimensions"} <= axis_titles and "probe_accuracy" not in axis_titles
+    assert {layers.CURVE_TITLES[k] for k in info.keys} <= set(json_values(spec, None, "title"))
+
+
+def json_values(spec, channel: str | None, key: str) -> list:
+    """Every ``key`` of an encoding ``channel`` (None: of a chart) in a nested spec."""
+    found = []
+    if isinstance(spec, dict):
+        if channel is None and isinstance(spec.get(key), str) and "mark" in spec:
+            found.append(spec[key])
+        encoding = spec.get("encoding", {})
+        if channel is not None and isinstance(encoding.get(channel), dict) and key in encoding[channel]:
+            found.append(encoding[channel][key])
+        for value in spec.values():
+            found += json_values(value, channel, key)
+    elif isinstance(spec, list):
+        for value in spec:
+            found += json_values(value, channel, key)
+    return found
+
+
+def json_marks(spec) -> list[str]:
+    """Every mark type in a (nested) Vega-Lite spec."""
+    found = []
+    if isinstance(spec, dict):
+        mark = spec.get("mark")
+        if mark is not None:
+            found.append(mark if isinstance(mark, str) else mark.get("type"))
+        for value in spec.values():
+            found += json_marks(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            found += json_marks(value)
+    return found
+
+
+def test_checkpoint_curves_from_compare_models_join_the_bases():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.tracking.contract import Metric
+    from latentscape.ui.charts import layers
+
+    table = pd.DataFrame({C.RUN_ID: ["base"] * 3 + ["step9"] * 3, "step": [0] * 3 + [9] * 3,
+                          "checkpoint": ["base"] * 3 + ["step 9"] * 3, C.LAYER: [0, 1, 2] * 2,
+                          Metric.CKA_TO_BASE: [1, 1, 1, 0.9, 0.8, 0.6],
+                          Metric.PROBE_ACCURACY: [0.5, 0.6, 0.7, 0.5, 0.7, 0.9],
+                          Metric.AMI_KMEANS: [0.1, 0.2, np.nan, 0.1, 0.3, 0.5]})
+    curves = layers.model_layer_curves(table)
+    assert set(curves[C.KEY]) == {Metric.CKA_TO_BASE, Metric.PROBE_ACCURACY, Metric.AMI}
+    assert len(curves) == 6 * 3 - 1  # the NaN is not a point
+    info = layers.curves_info(curves, labels={"base": "MiniLM-L6", "step9": "MiniLM-L6 ft step 9"})
+    probe = info.frame[info.frame[C.KEY] == Metric.PROBE_ACCURACY]
+    assert set(probe["run"]) == {"MiniLM-L6", "MiniLM-L6 ft step 9"}  # both on the same panel
+    assert layers.model_layer_curves(None).empty

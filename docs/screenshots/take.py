@@ -6,7 +6,8 @@ Starts the app as ``latentscape ui`` does (on a free port, a fresh catalog), ope
 page in headless Chromium (Debian's ``chromium``, through Playwright) at 1400 px wide,
 waits for its charts, and writes ``docs/screenshots/<page>.png``. Prints any console
 error and any request to a host other than the app's, so a screenshot never hides one.
-Pages: overview, layers, maps, compare (default: all four).
+Pages: overview, layers, maps, compare (default: all four), each optionally with its
+link's query, e.g. ``layers?run=RUN_ID``.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def main(tracking_uri: str, names: list[str]) -> int:
                 page.on("response", lambda r: r.status >= 400 and print(f"HTTP {r.status}: {r.url}"))
                 page.on("request", lambda r: urlparse(r.url).hostname not in ("127.0.0.1", None)
                         and print(f"external request: {r.url}"))
-                for name in names:
-                    page.goto(f"{url}/{PAGES[name]}")
+                for asked in names:
+                    name, _, query = asked.partition("?")
+                    page.goto(f"{url}/{PAGES[name]}" + (f"?{query}" if query else ""))
                     _settle(page)
                     page.wait_for_timeout(1500)  # the catalog's first sync reruns the page
                     _settle(page)
