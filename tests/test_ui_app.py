@@ -383,7 +383,7 @@ def test_compare_highlights_what_differs():
     assert flags == {"kind": False, "layer": True, "seed": False, "ami": True, "nmi": False, "only_one": True}
     assert info.runs == ["one", "two"]
     assert set(info.metrics["metric"]) == {"ami"}  # a metric of one run only is not compared
-    assert sorted(info.metrics["scaled"]) == [0.0, 1.0]
+    assert sorted(info.metrics["difference"]) == [-0.25, 0.0]  # a difference from the first run
     only = compare_charts.compare_info(table, only_differences=True)
     assert set(only.table["field"]) == {"layer", "ami", "only_one"}
     compare_charts.metrics_chart(info).to_dict()
@@ -730,6 +730,18 @@ def test_compare_lists_params_and_metrics_of_the_linked_runs(app_env):
     fields = set(table["field"])
     assert "layer" in fields and Metric.AMI in fields  # the layer differs, and so does the AMI
     assert "seed" not in fields  # the same in both maps: hidden with "only differences"
+
+
+def test_compare_opens_on_two_runs_and_the_kind_filter_resets_the_selection(app_env):
+    at = open_page("views/compare.py")
+    assert_clean(at)
+    picked = at.multiselect(key="compare.run").value
+    assert len(picked) == 2  # never "1 runs · 0 fields differ"
+    at.selectbox(key="compare.kind").set_value("map").run()
+    assert_clean(at)
+    picked = at.multiselect(key="compare.run").value
+    assert len(picked) == 2 and set(picked) <= {*app_env.maps, app_env.collapsed_map}  # only maps kept
+    assert "Key scores: difference from" in str(charts(at)[0])
 
 
 def test_overview_filters_come_from_the_link(app_env):

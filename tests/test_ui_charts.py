@@ -311,3 +311,45 @@ def test_checkpoint_curves_from_compare_models_join_the_bases():
     probe = info.frame[info.frame[C.KEY] == Metric.PROBE_ACCURACY]
     assert set(probe["run"]) == {"MiniLM-L6", "MiniLM-L6 ft step 9"}  # both on the same panel
     assert layers.model_layer_curves(None).empty
+
+
+# -- compare --------------------------------------------------------------------------------------------
+def test_compare_puts_key_scores_first_with_intervals_and_folds_timings_and_baselines():
+    from latentscape.ui.charts import compare
+
+    table = pd.DataFrame({
+        "run_id": ["r1", "r2"], "kind": ["map", "map"], "param.layer": ["6", "2"],
+        "metric.ami": [0.60, 0.40], "metric.ami_ci_low": [0.55, 0.30], "metric.ami_ci_high": [0.65, 0.50],
+        "metric.ami_p_value": [0.0099, 0.0099], "metric.ami_perm_mean": [0.001, 0.002],
+        "metric.nmi": [0.5, 0.5], "metric.reduce_seconds": [1.2, 3.4], "metric.n_clusters": [8, 2],
+    })
+    info = compare.compare_info(table, labels={"r1": "one", "r2": "two"})
+    sections = list(info.table["section"])
+    assert sections[0] == compare.SCORE and list(info.table["field"])[0] == "ami"  # the summary's first score
+    assert sections.index(compare.SETTING) > max(i for i, s in enumerate(sections) if s == compare.SCORE)
+    ami = info.table.set_index("field").loc["ami"]
+    assert ami["one"] == "0.600 [0.550, 0.650] p=0.0099" and ami["difference"] == "-0.2"
+    fields = set(info.table["field"])
+    assert not fields & {"ami_ci_low", "ami_ci_high", "ami_p_value"}  # in the score's cell
+    assert not fields & {"reduce_seconds", "ami_perm_mean"}  # folded away ...
+    assert set(info.folded["section"]) == {compare.TIMING, compare.BASELINE}  # ... but there
+    assert info.n_different == 5  # layer, ami, n_clusters, and the folded timing and baseline
+    row = info.metrics[info.metrics["run"] == "two"].iloc[0]
+    assert row["difference"] == pytest.approx(-0.2) and row["diff_low"] == pytest.approx(-0.3)
+    spec = compare.metrics_chart(info).to_dict()
+    assert "scaled" not in str(spec) and "difference" in str(spec)
+
+
+def test_compare_opens_on_the_two_newest_comparable_runs():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.ui.charts import compare
+
+    runs = pd.DataFrame({  # newest first
+        C.RUN_ID: ["t1", "x1", "m2", "m1", "m0", "e1"],
+        C.KIND: ["trial", "directions", "map", "map", "map", "extract"],
+        C.STATUS: ["FINISHED", "FINISHED", "FINISHED", "FINISHED", "FINISHED", "FINISHED"],
+        C.DATASET_NAME: ["demo", "demo", "digits", "demo", "digits", "demo"],
+    })
+    assert compare.default_runs(runs) == ["m2", "m0"]  # the lone directions run has no partner; same data set
+    assert compare.default_runs(runs[runs[C.KIND] == "extract"]) == ["e1"]
+    assert compare.default_runs(runs.iloc[0:0]) == []
