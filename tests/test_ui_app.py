@@ -188,7 +188,7 @@ def _runs_frame(n: int, *, hours: float) -> pd.DataFrame:
 
 
 def test_timeline_buckets_follow_the_span_and_count_every_run():
-    for hours, unit in ((20, "hour"), (24 * 30, "day"), (24 * 400, "week")):
+    for hours, unit in ((20, "hour"), (24 * 30, "day"), (24 * 400, "month")):
         runs = _runs_frame(30, hours=hours)
         info = overview_charts.timeline_info(runs)
         assert info.unit == unit
@@ -750,6 +750,20 @@ def test_overview_filters_come_from_the_link(app_env):
     assert sorted(at.multiselect[0].value) == ["extract", "map"]
     assert at.text_input[0].value == "layer"
     assert at.query_params["q"] == "layer"
+
+
+def test_overview_shows_who_ran_a_local_run_its_results_and_folds_trials(app_env):
+    import getpass
+
+    at = open_page("views/overview.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    mine = table[table[CatalogColumn.RUN_ID].isin(app_env.maps)]
+    assert set(mine[CatalogColumn.USER]) == {getpass.getuser()}  # the OS user, not "unknown"
+    assert mine["AMI"].notna().all()  # a sortable result column
+    assert "trial" not in set(table[CatalogColumn.KIND])  # folded into their sweep
+    sweep = table[table[CatalogColumn.RUN_ID] == app_env.sweep]
+    assert int(sweep["trials"].iloc[0]) == 4
 
 
 def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):

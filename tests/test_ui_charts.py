@@ -353,3 +353,43 @@ def test_compare_opens_on_the_two_newest_comparable_runs():
     assert compare.default_runs(runs) == ["m2", "m0"]  # the lone directions run has no partner; same data set
     assert compare.default_runs(runs[runs[C.KIND] == "extract"]) == ["e1"]
     assert compare.default_runs(runs.iloc[0:0]) == []
+
+
+# -- overview --------------------------------------------------------------------------------------------
+def test_the_timeline_adapts_to_the_span_of_recent_runs():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.ui.charts import overview
+
+    start = pd.Timestamp("2026-12-07 13:00")
+    for minutes, unit in ((20, "minute"), (150, "5 minutes"), (60 * 24 * 5, "6 hours")):
+        runs = pd.DataFrame({C.RUN_ID: [str(i) for i in range(40)], C.KIND: "map",
+                             C.START_TIME: [start + pd.Timedelta(minutes=minutes * i / 39) for i in range(40)]})
+        info = overview.timeline_info(runs)
+        assert info.unit == unit
+        assert 2 <= len(info.frame) <= 40 and info.frame["n"].sum() == 40  # never one bar for a session's runs
+
+
+def test_every_kind_has_its_own_colour():
+    from latentscape.tracking.contract import Kind
+    from latentscape.ui.charts import overview
+
+    domain, colours = overview.kind_colours([k.value for k in Kind])
+    assert len(set(colours)) == len(Kind) == len(domain)
+    assert overview.kind_colours(["map"])[1] == overview.kind_colours(["map", "extract"])[1][1:]  # fixed per kind
+
+
+def test_trials_fold_into_their_sweep_and_key_results_are_columns():
+    from latentscape.tracking.contract import CatalogColumn as C
+    from latentscape.ui.charts import overview
+
+    runs = pd.DataFrame({C.RUN_ID: ["s", "t1", "t2", "m", "lone"], C.KIND: ["sweep", "trial", "trial", "map", "trial"],
+                         C.PARENT_RUN_ID: [None, "s", "s", None, "gone"]})
+    folded = overview.fold_trials(runs)
+    assert list(folded[C.RUN_ID]) == ["s", "m", "lone"]  # a trial of an unlisted sweep stays
+    assert dict(zip(folded[C.RUN_ID], folded[overview.TRIALS])) == {"s": 2, "m": 0, "lone": 0}
+    metrics = pd.DataFrame({C.RUN_ID: ["m", "m", "L", "L", "L", "L"], C.KEY: ["ami", "nmi", "probe_accuracy",
+                            "probe_accuracy", "probe_accuracy", "ami"], C.VALUE: [0.6, 0.7, 0.5, 0.9, 0.8, 0.3],
+                            C.STEP: [0, 0, 0, 1, 2, 0]})
+    results = overview.key_results(metrics)
+    assert results.loc["m", "AMI"] == 0.6 and results.loc["L", "best layer's probe accuracy"] == 0.9
+    assert pd.isna(results.loc["m", "best layer's probe accuracy"])
