@@ -393,3 +393,39 @@ def test_trials_fold_into_their_sweep_and_key_results_are_columns():
     results = overview.key_results(metrics)
     assert results.loc["m", "AMI"] == 0.6 and results.loc["L", "best layer's probe accuracy"] == 0.9
     assert pd.isna(results.loc["m", "best layer's probe accuracy"])
+
+
+# -- chart hygiene ----------------------------------------------------------------------------------------
+def _axis(spec, channel: str) -> dict:
+    found = json_values(spec, channel, "axis")
+    return next((a for a in found if isinstance(a, dict)), {})
+
+
+def test_heatmaps_and_parallel_coordinates_name_every_row_and_axis():
+    from latentscape.ui.charts import directions, features, sweeps, training
+
+    auc = pd.DataFrame({Column.FEATURE: np.repeat(np.arange(30), 3), Column.LABEL: ["a", "b", "c"] * 30,
+                        Column.AUC: np.linspace(0.5, 1, 90)})
+    spec = features.heatmap_chart(features.heatmap_info(auc)).to_dict()
+    assert _axis(spec, "y")["labelOverlap"] is False and _axis(spec, "x")["labelOverlap"] is False
+
+    layers_table = pd.DataFrame({Column.CHECKPOINT: ["base"] * 2 + ["step 9"] * 2 + ["step 18"] * 2,
+                                 Column.STEP: [0, 0, 9, 9, 18, 18], Column.LAYER: [0, 1] * 3,
+                                 "probe_accuracy": np.linspace(0.5, 0.9, 6)})
+    spec = training.heatmap_chart(training.heatmap_info(layers_table, "probe_accuracy")).to_dict()
+    assert _axis(spec, "x")["labelOverlap"] is False  # every checkpoint has its x label
+
+    trials = pd.DataFrame({Column.TRIAL: range(4), Column.STATE: "COMPLETE", Column.VALUE: [0.1, 0.3, 0.2, 0.4],
+                           "params_reducer.n_neighbors": [5, 15, 30, 50], "params_clusterer.min_samples": [1, 2, 3, 4]})
+    frame = sweeps.parallel_info(trials, objective="ami")
+    spec = sweeps.parallel_chart(frame, objective="ami").to_dict()
+    assert spec["encoding"]["x"]["title"] and _axis(spec, "x")["labelOverlap"] is False
+    assert {"reducer.n_neighbors", "clusterer.min_samples", "ami"} <= set(frame["axis"])
+
+    cosines = pd.DataFrame({Column.DIRECTION_A: ["a", "a", "b", "b"], Column.DIRECTION_B: ["a", "b", "a", "b"],
+                            Column.COSINE: [1.0, -0.5, -0.5, 1.0]})
+    spec = directions.angle_chart(directions.angle_info(cosines)).to_dict()
+    texts = json_values(spec, "text", "field")
+    assert texts == [Column.COSINE]  # the cells say what the legend says: cosine
+    scale = json_values(spec, "color", "scale")[0]
+    assert scale["domain"] == [-1, 1]
