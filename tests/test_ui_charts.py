@@ -345,13 +345,16 @@ def test_compare_opens_on_the_two_newest_comparable_runs():
     from latentscape.ui.charts import compare
 
     runs = pd.DataFrame({  # newest first
-        C.RUN_ID: ["t1", "x1", "m2", "m1", "m0", "e1"],
-        C.KIND: ["trial", "directions", "map", "map", "map", "extract"],
-        C.STATUS: ["FINISHED", "FINISHED", "FINISHED", "FINISHED", "FINISHED", "FINISHED"],
-        C.DATASET_NAME: ["demo", "demo", "digits", "demo", "digits", "demo"],
+        C.RUN_ID: ["e3", "e2", "t1", "x1", "m3", "m2", "m1", "m0", "e1"],
+        C.KIND: ["extract", "extract", "trial", "directions", "map", "map", "map", "map", "extract"],
+        C.STATUS: ["FINISHED"] * 9,
+        C.DATASET_NAME: ["demo", "demo", "demo", "demo", "faces", "digits", "demo", "digits", "demo"],
     })
-    assert compare.default_runs(runs) == ["m2", "m0"]  # the lone directions run has no partner; same data set
-    assert compare.default_runs(runs[runs[C.KIND] == "extract"]) == ["e1"]
+    # Extractions wait while maps have a pair; the lone directions run and the faces map
+    # have no partner; a digits map pairs with a digits map.
+    assert compare.default_runs(runs) == ["m2", "m0"]
+    assert compare.default_runs(runs[runs[C.KIND] == "extract"]) == ["e3", "e2"]
+    assert compare.default_runs(runs[runs[C.KIND] == "directions"]) == ["x1"]
     assert compare.default_runs(runs.iloc[0:0]) == []
 
 
@@ -429,3 +432,20 @@ def test_heatmaps_and_parallel_coordinates_name_every_row_and_axis():
     assert texts == [Column.COSINE]  # the cells say what the legend says: cosine
     scale = json_values(spec, "color", "scale")[0]
     assert scale["domain"] == [-1, 1]
+
+
+def test_the_legend_width_estimate_grows_with_its_names_up_to_the_label_limit():
+    short = map_charts.legend_width_px(["a", "b"])
+    named = map_charts.legend_width_px(["0", "1"], {"0": "soup, salt, lemon", "1": "x"})
+    longest = map_charts.legend_width_px(["0"], {"0": "word " * 50})
+    assert short < named < longest <= 36 + 220
+
+
+def test_compare_draws_only_differences_that_share_a_scale():
+    from latentscape.ui.charts import compare
+
+    table = pd.DataFrame({"run_id": ["r1", "r2"], "metric.ami": [0.1, 0.5], "metric.n_clusters": [2, 8],
+                          "metric.mutual_info": [0.1, 1.2], "metric.ari_clustered": [0.2, 0.8]})
+    info = compare.compare_info(table)
+    assert set(info.metrics["metric"]) == {"ami"}  # a count and nats would squash the 0-1 differences
+    assert {"n_clusters", "mutual_info", "ari_clustered"} <= set(info.table["field"])  # still in the table

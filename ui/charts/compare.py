@@ -30,8 +30,10 @@ _ATTRIBUTES = (C.EXPERIMENT, C.KIND, C.STATUS, C.USER, C.MODEL, C.DATASET_NAME, 
 _TRUST = (Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX, Metric.P_VALUE_SUFFIX, Metric.STD_SUFFIX)
 _TIMING_ENDS = ("_seconds", "_per_s", "_ms_per_trial")
 _BASELINE_ENDS = (Metric.PERM_MEAN_SUFFIX, "_chance")
-# Runs that are not worth opening the page on (one of a sweep's many trials, a job's parts).
+# Runs that are not worth opening the page on (one of a sweep's many trials), and kinds
+# whose comparison is mostly settings, tried only when no kind with scores has a pair.
 _NOT_DEFAULT = (Kind.TRIAL.value,)
+_LAST_RESORT = (Kind.EXTRACT.value, Kind.FINETUNE.value, Kind.COMPARE_MODELS.value, Kind.AUTOENCODER.value)
 
 
 def _same(values: list) -> bool:
@@ -57,6 +59,16 @@ def metric_section(name: str, names: set[str]) -> str | None:
         return BASELINE
     has_trust = any(Metric.trust(name, s) in names for s in (Metric.CI_LOW_SUFFIX, Metric.P_VALUE_SUFFIX))
     return SCORE if name in SCORE_NAMES or has_trust else METRIC
+
+
+# Scores whose differences do not share a 0-1 axis with the others (a count, nats).
+_OFF_SCALE = (Metric.N_CLUSTERS, Metric.MUTUAL_INFO, Metric.MUTUAL_INFO + Metric.CLUSTERED_SUFFIX)
+
+
+def _charted(name: str) -> bool:
+    """Whether a score's difference is drawn: a map's summary scores on the common 0-1
+    scale (the rest stay in the table), any other score with an interval."""
+    return name not in _OFF_SCALE and (name in SUMMARY or name not in SCORE_NAMES)
 
 
 def _score_order(name: str) -> tuple:
@@ -165,8 +177,8 @@ def compare_info(run_table: pd.DataFrame, *, labels: Mapping[str, str] | None = 
 
     metric_rows = []
     for section, name, column in fields:
-        if section != SCORE or not differs.get(column) or run_table[column].notna().sum() < 2:
-            continue  # a score only one run has is listed in the table, not compared here
+        if section != SCORE or not differs.get(column) or run_table[column].notna().sum() < 2 or not _charted(name):
+            continue  # a score only one run has (or off the common scale) is listed in the table only
         values = pd.to_numeric(run_table[column], errors="coerce")
         reference = values.iloc[0]
         if pd.isna(reference):
@@ -188,7 +200,8 @@ def compare_info(run_table: pd.DataFrame, *, labels: Mapping[str, str] | None = 
 
 
 def metrics_chart(info: CompareInfo) -> alt.LayerChart:
-    """The key scores that differ, one row each: every run's difference from the first
+    """The key scores that differ (a map's summary scores on the common 0-1 scale; counts
+    and nats stay in the table), one row each: every run's difference from the first
     run (a dot) with its 95% interval shifted the same way (a bar); the first run sits
     on the zero line, its own interval around it. Overlapping bars: not a difference."""
     runs = info.runs
@@ -214,18 +227,19 @@ def metrics_chart(info: CompareInfo) -> alt.LayerChart:
 
 
 def default_runs(runs: pd.DataFrame, *, n: int = 2) -> list[str]:
-    """The runs Compare opens on: the newest finished run and the newest other finished
-    run of the same kind, on the same data set where there is one (comparable scores);
-    trials skipped (a sweep compares them itself). Runs: ``queries.runs``, newest first.
-    Fewer than two when no kind has two finished runs."""
+    """The runs Compare opens on: the newest finished run that has a comparable partner,
+    and that partner: the newest other finished run of the same kind on the same data set.
+    Kinds with scores (maps, sweeps, layers, ...) first, extractions and trainings only
+    when none of those has a pair; trials never (a sweep compares them itself).
+    runs: ``queries.runs``, newest first. Fewer than two when nothing has a partner."""
     if runs.empty:
         return []
     done = runs[(runs[C.STATUS] == "FINISHED") & ~runs[C.KIND].isin(_NOT_DEFAULT)]
-    for row in done.to_dict("records"):
-        same = done[(done[C.KIND] == row[C.KIND]) & (done[C.RUN_ID] != row[C.RUN_ID])]
-        if same.empty:
-            continue
-        data_set = same[same[C.DATASET_NAME] == row.get(C.DATASET_NAME)] if C.DATASET_NAME in same else same
-        partners = data_set if not data_set.empty else same
-        return [row[C.RUN_ID], *list(partners[C.RUN_ID])[: n - 1]]
+    same_data = done[C.DATASET_NAME] if C.DATASET_NAME in done else pd.Series("", index=done.index)
+    for candidates in (done[~done[C.KIND].isin(_LAST_RESORT)], done):
+        for index, row in candidates.iterrows():
+            partners = candidates[(candidates[C.KIND] == row[C.KIND]) & (candidates[C.RUN_ID] != row[C.RUN_ID])
+                                  & (same_data.loc[candidates.index] == same_data.loc[index])]
+            if not partners.empty:
+                return [row[C.RUN_ID], *list(partners[C.RUN_ID])[: n - 1]]
     return list(done[C.RUN_ID].head(1))

@@ -33,6 +33,7 @@ __all__ = [
     "decode_box",
     "cluster_labels",
     "placed_labels",
+    "legend_width_px",
     "fitted_domains",
     "cluster_table",
     "QUERY",
@@ -269,10 +270,11 @@ def map_chart(
     colours = list(info.colours) or category_colours(categories)
     legend_names = legend_names or {}
     # The legend names each cluster (its keywords), placed on the map or not.
-    named = {c: truncate(f"{c}: {legend_names[c]}", 40) for c in categories if c in legend_names}
+    named = {c: t for c, t in zip(categories, _legend_texts(categories, legend_names)) if c in legend_names}
     label_expr = (f"({_js_object(named)})[datum.label] || datum.label" if named else alt.Undefined)
     colour = alt.Color("colour:N", title=info.color_by, scale=alt.Scale(domain=categories, range=colours),
-                       legend=alt.Legend(orient="right", symbolLimit=30, labelLimit=220, labelExpr=label_expr))
+                       legend=alt.Legend(orient="right", symbolLimit=30, labelLimit=_LEGEND_LABEL_LIMIT_PX,
+                                         labelExpr=label_expr))
     tooltip = [alt.Tooltip(f"{Column.TEXT}:N", title="text"), alt.Tooltip(f"{Column.LABEL}:N", title="label"),
                alt.Tooltip("cluster name:N", title="cluster"), alt.Tooltip(f"{Column.SAMPLE_ID}:N", title="id")]
     # Fitted to the points at equal units on both axes (map_info's domains), no zero forced in.
@@ -313,6 +315,22 @@ def map_chart(
                       .encode(x=f"{Column.X}:Q", y=f"{Column.Y}:Q",
                               tooltip=[alt.Tooltip(f"{LABEL_TEXT}:N", title="query")]))
     return alt.layer(scatter, *layers).properties(height=height) if layers else scatter
+
+
+_LEGEND_LABEL_LIMIT_PX = 220
+
+
+def _legend_texts(categories: Collection[str], legend_names: Mapping[str, str] | None) -> list[str]:
+    names = legend_names or {}
+    return [truncate(f"{c}: {names[c]}", 40) if c in names else str(c) for c in categories]
+
+
+def legend_width_px(categories: Collection[str], legend_names: Mapping[str, str] | None = None) -> float:
+    """About how wide the colour legend at a map's right is drawn (symbol, padding and
+    its longest label at 11 px, at most the label limit): the plot gets the rest of the
+    panel's width, which equal units on both axes need to know."""
+    longest = max((len(t) for t in _legend_texts(categories, legend_names)), default=0)
+    return 36 + min(_LEGEND_LABEL_LIMIT_PX, longest * 6.3)
 
 
 def _js_object(names: Mapping[str, str]) -> str:

@@ -79,7 +79,8 @@ def render() -> None:
                 icon=":material/info:")
     else:
         st.dataframe(_styled(info.table, info.differs), hide_index=True, height=min(640, 36 + 35 * len(info.table)),
-                     column_config={"section": st.column_config.TextColumn("", width="small")})
+                     column_config={"section": st.column_config.TextColumn("", width="small"),
+                                    "field": st.column_config.TextColumn("field", width="medium")})
     if info.folded is not None and not info.folded.empty:
         with st.expander(f"Timings and baselines ({len(info.folded)} fields)"):
             st.dataframe(info.folded, hide_index=True)

@@ -7,6 +7,7 @@ placed on its map. Maps above ``bigmap.LARGE_MAP_POINTS`` points are drawn by de
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import pandas as pd
@@ -26,9 +27,9 @@ _ACTIVE = f"{PAGE}._active"  # session key: (run_id, box) of the selection being
 _SEEN = f"{PAGE}._seen"  # session key: each chart's box at the previous rerun
 
 
-# A map panel's plotting area in pixels, per maps-per-row, on the wide layout at 1400 px
-# (measured in Chromium): the column less the legend at the right, the height less padding.
-_PLOT_PX = {1: (860, 420), 2: (340, 420), 3: (200, 420)}
+# A map panel's column width and plot height in pixels, per maps-per-row, on the wide layout
+# at 1400 px (measured in Chromium); the plot's width is the column's less its legend.
+_PANEL_PX = {1: (940, 410), 2: (462, 410), 3: (300, 410)}
 
 
 def _chart_key(run_id: str) -> str:
@@ -193,10 +194,16 @@ def render() -> None:
                 if run_id in large:
                     note = _large_map(run_id, color_by, names, here, per_row)
                 else:
-                    width_px, height_px = _PLOT_PX.get(per_row, _PLOT_PX[2])
-                    info = charts.map_info(points[run_id], color_by=color_by, aspect=width_px / height_px,
+                    info = charts.map_info(points[run_id], color_by=color_by,
                                            highlight=None if is_active or selected_ids is None else selected_ids,
                                            cluster_names=name_of)
+                    # Equal units on both axes in the plot the legend leaves of the column.
+                    column_px, height_px = _PANEL_PX.get(per_row, _PANEL_PX[2])
+                    legend = name_of if info.color_by == Column.CLUSTER else None
+                    width_px = max(120.0, column_px - charts.legend_width_px(info.categories, legend))
+                    x_domain, y_domain = charts.fitted_domains(points[run_id][Column.X], points[run_id][Column.Y],
+                                                               aspect=width_px / height_px)
+                    info = dataclasses.replace(info, x_domain=x_domain, y_domain=y_domain)
                     placed = charts.placed_labels(names, x_domain=info.x_domain, y_domain=info.y_domain,
                                                   width_px=width_px, height_px=height_px)
                     chart = charts.map_chart(info, box=active[1] if is_active else None, labels=placed, query=here,
