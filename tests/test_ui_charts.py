@@ -378,6 +378,8 @@ def test_every_kind_has_its_own_colour():
 
     domain, colours = overview.kind_colours([k.value for k in Kind])
     assert len(set(colours)) == len(Kind) == len(domain)
+    light_twins = set(palette.CATEGORY_COLOURS[9:])
+    assert not light_twins & set(colours)  # no kind is the pale twin of another
     assert overview.kind_colours(["map"])[1] == overview.kind_colours(["map", "extract"])[1][1:]  # fixed per kind
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Kind, Metric
-from latentscape.ui.charts.palette import CATEGORY_COLOURS, NOISE_GREY
+from latentscape.ui.charts.palette import KIND_COLOURS, NOISE_GREY
 
 __all__ = [
     "TimelineInfo",
@@ -114,7 +114,7 @@ _TIME_FORMAT = {"minute": "%d %b %H:%M", "5 minutes": "%d %b %H:%M", "15 minutes
                 "hour": "%d %b %H:00", "6 hours": "%d %b %H:00", "day": "%d %b %Y", "week": "week of %d %b %Y",
                 "month": "%b %Y"}
 # Every kind keeps its colour on every chart (the palette's order follows Kind's).
-_KIND_COLOURS = {kind.value: CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)] for i, kind in enumerate(Kind)}
+_KIND_COLOURS = {kind.value: KIND_COLOURS[i % len(KIND_COLOURS)] for i, kind in enumerate(Kind)}
 
 
 def kind_colours(kinds) -> tuple[list[str], list[str]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["CATEGORY_COLOURS", "NOISE_GREY", "NOISE", "OTHER", "category_colours"]
+__all__ = ["CATEGORY_COLOURS", "KIND_COLOURS", "NOISE_GREY", "NOISE", "OTHER", "category_colours"]
 
 NOISE = "noise"
 OTHER = "other"
@@ -26,6 +26,9 @@ CATEGORY_COLOURS: tuple[str, ...] = (
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#b6992d", "#499894", "#d37295", "#9d7660",
     "#a0cbe8", "#ffbe7d", "#8cd17d", "#ff9d9a", "#d4a6c8", "#f1ce63", "#86bcb6", "#fabfd2", "#d7b5a6",
 )
+# Run kinds (12) side by side on the Overview: the nine strong hues, then three that are
+# not a light twin of one of them (cyan, lime, indigo), so no two kinds read alike.
+KIND_COLOURS: tuple[str, ...] = (*CATEGORY_COLOURS[:9], "#17becf", "#bcbd22", "#393b79")
 _GREY_CATEGORIES = (NOISE, OTHER, "")
 
 
