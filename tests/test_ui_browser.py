@@ -128,7 +128,20 @@ def big_map(ui_runs) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(ui_runs, big_map, tmp_path_factory):
+def fine_tuning(ui_runs, tiny_bert) -> str:
+    """A fine-tuning of the tiny BERT on demo (two checkpoints, extracted and compared),
+    logged beside the UI runs before the server starts: the Training page and the
+    checkpoints' names have something to show."""
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
+    from latentscape.tracking.runs import open_store
+
+    config = FinetuneConfig(model=str(tiny_bert), data="demo", limit=200, holdout=0.3, epochs=1, checkpoints=2,
+                            batch_size=16, max_length=32, learning_rate=1e-3)
+    return finetune(config, store=open_store(ui_runs.tracking_uri), experiment="ui-browser-finetune").run_id
+
+
+@pytest.fixture(scope="module")
+def server(ui_runs, big_map, fine_tuning, tmp_path_factory):
     """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
     from latentscape.jobs.serve import ui_command, ui_environment
 
@@ -309,7 +322,7 @@ def test_a_100k_point_map_is_drawn_by_deck_gl_and_hovers_without_an_error(server
 
 # Every page in the sidebar, and how many charts it draws at least on these runs.
 SIDEBAR_PAGES = {"Overview": 2, "Layers": 2, "Maps": 1, "Sweeps": 4, "Interpolation": 1, "Directions": 2,
-                 "Features": 1, "Training": 0, "Compare": 0}
+                 "Features": 1, "Training": 2, "Compare": 0}
 
 
 def _settled(page, minimum: int, timeout_s: float = 90) -> None:
@@ -323,8 +336,9 @@ def _settled(page, minimum: int, timeout_s: float = 90) -> None:
 
 def test_every_page_has_no_console_error_and_no_request_off_this_host(server, chromium_browser, ui_runs):
     """One browser session walks the sidebar through every page (opened at the app's root,
-    as a user does): no console error, no failed request, and no request to any host but
-    the app's (icons, fonts and favicon are shipped with the app: it works offline)."""
+    as a user does) on the UI runs plus a sparse autoencoder and a fine-tuning: no console
+    error, no failed request, and no request to any host but the app's (icons, fonts and
+    favicon are shipped with the app: it works offline)."""
     from urllib.parse import urlparse
 
     context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
