@@ -451,3 +451,17 @@ def test_compare_draws_only_differences_that_share_a_scale():
     info = compare.compare_info(table)
     assert set(info.metrics["metric"]) == {"ami"}  # a count and nats would squash the 0-1 differences
     assert {"n_clusters", "mutual_info", "ari_clustered"} <= set(info.table["field"])  # still in the table
+
+
+def test_a_deck_gl_map_writes_only_the_cluster_names_that_fit():
+    import json
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    points = pd.DataFrame({Column.SAMPLE_ID: [str(i) for i in range(n)], Column.X: rng.normal(size=n),
+                           Column.Y: rng.normal(size=n), Column.CLUSTER: np.arange(n) % 17})
+    info = bigmap.deck_info(points, color_by=Column.CLUSTER)
+    crowded = _labels(17, spread=0.3)  # 17 names piled in the middle of the map
+    spec = json.loads(bigmap.deck_json(info, cluster_labels=crowded))
+    written = next(layer for layer in spec["layers"] if layer["@@type"] == "TextLayer")["data"]
+    assert 1 <= len(written) < 17

@@ -330,6 +330,8 @@ def deck(
     None answer) keeps the data inline."""
     import pydeck as pdk
 
+    from latentscape.ui.charts import maps as _maps
+
     nonce = uuid.uuid4().hex
     payloads: dict[str, str] = {}
 
@@ -350,10 +352,21 @@ def deck(
             get_fill_color=_rgb(colour), get_radius=radius, radius_units="'pixels'", pickable=pickable,
             stroked=False, filled=True,
         ))
+    # Fit the points' box into the chart (zoom is log2 of pixels per grid unit).
+    span_x, span_y = max(2 * info.centre[0], 1.0), max(2 * info.centre[1], 1.0)
+    pixels_per_unit = 0.9 * min(width / span_x, height / span_y)
     if cluster_labels is not None and not cluster_labels.empty:
-        rows = [{"p": list(info.to_grid(x, y)), "t": str(t)}
-                for x, y, t in zip(cluster_labels[Column.X], cluster_labels[Column.Y], cluster_labels["text"])
-                if math.isfinite(float(x)) and math.isfinite(float(y))]
+        # Only the names that fit the first view without overlapping (largest cluster first);
+        # the legend and the hover name every cluster.
+        on_grid = pd.DataFrame([{Column.X: gx, Column.Y: gy, "text": str(t)} for x, y, t in zip(
+            cluster_labels[Column.X], cluster_labels[Column.Y], cluster_labels["text"])
+            if math.isfinite(float(x)) and math.isfinite(float(y)) for gx, gy in [info.to_grid(x, y)]],
+            columns=[Column.X, Column.Y, "text"])
+        half_w, half_h = width / 2 / pixels_per_unit, height / 2 / pixels_per_unit
+        cx, cy = info.centre
+        on_grid = _maps.placed_labels(on_grid, x_domain=(cx - half_w, cx + half_w), y_domain=(cy - half_h, cy + half_h),
+                                      width_px=width, height_px=height, font_px=13)
+        rows = [{"p": [x, y], "t": t} for x, y, t in zip(on_grid[Column.X], on_grid[Column.Y], on_grid["text"])]
         layers.append(pdk.Layer(
             "TextLayer", data=rows, id=f"{key}-cluster-labels", get_position="p", get_text="t", get_size=13,
             get_color=[30, 30, 30, 255], character_set="'auto'", font_weight=600, background=True,
@@ -367,9 +380,7 @@ def deck(
             get_line_color=[0, 0, 0, 255], get_radius=9, radius_units="'pixels'", line_width_min_pixels=3,
             stroked=True, filled=True, pickable=True,
         ))
-    # Fit the points' box into the chart (zoom is log2 of pixels per grid unit).
-    span_x, span_y = max(2 * info.centre[0], 1.0), max(2 * info.centre[1], 1.0)
-    zoom = math.log2(0.9 * min(width / span_x, height / span_y))
+    zoom = math.log2(pixels_per_unit)
     made = Spliced(
         layers=layers,
         views=[pdk.View(type="OrthographicView", controller=True, flip_y=False)],
