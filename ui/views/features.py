@@ -123,8 +123,8 @@ def render() -> None:
         st.code(f"latentscape map --run {row.get(C.SOURCE_RUN) or 'EXTRACT_RUN'} --layer "
                 f"{details.get(C.PARAM_PREFIX + Param.LAYER, 6)}", language="bash")
         return
-    map_id = state.pick_run("Map to colour by the feature", list(maps[C.RUN_ID]), components.run_names(maps, with_method=True), page=PAGE,
-                            key="map")
+    map_id = state.pick_run("Map to colour by the feature", list(maps[C.RUN_ID]),
+                            components.run_names(maps, with_method=True), page=PAGE, key="map")
     points = data.map_points(map_id)
     if points is not None:
         shown = charts.feature_map_info(points, activations, feature)
