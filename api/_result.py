@@ -159,7 +159,13 @@ def _map_chart(result: Result):
         names = maps.cluster_labels(result.clusters)
     except UsageError:  # a trial whose cluster table was not kept
         names = None
-    return maps.map_chart(maps.map_info(result.map, color_by=maps.COLOR_BY[0]), labels=names)
+    # A notebook draws the plot at Altair's default width (300 px) and map_chart's height.
+    width_px, height_px = 300, 440
+    info = maps.map_info(result.map, color_by=maps.COLOR_BY[0], aspect=width_px / height_px)
+    if names is not None:
+        names = maps.placed_labels(names, x_domain=info.x_domain, y_domain=info.y_domain, width_px=width_px,
+                                   height_px=height_px)
+    return maps.map_chart(info, labels=names)
 
 
 def _sweep_chart(result: Result):

@@ -188,7 +188,7 @@ def _runs_frame(n: int, *, hours: float) -> pd.DataFrame:
 
 
 def test_timeline_buckets_follow_the_span_and_count_every_run():
-    for hours, unit in ((20, "hour"), (24 * 30, "day"), (24 * 400, "week")):
+    for hours, unit in ((20, "hour"), (24 * 30, "day"), (24 * 400, "month")):
         runs = _runs_frame(30, hours=hours)
         info = overview_charts.timeline_info(runs)
         assert info.unit == unit
@@ -304,8 +304,8 @@ def test_cluster_labels_name_each_cluster_at_its_centre_and_the_table_reads_well
         Column.CENTRAL_TEXTS: [[], ["Simmer the soup. " * 20], ["b text"], []],
     })
     names = map_charts.cluster_labels(clusters)
-    assert list(names[Column.CLUSTER]) == [0, 1]  # no noise, no label without a position
-    assert list(names["text"]) == ["soup, stir, oven", "b (100%)"]  # keywords, else the majority label
+    assert list(names[Column.CLUSTER]) == [1, 0]  # largest first; no noise, no label without a position
+    assert list(names["text"]) == ["b (100%)", "soup, stir, oven"]  # keywords, else the majority label
     table = map_charts.cluster_table(clusters)
     assert list(table[Column.CLUSTER]) == ["1", "0", "2", "noise"]  # largest first
     assert table.loc[1, Column.KEYWORDS] == "soup, stir, oven, bake"
@@ -383,7 +383,7 @@ def test_compare_highlights_what_differs():
     assert flags == {"kind": False, "layer": True, "seed": False, "ami": True, "nmi": False, "only_one": True}
     assert info.runs == ["one", "two"]
     assert set(info.metrics["metric"]) == {"ami"}  # a metric of one run only is not compared
-    assert sorted(info.metrics["scaled"]) == [0.0, 1.0]
+    assert sorted(info.metrics["difference"]) == [-0.25, 0.0]  # a difference from the first run
     only = compare_charts.compare_info(table, only_differences=True)
     assert set(only.table["field"]) == {"layer", "ami", "only_one"}
     compare_charts.metrics_chart(info).to_dict()
@@ -598,7 +598,11 @@ def test_maps_name_their_clusters_and_list_them(app_env):
         marks = [layer["mark"]["type"] for layer in spec["layer"]]
         assert marks[0] == "circle" and marks.count("text") == 2  # cluster names over the scatter
         names = next(f for f in frames if "text" in f and Column.SAMPLE_ID not in f)
-        assert len(names) >= 2 and names["text"].str.strip().str.len().min() > 0
+        # The largest cluster's name at least (three maps a row leave room for few; the
+        # others are named on hover).
+        assert len(names) >= 1 and names["text"].str.strip().str.len().min() > 0
+        scatter = next(f for f in frames if Column.SAMPLE_ID in f)
+        assert scatter["cluster name"].str.contains(": ").any()
     assert any("clusters: size, purity, keywords" in e.label for e in at.expander)
     tables = [d.value for d in at.dataframe if Column.KEYWORDS in d.value]
     assert len(tables) == 3 and all(t[Column.KEYWORDS].str.len().min() > 0 for t in tables)
@@ -728,12 +732,38 @@ def test_compare_lists_params_and_metrics_of_the_linked_runs(app_env):
     assert "seed" not in fields  # the same in both maps: hidden with "only differences"
 
 
+def test_compare_opens_on_two_runs_and_the_kind_filter_resets_the_selection(app_env):
+    at = open_page("views/compare.py")
+    assert_clean(at)
+    picked = at.multiselect(key="compare.run").value
+    assert len(picked) == 2  # never "1 runs · 0 fields differ"
+    at.selectbox(key="compare.kind").set_value("map").run()
+    assert_clean(at)
+    picked = at.multiselect(key="compare.run").value
+    assert len(picked) == 2 and set(picked) <= {*app_env.maps, app_env.collapsed_map}  # only maps kept
+    assert "Key scores: difference from" in str(charts(at)[0])
+
+
 def test_overview_filters_come_from_the_link(app_env):
     at = open_page("views/overview.py", {"kind": ["map", "extract"], "q": "layer"})
     assert_clean(at)
     assert sorted(at.multiselect[0].value) == ["extract", "map"]
     assert at.text_input[0].value == "layer"
     assert at.query_params["q"] == "layer"
+
+
+def test_overview_shows_who_ran_a_local_run_its_results_and_folds_trials(app_env):
+    import getpass
+
+    at = open_page("views/overview.py")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    mine = table[table[CatalogColumn.RUN_ID].isin(app_env.maps)]
+    assert set(mine[CatalogColumn.USER]) == {getpass.getuser()}  # the OS user, not "unknown"
+    assert mine["AMI"].notna().all()  # a sortable result column
+    assert "trial" not in set(table[CatalogColumn.KIND])  # folded into their sweep
+    sweep = table[table[CatalogColumn.RUN_ID] == app_env.sweep]
+    assert int(sweep["trials"].iloc[0]) == 4
 
 
 def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):

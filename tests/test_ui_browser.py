@@ -128,7 +128,20 @@ def big_map(ui_runs) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(ui_runs, big_map, tmp_path_factory):
+def fine_tuning(ui_runs, tiny_bert) -> str:
+    """A fine-tuning of the tiny BERT on demo (two checkpoints, extracted and compared),
+    logged beside the UI runs before the server starts: the Training page and the
+    checkpoints' names have something to show."""
+    from latentscape.jobs.finetune import FinetuneConfig, finetune
+    from latentscape.tracking.runs import open_store
+
+    config = FinetuneConfig(model=str(tiny_bert), data="demo", limit=200, holdout=0.3, epochs=1, checkpoints=2,
+                            batch_size=16, max_length=32, learning_rate=1e-3)
+    return finetune(config, store=open_store(ui_runs.tracking_uri), experiment="ui-browser-finetune").run_id
+
+
+@pytest.fixture(scope="module")
+def server(ui_runs, big_map, fine_tuning, tmp_path_factory):
     """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
     from latentscape.jobs.serve import ui_command, ui_environment
 
@@ -305,3 +318,47 @@ def test_a_100k_point_map_is_drawn_by_deck_gl_and_hovers_without_an_error(server
     assert tab.get_by_test_id("stException").count() == 0
     caption = tab.get_by_text(re.compile(r"100,000 points drawn by deck.gl"))
     assert caption.count() == 1
+
+
+# Every page in the sidebar, and how many charts it draws at least on these runs.
+SIDEBAR_PAGES = {"Overview": 2, "Layers": 2, "Maps": 1, "Sweeps": 4, "Interpolation": 1, "Directions": 2,
+                 "Features": 1, "Training": 2, "Compare": 0}
+
+
+def _settled(page, minimum: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:  # ~0.75 s with nothing running or loading
+        busy = page.get_by_test_id("stStatusWidget").count() + page.get_by_test_id("stSkeleton").count()
+        quiet = 0 if busy or page.locator(DRAWN).count() < minimum else quiet + 1
+        page.wait_for_timeout(250)
+
+
+def test_every_page_has_no_console_error_and_no_request_off_this_host(server, chromium_browser, ui_runs):
+    """One browser session walks the sidebar through every page (opened at the app's root,
+    as a user does) on the UI runs plus a sparse autoencoder and a fine-tuning: no console
+    error, no failed request, and no request to any host but the app's (icons, fonts and
+    favicon are shipped with the app: it works offline)."""
+    from urllib.parse import urlparse
+
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors, failed, external = [], [], []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.on("response", lambda response: response.status >= 400 and failed.append(f"{response.status} {response.url}"))
+    page.on("request", lambda request: urlparse(request.url).hostname not in ("127.0.0.1", None)
+            and not request.url.startswith("data:") and external.append(request.url))
+    try:
+        open_app(page, server, "Overview", charts=2)
+        for title, minimum in SIDEBAR_PAGES.items():
+            if title != "Overview":
+                page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+                page.get_by_test_id("stMain").get_by_role("heading", name=title, exact=True).wait_for(timeout=60_000)
+            _settled(page, minimum)
+            assert page.get_by_test_id("stException").count() == 0, title
+            assert page.locator(DRAWN).count() >= minimum, title
+            assert not errors and not failed and not external, (title, errors, failed, external)
+    finally:
+        context.close()

@@ -28,6 +28,7 @@ from latentscape.tracking.contract import (
     DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
     MLFLOW_PARENT_RUN_ID,
+    MLFLOW_USER,
     Kind,
     Tag,
 )
@@ -571,11 +572,23 @@ class Outcome:
 
 def _run_tags(kind: Kind, parent_run_id: str | None, source_run_id: str | None,
               tags: Mapping[str, Any] | None) -> dict[str, str]:
-    all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or ""}
+    all_tags = {Tag.KIND: kind.value, Tag.SOURCE_RUN: source_run_id or "", MLFLOW_USER: _user()}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     all_tags.update({k: masked(str(v)) for k, v in (tags or {}).items() if v is not None})
     return all_tags
+
+
+def _user() -> str:
+    """Who runs this: the team server's user name where one is set (MLflow's own client
+    variable), else the OS user, as MLflow's fluent API tags a run. MlflowClient.create_run
+    copies this ``mlflow.user`` tag into the run's user id; without it the id is "unknown"."""
+    import getpass
+
+    try:
+        return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    except (KeyError, OSError):  # no user name (a container without a passwd entry)
+        return "unknown"
 
 
 class RunWriter:

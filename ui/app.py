@@ -27,7 +27,9 @@ from latentscape.ui.routes import ROUTES
 _POLL_S = 1.0  # how often a session looks whether a running sync has finished
 _SEEN = "_sync_generation"  # the catalog syncs this session's last rerun knew of
 
-st.set_page_config(page_title="latentscape", page_icon=":material/layers:", layout="wide")
+# An emoji favicon is drawn in the page (an SVG data URL); a ":material/..." one is fetched from
+# fonts.gstatic.com, which fails offline and calls out when online.
+st.set_page_config(page_title="latentscape", page_icon="🗺️", layout="wide")
 
 if auth.host_refused():  # the launcher refuses it first; this covers a plain `streamlit run`
     st.error("This address is not one the app answers on: see `latentscape ui --allowed-hosts`.")

@@ -6,10 +6,29 @@ from collections.abc import Mapping, Sequence
 
 import streamlit as st
 
-from latentscape.ui import data
+import pandas as pd
+
+from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Kind
+from latentscape.ui import data, labels
 from latentscape.ui.routes import Route
 
-__all__ = ["empty_state", "syncing_state", "page_header", "link", "served_json"]
+__all__ = ["empty_state", "syncing_state", "page_header", "link", "served_json", "run_names"]
+
+
+_WITH_METHOD = (Kind.MAP.value, Kind.SWEEP.value)
+
+
+def run_names(runs: pd.DataFrame, *, with_method: bool = False) -> dict[str, str]:
+    """run_id -> the run's name for people (:func:`labels.run_label`), every run of the
+    store at hand to name a fine-tuning's base model; ``with_method`` reads the params of
+    the maps and sweeps among them (their reducer and clusterer; a sweep's many trials are
+    named by their number, not read)."""
+    if runs is None or runs.empty:
+        return {}
+    with_params = runs[runs[C.KIND].isin(_WITH_METHOD)][C.RUN_ID] if with_method else ()
+    details = data.run_table(tuple(with_params)) if len(with_params) else None
+    return labels.run_labels(runs, details, others=data.runs())
 
 
 def page_header(route: Route) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from latentscape.tracking.contract import Column
+from latentscape.ui.charts.palette import CATEGORY_COLOURS, NOISE, OTHER, category_colours
 
 __all__ = [
     "LARGE_MAP_POINTS",
@@ -65,17 +66,9 @@ HOVER_POINTS = 100_000
 TEXT_CHARS = 80
 # Positions are integers 0..GRID over the map's larger extent: 1/10,000 of the map.
 GRID = 10_000
-NOISE = "noise"
-OTHER = "other"
-MAX_COLOURS = 20  # the most frequent 19 categories get a colour of their own, the rest "other"
+# The most frequent 18 categories get a colour of their own, the rest share "other".
+MAX_COLOURS = len(CATEGORY_COLOURS) + 1
 
-# Vega's tableau10 / tableau20, as the Altair maps use them.
-_TABLEAU10 = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
-              "#bab0ac")
-_TABLEAU20 = ("#4e79a7", "#a0cbe8", "#f28e2b", "#ffbe7d", "#59a14f", "#8cd17d", "#b6992d", "#f1ce63", "#499894",
-              "#86bcb6", "#e15759", "#ff9d9a", "#79706e", "#bab0ac", "#d37295", "#fabfd2", "#b07aa1", "#d4a6c8",
-              "#9d7660", "#d7b5a6")
-_GREY = "#c7c7c7"
 _TOKEN = re.compile(r'"(__ls_data_[0-9a-f]{32}_\d+__)"')
 
 
@@ -147,15 +140,7 @@ def categories(values: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def _palette(order: Sequence[str]) -> dict[str, str]:
-    scheme = _TABLEAU10 if len([c for c in order if c not in (NOISE, OTHER)]) <= 10 else _TABLEAU20
-    colours, i = {}, 0
-    for category in order:
-        if category in (NOISE, OTHER, ""):
-            colours[category] = _GREY
-        else:
-            colours[category] = scheme[i % len(scheme)]
-            i += 1
-    return colours
+    return dict(zip(order, category_colours(order)))
 
 
 def _json_pairs(grid: np.ndarray) -> str:
@@ -345,6 +330,8 @@ def deck(
     None answer) keeps the data inline."""
     import pydeck as pdk
 
+    from latentscape.ui.charts import maps as _maps
+
     nonce = uuid.uuid4().hex
     payloads: dict[str, str] = {}
 
@@ -365,10 +352,21 @@ def deck(
             get_fill_color=_rgb(colour), get_radius=radius, radius_units="'pixels'", pickable=pickable,
             stroked=False, filled=True,
         ))
+    # Fit the points' box into the chart (zoom is log2 of pixels per grid unit).
+    span_x, span_y = max(2 * info.centre[0], 1.0), max(2 * info.centre[1], 1.0)
+    pixels_per_unit = 0.9 * min(width / span_x, height / span_y)
     if cluster_labels is not None and not cluster_labels.empty:
-        rows = [{"p": list(info.to_grid(x, y)), "t": str(t)}
-                for x, y, t in zip(cluster_labels[Column.X], cluster_labels[Column.Y], cluster_labels["text"])
-                if math.isfinite(float(x)) and math.isfinite(float(y))]
+        # Only the names that fit the first view without overlapping (largest cluster first);
+        # the legend and the hover name every cluster.
+        on_grid = pd.DataFrame([{Column.X: gx, Column.Y: gy, "text": str(t)} for x, y, t in zip(
+            cluster_labels[Column.X], cluster_labels[Column.Y], cluster_labels["text"])
+            if math.isfinite(float(x)) and math.isfinite(float(y)) for gx, gy in [info.to_grid(x, y)]],
+            columns=[Column.X, Column.Y, "text"])
+        half_w, half_h = width / 2 / pixels_per_unit, height / 2 / pixels_per_unit
+        cx, cy = info.centre
+        on_grid = _maps.placed_labels(on_grid, x_domain=(cx - half_w, cx + half_w), y_domain=(cy - half_h, cy + half_h),
+                                      width_px=width, height_px=height, font_px=13)
+        rows = [{"p": [x, y], "t": t} for x, y, t in zip(on_grid[Column.X], on_grid[Column.Y], on_grid["text"])]
         layers.append(pdk.Layer(
             "TextLayer", data=rows, id=f"{key}-cluster-labels", get_position="p", get_text="t", get_size=13,
             get_color=[30, 30, 30, 255], character_set="'auto'", font_weight=600, background=True,
@@ -382,9 +380,7 @@ def deck(
             get_line_color=[0, 0, 0, 255], get_radius=9, radius_units="'pixels'", line_width_min_pixels=3,
             stroked=True, filled=True, pickable=True,
         ))
-    # Fit the points' box into the chart (zoom is log2 of pixels per grid unit).
-    span_x, span_y = max(2 * info.centre[0], 1.0), max(2 * info.centre[1], 1.0)
-    zoom = math.log2(0.9 * min(width / span_x, height / span_y))
+    zoom = math.log2(pixels_per_unit)
     made = Spliced(
         layers=layers,
         views=[pdk.View(type="OrthographicView", controller=True, flip_y=False)],

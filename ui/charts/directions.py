@@ -118,21 +118,23 @@ def angle_info(cosines: pd.DataFrame, *, method: str | None = None) -> AngleInfo
 
 def angle_chart(info: AngleInfo) -> alt.LayerChart:
     """Heatmap of cosines between directions (red: aligned, blue: opposed, white:
-    orthogonal), each cell labelled with its angle in degrees."""
+    orthogonal), each cell labelled with its cosine, as the legend reads (the angle on hover)."""
     n = max(1, info.frame[Column.DIRECTION_A].nunique())
     step = max(22, min(44, 420 // n))
-    base = alt.Chart(info.frame, title=f"angles between directions ({info.method})" if info.method
-                     else "angles between directions").encode(
-        x=alt.X(f"{Column.DIRECTION_B}:N", title=None),
-        y=alt.Y(f"{Column.DIRECTION_A}:N", title=None),
+    base = alt.Chart(info.frame, title=f"cosine between directions ({info.method})" if info.method
+                     else "cosine between directions").encode(
+        x=alt.X(f"{Column.DIRECTION_B}:N", title="direction", axis=alt.Axis(labelOverlap=False, labelAngle=-30)),
+        y=alt.Y(f"{Column.DIRECTION_A}:N", title="direction", axis=alt.Axis(labelOverlap=False)),
     )
     cells = base.mark_rect().encode(
-        color=alt.Color(f"{Column.COSINE}:Q", title="cosine", scale=alt.Scale(scheme="redblue", domain=[1, -1])),
+        # -1 (blue, opposed) to 1 (red, aligned), the legend ascending as the numbers in the cells.
+        color=alt.Color(f"{Column.COSINE}:Q", title="cosine",
+                        scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
         tooltip=[f"{Column.DIRECTION_A}:N", f"{Column.DIRECTION_B}:N", alt.Tooltip(f"{Column.COSINE}:Q", format=".3f"),
                  alt.Tooltip("angle:Q", format=".1f", title="angle (°)")],
     )
     text = base.mark_text(fontSize=10).encode(
-        text=alt.Text("angle:Q", format=".0f"),
+        text=alt.Text(f"{Column.COSINE}:Q", format=".2f"),
         color=alt.condition(f"abs(datum.{Column.COSINE}) > 0.6", alt.value("white"), alt.value("black")),
     )
     return alt.layer(cells, text).properties(width=alt.Step(step), height=alt.Step(step))

@@ -156,8 +156,11 @@ def heatmap_info(feature_labels: pd.DataFrame, *, per_label: int = 2) -> Heatmap
 def heatmap_chart(info: HeatmapInfo) -> alt.LayerChart:
     """AUC of each chosen feature (rows) for each label (columns); 0.5 is chance."""
     base = alt.Chart(info.frame).encode(
-        x=alt.X(f"{Column.LABEL}:N", title="label", sort=info.labels),
-        y=alt.Y(f"{Column.FEATURE}:N", title="feature", sort=info.features),
+        # Every row and column named: a band axis would drop labels it finds crowded.
+        x=alt.X(f"{Column.LABEL}:N", title="label", sort=info.labels,
+                axis=alt.Axis(labelOverlap=False, labelAngle=-40, labelLimit=160)),
+        y=alt.Y(f"{Column.FEATURE}:N", title="feature", sort=info.features,
+                axis=alt.Axis(labelOverlap=False, labelFontSize=10)),
     )
     cells = base.mark_rect().encode(
         color=alt.Color(f"{Column.AUC}:Q", title="AUC", scale=alt.Scale(scheme="viridis", domain=[0.5, 1])),
@@ -167,7 +170,7 @@ def heatmap_chart(info: HeatmapInfo) -> alt.LayerChart:
         text=alt.Text(f"{Column.AUC}:Q", format=".2f"),
         color=alt.condition(f"datum.{Column.AUC} > 0.8", alt.value("black"), alt.value("white")),
     )
-    return alt.layer(cells, text).properties(title="feature x label AUC", width=alt.Step(40), height=alt.Step(18))
+    return alt.layer(cells, text).properties(title="feature x label AUC", width=alt.Step(40), height=alt.Step(20))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Column, Metric
+from latentscape.ui.charts.palette import category_colours
 
 __all__ = [
     "CURVE_TITLES",
@@ -17,12 +18,16 @@ __all__ = [
     "CurvesInfo",
     "VERDICT_TITLES",
     "verdict_table",
+    "verdict_in_words",
     "CkaInfo",
     "curves_info",
     "curves_chart",
     "cka_info",
     "cka_chart",
     "first_stable_layer",
+    "interval_keys",
+    "model_layer_curves",
+    "CHANCE",
     "AlignedInfo",
     "aligned_info",
     "aligned_chart",
@@ -37,23 +42,26 @@ CURVE_TITLES: dict[str, str] = {
     Metric.PROBE_ACCURACY: "linear-probe accuracy",
     Metric.KNN_AGREEMENT: "k-NN label agreement",
     Metric.CKA_PREVIOUS: "CKA to the previous layer",
+    Metric.CKA_TO_BASE: "CKA to the base model's same layer",
     Metric.COSINE_PREVIOUS: "cosine to the previous layer",
     Metric.INTRINSIC_DIM: "intrinsic dimension (TwoNN)",
     Metric.ANISOTROPY: "anisotropy",
     Metric.MEAN_NORM: "mean norm",
 }
 DEFAULT_CURVES: tuple[str, ...] = (
-    Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.INTRINSIC_DIM,
+    Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_TO_BASE, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS,
+    Metric.INTRINSIC_DIM,
 )
 
-# The verdict's measures in people's words (verdict.parquet's "measure" column).
+# The verdict's measures in people's words (verdict.parquet's "measure" column, and the
+# verdict sentence): no commas, so that a list of them reads as one.
 VERDICT_TITLES: dict[str, str] = {
     Metric.PROBE_ACCURACY: "linear probe",
     Metric.KNN_AGREEMENT: "k-NN label agreement",
-    Metric.AMI_KMEANS: "AMI, k-means at k = classes",
-    Metric.AMI_MAP: "AMI, the map's clusterer",
-    Metric.AMI_HDBSCAN: "AMI, HDBSCAN at class granularity",
-    Metric.AMI_TUNED: "AMI, tuned per layer",
+    Metric.AMI_KMEANS: "AMI of k-means at k = classes",
+    Metric.AMI_MAP: "AMI of the map's clusterer",
+    Metric.AMI_HDBSCAN: "AMI of HDBSCAN at class granularity",
+    Metric.AMI_TUNED: "AMI tuned per layer",
     Metric.CKA_PREVIOUS: "largest change (lowest CKA to the layer before)",
 }
 
@@ -72,6 +80,17 @@ def verdict_table(verdict: pd.DataFrame) -> pd.DataFrame:
         "tied layers": verdict[Column.TIED],
         "collapsed": verdict[Column.COLLAPSED],
     })
+
+
+def verdict_in_words(sentence: str) -> str:
+    """The layers run's verdict sentence with its measures named as the verdict table
+    names them: ``probe_accuracy at layer 6, ami.kmeans at layer 5`` -> ``linear probe
+    at layer 6, AMI, k-means at k = classes at layer 5``. Other text is left as it is."""
+    import re
+
+    keys = sorted(VERDICT_TITLES, key=len, reverse=True)  # ami.kmeans before ami
+    pattern = re.compile(r"(?<![\w.])(" + "|".join(re.escape(k) for k in keys) + r")(?![\w.])")
+    return pattern.sub(lambda match: VERDICT_TITLES[match.group(1)], sentence or "")
 
 
 MARK_STABLE = "representation stops changing"
@@ -99,18 +118,66 @@ def first_stable_layer(cka_previous: Mapping[int, float], threshold: float = 0.9
 class CurvesInfo:
     """Per-layer curves of several runs.
 
-    frame: columns ``run`` (a label), ``run_id``, ``key``, ``title``, ``layer``, ``value``;
+    frame: columns ``run`` (a label), ``run_id``, ``key``, ``title``, ``layer``, ``value``,
+    ``low`` / ``high`` (the uncertainty drawn around the value, NaN where none) and
+    ``interval`` (what low/high are: :data:`BAND_CI` or :data:`BAND_STD`);
     keys: the metric keys present, in display order;
-    marks: columns ``run``, ``layer``, ``what`` (``MARK_STABLE`` / ``MARK_LARGEST``).
+    marks: columns ``run``, ``layer``, ``what`` (``MARK_STABLE`` / ``MARK_LARGEST``);
+    chance: columns ``run``, ``key``, ``value``: each curve's chance level (a probe's
+    majority-class accuracy, 0 for the adjusted AMI).
     """
 
     frame: pd.DataFrame
     keys: list[str]
     marks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"run": [], C.LAYER: [], "what": []}))
+    chance: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"run": [], C.KEY: [], C.VALUE: []}))
 
     @property
     def empty(self) -> bool:
         return self.frame.empty
+
+
+# The y axis of each panel (its title says the rest).
+_AXIS_TITLES = {
+    Metric.AMI: "AMI", Metric.AMI_MAP: "AMI", Metric.AMI_HDBSCAN: "AMI", Metric.AMI_TUNED: "AMI",
+    Metric.PROBE_ACCURACY: "accuracy", Metric.KNN_AGREEMENT: "agreement", Metric.CKA_PREVIOUS: "CKA",
+    Metric.CKA_TO_BASE: "CKA", Metric.COSINE_PREVIOUS: "cosine", Metric.INTRINSIC_DIM: "dimensions",
+    Metric.ANISOTROPY: "mean cosine", Metric.MEAN_NORM: "norm",
+}
+BAND_CI = "95% bootstrap interval"
+BAND_STD = "± std (over seeds, or the probe's folds)"
+CHANCE = "chance"
+# AMI is adjusted for chance: 0 is what random clusters score, whatever the data.
+_ZERO_AT_CHANCE = (Metric.AMI, Metric.AMI_KMEANS, Metric.AMI_MAP, Metric.AMI_HDBSCAN, Metric.AMI_TUNED)
+# A curve whose interval the run logs under another key (ami is ami.kmeans on the layers run).
+_INTERVAL_OF = {Metric.AMI: Metric.AMI_KMEANS}
+
+
+def interval_keys(keys: Sequence[str]) -> list[str]:
+    """The ``<key>_ci_low`` / ``<key>_ci_high`` metric keys that hold the bootstrap
+    intervals of ``keys``' curves (for ``layer_curves`` to fetch with them)."""
+    found = []
+    for key in keys:
+        for source in dict.fromkeys((key, _INTERVAL_OF.get(key, key))):
+            found += [Metric.trust(source, Metric.CI_LOW_SUFFIX), Metric.trust(source, Metric.CI_HIGH_SUFFIX)]
+    return found
+
+
+def model_layer_curves(table: pd.DataFrame | None) -> pd.DataFrame:
+    """A compare-models run's ``model_layers.parquet`` (one row per compared extraction
+    and layer: run_id, layer, cka_to_base, probe_accuracy, ami.kmeans) as curve rows
+    ``run_id``, ``key``, ``layer``, ``value`` of those extractions (k-means AMI as
+    ``ami``, the key the layers run gives it). Empty for None or an empty table."""
+    columns = [C.RUN_ID, C.KEY, C.LAYER, C.VALUE]
+    if table is None or table.empty or C.RUN_ID not in table or C.LAYER not in table:
+        return pd.DataFrame(columns=columns)
+    keys = {Metric.CKA_TO_BASE: Metric.CKA_TO_BASE, Metric.PROBE_ACCURACY: Metric.PROBE_ACCURACY,
+            Metric.AMI_KMEANS: Metric.AMI}
+    present = [k for k in keys if k in table]
+    long = table.melt(id_vars=[C.RUN_ID, C.LAYER], value_vars=present, var_name=C.KEY, value_name=C.VALUE)
+    long[C.KEY] = long[C.KEY].map(keys)
+    long = long[pd.to_numeric(long[C.VALUE], errors="coerce").notna()]
+    return long[columns].reset_index(drop=True)
 
 
 def curves_info(
@@ -120,14 +187,17 @@ def curves_info(
     keys: Sequence[str] | None = None,
     marks: Mapping[str, Mapping[str, int | None]] | None = None,
     stable_threshold: float = 0.95,
+    chance: Mapping[str, Mapping[str, float]] | None = None,
 ) -> CurvesInfo:
     """curves: ``queries.layer_curves`` rows (run_id, key, layer, value; run_name optional);
     labels: run_id -> display label; keys: which metrics, in order (default: those present,
     the usual ones first); marks: run_id -> {what: layer} findings logged by the run.
     Where a run logged no stable layer but has ``cka_previous``, it is computed here.
-    A curve's spread over seeds (``<key>_std`` rows, e.g. ``ami_std`` of ``layers --seeds``)
-    is never a panel of its own: it becomes the columns ``low`` / ``high`` (value -/+ std,
-    NaN where none) that the chart draws as error bars."""
+    A curve's bootstrap interval (``<key>_ci_low`` / ``_ci_high`` rows) and its spread over
+    seeds (``<key>_std`` rows, e.g. ``ami_std`` of ``layers --seeds``) are never panels of
+    their own: they become the columns ``low`` / ``high`` (the interval where logged,
+    else value -/+ std; NaN where neither) that the chart draws as a band.
+    chance: run_id -> {key: chance level} (e.g. ``probe_chance``); AMI curves get 0."""
     labels = dict(labels or {})
     frame = curves.copy()
     if frame.empty:
@@ -137,7 +207,15 @@ def curves_info(
     present = list(dict.fromkeys(frame[C.KEY]))
     spread_of = {Metric.trust(k, Metric.STD_SUFFIX): k for k in present}
     spreads = frame[frame[C.KEY].isin(list(spread_of))]
-    present = [k for k in present if k not in spread_of]
+    bounds = {}  # (curve key, "low"/"high") -> interval rows
+    for key in present:
+        for source in dict.fromkeys((key, _INTERVAL_OF.get(key, key))):
+            for side, suffix in (("low", Metric.CI_LOW_SUFFIX), ("high", Metric.CI_HIGH_SUFFIX)):
+                rows = frame[frame[C.KEY] == Metric.trust(source, suffix)]
+                if not rows.empty and (key, side) not in bounds:
+                    bounds[key, side] = rows
+    interval_names = set(interval_keys(present))
+    present = [k for k in present if k not in spread_of and k not in interval_names]
     if keys is None:
         ordered = [k for k in CURVE_TITLES if k in present] + [k for k in present if k not in CURVE_TITLES]
     else:
@@ -151,8 +229,29 @@ def curves_info(
                            C.LAYER: spreads[C.LAYER], "spread": spreads[C.VALUE]})
     frame = frame.merge(spread.drop_duplicates([C.RUN_ID, C.KEY, C.LAYER]), on=[C.RUN_ID, C.KEY, C.LAYER],
                         how="left")
-    frame["low"], frame["high"] = frame[C.VALUE] - frame["spread"], frame[C.VALUE] + frame["spread"]
-    frame = frame.drop(columns="spread")
+    for side in ("low", "high"):
+        parts = [pd.DataFrame({C.RUN_ID: rows[C.RUN_ID], C.KEY: key, C.LAYER: rows[C.LAYER].astype(int),
+                               f"ci_{side}": pd.to_numeric(rows[C.VALUE], errors="coerce")})
+                 for (key, which), rows in bounds.items() if which == side]
+        found = (pd.concat(parts, ignore_index=True).drop_duplicates([C.RUN_ID, C.KEY, C.LAYER]) if parts else
+                 pd.DataFrame({C.RUN_ID: pd.Series(dtype=object), C.KEY: pd.Series(dtype=object),
+                               C.LAYER: pd.Series(dtype=int), f"ci_{side}": pd.Series(dtype=float)}))
+        frame = frame.merge(found, on=[C.RUN_ID, C.KEY, C.LAYER], how="left")
+    has_ci = frame["ci_low"].notna() & frame["ci_high"].notna()
+    frame["low"] = frame["ci_low"].where(has_ci, frame[C.VALUE] - frame["spread"])
+    frame["high"] = frame["ci_high"].where(has_ci, frame[C.VALUE] + frame["spread"])
+    frame["interval"] = [BAND_CI if ci else (BAND_STD if pd.notna(s) else "") for ci, s in
+                         zip(has_ci, frame["spread"])]
+    frame = frame.drop(columns=["spread", "ci_low", "ci_high"])
+
+    chance_rows = []
+    for run_id, run in frame[[C.RUN_ID, "run"]].drop_duplicates().itertuples(index=False):
+        levels = dict((chance or {}).get(run_id, {}))
+        for key in set(frame.loc[frame[C.RUN_ID] == run_id, C.KEY]):
+            level = levels.get(key, 0.0 if key in _ZERO_AT_CHANCE else None)
+            if level is not None and not pd.isna(level):
+                chance_rows.append({"run": run, C.KEY: key, C.VALUE: float(level)})
+    chance_frame = pd.DataFrame(chance_rows, columns=["run", C.KEY, C.VALUE])
 
     rows = []
     for run_id, run in frame[[C.RUN_ID, "run"]].drop_duplicates().itertuples(index=False):
@@ -164,7 +263,7 @@ def curves_info(
             if layer is not None:
                 rows.append({"run": run, C.LAYER: int(layer), "what": what})
     marks_frame = pd.DataFrame(rows, columns=["run", C.LAYER, "what"])
-    return CurvesInfo(frame.reset_index(drop=True), ordered, marks_frame)
+    return CurvesInfo(frame.reset_index(drop=True), ordered, marks_frame, chance_frame)
 
 
 def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
@@ -172,7 +271,7 @@ def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
     all panels; vertical rules at each run's findings: dashed where the representation
     stops changing, dotted at the largest change."""
     runs = sorted(info.frame["run"].unique())
-    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=runs),
+    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=runs, range=category_colours(runs)),
                       legend=alt.Legend(orient="bottom", columns=1, labelLimit=400))
     dash = alt.StrokeDash("what:N", title="finding", scale=alt.Scale(domain=[MARK_STABLE, MARK_LARGEST],
                                                                      range=[[6, 3], [2, 2]]),
@@ -185,18 +284,24 @@ def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
             .mark_line(point=True)
             .encode(
                 x=alt.X(f"{C.LAYER}:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d")),
-                y=alt.Y(f"{C.VALUE}:Q", title=key, scale=alt.Scale(zero=False)),
+                y=alt.Y(f"{C.VALUE}:Q", title=_AXIS_TITLES.get(key, key), scale=alt.Scale(zero=False)),
                 color=color,
                 tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip(f"{C.VALUE}:Q", format=".4f")],
             )
             .properties(width=215, height=160)
         )
         bars = data[data["low"].notna()] if "low" in data else data.iloc[0:0]
-        if not bars.empty:  # the spread over seeds (layers --seeds): value -/+ std
-            line = alt.layer(line, alt.Chart(bars).mark_rule().encode(
-                x=f"{C.LAYER}:Q", y="low:Q", y2="high:Q", color=color,
-                tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip("low:Q", format=".4f"),
-                         alt.Tooltip("high:Q", format=".4f")]))
+        if not bars.empty:  # the bootstrap interval (else the spread over seeds) as a band
+            band = alt.Chart(bars).mark_area(opacity=0.18).encode(
+                x=f"{C.LAYER}:Q", y="low:Q", y2="high:Q", color=color, detail="run:N",
+                tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip("interval:N", title="band"),
+                         alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
+            line = alt.layer(band, line)
+        levels = info.chance[info.chance[C.KEY] == key] if not info.chance.empty else info.chance
+        if not levels.empty:  # the chance level: grey, dotted, named on hover
+            line = alt.layer(line, alt.Chart(levels.assign(what=CHANCE)).mark_rule(
+                color="#888888", strokeDash=[2, 3], strokeWidth=1.5).encode(
+                y=f"{C.VALUE}:Q", tooltip=["what:N", "run:N", alt.Tooltip(f"{C.VALUE}:Q", format=".3f")]))
         if info.marks.empty:
             panels.append(line)
             continue

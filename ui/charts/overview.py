@@ -8,6 +8,8 @@ import altair as alt
 import pandas as pd
 
 from latentscape.tracking.contract import CatalogColumn as C
+from latentscape.tracking.contract import Kind, Metric
+from latentscape.ui.charts.palette import KIND_COLOURS, NOISE_GREY
 
 __all__ = [
     "TimelineInfo",
@@ -22,6 +24,10 @@ __all__ = [
     "status_counts",
     "tree_order",
     "tree_names",
+    "KEY_RESULTS",
+    "key_results",
+    "fold_trials",
+    "kind_colours",
 ]
 
 _UNKNOWN = "(none)"
@@ -67,8 +73,9 @@ class TimelineInfo:
 
     frame: columns ``bucket`` (datetime, start of the bucket), ``label`` (the bucket
     as text), ``kind``, ``n``, sorted by bucket;
-    unit: the bucket size, ``"hour"`` when all runs fall within two days, ``"day"``
-    within 120 days, else ``"week"``.
+    unit: the bucket size, chosen from the runs' span so that there are at most about
+    :data:`_MOST_BUCKETS` (``"minute"`` for runs of the last half hour ... ``"month"`` for
+    years of them).
     """
 
     frame: pd.DataFrame
@@ -83,14 +90,9 @@ def timeline_info(runs: pd.DataFrame) -> TimelineInfo:
                                           "n": []}), "day", 0)
     starts = as_datetime(runs[C.START_TIME])
     span = starts.max() - starts.min()
-    if span <= pd.Timedelta(days=2):
-        unit, freq = "hour", "h"
-    elif span <= pd.Timedelta(days=120):
-        unit, freq = "day", "D"
-    else:
-        unit, freq = "week", "W"
+    unit, freq, _ = next(((u, f, size) for u, f, size in _BUCKETS if span <= size * _MOST_BUCKETS), _BUCKETS[-1])
     frame = pd.DataFrame({
-        "bucket": starts.dt.to_period(freq).dt.start_time,
+        "bucket": starts.dt.floor(freq) if freq not in ("W", "MS") else starts.dt.to_period(freq[0]).dt.start_time,
         C.KIND: runs[C.KIND].fillna(_UNKNOWN).astype(str).replace("", _UNKNOWN),
     })
     counted = frame.groupby(["bucket", C.KIND], as_index=False).size().rename(columns={"size": "n"})
@@ -99,11 +101,32 @@ def timeline_info(runs: pd.DataFrame) -> TimelineInfo:
     return TimelineInfo(counted, unit, len(runs))
 
 
-_TIME_FORMAT = {"hour": "%d %b %H:00", "day": "%d %b %Y", "week": "week of %d %b %Y"}
+# (unit, pandas frequency, size): the smallest whose buckets cover the span in at most
+# _MOST_BUCKETS bars; recent runs (one session of work) get minutes, not one bar.
+_BUCKETS = (
+    ("minute", "min", pd.Timedelta(minutes=1)), ("5 minutes", "5min", pd.Timedelta(minutes=5)),
+    ("15 minutes", "15min", pd.Timedelta(minutes=15)), ("hour", "h", pd.Timedelta(hours=1)),
+    ("6 hours", "6h", pd.Timedelta(hours=6)), ("day", "D", pd.Timedelta(days=1)),
+    ("week", "W", pd.Timedelta(weeks=1)), ("month", "MS", pd.Timedelta(days=31)),
+)
+_MOST_BUCKETS = 36
+_TIME_FORMAT = {"minute": "%d %b %H:%M", "5 minutes": "%d %b %H:%M", "15 minutes": "%d %b %H:%M",
+                "hour": "%d %b %H:00", "6 hours": "%d %b %H:00", "day": "%d %b %Y", "week": "week of %d %b %Y",
+                "month": "%b %Y"}
+# Every kind keeps its colour on every chart (the palette's order follows Kind's).
+_KIND_COLOURS = {kind.value: KIND_COLOURS[i % len(KIND_COLOURS)] for i, kind in enumerate(Kind)}
+
+
+def kind_colours(kinds) -> tuple[list[str], list[str]]:
+    """(domain, range) of a colour scale for ``kinds``: each known kind its own fixed
+    colour, unknown ones grey."""
+    domain = sorted(dict.fromkeys(str(k) for k in kinds))
+    return domain, [_KIND_COLOURS.get(k, NOISE_GREY) for k in domain]
 
 
 def timeline_chart(info: TimelineInfo) -> alt.Chart:
-    """Stacked bars: runs started per bucket, coloured by kind."""
+    """Stacked bars: runs started per bucket, coloured by kind (a fixed colour each)."""
+    domain, colours = kind_colours(info.frame[C.KIND])
     return (
         alt.Chart(info.frame, title=f"Runs started per {info.unit}")
         .mark_bar()
@@ -111,7 +134,7 @@ def timeline_chart(info: TimelineInfo) -> alt.Chart:
             x=alt.X("label:O", title=None, sort=list(dict.fromkeys(info.frame["label"])),
                     axis=alt.Axis(labelAngle=-30)),
             y=alt.Y("n:Q", title="runs", stack="zero"),
-            color=alt.Color(f"{C.KIND}:N", title="kind"),
+            color=alt.Color(f"{C.KIND}:N", title="kind", scale=alt.Scale(domain=domain, range=colours)),
             tooltip=[alt.Tooltip("label:N", title=info.unit), alt.Tooltip(f"{C.KIND}:N"),
                      alt.Tooltip("n:Q", title="runs")],
         )
@@ -204,3 +227,50 @@ def tree_names(ordered: pd.DataFrame) -> pd.Series:
     names = ordered[C.NAME].fillna("").astype(str)
     return pd.Series([name if depth == 0 else _TREE_INDENT * (depth - 1) + _TREE_MARK + name
                       for name, depth in zip(names, ordered[TREE_DEPTH])], index=ordered.index)
+
+
+TRIALS = "trials"  # column fold_trials adds: a sweep's number of trials
+
+
+def fold_trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without the trials of a listed sweep (a sweep has many; its page shows
+    them), each sweep with its number of trials in ``trials`` (0 for other runs). A trial
+    whose sweep is not listed stays."""
+    if runs.empty or C.KIND not in runs or C.PARENT_RUN_ID not in runs:
+        return runs.assign(**{TRIALS: 0})
+    sweeps = set(runs.loc[runs[C.KIND] == Kind.SWEEP.value, C.RUN_ID])
+    folded = (runs[C.KIND] == Kind.TRIAL.value) & runs[C.PARENT_RUN_ID].isin(sweeps)
+    counts = runs.loc[folded, C.PARENT_RUN_ID].value_counts()
+    kept = runs[~folded].copy()
+    kept[TRIALS] = kept[C.RUN_ID].map(counts).fillna(0).astype(int)
+    return kept
+
+
+# A run's headline results, one sortable column each: (metric, column title, from a
+# per-layer curve). A value logged once is the result; of a curve (several steps, one per
+# layer) only the probe's best layer is one, the rest are not headline results.
+KEY_RESULTS: tuple[tuple[str, str, bool], ...] = (
+    (Metric.AMI, "AMI", False),
+    (Metric.NMI, "NMI", False),
+    (Metric.TRUSTWORTHINESS, "trustworthiness", False),
+    (Metric.PROBE_ACCURACY, "best layer's probe accuracy", True),
+    (Metric.HELDOUT_ACCURACY, "held-out accuracy", False),
+    (Metric.ACCURACY_AT_1, "analogy accuracy@1", False),
+)
+
+
+def key_results(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (index ``run_id``), one column per :data:`KEY_RESULTS` title that
+    any run has: the value the run logged once, or for a curve's entry the best of its
+    layers. metrics: ``queries.metrics`` rows (run_id, key, value, step)."""
+    if metrics is None or metrics.empty:
+        return pd.DataFrame(index=pd.Index([], name=C.RUN_ID))
+    rows = metrics[metrics[C.KEY].isin([k for k, _, _ in KEY_RESULTS])]
+    steps = rows.groupby([C.RUN_ID, C.KEY])[C.STEP].transform("nunique")
+    columns = {}
+    for key, title, of_curve in KEY_RESULTS:
+        mine = rows[(rows[C.KEY] == key) & ((steps > 1) if of_curve else (steps == 1))]
+        if not mine.empty:
+            grouped = mine.groupby(C.RUN_ID)[C.VALUE]
+            columns[title] = grouped.max() if of_curve else grouped.last()
+    return pd.DataFrame(columns).rename_axis(C.RUN_ID)

@@ -202,7 +202,9 @@ def parallel_chart(frame: pd.DataFrame, *, objective: str = "value") -> alt.Char
         alt.Chart(frame, title="parallel coordinates (each axis scaled to its range)")
         .mark_line(opacity=0.7, point=True)
         .encode(
-            x=alt.X("axis:N", title=None, sort=axes, axis=alt.Axis(labelAngle=0, labelLimit=200)),
+            # Every axis named under it (a band axis would drop names it finds crowded).
+            x=alt.X("axis:N", title="parameter (the score last)", sort=axes,
+                    axis=alt.Axis(labelAngle=-20, labelLimit=220, labelOverlap=False, labelFontWeight="bold")),
             y=alt.Y("scaled:Q", title=None, axis=None),
             detail=f"{Column.TRIAL}:N",
             color=alt.Color(f"{Column.VALUE}:Q", title=objective, scale=alt.Scale(scheme="viridis")),

@@ -109,15 +109,17 @@ def heatmap_info(model_layers: pd.DataFrame | None, measure: str) -> HeatmapInfo
 def heatmap_chart(info: HeatmapInfo) -> alt.LayerChart:
     """Layers up, checkpoints across; the value in each cell."""
     base = alt.Chart(info.frame, title=HEATMAP_TITLES.get(info.measure, info.measure)).encode(
-        x=alt.X(f"{Column.CHECKPOINT}:O", title="checkpoint", sort=info.checkpoints, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y(f"{Column.LAYER}:O", title="layer", sort="descending"),
+        # Every checkpoint named (a band axis drops labels it finds crowded).
+        x=alt.X(f"{Column.CHECKPOINT}:O", title="checkpoint", sort=info.checkpoints,
+                axis=alt.Axis(labelAngle=-30, labelOverlap=False, labelLimit=160)),
+        y=alt.Y(f"{Column.LAYER}:O", title="layer", sort="descending", axis=alt.Axis(labelOverlap=False)),
     )
     cells = base.mark_rect().encode(
         color=alt.Color(f"{C.VALUE}:Q", title=None, scale=alt.Scale(scheme="viridis")),
         tooltip=[f"{Column.CHECKPOINT}:O", f"{Column.LAYER}:O", alt.Tooltip(f"{C.VALUE}:Q", format=".3f")],
     )
     text = base.mark_text(fontSize=10, color="white").encode(text=alt.Text(f"{C.VALUE}:Q", format=".2f"))
-    return alt.layer(cells, text).properties(width=alt.Step(44), height=alt.Step(26))
+    return alt.layer(cells, text).properties(width=alt.Step(56), height=alt.Step(26))
 
 
 @dataclass(frozen=True)

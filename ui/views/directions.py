@@ -9,7 +9,7 @@ from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import directions as charts
-from latentscape.ui.labels import number, run_labels, short_id
+from latentscape.ui.labels import number, short_id
 
 PAGE = "directions"
 
@@ -32,7 +32,7 @@ def render() -> None:
                                "weights), every sample projected on each.",
                                ["latentscape directions --run EXTRACT_RUN --layer 6"])
         return
-    labels = run_labels(runs)
+    labels = components.run_names(runs)
     run_id = state.pick_run("Directions run", list(runs[C.RUN_ID]), labels, page=PAGE)
     row = runs.set_index(C.RUN_ID).loc[run_id]
     summary = data.run_table((run_id,))

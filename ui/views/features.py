@@ -13,7 +13,7 @@ from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import features as charts
-from latentscape.ui.labels import number, run_labels, short_id
+from latentscape.ui.labels import number, short_id
 
 PAGE = "features"
 _SCORES = ((Metric.holdout(Metric.VARIANCE_EXPLAINED), "variance explained (held out)"), (Metric.L0, "L0"),
@@ -66,7 +66,7 @@ def render() -> None:
                                "with its top examples, keywords and the label it separates best.",
                                ["latentscape sae --run EXTRACT_RUN --layer 6"])
         return
-    run_id = state.pick_run("Sparse autoencoder run", list(runs[C.RUN_ID]), run_labels(runs), page=PAGE)
+    run_id = state.pick_run("Sparse autoencoder run", list(runs[C.RUN_ID]), components.run_names(runs), page=PAGE)
     row = runs.set_index(C.RUN_ID).loc[run_id]
     summary = data.run_table((run_id,))
     details = summary.iloc[0].to_dict() if not summary.empty else {}
@@ -123,8 +123,8 @@ def render() -> None:
         st.code(f"latentscape map --run {row.get(C.SOURCE_RUN) or 'EXTRACT_RUN'} --layer "
                 f"{details.get(C.PARAM_PREFIX + Param.LAYER, 6)}", language="bash")
         return
-    map_id = state.pick_run("Map to colour by the feature", list(maps[C.RUN_ID]), run_labels(maps), page=PAGE,
-                            key="map")
+    map_id = state.pick_run("Map to colour by the feature", list(maps[C.RUN_ID]),
+                            components.run_names(maps, with_method=True), page=PAGE, key="map")
     points = data.map_points(map_id)
     if points is not None:
         shown = charts.feature_map_info(points, activations, feature)

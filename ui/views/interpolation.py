@@ -11,7 +11,7 @@ from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import interpolation as charts
-from latentscape.ui.labels import number, run_labels, short_id
+from latentscape.ui.labels import number, short_id
 
 PAGE = "interpolation"
 _PER_ROW = 3
@@ -37,7 +37,7 @@ def _paths() -> None:
                                 "latentscape interpolate --run DIGITS_RUN --layer 0 --from digit-0000 "
                                 "--to digit-0001 --decoder autoencoder"])
         return
-    labels = run_labels(walks)
+    labels = components.run_names(walks)
     ids = list(walks[C.RUN_ID])
     controls = st.columns([4, 2])
     chosen = state.pick_runs("Interpolations", ids, labels, page=PAGE, default=ids[:2], container=controls[0],
@@ -130,7 +130,7 @@ def _analogies() -> None:
         components.empty_state("No analogies run yet: every layer answers b − a + c over the vocabulary of a "
                                "question file.", ["latentscape analogies --run EXTRACT_RUN"])
         return
-    labels = run_labels(runs)
+    labels = components.run_names(runs)
     ids = list(runs[C.RUN_ID])
     controls = st.columns([4, 1])
     chosen = state.pick_runs("Analogy runs", ids, labels, page=PAGE, key="analogy", default=ids[:1],

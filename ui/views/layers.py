@@ -10,7 +10,6 @@ from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import layers as charts
-from latentscape.ui.labels import run_labels
 
 PAGE = "layers"
 # Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).
@@ -25,6 +24,23 @@ def _latest_layers_run(layer_runs: pd.DataFrame, extraction_id: str) -> str | No
     mine = layer_runs[((layer_runs[C.SOURCE_RUN] == extraction_id) | (layer_runs[C.PARENT_RUN_ID] == extraction_id))
                       & (layer_runs[C.STATUS] == "FINISHED")]
     return None if mine.empty else str(mine.iloc[0][C.RUN_ID])
+
+
+def _compared_models(chosen: list[str]) -> pd.DataFrame:
+    """Curve rows (run_id, key, layer, value) of every extraction that a finished
+    compare-models run compared with one of ``chosen`` (a fine-tuning's base and its
+    checkpoints): probe accuracy, k-means AMI and CKA to the base, per layer."""
+    comparisons = data.runs(kinds=(Kind.COMPARE_MODELS.value,))
+    if comparisons.empty:
+        return charts.model_layer_curves(None)
+    table = data.run_table(tuple(comparisons[C.RUN_ID]))
+    found = []
+    for row in table.to_dict("records"):
+        compared = str(row.get(C.PARAM_PREFIX + Param.RUNS) or "").split(",")
+        if row[C.STATUS] == "FINISHED" and set(compared) & set(chosen):
+            found.append(charts.model_layer_curves(data.table(row[C.RUN_ID], Artifact.MODEL_LAYERS)))
+            break  # the newest comparison of these extractions
+    return found[0] if found else charts.model_layer_curves(None)
 
 
 def _finding(value) -> int | None:
@@ -42,7 +58,7 @@ def render() -> None:
                                ["latentscape extract --data demo"])
         return
     layer_runs = data.runs(kinds=(Kind.LAYERS.value,))
-    labels = run_labels(extractions)
+    labels = components.run_names(extractions)
     ids = list(extractions[C.RUN_ID])
     with_layers = [run_id for run_id in ids if _latest_layers_run(layer_runs, run_id)]
     chosen = state.pick_runs("Extractions", ids, labels, page=PAGE, default=(with_layers or ids)[:1],
@@ -55,8 +71,14 @@ def render() -> None:
     analysed = {run_id: _latest_layers_run(layer_runs, run_id) for run_id in chosen}
     _verdicts(analysed, labels)
     sources = {**{lr: labels[e] for e, lr in analysed.items() if lr}, **{e: labels[e] for e in chosen}}
-    curve_keys = (*charts.CURVE_TITLES, Metric.AMI_STD)  # ami_std: error bars of the AMI (layers --seeds)
+    # Each curve with its bootstrap interval and its spread over seeds (layers --seeds).
+    curve_keys = (*charts.CURVE_TITLES, *charts.interval_keys(charts.CURVE_TITLES), Metric.AMI_STD,
+                  Metric.PROBE_ACCURACY_STD)
     curves = data.layer_curves(tuple(sources), curve_keys)
+    compared = _compared_models(chosen)
+    if not compared.empty:  # checkpoints' per-layer scores that compare-models logged, beside the base's
+        sources.update({run_id: labels.get(run_id, run_id) for run_id in compared[C.RUN_ID].unique()})
+        curves = pd.concat([curves, compared], ignore_index=True)
     if not curves.empty:
         # Where a layers run and its extraction both logged a curve, keep the layers run's.
         owner = curves[C.RUN_ID].map(sources)
@@ -72,20 +94,23 @@ def render() -> None:
     state.publish(curve=keys)
 
     findings = data.run_table(tuple(lr for lr in analysed.values() if lr))
-    marks = {}
+    marks, chance = {}, {}
     for row in findings.to_dict("records"):
+        chance[row[C.RUN_ID]] = {Metric.PROBE_ACCURACY: row.get(C.METRIC_PREFIX + Metric.PROBE_CHANCE)}
         marks[row[C.RUN_ID]] = {
             charts.MARK_STABLE: _finding(row.get(C.PARAM_PREFIX + Param.FIRST_STABLE_LAYER)),
             charts.MARK_LARGEST: _finding(row.get(C.PARAM_PREFIX + Param.LAYER_OF_LARGEST_CHANGE)),
         }
-    info = charts.curves_info(curves, labels=sources, keys=keys, marks=marks)
+    info = charts.curves_info(curves, labels=sources, keys=keys, marks=marks, chance=chance)
     if info.empty:
         st.info("These extractions have no per-layer curves yet.", icon=":material/info:")
     else:
         st.altair_chart(charts.curves_chart(info), width="content")
-        st.caption("Dashed rule: where the representation stops changing (the first layer after which "
-                   "consecutive layers stay above the run's CKA threshold). Dotted: the layer least like the one "
-                   "before it.")
+        st.caption("Shaded: the 95% bootstrap interval of each layer's score (else ± its spread over seeds); a "
+                   "curve that stays inside one band is flat, whatever its slope. Grey dotted line: chance (the "
+                   "majority class for a probe, 0 for AMI). Dashed rule: where the representation stops changing "
+                   "(the first layer after which consecutive layers stay above the run's CKA threshold). Dotted "
+                   "rule: the layer least like the one before it.")
 
     missing = [e for e, lr in analysed.items() if not lr]
     if missing:
@@ -136,7 +161,7 @@ def _verdicts(analysed: dict[str, str | None], labels: dict) -> None:
             continue  # unlabelled, or a layers run from before verdicts
         if len(done) > 1:
             st.markdown(f"**{labels[extraction_id]}**")
-        sentence = sentences.get(layers_id, "")
+        sentence = charts.verdict_in_words(sentences.get(layers_id, ""))
         if str(agree.get(layers_id)) == "True":
             st.success(sentence, icon=":material/check_circle:")
         else:

@@ -7,18 +7,19 @@ placed on its map. Maps above ``bigmap.LARGE_MAP_POINTS`` points are drawn by de
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import pandas as pd
 import streamlit as st
 
-from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+from latentscape.tracking.contract import Artifact, Column, Kind, Tag
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.scores import ON_MAP
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import bigmap
 from latentscape.ui.charts import maps as charts
-from latentscape.ui.labels import TRUST_HELP, run_labels, score_text, short_id
+from latentscape.ui.labels import TRUST_HELP, score_text, short_id
 
 PAGE = "maps"
 _MAP_KINDS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
@@ -26,20 +27,13 @@ _ACTIVE = f"{PAGE}._active"  # session key: (run_id, box) of the selection being
 _SEEN = f"{PAGE}._seen"  # session key: each chart's box at the previous rerun
 
 
+# A map panel's column width and plot height in pixels, per maps-per-row, on the wide layout
+# at 1400 px (measured in Chromium); the plot's width is the column's less its legend.
+_PANEL_PX = {1: (940, 410), 2: (462, 410), 3: (300, 410)}
+
+
 def _chart_key(run_id: str) -> str:
     return state.widget_key(PAGE, f"chart.{run_id}")
-
-
-def _title(row: dict) -> str:
-    """``layer 6 · umap + hdbscan`` from a run_table row."""
-    parts = []
-    layer = row.get(C.PARAM_PREFIX + Param.LAYER)
-    if layer is not None and not pd.isna(layer):
-        parts.append(f"layer {layer}")
-    reducer, clusterer = row.get(C.PARAM_PREFIX + Param.REDUCER), row.get(C.PARAM_PREFIX + Param.CLUSTERER)
-    if isinstance(reducer, str) or isinstance(clusterer, str):
-        parts.append(" + ".join(str(p) for p in (reducer, clusterer) if isinstance(p, str)))
-    return " · ".join(parts) or str(row.get(C.NAME) or "")
 
 
 def _default_pair(candidates: pd.DataFrame) -> list[str]:
@@ -150,7 +144,7 @@ def render() -> None:
     linked = set(state.url_list("run"))
     candidates = candidates[(candidates[C.KIND] != Kind.TRIAL.value) | candidates[C.RUN_ID].isin(linked)]
     candidates = candidates[candidates[C.STATUS] == "FINISHED"]
-    labels = run_labels(candidates)
+    labels = components.run_names(candidates, with_method=True)
     ids = list(candidates[C.RUN_ID])
     controls = st.columns([4, 1.2, 1])
     chosen = state.pick_runs("Maps", ids, labels, page=PAGE, default=_default_pair(candidates), container=controls[0],
@@ -193,16 +187,28 @@ def render() -> None:
             is_active = active is not None and active[0] == run_id
             clusters = data.table(run_id, Artifact.CLUSTERS)
             names = charts.cluster_labels(clusters)
+            name_of = {str(c): text for c, text in zip(names[Column.CLUSTER], names[charts.LABEL_TEXT])}
             here = query if asked is not None and asked[0] == run_id else None
             with column:
-                st.markdown(f"**{_title(row)}**  \n`{short_id(run_id)}` {row.get(C.NAME) or ''}")
+                st.markdown(f"**{labels.get(run_id, short_id(run_id))}**")
                 if run_id in large:
                     note = _large_map(run_id, color_by, names, here, per_row)
                 else:
                     info = charts.map_info(points[run_id], color_by=color_by,
-                                           highlight=None if is_active or selected_ids is None else selected_ids)
-                    chart = charts.map_chart(info, box=active[1] if is_active else None, labels=names, query=here,
-                                             neighbours=near if here is not None else None)
+                                           highlight=None if is_active or selected_ids is None else selected_ids,
+                                           cluster_names=name_of)
+                    # Equal units on both axes in the plot the legend leaves of the column.
+                    column_px, height_px = _PANEL_PX.get(per_row, _PANEL_PX[2])
+                    legend = name_of if info.color_by == Column.CLUSTER else None
+                    width_px = max(120.0, column_px - charts.legend_width_px(info.categories, legend))
+                    x_domain, y_domain = charts.fitted_domains(points[run_id][Column.X], points[run_id][Column.Y],
+                                                               aspect=width_px / height_px)
+                    info = dataclasses.replace(info, x_domain=x_domain, y_domain=y_domain)
+                    placed = charts.placed_labels(names, x_domain=info.x_domain, y_domain=info.y_domain,
+                                                  width_px=width_px, height_px=height_px)
+                    chart = charts.map_chart(info, box=active[1] if is_active else None, labels=placed, query=here,
+                                             neighbours=near if here is not None else None,
+                                             legend_names=name_of if info.color_by == Column.CLUSTER else None)
                     st.altair_chart(chart, on_select="rerun", selection_mode=charts.BRUSH, key=_chart_key(run_id),
                                     width="stretch")
                     note = (f"  \nshowing {info.n_shown:,} of {info.n_points:,} points"

@@ -64,9 +64,10 @@ def _links(selected: pd.DataFrame) -> None:
         st.caption("Select rows to open them on their pages or compare them.")
         return
     columns = st.columns(2)
+    names = components.run_names(selected.head(7))
     for i, row in enumerate(selected.head(7).to_dict("records")):
         route = routes.route_for_kind(row[C.KIND])
-        components.link(route, f"{route.title}: {row[C.NAME] or short_id(row[C.RUN_ID])}",
+        components.link(route, f"{route.title}: {names.get(row[C.RUN_ID]) or short_id(row[C.RUN_ID])}",
                         routes.link_params(row[C.KIND], row[C.RUN_ID], row.get(C.SOURCE_RUN)),
                         container=columns[i % 2])
     components.link(routes.COMPARE, f"Compare these {len(selected)} runs", {"run": list(selected[C.RUN_ID])},
@@ -103,9 +104,16 @@ def render() -> None:
     right.altair_chart(charts.users_chart(charts.users_info(runs)), width="stretch")
 
     st.subheader("Runs")
-    runs = charts.tree_order(runs)  # each run's children (checkpoints, trials, ...) right under it
+    runs = charts.fold_trials(runs)  # a sweep's trials are one row: the sweep's, with their number
+    runs = charts.tree_order(runs)  # each run's children (checkpoints, comparisons, ...) right under it
     shown = runs[[c for c in _TABLE_COLUMNS if c in runs]].copy()
     shown[C.NAME] = charts.tree_names(runs)
+    # The headline results, one sortable column each (click a header to sort).
+    results = charts.key_results(data.metrics(tuple(runs[C.RUN_ID]), tuple(k for k, _, _ in charts.KEY_RESULTS)))
+    for title in reversed(results.columns):  # each inserted right after the status
+        shown.insert(shown.columns.get_loc(C.STATUS) + 1, title, runs[C.RUN_ID].map(results[title]).to_numpy())
+    if runs[charts.TRIALS].any():
+        shown.insert(shown.columns.get_loc(C.KIND) + 1, charts.TRIALS, runs[charts.TRIALS].replace(0, None))
     if C.START_TIME in shown:
         shown[C.START_TIME] = charts.as_datetime(shown[C.START_TIME])
     event = st.dataframe(
@@ -115,6 +123,8 @@ def render() -> None:
             C.RUN_ID: st.column_config.TextColumn("run id"),
             C.DATASET_NAME: st.column_config.TextColumn("data set"),
             C.ERROR: st.column_config.TextColumn("error", width="medium"),
+            charts.TRIALS: st.column_config.NumberColumn("trials", help="a sweep's trials (on its Sweeps page)"),
+            **{title: st.column_config.NumberColumn(title, format="%.3f") for title in results.columns},
         },
     )
     rows = list(event.selection.rows) if event is not None else []

@@ -11,7 +11,7 @@ from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.scores import LABEL_SCORES, SUMMARY
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import sweeps as charts
-from latentscape.ui.labels import number, run_labels
+from latentscape.ui.labels import number
 
 PAGE = "sweeps"
 # The best map's held-out table: the label scores of a run's summary, in its order.
@@ -26,7 +26,7 @@ def render() -> None:
                                ["latentscape extract --data demo          # prints EXTRACT_RUN",
                                 "latentscape sweep --run EXTRACT_RUN --layer 6 --trials 30"])
         return
-    labels = run_labels(sweeps)
+    labels = components.run_names(sweeps, with_method=True)
     run_id = state.pick_run("Sweep", list(sweeps[C.RUN_ID]), labels, page=PAGE)
     summary = data.run_table((run_id,))
     row = summary.iloc[0].to_dict() if not summary.empty else {}

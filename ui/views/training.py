@@ -12,7 +12,6 @@ from latentscape.tracking.contract import Artifact, Kind, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import training as charts
-from latentscape.ui.labels import run_labels
 
 PAGE = "training"
 
@@ -42,7 +41,7 @@ def render() -> None:
 def _training(trainings) -> tuple[str | None, str | None]:
     """The chosen finetune run: its curves and heatmaps. Returns (base, last checkpoint)
     extractions, the default pair of the cross-model heatmap."""
-    labels = run_labels(trainings)
+    labels = components.run_names(trainings)
     chosen = state.pick_run("Fine-tuning", list(trainings[C.RUN_ID]), labels, page=PAGE,
                             help="a `latentscape finetune` run")
     st.subheader("Loss and accuracy over training")
@@ -82,7 +81,7 @@ def _cross_model(comparisons, pair: tuple[str | None, str | None]) -> None:
     if extractions.empty:
         components.empty_state("No extraction yet.", ["latentscape extract --data demo"])
         return
-    labels = run_labels(extractions)
+    labels = components.run_names(extractions)
     ids = list(extractions[C.RUN_ID])
     base, last = pair
     controls = st.columns(2)
@@ -104,7 +103,7 @@ def _cross_model(comparisons, pair: tuple[str | None, str | None]) -> None:
         components.empty_state("No comparison of these two extractions yet.",
                                [f"latentscape compare-models --runs {run_a} {run_b}"])
         return
-    st.altair_chart(charts.cross_chart(info, title_a=labels.get(run_a, "A")[:40], title_b=labels.get(run_b, "B")[:40]),
+    st.altair_chart(charts.cross_chart(info, title_a=labels.get(run_a, "A"), title_b=labels.get(run_b, "B")),
                     width="content")
     components.link(routes.LAYERS, "these two models' layers side by side", {"run": [run_a, run_b]})
 
