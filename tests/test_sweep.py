@@ -34,11 +34,12 @@ def _runs(store, kind, **filters):
 
 
 def _study(store, study_name):
-    import optuna
+    from types import SimpleNamespace
 
-    from latentscape.tracking.studies import default_storage
+    from latentscape.tracking.studies import default_storage, opened_storage, study_trials
 
-    return optuna.load_study(study_name=study_name, storage=default_storage(store.uri))
+    with opened_storage(default_storage(store.uri)) as storage:  # one engine, disposed
+        return SimpleNamespace(trials=study_trials(storage, study_name))
 
 
 def _states(study):
@@ -198,6 +199,46 @@ def test_two_processes_share_one_study(store, tmp_path):
 
     table = load_table(store, sweep_run.info.run_id, Artifact.TRIALS)
     assert (table[Column.STATE] == "COMPLETE").sum() == 8
+    # Both finish the study's last trials at about the same moment: one of them logs the best map.
+    assert len(store.client.get_metric_history(sweep_run.info.run_id, Metric.BEST_VALUE)) == 1
+
+
+def test_one_of_the_workers_finishing_together_claims_the_best_map(tmp_path):
+    """The claim behind "one best-map log per study": workers, each with its own storage
+    (engine), claim the study's target at the same instant; exactly one wins, and a study
+    extended to a new target is claimed once more."""
+    import threading
+    from types import SimpleNamespace
+
+    import optuna
+
+    from latentscape.jobs.sweep._best import _Best
+    from latentscape.tracking.studies import dispose, open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = open_storage(url, 5, None)
+    optuna.create_study(study_name="claims", storage=first)
+    workers = [SimpleNamespace(storage=open_storage(url, 5, None), plan=SimpleNamespace(study_name="claims"),
+                               worker_id=f"w{i}") for i in range(4)]
+    start, won = threading.Barrier(len(workers)), []
+
+    def finish(worker, target):
+        start.wait()
+        if _Best._claim_best(worker, target):
+            won.append(worker.worker_id)
+
+    for target in (8, 12):
+        threads = [threading.Thread(target=finish, args=(worker, target)) for worker in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1, f"target {target}: {won} claimed the best map"
+        won.clear()
+    _Best._release_best(workers[0], 12)  # a failed log gives the claim back
+    assert _Best._claim_best(workers[1], 12)
+    for storage in [first, *(worker.storage for worker in workers)]:
+        dispose(storage)
 
 
 def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
