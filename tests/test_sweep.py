@@ -303,3 +303,43 @@ def test_cli_space_file_errors_are_one_line(store, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("latentscape sweep: error:") and needle in lines[0], lines
     assert not _runs(store, Kind.SWEEP.value)
+
+
+@pytest.mark.postgres
+def test_postgres_out_of_connections_is_one_line_naming_the_setting(postgres, digits_extraction, session_store,
+                                                                     capsys):
+    """A real refusal, cheaply: a role with CONNECTION LIMIT 0 gets PostgreSQL's "too many
+    connections for role", as a full server gives "too many clients". The sweep says so in
+    one line naming the settings to change, exit 2, no traceback."""
+    import uuid
+
+    import psycopg2
+    from psycopg2 import sql
+
+    from latentscape.jobs.cli import main
+    from latentscape.tracking.connections import connection_refusal
+
+    postgres.require()
+    role = f"ls_limited_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 0").format(sql.Identifier(role)))
+        url = f"postgresql://{role}@{postgres.host}:{postgres.port}/postgres"
+        with pytest.raises(psycopg2.OperationalError) as refused:
+            psycopg2.connect(url)
+        assert connection_refusal(refused.value, where="x") is not None
+
+        code = main(["sweep", "--run", digits_extraction.run_id, "--tracking-uri", session_store.uri,
+                     "--layer", "0", "--reducer", "pca", "--clusterer", "kmeans", "--trials", "1", "--storage", url])
+        error = capsys.readouterr().err
+        assert code == 2, error
+        lines = [line for line in error.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("latentscape sweep: error: PostgreSQL refused"), error
+        assert "--db-pool-size" in lines[0] and "max_connections" in lines[0]
+        assert "Traceback" not in error
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.close()
