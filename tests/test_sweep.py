@@ -250,13 +250,14 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
 
     import optuna
 
-    from latentscape.tracking.studies import open_storage
+    from latentscape.tracking.studies import dispose, open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="queue", storage=open_storage(url, 5, None))
+    storages = [open_storage(url, 5, None) for _ in range(5)]  # one engine each, disposed at the end
+    study = optuna.create_study(study_name="queue", storage=storages[0])
     for x in range(40):
         study.enqueue_trial({"x": x})
-    workers = [optuna.load_study(study_name="queue", storage=open_storage(url, 5, None)) for _ in range(4)]
+    workers = [optuna.load_study(study_name="queue", storage=storage) for storage in storages[1:]]
     start, taken = threading.Barrier(len(workers)), []
 
     def take(worker):
@@ -270,6 +271,8 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
         thread.join()
     assert len(taken) == 40 and not [n for n, count in Counter(taken).items() if count > 1]
     assert all(t.state.name == "RUNNING" for t in study.trials)
+    for storage in storages:
+        dispose(storage)
 
 
 @pytest.mark.slow
