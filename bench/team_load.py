@@ -46,6 +46,10 @@ PG = os.environ.get("LATENTSCAPE_BENCH_POSTGRES", "postgresql://postgres@127.0.0
 EXPERIMENT = "team-load"
 SERVER_WORKERS = 2
 TRIALS_PER_WORKER = 3
+# Sweep workers run as batch jobs (nice 10) beside the server and the readers, as a team
+# would run them on one host (docker/README.md): a person's page should not wait behind
+# twenty maps. The server and the readers keep the default priority.
+WORKER_NICE = 10
 CONNECTIONS_HELD = 80  # of PostgreSQL's 100: room for an administrator
 READER_P95_MS = 200.0
 SWEEP_ARGS = ["--layer", "0", "--reducer", "pca", "--clusterer", "kmeans", "-c", "n_init=1", "--score-sample", "300",
@@ -164,7 +168,8 @@ class _Bench:
         command = _cli("sweep", "--run", run_id, "--storage", self.optuna_url, "--study", self.study,
                        "--trials", str(TRIALS_PER_WORKER), *SWEEP_ARGS)
         index = len(self.processes)
-        process = subprocess.Popen(command, env=self.env(), cwd=self.tmp, stdout=subprocess.PIPE,
+        process = subprocess.Popen(["nice", "-n", str(WORKER_NICE), *command], env=self.env(), cwd=self.tmp,
+                                   stdout=subprocess.PIPE,
                                    stderr=open(self.tmp / f"worker-{index}.err", "wb"), text=True)
         self.processes.append(process)
         return process
@@ -261,7 +266,7 @@ class _Bench:
         sampler = threading.Thread(target=self.sample, daemon=True)
         readers: list[subprocess.Popen] = []
         stop_file = self.tmp / "stop-readers"
-        result: dict = {"workers": self.workers, "readers": self.readers}
+        result: dict = {"workers": self.workers, "readers": self.readers, "workers_nice": WORKER_NICE}
         try:
             self.start_server()
             sampler.start()
