@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE))
 from _common import Row, print_rows  # noqa: E402
 
 BENCHMARKS = ["extract", "map", "sweep", "layers", "layers_scale", "verdict", "catalog", "bigmap", "cold_start", "answers",
-              "app_open", "sae", "finetune", "auth_overhead"]
+              "app_open", "sae", "finetune", "auth_overhead", "team_load"]
 
 
 def _rows(result) -> list[Row]:

@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{command}: interrupted; the run was marked KILLED", file=sys.stderr)
         return 130
     except Exception as error:  # an unexpected failure: one line, traceback on --debug
+        from latentscape.tracking.connections import connection_refusal
         from latentscape.tracking.errors import server_error
 
         uri = getattr(args, "tracking_uri", None) or os.environ.get("MLFLOW_TRACKING_URI", "")
-        explained = server_error(error, uri=uri)
+        # PostgreSQL out of connections (directly, or through the tracking server), then the server's refusals
+        explained = connection_refusal(error, where=command) or server_error(error, uri=uri)
         if explained is not None:  # a tracking server's refusal, or no server at that address
             print(masked(f"{command}: error: {explained}"), file=sys.stderr)
             return EXIT_USAGE

@@ -90,6 +90,31 @@ def postgres() -> Postgres:
     return Postgres()
 
 
+# -- polling with a deadline that follows the work --------------------------------
+def _wait_for_progress(done, *, progress, stall_s: float, what: str, poll_s: float = 0.5):
+    """Poll ``done()`` until it is true. The deadline follows the work, not the clock: it
+    fails only after ``stall_s`` seconds in which ``progress()`` (a value that grows while
+    the work goes on, e.g. complete trials) did not change. Returns ``done()``'s value."""
+    last, since = progress(), time.monotonic()
+    while True:
+        value = done()
+        if value:
+            return value
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            pytest.fail(f"{what}: no progress in {stall_s:.0f} s (last seen: {last})")
+        time.sleep(poll_s)
+
+
+@pytest.fixture(scope="session")
+def wait_for_progress():
+    """``wait_for_progress(done, progress=, stall_s=, what=)``: poll until ``done()``, failing
+    only when ``progress()`` stood still for ``stall_s`` s (a busy machine is slow, not stuck)."""
+    return _wait_for_progress
+
+
 # -- team mode: a running `latentscape server` ---------------------------------------
 def free_port() -> int:
     with socket.socket() as probe:

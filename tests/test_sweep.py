@@ -34,11 +34,12 @@ def _runs(store, kind, **filters):
 
 
 def _study(store, study_name):
-    import optuna
+    from types import SimpleNamespace
 
-    from latentscape.tracking.studies import default_storage
+    from latentscape.tracking.studies import default_storage, opened_storage, study_trials
 
-    return optuna.load_study(study_name=study_name, storage=default_storage(store.uri))
+    with opened_storage(default_storage(store.uri)) as storage:  # one engine, disposed
+        return SimpleNamespace(trials=study_trials(storage, study_name))
 
 
 def _states(study):
@@ -198,6 +199,46 @@ def test_two_processes_share_one_study(store, tmp_path):
 
     table = load_table(store, sweep_run.info.run_id, Artifact.TRIALS)
     assert (table[Column.STATE] == "COMPLETE").sum() == 8
+    # Both finish the study's last trials at about the same moment: one of them logs the best map.
+    assert len(store.client.get_metric_history(sweep_run.info.run_id, Metric.BEST_VALUE)) == 1
+
+
+def test_one_of_the_workers_finishing_together_claims_the_best_map(tmp_path):
+    """The claim behind "one best-map log per study": workers, each with its own storage
+    (engine), claim the study's target at the same instant; exactly one wins, and a study
+    extended to a new target is claimed once more."""
+    import threading
+    from types import SimpleNamespace
+
+    import optuna
+
+    from latentscape.jobs.sweep._best import _Best
+    from latentscape.tracking.studies import dispose, open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = open_storage(url, 5, None)
+    optuna.create_study(study_name="claims", storage=first)
+    workers = [SimpleNamespace(storage=open_storage(url, 5, None), plan=SimpleNamespace(study_name="claims"),
+                               worker_id=f"w{i}") for i in range(4)]
+    start, won = threading.Barrier(len(workers)), []
+
+    def finish(worker, target):
+        start.wait()
+        if _Best._claim_best(worker, target):
+            won.append(worker.worker_id)
+
+    for target in (8, 12):
+        threads = [threading.Thread(target=finish, args=(worker, target)) for worker in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1, f"target {target}: {won} claimed the best map"
+        won.clear()
+    _Best._release_best(workers[0], 12)  # a failed log gives the claim back
+    assert _Best._claim_best(workers[1], 12)
+    for storage in [first, *(worker.storage for worker in workers)]:
+        dispose(storage)
 
 
 def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
@@ -209,13 +250,14 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
 
     import optuna
 
-    from latentscape.tracking.studies import open_storage
+    from latentscape.tracking.studies import dispose, open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="queue", storage=open_storage(url, 5, None))
+    storages = [open_storage(url, 5, None) for _ in range(5)]  # one engine each, disposed at the end
+    study = optuna.create_study(study_name="queue", storage=storages[0])
     for x in range(40):
         study.enqueue_trial({"x": x})
-    workers = [optuna.load_study(study_name="queue", storage=open_storage(url, 5, None)) for _ in range(4)]
+    workers = [optuna.load_study(study_name="queue", storage=storage) for storage in storages[1:]]
     start, taken = threading.Barrier(len(workers)), []
 
     def take(worker):
@@ -229,6 +271,8 @@ def test_an_enqueued_trial_goes_to_one_worker_on_local_sqlite(tmp_path):
         thread.join()
     assert len(taken) == 40 and not [n for n, count in Counter(taken).items() if count > 1]
     assert all(t.state.name == "RUNNING" for t in study.trials)
+    for storage in storages:
+        dispose(storage)
 
 
 @pytest.mark.slow
@@ -262,3 +306,43 @@ def test_cli_space_file_errors_are_one_line(store, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("latentscape sweep: error:") and needle in lines[0], lines
     assert not _runs(store, Kind.SWEEP.value)
+
+
+@pytest.mark.postgres
+def test_postgres_out_of_connections_is_one_line_naming_the_setting(postgres, digits_extraction, session_store,
+                                                                     capsys):
+    """A real refusal, cheaply: a role with CONNECTION LIMIT 0 gets PostgreSQL's "too many
+    connections for role", as a full server gives "too many clients". The sweep says so in
+    one line naming the settings to change, exit 2, no traceback."""
+    import uuid
+
+    import psycopg2
+    from psycopg2 import sql
+
+    from latentscape.jobs.cli import main
+    from latentscape.tracking.connections import connection_refusal
+
+    postgres.require()
+    role = f"ls_limited_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 0").format(sql.Identifier(role)))
+        url = f"postgresql://{role}@{postgres.host}:{postgres.port}/postgres"
+        with pytest.raises(psycopg2.OperationalError) as refused:
+            psycopg2.connect(url)
+        assert connection_refusal(refused.value, where="x") is not None
+
+        code = main(["sweep", "--run", digits_extraction.run_id, "--tracking-uri", session_store.uri,
+                     "--layer", "0", "--reducer", "pca", "--clusterer", "kmeans", "--trials", "1", "--storage", url])
+        error = capsys.readouterr().err
+        assert code == 2, error
+        lines = [line for line in error.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("latentscape sweep: error: PostgreSQL refused"), error
+        assert "--db-pool-size" in lines[0] and "max_connections" in lines[0]
+        assert "Traceback" not in error
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        admin.close()

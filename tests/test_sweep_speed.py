@@ -28,11 +28,12 @@ def _trial_runs(store, sweep_run_id):
 
 
 def _study(store, run):
-    import optuna
+    from types import SimpleNamespace
 
-    from latentscape.tracking.studies import default_storage
+    from latentscape.tracking.studies import default_storage, opened_storage, study_trials
 
-    return optuna.load_study(study_name=run.data.params[Param.STUDY_NAME], storage=default_storage(store.uri))
+    with opened_storage(default_storage(store.uri)) as storage:  # one engine, disposed
+        return SimpleNamespace(trials=study_trials(storage, run.data.params[Param.STUDY_NAME]))
 
 
 @pytest.mark.slow

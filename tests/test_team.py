@@ -323,16 +323,23 @@ def _result(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _optuna_trials(team, study_name):
-    import optuna
+@pytest.fixture(scope="module")
+def studies(team):
+    """The module's one Optuna storage on the team's study database (one engine, NullPool,
+    disposed at the end): every poll of a study goes through it."""
+    from latentscape.tracking.studies import opened_storage
 
-    from latentscape.tracking.server import database_url
-
-    study = optuna.load_study(study_name=study_name, storage=database_url(team.optuna_storage))
-    return study.get_trials(deepcopy=False)
+    with opened_storage(team.optuna_storage) as storage:
+        yield storage
 
 
-def _check_one_sweep(team, sweep_run_id: str, expected_complete: int) -> None:
+def _optuna_trials(studies, study_name):
+    from latentscape.tracking.studies import study_trials
+
+    return study_trials(studies, study_name)
+
+
+def _check_one_sweep(team, studies, sweep_run_id: str, expected_complete: int) -> None:
     """The study has exactly ``expected_complete`` COMPLETE trials and each has exactly
     one FINISHED child run under the one sweep run; no run is left RUNNING."""
     from mlflow.tracking import MlflowClient
@@ -354,7 +361,7 @@ def _check_one_sweep(team, sweep_run_id: str, expected_complete: int) -> None:
     assert sweep_run.info.status == "FINISHED"
     assert not running, f"runs left RUNNING: {[(r.info.run_name, r.data.tags.get(Tag.TRIAL_NUMBER)) for r in running]}"
 
-    complete = {t.number: t for t in _optuna_trials(team, study_name) if t.state == TrialState.COMPLETE}
+    complete = {t.number: t for t in _optuna_trials(studies, study_name) if t.state == TrialState.COMPLETE}
     assert len(complete) == expected_complete
     finished = [run for run in children if run.info.status == "FINISHED"
                 and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE"]
@@ -363,17 +370,17 @@ def _check_one_sweep(team, sweep_run_id: str, expected_complete: int) -> None:
     assert all(run.data.tags[Tag.KIND] == Kind.TRIAL.value for run in finished)
 
 
-def test_three_workers_share_one_sweep(team, digits_run):
+def test_three_workers_share_one_sweep(team, studies, digits_run):
     workers = _sweep_workers(team, digits_run, ["alice", "alice", "bob"], "--trials", "2")
     results = [_finish(worker) for worker in workers]
     for code, _, err in results:
         assert code == 0, err[-3000:]
     sweep_runs = {_result(out)["run_id"] for _, out, _ in results}
     assert len(sweep_runs) == 1, f"workers reported different sweep runs: {sweep_runs}"
-    _check_one_sweep(team, sweep_runs.pop(), expected_complete=6)  # 3 workers x 2 trials
+    _check_one_sweep(team, studies, sweep_runs.pop(), expected_complete=6)  # 3 workers x 2 trials
 
 
-def test_compose_workers_started_together_share_one_study(team, digits_run):
+def test_compose_workers_started_together_share_one_study(team, studies, digits_run):
     """docker/compose.yaml's worker command itself, three at once on a fresh study: each
     finds the extraction, and with ``--resume`` they share the study's --trials."""
     import shutil
@@ -388,20 +395,58 @@ def test_compose_workers_started_together_share_one_study(team, digits_run):
                      SWEEP_DATA="digits", SWEEP_EXPERIMENT="team-digits", SWEEP_TRIALS="4",
                      SWEEP_ARGS=" ".join(a for a in SWEEP_ARGS if a != "--json") + " --seed 5 --json",
                      MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
-    before = _study_names(team)
+    before = _study_names(studies)
     workers = [subprocess.Popen(["sh", "-c", script], env=team.env("alice", **env_extra), cwd=team.tmp,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [_finish(worker) for worker in workers]
     for code, _, err in results:
         assert code == 0, err[-3000:]
-    (study_name,) = _study_names(team) - before
+    (study_name,) = _study_names(studies) - before
     sweep_run_id = _sweep_run_of(team, study_name)
     assert {_result(out)["run_id"] for _, out, _ in results} == {sweep_run_id}
-    _check_one_sweep(team, sweep_run_id, expected_complete=4)
+    _check_one_sweep(team, studies, sweep_run_id, expected_complete=4)
+
+
+def test_polling_and_a_sweep_leave_no_connection_behind(team, studies, digits_run, postgres):
+    """Issue 25: ``optuna.load_study(storage=URL)`` in a poll loop built an engine per call
+    and ran PostgreSQL out of connections. Counted in pg_stat_activity for this module's
+    databases only (others share the server): 30 polls and a two-worker sweep leave no
+    connection to the study database, the workers hold at most their budget while they
+    run, and the tracking server stays within the formula ``latentscape server --help`` gives."""
+    from optuna.trial import TrialState
+
+    from latentscape.tracking.connections import DEFAULT_DB_POOL_SIZE, connections_to, server_connections, \
+        sweep_connections
+
+    optuna_db, server_dbs = [f"{team.database}_optuna"], [team.database, f"{team.database}_auth"]
+
+    def count(databases) -> int:
+        return connections_to(databases, maintenance_url=postgres.url("postgres"))
+
+    before = count(optuna_db)
+    names = _study_names(studies)
+    for _ in range(30):  # the polling helper the crash test uses
+        for name in names:
+            _optuna_trials(studies, name)
+    assert count(optuna_db) == before, "polling a study left connections open"
+
+    workers = _sweep_workers(team, digits_run, ["alice", "bob"], "--trials", "2", "--seed", "11")
+    seen = []
+    while any(worker.poll() is None for worker in workers):
+        seen.append((count(optuna_db), count(server_dbs)))
+        time.sleep(0.2)
+    for code, _, err in (_finish(worker) for worker in workers):
+        assert code == 0, err[-3000:]
+    after = count(optuna_db)
+    assert after == before, f"the sweep left {after - before} connections to its study database"
+    assert max(optuna for optuna, _ in seen) <= before + 2 * sweep_connections(1), seen
+    assert max(server for _, server in seen) <= server_connections(1, DEFAULT_DB_POOL_SIZE), seen
+    (study_name,) = _study_names(studies) - names
+    assert sum(t.state == TrialState.COMPLETE for t in _optuna_trials(studies, study_name)) == 4
 
 
 @pytest.mark.parametrize("client_retries", [None, 0], ids=["client-retries", "client-gives-up"])
-def test_a_sweep_survives_a_server_crash(team, digits_run, client_retries):
+def test_a_sweep_survives_a_server_crash(team, studies, digits_run, wait_for_progress, client_retries):
     """The server is SIGKILLed mid-sweep. With MLflow's retries (the default) the workers
     wait for the restarted server and finish; with none, and the server kept down until
     they stop, each ends with one clear line and ``--resume`` completes the study. Either
@@ -410,19 +455,23 @@ def test_a_sweep_survives_a_server_crash(team, digits_run, client_retries):
 
     extra = ["--trials", "4", "--seed", "7" if client_retries is None else "8"]  # a study of its own
     env = {} if client_retries is None else {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(client_retries)}
-    before = _study_names(team)
+    before = _study_names(studies)
     workers = _sweep_workers(team, digits_run, ["alice", "bob"], *extra, env=env)
-    # Crash once the study is under way (trials are in PostgreSQL, which stays up).
-    deadline = time.monotonic() + 240
-    study_name = None
-    while time.monotonic() < deadline:
-        study_name = study_name or next(iter(_study_names(team) - before), None)
-        if study_name and sum(t.state == TrialState.COMPLETE for t in _optuna_trials(team, study_name)) >= 2:
-            break
+    # Crash once the study is under way (trials are in PostgreSQL, which stays up). One
+    # storage polls (no engine per poll); the wait fails only when the sweep stops moving.
+    found: list[str] = []
+
+    def complete() -> int:
+        found[:] = found or sorted(_study_names(studies) - before)
+        return sum(t.state == TrialState.COMPLETE for t in _optuna_trials(studies, found[0])) if found else -1
+
+    def under_way() -> bool:
         assert all(worker.poll() is None for worker in workers), "a worker ended before the crash"
-        time.sleep(0.5)
-    else:
-        pytest.fail("the sweep made no progress before the crash")
+        return complete() >= 2
+
+    wait_for_progress(under_way, progress=lambda: (len(found), complete()), stall_s=180,
+                      what="the sweep before the crash")
+    study_name = found[0]
     team.crash()
 
     if client_retries is None:
@@ -444,7 +493,7 @@ def test_a_sweep_survives_a_server_crash(team, digits_run, client_retries):
         results = [resumed]
     sweep_run_id = _sweep_run_of(team, study_name)
     assert {_result(out)["run_id"] for _, out, _ in results} == {sweep_run_id}
-    _check_one_sweep(team, sweep_run_id, expected_complete=8)  # 2 workers x 4 trials
+    _check_one_sweep(team, studies, sweep_run_id, expected_complete=8)  # 2 workers x 4 trials
 
 
 def _sweep_run_of(team, study_name: str) -> str:
@@ -461,10 +510,7 @@ def _sweep_run_of(team, study_name: str) -> str:
     return runs[0].info.run_id
 
 
-def _study_names(team) -> set[str]:
-    import optuna
+def _study_names(studies) -> set[str]:
+    from latentscape.tracking.studies import study_names
 
-    from latentscape.tracking.server import database_url
-
-    return {s.study_name for s in optuna.get_all_study_summaries(storage=database_url(team.optuna_storage),
-                                                                 include_best_trial=False)}
+    return study_names(studies)

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from latentscape.tracking.connections import THROTTLE_CONNECTIONS_PER_WORKER
+
 from limits import RateLimitItem, parse
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -85,11 +87,12 @@ class SqlCounterStorage(Storage):
 
         self._text = text
         self.table = table
-        # Small pool: one read per request, one upsert per failure (PostgreSQL's 100
-        # connections are shared with MLflow's stores and the sweeps).
+        # One connection per worker (tracking/connections.py counts it): a read per request
+        # and an upsert per failure take about a millisecond, so requests queue for it
+        # briefly rather than take PostgreSQL's connections from the stores and the sweeps.
         options: dict[str, Any] = {"pool_pre_ping": True}
         if not database_uri.startswith("sqlite"):
-            options.update(pool_size=1, max_overflow=4, pool_recycle=1800)
+            options.update(pool_size=THROTTLE_CONNECTIONS_PER_WORKER, max_overflow=0, pool_recycle=1800)
         self.engine = create_engine(database_uri, **options)
         self._create_table()
 

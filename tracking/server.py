@@ -223,6 +223,12 @@ def ensure_optuna_storage(url: str, *, create_database: bool = True) -> None:
 
 
 # -- configuration -----------------------------------------------------------------
+def _pool_size(value: int | None) -> int:
+    from latentscape.tracking.connections import check_pool_size, default_pool_size
+
+    return check_pool_size(default_pool_size() if value is None else value)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``mlflow server`` is started with, validated once.
@@ -243,6 +249,7 @@ class ServerConfig:
     auth_config: str | None = None  # an ini of the user's own instead of the one written here
     auth_cache_seconds: int = 60
     optuna_storage: str | None = None  # the sweeps' Optuna database, created with the others
+    db_pool_size: int | None = None  # every MLflow engine's pool (tracking/connections.py); None: the default
 
     def __post_init__(self):
         if not self.backend_store_uri:
@@ -253,6 +260,7 @@ class ServerConfig:
         object.__setattr__(self, "auth_database_uri", database_url(auth_uri))
         if self.optuna_storage:
             object.__setattr__(self, "optuna_storage", database_url(self.optuna_storage))
+        object.__setattr__(self, "db_pool_size", _pool_size(self.db_pool_size))
         if self.default_permission not in DEFAULT_PERMISSIONS:
             raise UsageError(f"unknown default permission {self.default_permission!r}",
                              f"choose one of {', '.join(DEFAULT_PERMISSIONS)}")
@@ -669,6 +677,13 @@ def add_server_parser(subparsers, parents=()) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2)")
+    from latentscape.tracking.connections import DB_POOL_ENV, DEFAULT_DB_POOL_SIZE, server_connections
+
+    parser.add_argument("--db-pool-size", type=int, metavar="P", default=None,
+                        help=f"connections each database engine of the server keeps (runs store, users; at most "
+                        f"3P under a burst; default ${DB_POOL_ENV}, else {DEFAULT_DB_POOL_SIZE}). The server holds "
+                        f"at most 2 + (6 x P + 1) x --workers PostgreSQL connections ({server_connections(2, DEFAULT_DB_POOL_SIZE)}"
+                        " with the defaults); each sweep worker on a PostgreSQL study 2 more")
     parser.add_argument("--allowed-hosts", default=env.get(ENV_ALLOWED_HOSTS),
                         help="Host headers to accept, e.g. 'mlflow,mlflow:*,localhost:*' "
                         f"(default ${ENV_ALLOWED_HOSTS}, else MLflow's: localhost and private IPs)")
@@ -704,7 +719,7 @@ def _config_from_args(args) -> ServerConfig:
         auth_database_uri=args.auth_db, host=args.host, port=args.port, workers=args.workers,
         allowed_hosts=args.allowed_hosts, default_permission=args.default_permission.upper(),
         auth_config=args.auth_config, auth_cache_seconds=args.auth_cache_seconds,
-        optuna_storage=args.optuna_storage,
+        optuna_storage=args.optuna_storage, db_pool_size=args.db_pool_size,
     )
 
 
@@ -748,7 +763,11 @@ def serve(config: ServerConfig, *, users: Sequence[UserSpec] = (), create_databa
         app_env = app_environment(users)
     except ValueError as error:
         raise UsageError(str(error), "fix that setting (a limit reads like '20 per 10 minutes')") from error
-    server = ServerProcess(config, env={**server_environment(ini), **app_env})
+    from latentscape.tracking.connections import server_pool_environment
+
+    # One setting bounds every engine MLflow builds (runs store, registry, auth users).
+    server = ServerProcess(config, env={**server_environment(ini), **app_env,
+                                        **server_pool_environment(config.db_pool_size)})
     try:
         _serve(server, config, users=users, admin=admin, create_databases=create_databases,
                remove_others=remove_others)

@@ -11,7 +11,7 @@ from typing import Any
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked  # the project's one masking function, re-exported
 
-__all__ = ["default_storage", "masked", "open_storage"]
+__all__ = ["default_storage", "masked", "open_storage", "dispose", "opened_storage", "study_trials", "study_names"]
 
 
 def default_storage(tracking_uri: str) -> str:
@@ -68,13 +68,14 @@ def open_storage(url: str, heartbeat: int, on_stale):
 
     from latentscape.tracking.server import database_url
 
+    from latentscape.tracking.connections import connection_refusal, storage_engine_kwargs
+
     url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
-    engine_kwargs: dict[str, Any] = {}
+    # One engine per process, bounded (NullPool on PostgreSQL): the caller keeps this
+    # storage for the whole sweep and disposes it (tracking/connections.py: the budget).
+    engine_kwargs: dict[str, Any] = storage_engine_kwargs(url)
     if url.startswith("sqlite"):
-        # Wait for another process's write instead of failing with "database is locked",
-        # and let readers (every worker polls the study) not block the writer (WAL).
-        engine_kwargs = {"connect_args": {"timeout": 120}}
-        _sqlite_wal(url)
+        _sqlite_wal(url)  # readers (every worker polls the study) do not block the writer
     for attempt in range(6):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat arguments are "experimental"
@@ -87,6 +88,9 @@ def open_storage(url: str, heartbeat: int, on_stale):
                     _begin_immediate(storage.engine)
                 return storage
             except Exception as error:  # bad URL, unreachable server, missing driver
+                refused = connection_refusal(error, where="the sweep's Optuna storage")
+                if refused is not None:
+                    raise refused from None
                 # Two workers creating a new storage at once race on CREATE TABLE (seen with
                 # SQLite: "table ... already exists"); the second try finds the tables made.
                 racing = any(sign in str(error) for sign in ("already exists", "UNIQUE constraint", "locked"))
@@ -96,3 +100,36 @@ def open_storage(url: str, heartbeat: int, on_stale):
                 raise UsageError(masked(f"cannot open Optuna storage {url}: {' '.join(str(error).split())[:300]}"),
                                  "check --storage (e.g. sqlite:///optuna.db or postgresql://user@host/db)") from None
     raise AssertionError("unreachable")
+
+
+def dispose(storage) -> None:
+    """Close the connections of an Optuna storage from :func:`open_storage` (its engine
+    reconnects if it is used again)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def opened_storage(url: str):
+    """An Optuna storage at ``url`` for reading, disposed when the block ends: the way to
+    look at a study from outside its workers. (``optuna.load_study(storage=URL)`` builds an
+    engine and its pool on every call, which nothing closes: a loop of them ran a shared
+    PostgreSQL out of connections, issue 25.)"""
+    storage = open_storage(url, 60, None)
+    try:
+        yield storage
+    finally:
+        dispose(storage)
+
+
+def study_trials(storage, study_name: str) -> list:
+    """The trials of ``study_name`` (FrozenTrial, numbered) in ``storage`` (from :func:`opened_storage`)."""
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def study_names(storage) -> set[str]:
+    """The names of the studies in ``storage``."""
+    return {study.study_name for study in storage.get_all_studies()}

@@ -18,6 +18,8 @@ Crashes. Each trial beats a heartbeat in the storage. A trial whose process died
 (SIGKILL) goes stale after ``3 x --heartbeat`` seconds; Optuna then fails it, its MLflow
 run is ended KILLED, and a new trial takes its place, so the study still ends with
 exactly its target of COMPLETE trials. ``--resume`` waits for such stale trials first.
+Workers that finish together log the best map once: the one whose claim of the study's
+target (a unique study system attribute, inserted in one transaction) commits first.
 
 Held-out scoring (``--holdout FRACTION``). The samples are split once, stratified by label
 and seeded by ``--seed``; every trial still maps all samples (no label enters a map), but

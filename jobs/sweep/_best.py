@@ -10,12 +10,55 @@ import sys
 from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
 from latentscape.tracking.studies import masked
 
+# Study system attribute claimed by the one worker that logs the best map for a target
+# (the study's summed --trials): + the target, so a study extended later is logged again.
+_ATTR_BEST_CLAIM = "latentscape.best_map_for."
+
 SWEEP_COLLAPSE_FIX = ("sweep with --clusterer kmeans, or a --space whose min_cluster_size range stays below a "
                       "class's size")
 
 
 class _Best:
     """The best map of the study; uses the worker's plan, study, store and sweep run."""
+
+    def _claim_best(self, target: int) -> bool:
+        """True for exactly one of the workers that finish the study's ``target`` together.
+
+        A compare-and-set in the study's own storage: one INSERT of the study system
+        attribute ``latentscape.best_map_for.<target>``; ``study_system_attributes`` is
+        unique on (study_id, key), so the second worker's INSERT fails with IntegrityError
+        whatever the timing (PostgreSQL: unique index; SQLite: BEGIN IMMEDIATE here).
+        Optuna's own ``set_study_system_attr`` is no such claim: it updates an existing row.
+        MLflow's params were not one either (immutable, but once per run, and a study can
+        be extended later)."""
+        import json
+
+        from optuna.storages._rdb import models
+        from sqlalchemy import exc, insert
+
+        table = models.StudySystemAttributeModel.__table__
+        study_id = self.storage.get_study_id_from_name(self.plan.study_name)
+        try:
+            with self.storage.engine.begin() as connection:
+                connection.execute(insert(table).values(study_id=study_id, key=f"{_ATTR_BEST_CLAIM}{target}",
+                                                        value_json=json.dumps(self.worker_id)))
+        except exc.IntegrityError:
+            return False
+        return True
+
+    def _release_best(self, target: int) -> None:
+        """Give the claim back when logging the best map failed, so that a later worker can."""
+        import contextlib
+
+        from optuna.storages._rdb import models
+        from sqlalchemy import delete
+
+        table = models.StudySystemAttributeModel.__table__
+        with contextlib.suppress(Exception):
+            study_id = self.storage.get_study_id_from_name(self.plan.study_name)
+            with self.storage.engine.begin() as connection:
+                connection.execute(delete(table).where(table.c.study_id == study_id,
+                                                       table.c.key == f"{_ATTR_BEST_CLAIM}{target}"))
 
     def _log_best(self, log) -> None:
         from latentscape.jobs.map import KEY_SCORES, collapse_warning, config_payload, log_cluster_table, map_frame, max_abs_diff

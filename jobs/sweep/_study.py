@@ -18,7 +18,7 @@ from latentscape.jobs.sweep._bookkeeping import _Bookkeeping
 from latentscape.jobs.sweep._workers import _Helpers
 from latentscape.tracking.contract import Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.studies import masked, open_storage
+from latentscape.tracking.studies import dispose, masked, open_storage
 
 if TYPE_CHECKING:
     from latentscape.jobs.sweep import SweepConfig
@@ -43,6 +43,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
         self.worker_id = uuid.uuid4().hex[:12]
         self.sweep_run_id: str | None = None
         self.study = None
+        self.storage = None  # the process's one Optuna storage (one engine), disposed when run() ends
         self.x = None
         self.labels = None
         self.cache = None
@@ -70,7 +71,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
         """Create the study (True) or load the existing one (False)."""
         import optuna
 
-        storage = open_storage(self.plan.storage_url, self.config.heartbeat, self._on_stale)
+        storage = self.storage = open_storage(self.plan.storage_url, self.config.heartbeat, self._on_stale)
         try:
             self.study = optuna.create_study(storage=storage, study_name=self.plan.study_name,
                                              direction=self.plan.direction, sampler=self._sampler(0),
@@ -141,6 +142,21 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             yield log
 
     def run(self) -> JobResult:
+        """Work on the study; its storage's connections are closed however it ends, and
+        PostgreSQL refusing a connection ("too many clients") is one line naming the setting."""
+        from latentscape.tracking.connections import connection_refusal
+
+        try:
+            return self._run()
+        except Exception as error:
+            refused = connection_refusal(error, where="a sweep worker")
+            if refused is not None:
+                raise refused from None
+            raise
+        finally:
+            dispose(self.storage)
+
+    def _run(self) -> JobResult:
         from latentscape.tracking.runs import attach
 
         created = self._open_study()
@@ -350,7 +366,14 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             # Another worker is still running trials: it writes the final tables.
             details["note"] = "other workers still running; the last one logs the best map"
             return self._result(details)
-        self._log_best(log)
+        if not self._claim_best(target):  # a worker that finished at the same moment logs it
+            details["note"] = "another worker finished at the same moment and logs the best map"
+            return self._result(details)
+        try:
+            self._log_best(log)
+        except BaseException:
+            self._release_best(target)  # the next worker to finish (or --resume) logs it instead
+            raise
         details.update(self._best_details)
         return self._result(details)
 
