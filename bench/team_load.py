@@ -176,13 +176,14 @@ class _Bench:
 
     def wait_for_sweep_run(self, deadline: float) -> None:
         """The first worker has created the study and its sweep run: the others join it."""
+        from latentscape.jobs.sweep._study import _ATTR_SWEEP_RUN
         from latentscape.tracking.studies import opened_storage
 
         with opened_storage(self.optuna_url) as storage:
             while time.monotonic() < deadline:
                 with contextlib.suppress(Exception):
                     study_id = storage.get_study_id_from_name(self.study)
-                    if storage.get_study_user_attrs(study_id).get("latentscape.sweep_run_id"):
+                    if storage.get_study_user_attrs(study_id).get(_ATTR_SWEEP_RUN):
                         return
                 if self.processes[0].poll() is not None:
                     raise RuntimeError(f"the first sweep worker failed: {(self.tmp / 'worker-0.err').read_text()[-2000:]}")
@@ -194,13 +195,14 @@ class _Bench:
         from mlflow.tracking import MlflowClient
         from optuna.trial import TrialState
 
+        from latentscape.jobs.sweep._study import _ATTR_SWEEP_RUN
         from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Metric, Tag
         from latentscape.tracking.studies import opened_storage, study_trials
 
         with opened_storage(self.optuna_url) as storage:
             complete = {t.number for t in study_trials(storage, self.study) if t.state == TrialState.COMPLETE}
             sweep_run_id = storage.get_study_user_attrs(storage.get_study_id_from_name(self.study)).get(
-                "latentscape.sweep_run_id")
+                _ATTR_SWEEP_RUN)
         saved = dict(os.environ)
         os.environ.update(self.env())
         try:
