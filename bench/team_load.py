@@ -11,7 +11,9 @@ four times a second. Everything stops by a deadline.
 
 Prints ONE JSON line: trials_requested, trials_complete, trials_duplicated (MLflow trial
 runs beyond one per COMPLETE trial), trials_lost (COMPLETE trials without a run, or
-requested but not complete), runs_left_running, best_map_logs (1: one worker logged it),
+requested but not complete), runs_left_running, best_map_logs and best_map_targets (one log per target the study
+reached: 1 when the workers finish together; a worker that ran out of trials before the
+others joined finishes a smaller target first),
 max_connections_seen (and its split: server, study), server_budget (the formula of
 ``latentscape server --help``), max_connections, reader_p95_ms (the pages' queries),
 reader_cpu_p95_ms (their CPU time, which a shared machine does not inflate), sync_p95_ms
@@ -176,13 +178,14 @@ class _Bench:
 
     def wait_for_sweep_run(self, deadline: float) -> None:
         """The first worker has created the study and its sweep run: the others join it."""
+        from latentscape.jobs.sweep._study import _ATTR_SWEEP_RUN
         from latentscape.tracking.studies import opened_storage
 
         with opened_storage(self.optuna_url) as storage:
             while time.monotonic() < deadline:
                 with contextlib.suppress(Exception):
                     study_id = storage.get_study_id_from_name(self.study)
-                    if storage.get_study_user_attrs(study_id).get("latentscape.sweep_run_id"):
+                    if storage.get_study_user_attrs(study_id).get(_ATTR_SWEEP_RUN):
                         return
                 if self.processes[0].poll() is not None:
                     raise RuntimeError(f"the first sweep worker failed: {(self.tmp / 'worker-0.err').read_text()[-2000:]}")
@@ -194,13 +197,19 @@ class _Bench:
         from mlflow.tracking import MlflowClient
         from optuna.trial import TrialState
 
+        from latentscape.jobs.sweep._best import _ATTR_BEST_CLAIM
+        from latentscape.jobs.sweep._study import _ATTR_SWEEP_RUN
         from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Kind, Metric, Tag
         from latentscape.tracking.studies import opened_storage, study_trials
 
         with opened_storage(self.optuna_url) as storage:
             complete = {t.number for t in study_trials(storage, self.study) if t.state == TrialState.COMPLETE}
-            sweep_run_id = storage.get_study_user_attrs(storage.get_study_id_from_name(self.study)).get(
-                "latentscape.sweep_run_id")
+            study_id = storage.get_study_id_from_name(self.study)
+            sweep_run_id = storage.get_study_user_attrs(study_id).get(_ATTR_SWEEP_RUN)
+            # One best-map claim per target the study reached (a worker that finished before
+            # the others joined reached a smaller one): one log per claim is what must hold.
+            claims = sorted(int(key.rsplit(".", 1)[1]) for key in storage.get_study_system_attrs(study_id)
+                            if key.startswith(_ATTR_BEST_CLAIM))
         saved = dict(os.environ)
         os.environ.update(self.env())
         try:
@@ -220,7 +229,7 @@ class _Bench:
         return {"trials_requested": requested, "trials_complete": len(complete),
                 "trials_duplicated": len(logged) - len(set(logged)),
                 "trials_lost": len(complete - set(logged)) + max(0, requested - len(complete)),
-                "runs_left_running": len(running), "best_map_logs": best_logs}
+                "runs_left_running": len(running), "best_map_logs": best_logs, "best_map_targets": claims}
 
     def stop(self) -> None:
         for process in self.processes:
@@ -327,6 +336,7 @@ class _Bench:
             not result.get("timed_out") and result.get("workers_failed", 1) == 0
             and result.get("trials_lost", 1) == 0 and result.get("trials_duplicated", 1) == 0
             and result.get("runs_left_running", 1) == 0 and result["max_connections_seen"] <= CONNECTIONS_HELD
+            and result.get("best_map_logs", -1) == len(result.get("best_map_targets", ()))
             and result["reader_p95_ms"] < READER_P95_MS)
         return result
 

@@ -176,8 +176,14 @@ class Team:
         with open(log, "wb") as output:
             self.process = subprocess.Popen(latentscape_cli("server", *self.args), env=self.server_env, cwd=self.tmp,
                                             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        # The deadline follows the boot, not the clock: ``timeout`` s without a new line in
+        # its log (a busy machine boots slowly; a stuck server says nothing).
+        last_size, since = -1, time.monotonic()
         while f"user {self.users[-1]}:" not in log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() - started > timeout:
+            size = log.stat().st_size
+            if size != last_size:
+                last_size, since = size, time.monotonic()
+            if self.process.poll() is not None or time.monotonic() - since > timeout:
                 self.stop()
                 pytest.fail(f"latentscape server did not come up:\n{self.log_tail()}")
             time.sleep(0.25)
