@@ -265,6 +265,70 @@ def test_a_run_is_attributed_to_its_login_not_to_the_clients_claim(team):
                     json={"run_id": run_id, "key": "note", "value": "mine"}).status_code == 200
 
 
+# -- the authorisation matrix through the API -------------------------------------------
+def test_a_user_denied_an_experiment_sees_none_of_it_through_the_api(team, admin):
+    """DENY holds at every door a client can knock on: the experiment, its runs, their
+    metrics and artifacts, the searches and GraphQL; without DENY, another user's
+    experiment is readable (the default READ) but not writable."""
+    alice, bob = _session(team.auth("alice")), _session(team.auth("bob"))
+    api = f"{team.url}/api/2.0/mlflow"
+    name = f"alice-private-{uuid.uuid4().hex[:6]}"
+    experiment = alice.post(f"{api}/experiments/create", json={"name": name}, timeout=30).json()["experiment_id"]
+    run = alice.post(f"{api}/runs/create", json={"experiment_id": experiment}, timeout=30).json()["run"]["info"]
+    logged = alice.post(f"{api}/runs/log-metric", timeout=30, json={
+        "run_id": run["run_id"], "key": "secret_score", "value": 0.5, "timestamp": 0, "step": 0})
+    assert logged.status_code == 200, logged.text
+    artifact = f"{team.url}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run['run_id']}/artifacts/secret.txt"
+    assert alice.put(artifact, data=b"alice's secret", timeout=30).status_code == 200
+    assert bob.get(f"{api}/runs/get", params={"run_id": run["run_id"]}, timeout=30).status_code == 200  # READ
+    assert bob.post(f"{api}/runs/set-tag", timeout=30,
+                    json={"run_id": run["run_id"], "key": "k", "value": "v"}).status_code == 403
+
+    denied = _session(admin).post(f"{team.url}/api/3.0/mlflow/users/permissions/grant", timeout=30, json={
+        "username": "bob", "resource_type": "experiment", "resource_id": experiment, "permission": "DENY"})
+    assert denied.status_code == 200, denied.text
+    for method, url, payload in [
+        ("GET", f"{api}/experiments/get?experiment_id={experiment}", None),
+        ("GET", f"{api}/experiments/get-by-name?experiment_name={name}", None),
+        ("GET", f"{api}/runs/get?run_id={run['run_id']}", None),
+        ("GET", f"{api}/metrics/get-history?run_id={run['run_id']}&metric_key=secret_score", None),
+        ("GET", artifact, None),
+        ("GET", f"{team.url}/api/2.0/mlflow/artifacts/list?run_id={run['run_id']}", None),
+    ]:
+        answer = bob.request(method, url, json=payload, timeout=30)
+        assert answer.status_code == 403, (method, url, answer.status_code)
+    # Searches answer, without the denied experiment's runs (MLflow filters what they return).
+    found = bob.post(f"{api}/runs/search", json={"experiment_ids": [experiment]}, timeout=30)
+    assert found.status_code == 403 or run["run_id"] not in found.text, found.text[:300]
+    searched = bob.post(f"{api}/experiments/search", json={"max_results": 1000}, timeout=30).json()
+    assert experiment not in {e["experiment_id"] for e in searched.get("experiments", [])}
+    graphql = bob.post(f"{team.url}/graphql", timeout=30, json={
+        "query": f'query {{ mlflowGetRun(input: {{runId: "{run["run_id"]}"}}) {{ run {{ info {{ runName }} }} }} }}'})
+    assert run["run_name"] not in graphql.text and "secret_score" not in graphql.text
+    assert alice.get(artifact, timeout=30).content == b"alice's secret"  # the owner still reads it
+
+
+def test_artifact_paths_cannot_climb_out_of_the_root(team):
+    """Dot segments, encoded or not, neither read a file beside the artifact root nor write one."""
+    canary = team.artifacts.parent / f"canary-{uuid.uuid4().hex[:6]}.txt"
+    canary.write_text("CANARY")
+    written = team.artifacts.parent / "climbed.txt"
+    token = base64.b64encode(f"alice:{team.passwords['alice']}".encode()).decode()
+    connection = http.client.HTTPConnection("127.0.0.1", team.port, timeout=30)
+    try:
+        for climb in ("../", "%2e%2e/", "..%2f", "%2e%2e%2f", "1/../../"):
+            for method, target, body in [("GET", canary.name, None), ("PUT", written.name, b"climbed")]:
+                connection.request(method, f"/api/2.0/mlflow-artifacts/artifacts/{climb}{target}", body=body,
+                                   headers={"Authorization": f"Basic {token}", "Host": f"127.0.0.1:{team.port}"})
+                response = connection.getresponse()
+                content = response.read()
+                assert b"CANARY" not in content, (method, climb)
+                assert response.status != 200 or method == "GET", (method, climb, response.status)
+    finally:
+        connection.close()
+    assert canary.read_text() == "CANARY" and not written.exists()
+
+
 # -- the unauthenticated matrix and foreign hosts ------------------------------------------
 def test_without_valid_credentials_nothing_answers_but_health(team):
     anonymous = _session()
