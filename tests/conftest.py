@@ -273,6 +273,59 @@ def _save_tiny(model, folder: Path) -> Path:
     return folder
 
 
+class NotebookSession:
+    """A documented session run twice, as a notebook in a Jupyter kernel and as CLI jobs,
+    each on a store of its own (the notebook tests compare their scores)."""
+
+    @staticmethod
+    def cli(folder: Path, *argv: str) -> dict:
+        """``latentscape <argv> --json`` against ``folder``'s store: its answer."""
+        import json
+
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "LATENTSCAPE_PROGRESS": "0"}
+        done = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *argv, "--json"], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    @staticmethod
+    def run_notebook(path: Path, folder: Path, parameters: str, *, progress: bool = False):
+        """Execute the notebook at ``path`` in ``folder`` with ``parameters`` appended to its
+        cell tagged ``parameters``; the executed notebook."""
+        import nbformat
+        from nbclient import NotebookClient
+
+        notebook = nbformat.read(path, as_version=4)
+        (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        cell.source += "\n" + parameters
+        client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(folder)}})
+        client.execute(env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+                            "LATENTSCAPE_PROGRESS": "1" if progress else "0"})
+        return notebook
+
+    @staticmethod
+    def differences(ours: dict, theirs: dict) -> list[str]:
+        """Every score that differs beyond float noise (timings, which differ run to run, aside)."""
+        import math
+
+        found = []
+        for key in sorted(set(ours) | set(theirs)):
+            if key.endswith(("_seconds", "_per_s")):
+                continue
+            a, b = ours.get(key), theirs.get(key)
+            if a is None or b is None:
+                found.append(f"{key}: {a} vs {b}")
+            elif not (math.isnan(a) and math.isnan(b)) and not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                found.append(f"{key}: {a!r} vs {b!r}")
+        return found
+
+
+@pytest.fixture(scope="session")
+def notebook_session() -> type[NotebookSession]:
+    return NotebookSession
+
+
 @pytest.fixture(scope="session")
 def long_tail_csv(tmp_path_factory) -> Path:
     """60 demo sentences labelled as natural data is: three rows without a label, a class

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,81 +15,43 @@ NOTEBOOK = REPO / "docs" / "tutorial.ipynb"
 LIMIT, TRIALS = 120, 3  # small: the same flow as the tutorial's 600 sentences and 30 trials
 
 
-def _timing(key: str) -> bool:
-    return key.endswith(("_seconds", "_per_s"))
-
-
-def _same_scores(ours: dict, theirs: dict) -> list[str]:
-    differences = []
-    for key in sorted(set(ours) | set(theirs)):
-        if _timing(key):
-            continue
-        a, b = ours.get(key), theirs.get(key)
-        if a is None or b is None:
-            differences.append(f"{key}: {a} vs {b}")
-        elif not (math.isnan(a) and math.isnan(b)) and not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
-            differences.append(f"{key}: {a!r} vs {b!r}")
-    return differences
-
-
-def _cli(store: Path, *argv: str) -> dict:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "LATENTSCAPE_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *argv, "--json"], cwd=store, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _run_notebook(folder: Path):
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    (parameters,) = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
-    parameters.source += f"\nLIMIT = {LIMIT}\nTRIALS = {TRIALS}"
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(folder)}})
-    client.execute(env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-                        "LATENTSCAPE_PROGRESS": "1"})  # the suite turns bars off; the notebook shows them
-    return notebook
-
-
 def _outputs(cell) -> tuple[str, set[str]]:
     text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
     kinds = {mime for o in cell.outputs if o.output_type in ("display_data", "execute_result") for mime in o.data}
     return text, kinds
 
 
-def _cli_session(folder: Path) -> dict[str, dict]:
+def _cli_session(folder: Path, cli) -> dict[str, dict]:
     """The README's session on the command line: each step's ``--json`` answer."""
-    extraction = _cli(folder, "extract", "--data", "demo", "--limit", str(LIMIT))
+    extraction = cli(folder, "extract", "--data", "demo", "--limit", str(LIMIT))
     run = extraction["run_id"]
     return {
         "extract": extraction,
-        "map": _cli(folder, "map", "--run", run, "--layer", "6", "--seed", "0"),
-        "sweep": _cli(folder, "sweep", "--run", run, "--layer", "6", "--trials", str(TRIALS), "--seed", "0"),
-        "layers": _cli(folder, "layers", "--run", run),
+        "map": cli(folder, "map", "--run", run, "--layer", "6", "--seed", "0"),
+        "sweep": cli(folder, "sweep", "--run", run, "--layer", "6", "--trials", str(TRIALS), "--seed", "0"),
+        "layers": cli(folder, "layers", "--run", run),
     }
 
 
 @pytest.mark.slow
-def test_the_tutorial_notebook_reproduces_the_cli_session(tmp_path):
+def test_the_tutorial_notebook_reproduces_the_cli_session(tmp_path, notebook_session):
     from concurrent.futures import ThreadPoolExecutor
 
     (ours := tmp_path / "notebook").mkdir()
     (theirs := tmp_path / "cli").mkdir()
     # The two sessions are separate processes on separate stores: run side by side (2 cores).
     with ThreadPoolExecutor(1) as pool:
-        cli = pool.submit(_cli_session, theirs)
-        notebook = _run_notebook(ours)
+        cli = pool.submit(_cli_session, theirs, notebook_session.cli)
+        # the suite turns bars off; the notebook shows them
+        notebook = notebook_session.run_notebook(NOTEBOOK, ours, f"LIMIT = {LIMIT}\nTRIALS = {TRIALS}", progress=True)
         session = cli.result()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     printed = json.loads(_outputs(code[-1])[0])
 
     assert set(printed) == set(session)
     for kind, answer in session.items():
-        assert printed[kind] and not _same_scores(printed[kind], answer["scores"]), \
-            (kind, _same_scores(printed[kind], answer["scores"]))
+        differences = notebook_session.differences(printed[kind], answer["scores"])
+        assert printed[kind] and not differences, (kind, differences)
 
     # Every chart cell shows a chart; the mistake is the CLI's one line; runs() compares in pandas.
     sources = [cell.source for cell in code]
