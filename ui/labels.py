@@ -171,17 +171,25 @@ def score_text(name: str, metrics: Mapping[str, Any], *, prefix: str = "") -> st
     """``"ami 0.812 [0.790, 0.831] p=0.0099 ±0.004"``: a score with whatever of its trust
     measures the run logged (bootstrap interval, permutation p-value, spread over seeds).
     ``metrics``: metric name (with ``prefix``, e.g. ``metric.`` of a run_table row) -> value."""
+    return f"{name} {score_value_text(name, metrics, prefix=prefix)}"
+
+
+def score_value_text(name: str, metrics: Mapping[str, Any], *, prefix: str = "", spread: bool = True) -> str:
+    """``"0.812 [0.790, 0.831] p=0.0099 ±0.004"``: :func:`score_text` without the name ('–'
+    when the score is missing); ``spread``: whether the spread over seeds is added."""
     def get(key: str) -> float | None:
         return _finite(metrics.get(prefix + key))
 
-    text = f"{name} {number(metrics.get(prefix + name))}"
+    if get(name) is None:
+        return "–"
+    text = number(get(name))
     low, high = get(Metric.trust(name, Metric.CI_LOW_SUFFIX)), get(Metric.trust(name, Metric.CI_HIGH_SUFFIX))
     if low is not None and high is not None:
         text += f" [{number(low)}, {number(high)}]"
     p_value = get(Metric.trust(name, Metric.P_VALUE_SUFFIX))
     if p_value is not None:
         text += f" p={p_value:.2g}"
-    spread = get(Metric.trust(name, Metric.STD_SUFFIX))
-    if spread is not None:
-        text += f" ±{number(spread)}"
+    deviation = get(Metric.trust(name, Metric.STD_SUFFIX)) if spread else None
+    if deviation is not None:
+        text += f" ±{number(deviation)}"
     return text

@@ -14,7 +14,7 @@ import pandas as pd
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Kind, Metric
 from latentscape.tracking.scores import SCORE_NAMES, SUMMARY
-from latentscape.ui.labels import number
+from latentscape.ui.labels import number, score_value_text
 
 __all__ = ["CompareInfo", "compare_info", "metrics_chart", "default_runs", "metric_section", "PARAM_PREFIX",
            "METRIC_PREFIX", "SCORE", "SETTING", "PARAM", "METRIC", "TIMING", "BASELINE"]
@@ -108,23 +108,8 @@ _METRIC_COLUMNS = ["run", "metric", "value", "low", "high", "difference", "diff_
 
 
 def _cell(run_table: pd.DataFrame, index: int, name: str) -> str:
-    row = run_table.iloc[index]
-
-    def get(key: str) -> float | None:
-        value = row.get(METRIC_PREFIX + key)
-        return None if value is None or pd.isna(value) else float(value)
-
-    value = get(name)
-    if value is None:
-        return "–"
-    text = number(value)
-    low, high = get(Metric.trust(name, Metric.CI_LOW_SUFFIX)), get(Metric.trust(name, Metric.CI_HIGH_SUFFIX))
-    if low is not None and high is not None:
-        text += f" [{number(low)}, {number(high)}]"
-    p_value = get(Metric.trust(name, Metric.P_VALUE_SUFFIX))
-    if p_value is not None:
-        text += f" p={p_value:.2g}"
-    return text
+    """The score of one run with its interval and p-value, e.g. ``0.812 [0.790, 0.831] p=0.0099``."""
+    return score_value_text(name, run_table.iloc[index].to_dict(), prefix=METRIC_PREFIX, spread=False)
 
 
 def compare_info(run_table: pd.DataFrame, *, labels: Mapping[str, str] | None = None,
