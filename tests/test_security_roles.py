@@ -336,13 +336,13 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
     """A real sweep through the server, its Optuna storage reached as the workers' role with
     the password as a ``?password=`` query parameter: the sweep completes, and the password
     is in no param, tag, artifact, output, server log or catalog."""
-    import optuna
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import Artifact, Param
     from latentscape.tracking.server import database_url
+    from latentscape.tracking.studies import opened_storage, study_trials
 
     name, secret = roles.workers
     assert f"{name}:{secret}@" in team.optuna_storage  # the workers' role, as the server was given it
@@ -357,8 +357,9 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
         "--json"), env=team.env("alice"), capture_output=True, text=True, timeout=400, cwd=team.tmp)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     result = json.loads(sweep.stdout.strip().splitlines()[-1])
-    study = optuna.load_study(study_name=result["details"]["study"], storage=database_url(team.optuna_storage))
-    assert sum(trial.state == TrialState.COMPLETE for trial in study.get_trials(deepcopy=False)) == 2
+    with opened_storage(database_url(team.optuna_storage)) as reader:  # one engine, disposed
+        trials = study_trials(reader, result["details"]["study"])
+    assert sum(trial.state == TrialState.COMPLETE for trial in trials) == 2
 
     # Output and the server's log.
     assert "password=***" in result["details"]["storage"]
