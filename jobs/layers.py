@@ -54,6 +54,7 @@ import numpy as np
 
 from latentscape.jobs import _layer_scores as _scores
 from latentscape.jobs._result import JobResult
+from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
 
@@ -76,15 +77,10 @@ NONE = "none"
 DEFAULT_MAP_REDUCER = "umap"
 DEFAULT_MAP_CLUSTERER = "hdbscan"
 
-# Columns of layers.parquet besides Column.LAYER: the per-layer curves, named as the
-# metrics they are logged as.
-CURVES = (
-    Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.ANISOTROPY, Metric.INTRINSIC_DIM,
-    Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI,
-)
-# Measures with a bootstrap interval ("<name>_ci_low" / "_ci_high" columns and metrics).
-INTERVAL_CURVES = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
-LABELLED_CURVES = (Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI)
+# Columns of layers.parquet besides Column.LAYER and each clustering's: the per-layer
+# curves, named as the metrics they are logged as (tracking/layer_measures.py).
+CURVES = layer_measures.LAYERS_COLUMNS
+LABELLED_CURVES = layer_measures.LABELLED
 # With --seeds above 1: the spread of the per-layer AMI and the agreement of the seeds.
 SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
 # The curves compared across poolings (poolings.parquet, metrics "<curve>.<pooling>").
@@ -342,7 +338,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # Each layer at its own best settings: one sweep per layer, child runs of this one.
         if config.tune:
             table = _scores.tune(table, config, store, experiment_name, log.run_id)
-            curves = [*curves, *_scores.scorer_columns("tuned")]
+            curves = [*curves, *_scores.scorer_columns(_scores.TUNED)]
 
         # The two findings, each curve with step=layer, the tables.
         found = findings(layer_ids, previous_cka, config.stable_cka)
@@ -606,7 +602,7 @@ def _measure(x: np.ndarray, before: np.ndarray | None, rows: _Rows,
     from latentscape.jobs.core.verdict import kmeans_at_classes
 
     kmeans = [kmeans_at_classes(x, labels, seed=config.seed + offset) for offset in range(config.seeds)]
-    values.update(_scores.cluster_score("kmeans", labels, kmeans, config.seed))
+    values.update(_scores.cluster_score(_scores.KMEANS, labels, kmeans, config.seed))
     values[Metric.AMI] = values[Metric.AMI_KMEANS]
     if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement
         from latentscape.jobs.core.trust import stability
@@ -675,8 +671,8 @@ class _Mapper:
         matched = {**{spec.name: spec.default_for(self._shape(x)) for spec in hdbscan.params},
                    **matched_hdbscan_params(len(x), self.n_classes)}
         return {
-            **_scores.cluster_score("map", labels, [r.clusters for r in results], self.seed),
-            **_scores.cluster_score("hdbscan", labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
+            **_scores.cluster_score(_scores.MAP, labels, [r.clusters for r in results], self.seed),
+            **_scores.cluster_score(_scores.HDBSCAN, labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
                                                  for offset, r in enumerate(results)], self.seed),
         }
 
@@ -691,9 +687,9 @@ def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
     if not labelled:
         return [*CURVES]  # the labelled ones stay, NaN
     curves = [*CURVES]
-    curves += [Metric.trust(name, suffix) for name in INTERVAL_CURVES
+    curves += [Metric.trust(name, suffix) for name in layer_measures.INTERVALS
                for suffix in (Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX)]
-    for scorer in ("kmeans", "map", "hdbscan") if mapped else ("kmeans",):
+    for scorer in (_scores.KMEANS, _scores.MAP, _scores.HDBSCAN) if mapped else (_scores.KMEANS,):
         curves += _scores.scorer_columns(scorer)
     if config.seeds > 1:
         curves += SEED_CURVES
@@ -738,8 +734,8 @@ def _headline(table: pd.DataFrame) -> dict[str, float]:
     for name in (Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI):
         values = table[name].to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
-            best = np.nanmin(values) if name == Metric.CKA_PREVIOUS else np.nanmax(values)
-            scores[f"{'min' if name == Metric.CKA_PREVIOUS else 'max'}_{name}"] = float(best)
+            lowest = name in layer_measures.LOWER_IS_BETTER
+            scores[f"{'min' if lowest else 'max'}_{name}"] = float(np.nanmin(values) if lowest else np.nanmax(values))
     return scores
 
 

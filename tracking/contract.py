@@ -299,7 +299,6 @@ class Metric:
     AMI_MAP = "ami.map"  # the per-layer map's clusterer on the map (UMAP + HDBSCAN by default)
     AMI_HDBSCAN = "ami.hdbscan"  # HDBSCAN at the classes' granularity on the same map
     AMI_TUNED = "ami.tuned"  # layers --tune: the best map of a per-layer sweep (held out with --holdout)
-    LAYER_SCORERS = ("kmeans", "map", "hdbscan", "tuned")
     # interpolate / analogies / directions
     ACCURACY_AT_1 = "accuracy_at_1"
     ACCURACY_AT_5 = "accuracy_at_5"
