@@ -27,8 +27,8 @@ measure, with no function attached, so that the UI can read it without importing
 - ``direction``: which way is better (the verdict takes its best layer that way);
 - ``default``: a Layers page panel shown before the user picks.
 
-The functions are the jobs': :func:`latentscape.jobs.layers._measure` computes the layers job's
-measures and a test checks that it returns every one registered here. Adding a per-layer
+The functions are the jobs': :func:`latentscape.jobs._layer_measuring.measure` computes the layers
+job's measures and a test checks that it returns every one registered here. Adding a per-layer
 measure is its computation there, one record here and its contract name.
 """
 

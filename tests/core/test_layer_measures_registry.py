@@ -59,7 +59,8 @@ def test_the_layers_job_measures_every_measure_it_registers():
     per-layer map, no UMAP): every registered layers measure but the tuned one (a sweep
     per layer) comes back, finite."""
     from latentscape.jobs import _layer_scores as scores
-    from latentscape.jobs.layers import LayersConfig, _curves, _Mapper, _measure, _Rows
+    from latentscape.jobs._layer_measuring import Mapper, Rows, measure
+    from latentscape.jobs.layers import LayersConfig, _curves
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.array(["a", "b", "c"]), 40)
@@ -67,9 +68,9 @@ def test_the_layers_job_measures_every_measure_it_registers():
     x = centres[np.repeat(np.arange(3), 40)] + rng.normal(size=(120, 16))
     before = x + rng.normal(scale=0.1, size=x.shape)
     config = LayersConfig(run="r", map_reducer="pca", map_clusterer="kmeans")
-    rows = _Rows(n=len(x), geometry=None, labelled=None, labels=labels)
-    values = _measure(x, before, rows, config, _Mapper(config, labels, x))
-    values[Metric.CKA_PREVIOUS] = 1.0  # measured over pairs of layers, outside _measure
+    rows = Rows(n=len(x), geometry=None, labelled=None, labels=labels)
+    values = measure(x, before, rows, config, Mapper(config, labels, x))
+    values[Metric.CKA_PREVIOUS] = 1.0  # measured over pairs of layers, outside measure
     columns = _curves(True, True, config)
     expected = {m.name for m in registry.MEASURES if m.kind == Kind.LAYERS.value and m.scorer != scores.TUNED}
     assert expected <= set(columns)
