@@ -13,8 +13,6 @@ from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import layers as charts
 
 PAGE = "layers"
-# Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).
-_EXTRACT_CURVES = (Metric.ANISOTROPY, Metric.MEAN_NORM)
 _MAX_HEATMAPS = 3
 
 
