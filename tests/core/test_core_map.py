@@ -304,7 +304,8 @@ def test_reclustering_a_map_equals_fitting_it_with_the_new_settings():
     first = fit_map(x, y, resolve_config(shape=shape, reducer="pca", clusterer_params={"min_cluster_size": 60}))
     again = recluster(x, y, first, {"min_cluster_size": 8, "cluster_selection_method": "leaf"})
     direct = fit_map(x, y, resolve_config(shape=shape, reducer="pca", clusterer_params=again.config.clusterer_params))
-    assert again.config.clusterer_params["min_cluster_size"] == 8 and again.config.reducer_params == first.config.reducer_params
+    assert again.config.clusterer_params["min_cluster_size"] == 8
+    assert again.config.reducer_params == first.config.reducer_params
     assert again.config == MapConfig.from_dict(json.loads(json.dumps(again.config.to_dict())), shape)
     np.testing.assert_array_equal(again.coords, first.coords)  # no new reduction
     np.testing.assert_array_equal(again.clusters, direct.clusters)
