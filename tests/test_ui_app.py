@@ -628,6 +628,19 @@ def test_search_by_a_new_text_lists_its_neighbours_and_places_it_on_the_map(app_
     assert (marker[Column.X], marker[Column.Y]) == pytest.approx(
         (points.loc[sample_id, Column.X], points.loc[sample_id, Column.Y]), abs=1e-4)
     assert at.query_params["search"] == text
+    # The answer came from the app's warm worker; the same link opened again (a shared link, a
+    # new session) is answered by the cache without asking the worker, a new text by the same worker.
+    from latentscape.ui import data
+
+    (worker,) = data.search_workers().live().values()
+    asked = worker.requests
+    again = open_page("views/maps.py", {"run": app_env.maps, "search": text, "in": app_env.maps[1]})
+    assert_clean(again)
+    assert next(d.value for d in again.dataframe if Column.DISTANCE in d.value).equals(neighbours)
+    assert worker.requests == asked, "a second search of the same text is answered by the cache"
+    again.text_input(key="maps.search").input("a winter soup of onions and stock").run()
+    assert_clean(again)
+    assert worker.requests == asked + 1 and list(data.search_workers().live().values()) == [worker]
 
 
 def test_search_says_why_a_run_cannot_be_searched(app_env):

@@ -14,8 +14,8 @@
   may read (:func:`latentscape.ui.auth.scope`, :func:`latentscape.tracking.access.restrict`),
   and nothing before a login; artifacts and searches of other runs are refused.
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
-  arguments and the session's scope; :func:`clear_cache` drops them all (the app calls it when a sync finished
-  since the session's last rerun).
+  arguments and the session's scope; :func:`clear_cache` drops them all but searches (the app calls it when a
+  sync finished since the session's last rerun).
 
 Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
 hashable arguments (tuples, not lists).
@@ -505,5 +505,7 @@ def _or_none(read):
         return None
 
 
+# Not ``search``: its answer depends on a run's model and logged embeddings, which no sync
+# changes, and a shared link is to answer at once even after the catalog was synced.
 _CACHED = (experiments, facets, runs, run_table, metrics, layer_curves, children, map_points, map_size, big_map,
-           search, sweep_trials, table, artifact)
+           sweep_trials, table, artifact)

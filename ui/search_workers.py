@@ -134,6 +134,12 @@ class SearchWorkers:
             held = self._workers.get(model)
         return held[0] if held is not None and held[0].alive() else None
 
+    def live(self) -> dict[str, SearchWorker]:
+        """model -> its live worker, least recently used first."""
+        with self._lock:
+            held = list(self._workers.items())
+        return {model: worker for model, (worker, _) in held if worker.alive()}
+
     def _checkout(self, model: str) -> tuple[SearchWorker, threading.Lock]:
         evicted: list[SearchWorker] = []
         with self._lock:
