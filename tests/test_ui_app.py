@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -371,6 +372,32 @@ def test_a_large_map_is_every_point_on_a_grid_with_text_for_the_hover_sample():
     assert small.color_by == Column.CLUSTER and small.n_hover == 50  # unlabelled: clusters; all hoverable
     codes, names = bigmap.categories(pd.Series([3, -1, 3, None]))
     assert [names[c] for c in codes] == ["3", "noise", "3", ""]
+
+
+def test_regions_of_a_large_map_partition_its_points_and_select_exactly_theirs():
+    points = _big_points(5000)
+    info = bigmap.deck_info(points, color_by=Column.CLUSTER)
+    regions = json.loads(info.regions)
+    counts = {row["c"]: int(re.search(r"of ([\d,]+) point", row["t"]).group(1).replace(",", "")) for row in regions}
+    assert sum(counts.values()) == 5000 and len(counts) == len(regions) > 10
+    every = bigmap.in_regions(info, points[Column.X], points[Column.Y], list(counts))
+    assert every.all()
+    some = sorted(counts)[:3]
+    chosen = bigmap.in_regions(info, points[Column.X], points[Column.Y], some)
+    assert chosen.sum() == sum(counts[k] for k in some)
+    # What st.pydeck_chart's selection state holds: objects per layer id (other decks' ignored).
+    state = {"selection": {"indices": {}, "objects": {
+        f"m-{bigmap.REGIONS_LAYER}": [{"c": some[0]}], "m-hover-2": [{"i": "p7"}], "n-regions": [{"c": some[1]}]}}}
+    assert bigmap.picked(state, "m") == ((some[0],), ("p7",)) and bigmap.picked(None, "m") == ((), ())
+    plain = json.loads(bigmap.deck_json(info, key="m"))
+    assert not any(layer["id"].endswith(bigmap.REGIONS_LAYER) for layer in plain["layers"])
+    selecting = json.loads(bigmap.deck_json(info, key="m", regions=True, selected_regions=some[:1],
+                                            highlight=points[[Column.X, Column.Y]].to_numpy()[:4]))
+    ids = [layer["id"] for layer in selecting["layers"]]
+    top = ids.index(f"m-{bigmap.REGIONS_LAYER}")
+    assert all(ids.index(i) < top for i in ids if "-hover-" in i or "-bulk-" in i), "regions over the points"
+    by_id = {layer["id"]: layer for layer in selecting["layers"]}
+    assert len(by_id["m-selected-regions"]["data"]) == 1 and len(by_id["m-highlight"]["data"]) == 4
 
 
 def test_compare_highlights_what_differs():
