@@ -182,7 +182,7 @@ def _json_regions(grid: np.ndarray) -> str:
         x0, y0 = cx * size, cy * size
         rows.append({"c": key, "g": [[x0, y0], [x0 + size, y0], [x0 + size, y0 + size], [x0, y0 + size]],
                      "t": f"a region of {count:,} point{'' if count == 1 else 's'}: click to select it, again to unselect",
-                     "l": "region", "k": "-", "i": ""})
+                     "l": "", "k": "", "i": ""})
     return json.dumps(rows, separators=(",", ":"))
 
 
@@ -492,7 +492,8 @@ def deck(
         views=[pdk.View(type="OrthographicView", controller=True, flip_y=False)],
         initial_view_state=pdk.ViewState(target=[*info.centre, 0], zoom=zoom, min_zoom=zoom - 2, max_zoom=zoom + 12),
         map_style=None, map_provider=None, height=height,
-        tooltip={"text": "{t}\n{l} · cluster {k}" + (" · {i}" if info.has_ids else ""),
+        # In selection mode only regions (and the query) are picked: their text says it all.
+        tooltip={"text": "{t}" if regions else "{t}\n{l} · cluster {k}" + (" · {i}" if info.has_ids else ""),
                  "style": {"maxWidth": "420px", "whiteSpace": "normal", "fontSize": "12px"}},
     )
     return made

@@ -169,7 +169,8 @@ def _large_map(run_id: str, color_by: str, labels: pd.DataFrame, query: dict | N
                        selected_regions=selected, highlight=highlight)
     st.pydeck_chart(deck, height=440, key=_chart_key(run_id), on_select="rerun", selection_mode="multi-object")
     st.markdown(_legend(info), unsafe_allow_html=True)
-    hover = ("hover shows every point's text" if info.n_hover == info.n_points
+    hover = ("hover shows a region's size, a click selects it" if regions
+             else "hover shows every point's text" if info.n_hover == info.n_points
              else f"hover shows the text of {info.n_hover:,} points (a seeded sample)")
     ringed = f"; {len(highlight):,} selected samples ringed" if highlight is not None else ""
     return f"  \n{info.n_points:,} points drawn by deck.gl (scroll to zoom, drag to pan); {hover}{ringed}"
