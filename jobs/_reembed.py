@@ -29,12 +29,14 @@ def require_text_model(extraction, *, job: str) -> Path:
     return Path(path)
 
 
-def embed_like(extraction, texts: Sequence[str], layers: Sequence[int], *, job: str) -> dict[int, np.ndarray]:
+def embed_like(extraction, texts: Sequence[str], layers: Sequence[int], *, job: str,
+               load_encoder=None) -> dict[int, np.ndarray]:
     """``{layer: (len(texts), dim) float64}`` through the extraction's own model, pooling
-    and max length."""
+    and max length. ``load_encoder(model_path) -> Encoder`` (default ``Encoder.load``) lets
+    a long-lived process keep its models loaded (``latentscape search --serve``)."""
     from latentscape.jobs._embedding import Encoder
 
-    encoder = Encoder.load(str(require_text_model(extraction, job=job)))
+    encoder = (load_encoder or Encoder.load)(str(require_text_model(extraction, job=job)))
     embedded, _ = encoder.encode(list(texts), pooling=extraction.pooling or "mean", layers=list(layers),
                                  max_length=extraction.max_length or 256)
     return {layer: values.astype(np.float64) for layer, values in embedded.items()}

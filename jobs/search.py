@@ -8,13 +8,22 @@ UMAP's ``transform`` would need the fitted reducer, and a fitted reducer can onl
 shared as a pickle, which this project never loads; the neighbours' position needs
 nothing but the logged map and agrees with ``transform`` where the neighbours agree.
 
-A query is not an experiment, so nothing is logged: the result is printed (``--json``
-for the UI, which runs this command in a subprocess and so never imports torch).
+A query is not an experiment, so nothing is logged: the result is printed (``--json``).
+The UI keeps ``latentscape search --serve`` processes warm instead (one per model, so it
+never imports torch itself): a request a stdin line, a reply a stdout line
+(``tracking.contract.Reply``), the model, the run and its extraction kept loaded between
+requests (measured: a new process pays 5-10 s of imports and model loading per query).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TextIO
 
 import numpy as np
 
@@ -22,7 +31,7 @@ from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import Artifact, Column, Kind, Param, Reply, Tag
 from latentscape.tracking.errors import UsageError
 
-__all__ = ["add_parser", "search", "place_by_neighbours"]
+__all__ = ["add_parser", "search", "serve", "Warm", "place_by_neighbours"]
 
 _KINDS_WITH_MAPS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
 
@@ -36,17 +45,103 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape search --run EXTRACT_RUN --layer 3 --text 'a recipe for soup' --k 5 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, help="a map, sweep or extract run id")
-    parser.add_argument("--text", required=True, help="the text to look up")
+    parser.add_argument("--run", help="a map, sweep or extract run id (required unless --serve)")
+    parser.add_argument("--text", help="the text to look up (required unless --serve)")
     parser.add_argument("--layer", type=int, help="layer to search (required for an extract run)")
     parser.add_argument("--k", type=int, default=10, help="number of neighbours (default 10)")
+    parser.add_argument("--serve", action="store_true",
+                        help="answer JSON requests, one a stdin line, until stdin closes, keeping models loaded "
+                             "(the app's search worker)")
     parser.set_defaults(handler=_run_cli)
 
 
-def _run_cli(args) -> JobResult:
+def _run_cli(args) -> JobResult | None:
     from latentscape.tracking.runs import open_store
 
+    if args.serve:
+        serve(open_store(args.tracking_uri), sys.stdin)
+        return None
+    if args.run is None or args.text is None:
+        raise UsageError("search needs a run and a text", "pass --run RUN_ID --text TEXT (or --serve)")
     return search(open_store(args.tracking_uri), args.run, args.text, layer=args.layer, k=args.k)
+
+
+class Warm:
+    """What a serving process keeps between requests: models by folder, runs, extractions
+    and maps by run id (the few most recent; a map of 100k points is a few MB)."""
+
+    def __init__(self, store, *, runs: int = 8):
+        self.store = store
+        self._runs = runs
+        self._encoders: dict[str, object] = {}
+        self._kept: OrderedDict[tuple[str, str], object] = OrderedDict()
+
+    def _keep(self, what: str, run_id: str, load):
+        key = (what, run_id)
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        value = self._kept[key] = load()
+        while len(self._kept) > 3 * self._runs:
+            self._kept.popitem(last=False)
+        return value
+
+    def run(self, run_id: str):
+        return self._keep("run", run_id, lambda: self.store.get_run(run_id))
+
+    def extraction(self, run_id: str):
+        from latentscape.jobs._source import load_extraction
+
+        return self._keep("extraction", run_id, lambda: load_extraction(self.store, run_id))
+
+    def table(self, run_id: str, artifact_path: str):
+        from latentscape.tracking.runs import load_table
+
+        return self._keep(artifact_path, run_id, lambda: load_table(self.store, run_id, artifact_path))
+
+    def encoder(self, model_path: str):
+        from latentscape.jobs._embedding import Encoder
+
+        if model_path not in self._encoders:
+            self._encoders[model_path] = Encoder.load(model_path)
+        return self._encoders[model_path]
+
+
+def serve(store, requests: Iterable[str], replies: TextIO | None = None) -> int:
+    """Answer search requests until ``requests`` ends; returns how many were answered.
+
+    requests: JSON lines ``{run_id, text, layer?, k?}``; each reply is one JSON line on
+    ``replies`` (default: the process's real stdout, which anything a library prints no
+    longer reaches: it goes to stderr), in the order asked."""
+    from latentscape.tracking.privacy import masked
+
+    if replies is None:
+        replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    warm, answered = Warm(store), 0
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            layer = request.get(Reply.LAYER)
+            result = search(store, str(request[Reply.RUN_ID]), str(request[Reply.TEXT]),
+                            layer=None if layer is None else int(layer), k=int(request.get(Reply.K, 10)), warm=warm)
+            reply = json.loads(result.to_json())
+            reply[Reply.DETAILS][Reply.WORKER] = os.getpid()
+        except UsageError as error:
+            reply = {Reply.ERROR: masked(f"latentscape search: error: {error}")}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            reply = {Reply.ERROR: f"latentscape search: error: a malformed request ({type(error).__name__}: {error}); "
+                                  f"send one JSON object a line with {Reply.RUN_ID} and {Reply.TEXT}"}
+        except Exception as error:  # the worker goes on: the next request may be of another run
+            first = " ".join(str(error).split())[:300]
+            reply = {Reply.FAILURE: masked(f"latentscape search: failed: {type(error).__name__}: {first}")}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+        answered += 1
+    return answered
 
 
 def place_by_neighbours(xy: np.ndarray, distances: np.ndarray) -> np.ndarray:
@@ -63,38 +158,39 @@ def place_by_neighbours(xy: np.ndarray, distances: np.ndarray) -> np.ndarray:
     return (xy * weights[:, None]).sum(axis=0) / weights.sum()
 
 
-def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 10) -> JobResult:
-    """Nearest samples of ``text`` in run ``run_id`` (and its map position, if any)."""
+def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 10,
+           warm: Warm | None = None) -> JobResult:
+    """Nearest samples of ``text`` in run ``run_id`` (and its map position, if any);
+    ``warm``: reuse (and keep) the runs, extractions, maps and models it holds."""
     if not text.strip():  # before the imports below (pandas) and the store's first query (MLflow)
         raise UsageError("the search text is empty", "pass --text with some words")
     if k < 1:
         raise UsageError(f"--k {k} must be positive", "pass --k 1 or more")
     from latentscape.jobs._reembed import embed_like, require_text_model
-    from latentscape.jobs._source import load_extraction
     from latentscape.jobs.core.walk import cosine_neighbours
-    from latentscape.tracking.runs import load_table
 
-    run = store.get_run(run_id)
+    warm = warm or Warm(store, runs=1)
+    run = warm.run(run_id)
     kind = run.data.tags.get(Tag.KIND)
     map_frame = None
     if kind == Kind.EXTRACT.value:
-        extraction = load_extraction(store, run_id)
+        extraction = warm.extraction(run_id)
         if layer is None:
             raise UsageError(f"run {run_id} is an extraction with layers {extraction.layers}",
                              "pass --layer, or the id of a map run")
     elif kind in _KINDS_WITH_MAPS:
-        extraction = load_extraction(store, run.data.tags.get(Tag.SOURCE_RUN, ""))
+        extraction = warm.extraction(run.data.tags.get(Tag.SOURCE_RUN, ""))
         logged_layer = int(run.data.params.get(Param.LAYER, -1))
         if layer is not None and layer != logged_layer:
             raise UsageError(f"{kind} run {run_id} maps layer {logged_layer}, not {layer}", "omit --layer")
         layer = logged_layer
-        map_frame = load_table(store, run_id, Artifact.MAP)
+        map_frame = warm.table(run_id, Artifact.MAP)
     else:
         raise UsageError(f"run {run_id} is a {kind or 'non-latentscape'} run", "pass a map, sweep or extract run id")
     extraction.check_layer(layer)
     require_text_model(extraction, job="search")
 
-    query = embed_like(extraction, [text], [layer], job="search")[layer]
+    query = embed_like(extraction, [text], [layer], job="search", load_encoder=warm.encoder)[layer]
     found = cosine_neighbours(query, extraction.embedding(layer), k=k)
     rows = found.indices[0]
     samples = extraction.samples.iloc[rows]

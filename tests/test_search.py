@@ -51,3 +51,75 @@ def test_search_cli_errors_and_json(text_extraction, digits_extraction):
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert len(payload["details"]["neighbours"]) == 3
+
+
+# --- the app's warm search workers (ui/search_workers.py): real `latentscape search --serve` processes
+
+
+def _workers(store_uri: str, *, capacity: int = 2, command=None):
+    import os
+
+    from latentscape.ui.search_workers import SearchWorkers, serve_command
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "LATENTSCAPE_PROGRESS": "0",
+           "TOKENIZERS_PARALLELISM": "false"}
+    return SearchWorkers(command or serve_command(sys.executable), env, capacity=capacity)
+
+
+def test_a_warm_worker_answers_every_text_in_one_process_and_survives_bad_requests(text_extraction):
+    from latentscape.tracking.contract import Reply
+
+    run = text_extraction.run_id
+    workers = _workers(text_extraction.store.uri)
+    try:
+        first, pid, _ = workers.ask("minilm", {Reply.RUN_ID: run, Reply.TEXT: text_extraction.texts[3],
+                                               Reply.LAYER: 6, Reply.K: 3}, timeout=300)
+        neighbours = first[Reply.DETAILS][Reply.NEIGHBOURS]
+        assert len(neighbours) == 3 and neighbours[0][Column.SAMPLE_ID] == text_extraction.ids[3]
+        assert first[Reply.DETAILS][Reply.WORKER] == pid
+        second, again, _ = workers.ask("minilm", {Reply.RUN_ID: run, Reply.TEXT: "stir the soup and add salt",
+                                                  Reply.LAYER: 6}, timeout=300)
+        assert again == pid and second[Reply.DETAILS][Reply.WORKER] == pid, "a new text is answered by the warm worker"
+        assert len(second[Reply.DETAILS][Reply.NEIGHBOURS]) == 10
+        # Bad input is a one-line reply; the worker goes on answering.
+        refused, same, _ = workers.ask("minilm", {Reply.RUN_ID: run, Reply.TEXT: "soup", Reply.LAYER: 99}, timeout=300)
+        assert same == pid and "has no layer 99" in refused[Reply.ERROR] and "\n" not in refused[Reply.ERROR]
+        malformed, same, _ = workers.ask("minilm", {Reply.TEXT: "soup"}, timeout=300)
+        assert same == pid and "malformed request" in malformed[Reply.ERROR]
+        assert workers.worker("minilm").requests == 4
+    finally:
+        workers.close()
+    assert workers.worker("minilm") is None
+
+
+def test_workers_are_one_per_model_bounded_and_a_dead_one_is_replaced(text_extraction):
+    import os
+    import signal
+
+    from latentscape.tracking.contract import Reply
+    from latentscape.ui.search_workers import WorkerFailed
+
+    workers = _workers(text_extraction.store.uri, capacity=1)
+    cheap = {Reply.TEXT: "no run: answered without loading a model"}
+    try:
+        _, first_pid, _ = workers.ask("model-a", cheap, timeout=300)
+        first = workers.worker("model-a")
+        _, other_pid, _ = workers.ask("model-b", cheap, timeout=300)
+        assert other_pid != first_pid and workers.worker("model-a") is None
+        first._process.wait(timeout=30)  # evicted: closed, its process gone
+        assert not first.alive()
+        killed = workers.worker("model-b")
+        os.kill(other_pid, signal.SIGKILL)
+        killed._process.wait(timeout=30)
+        _, replaced, _ = workers.ask("model-b", cheap, timeout=300)
+        assert replaced not in (first_pid, other_pid)
+    finally:
+        workers.close()
+    # A worker that cannot start says why in one line, not with a traceback.
+    broken = _workers(text_extraction.store.uri, command=[sys.executable, "-c",
+                                                         "import sys; sys.exit('latentscape search: error: no model')"])
+    try:
+        with pytest.raises(WorkerFailed, match=r"^latentscape search: error: no model$"):
+            broken.ask("m", cheap, timeout=60)
+    finally:
+        broken.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -373,6 +374,32 @@ def test_a_large_map_is_every_point_on_a_grid_with_text_for_the_hover_sample():
     assert [names[c] for c in codes] == ["3", "noise", "3", ""]
 
 
+def test_regions_of_a_large_map_partition_its_points_and_select_exactly_theirs():
+    points = _big_points(5000)
+    info = bigmap.deck_info(points, color_by=Column.CLUSTER)
+    regions = json.loads(info.regions)
+    counts = {row["c"]: int(re.search(r"of ([\d,]+) point", row["t"]).group(1).replace(",", "")) for row in regions}
+    assert sum(counts.values()) == 5000 and len(counts) == len(regions) > 10
+    every = bigmap.in_regions(info, points[Column.X], points[Column.Y], list(counts))
+    assert every.all()
+    some = sorted(counts)[:3]
+    chosen = bigmap.in_regions(info, points[Column.X], points[Column.Y], some)
+    assert chosen.sum() == sum(counts[k] for k in some)
+    # What st.pydeck_chart's selection state holds: objects per layer id (other decks' ignored).
+    state = {"selection": {"indices": {}, "objects": {
+        f"m-{bigmap.REGIONS_LAYER}": [{"c": some[0]}], "m-hover-2": [{"i": "p7"}], "n-regions": [{"c": some[1]}]}}}
+    assert bigmap.picked(state, "m") == ((some[0],), ("p7",)) and bigmap.picked(None, "m") == ((), ())
+    plain = json.loads(bigmap.deck_json(info, key="m"))
+    assert not any(layer["id"].endswith(bigmap.REGIONS_LAYER) for layer in plain["layers"])
+    selecting = json.loads(bigmap.deck_json(info, key="m", regions=True, selected_regions=some[:1],
+                                            highlight=points[[Column.X, Column.Y]].to_numpy()[:4]))
+    ids = [layer["id"] for layer in selecting["layers"]]
+    top = ids.index(f"m-{bigmap.REGIONS_LAYER}")
+    assert all(ids.index(i) < top for i in ids if "-hover-" in i or "-bulk-" in i), "regions over the points"
+    by_id = {layer["id"]: layer for layer in selecting["layers"]}
+    assert len(by_id["m-selected-regions"]["data"]) == 1 and len(by_id["m-highlight"]["data"]) == 4
+
+
 def test_compare_highlights_what_differs():
     table = pd.DataFrame({
         "run_id": ["r1", "r2"], "kind": ["map", "map"], "param.layer": ["6", "2"], "param.seed": ["0", "0"],
@@ -628,6 +655,19 @@ def test_search_by_a_new_text_lists_its_neighbours_and_places_it_on_the_map(app_
     assert (marker[Column.X], marker[Column.Y]) == pytest.approx(
         (points.loc[sample_id, Column.X], points.loc[sample_id, Column.Y]), abs=1e-4)
     assert at.query_params["search"] == text
+    # The answer came from the app's warm worker; the same link opened again (a shared link, a
+    # new session) is answered by the cache without asking the worker, a new text by the same worker.
+    from latentscape.ui import data
+
+    (worker,) = data.search_workers().live().values()
+    asked = worker.requests
+    again = open_page("views/maps.py", {"run": app_env.maps, "search": text, "in": app_env.maps[1]})
+    assert_clean(again)
+    assert next(d.value for d in again.dataframe if Column.DISTANCE in d.value).equals(neighbours)
+    assert worker.requests == asked, "a second search of the same text is answered by the cache"
+    again.text_input(key="maps.search").input("a winter soup of onions and stock").run()
+    assert_clean(again)
+    assert worker.requests == asked + 1 and list(data.search_workers().live().values()) == [worker]
 
 
 def test_search_says_why_a_run_cannot_be_searched(app_env):

@@ -140,16 +140,14 @@ def fine_tuning(ui_runs, tiny_bert) -> str:
     return finetune(config, store=open_store(ui_runs.tracking_uri), experiment="ui-browser-finetune").run_id
 
 
-@pytest.fixture(scope="module")
-def server(ui_runs, big_map, fine_tuning, tmp_path_factory):
+def _served(tracking_uri: str, catalog: Path):
     """``streamlit run ui/app.py --server.headless true`` on a free port, as `latentscape ui` runs it."""
     from latentscape.jobs.serve import ui_command, ui_environment
 
     port = _free_port()
-    catalog = tmp_path_factory.mktemp("ui-browser") / "catalog.duckdb"
     process = subprocess.Popen(ui_command(port=port, address="127.0.0.1"), cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=ui_environment(tracking_uri=ui_runs.tracking_uri, catalog=catalog))
+                               env=ui_environment(tracking_uri=tracking_uri, catalog=catalog))
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process)
@@ -161,6 +159,40 @@ def server(ui_runs, big_map, fine_tuning, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(ui_runs, big_map, fine_tuning, tmp_path_factory):
+    yield from _served(ui_runs.tracking_uri, tmp_path_factory.mktemp("ui-browser") / "catalog.duckdb")
+
+
+PAIR_POINTS = 25_000
+
+
+@pytest.fixture(scope="module")
+def big_pair(tmp_path_factory) -> tuple[str, str, str]:
+    """(store URI, map A, map B): two maps of the same PAIR_POINTS samples (B is A turned a
+    quarter and mirrored), both above the deck.gl threshold, on a store of their own."""
+    from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
+    from latentscape.tracking.runs import open_store, tracked_run
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('ui-browser-pair') / 'mlflow.db'}"
+    store = open_store(uri)
+    frame = big_map_frame(PAIR_POINTS, seed=1)
+    turned = frame.assign(**{Column.X: frame[Column.Y], Column.Y: frame[Column.X]})
+    ids = []
+    for name, points in (("big map A", frame), ("big map B", turned)):
+        with tracked_run(store, store.experiment_id("ui-browser-pair"), Kind.MAP, run_name=name,
+                         tags={Tag.LAYER: 6}) as log:
+            log.params({Param.LAYER: 6, Param.REDUCER: "umap", Param.CLUSTERER: "hdbscan"})
+            log.table(Artifact.MAP, points)
+            ids.append(log.run_id)
+    return uri, ids[0], ids[1]
+
+
+@pytest.fixture(scope="module")
+def pair_server(big_pair, tmp_path_factory):
+    yield from _served(big_pair[0], tmp_path_factory.mktemp("ui-browser-pair-app") / "catalog.duckdb")
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +358,56 @@ def test_a_100k_point_map_is_drawn_by_deck_gl_and_hovers_without_an_error(server
     assert tab.get_by_test_id("stException").count() == 0
     caption = tab.get_by_text(re.compile(r"100,000 points drawn by deck.gl"))
     assert caption.count() == 1
+
+
+def _idle(page, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while page.get_by_test_id("stStatusWidget").count() and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+
+
+def test_regions_selected_on_a_large_map_are_listed_and_ringed_in_a_second_one(pair_server, tab, big_pair):
+    # Streamlit's deck.gl chart selects objects by clicking them (no box or lasso): in
+    # "Select regions" mode a map's regions are those objects.
+    _, first, second = big_pair
+    open_app(tab, f"{pair_server}/maps{_query({'run': [first, second]})}", "Maps")
+    decks = tab.get_by_test_id("stDeckGlJsonChart")
+    decks.nth(1).locator("canvas").first.wait_for(timeout=90_000)
+    _idle(tab)
+    tab.wait_for_timeout(1500)  # deck.gl draws its points a moment after the canvas mounts
+    assert tab.locator(DRAWN).count() == 0, "both maps drawn by deck.gl"
+    other_before = decks.nth(1).locator("canvas").first.screenshot()
+
+    tab.get_by_text("Select regions", exact=True).click()
+    _idle(tab)
+    tab.wait_for_timeout(1000)
+    canvas = decks.nth(0).locator("canvas").first
+    box = canvas.bounding_box()
+    # The dense blob is in the middle, on a region's edge: aim half a region (~16 px) inside one.
+    tx, ty = box["x"] + box["width"] / 2 - 6, box["y"] + box["height"] / 2 - 8
+    tooltip, shown = tab.locator(".deck-tooltip"), ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not shown.startswith("a region of"):
+        tab.mouse.move(tx + 3, ty)
+        tab.mouse.move(tx, ty)
+        tab.wait_for_timeout(500)
+        shown = tooltip.first.inner_text() if tooltip.count() and tooltip.first.is_visible() else ""
+    region = re.match(r"a region of ([\d,]+) points?", shown)
+    assert region, f"no region under the pointer in selection mode: {shown!r}"
+    expected = int(region.group(1).replace(",", ""))
+    assert 0 < expected < PAIR_POINTS
+    tab.mouse.click(tx, ty)
+
+    listed = tab.get_by_text(re.compile(r"^[\d,]+ samples in the chosen regions and points on "))
+    listed.wait_for(timeout=90_000)
+    assert int(listed.inner_text().split()[0].replace(",", "")) == expected
+    ringed = tab.get_by_text(re.compile(rf"{expected:,} selected samples ringed"))
+    ringed.wait_for(timeout=90_000)  # the second map's caption: the same samples drawn ringed there
+    _idle(tab)
+    tab.wait_for_timeout(1500)
+    assert decks.nth(1).locator("canvas").first.screenshot() != other_before, "the second map shows the rings"
+    assert tab.get_by_test_id("stDataFrame").count() >= 1 and tab.get_by_test_id("stException").count() == 0
+    screenshot(tab, "maps-regions")
 
 
 # Every page in the sidebar, and how many charts it draws at least on these runs.

@@ -563,6 +563,13 @@ class Reply:
     Y = "y"
     NEAREST_DISTANCE = "nearest_distance"
     SEARCH = "search"  # the reply's kind
+    # search --serve: one request a stdin line (RUN_ID, TEXT, LAYER, K), one reply a stdout
+    # line: the --json object with details.worker (the answering process id), or ERROR (the
+    # input cannot be searched: a one-line usage error) or FAILURE (anything else, one line).
+    K = "k"
+    WORKER = "worker"
+    ERROR = "error"
+    FAILURE = "failure"
 
 
 if __name__ == "__main__":  # the README's run contract section (made in tracking/contract_readme.py)

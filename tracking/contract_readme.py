@@ -21,8 +21,8 @@ GROUP_NOTES = {
     "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False`; "
                 "nothing is pickled.",
     "column": "Columns of the Parquet tables (`meta.<column>` keeps a data set's extra columns).",
-    "reply": "The JSON line of `--json`, and the search protocol the UI speaks to `latentscape search` "
-             "(the app never loads a model itself).",
+    "reply": "The JSON line of `--json`, and the search protocol the UI speaks to its warm "
+             "`latentscape search --serve` workers (the app never loads a model itself).",
 }
 
 

@@ -14,24 +14,24 @@
   may read (:func:`latentscape.ui.auth.scope`, :func:`latentscape.tracking.access.restrict`),
   and nothing before a login; artifacts and searches of other runs are refused.
 - Query results are ``cache_data`` (each caller gets its own copy), keyed by their
-  arguments and the session's scope; :func:`clear_cache` drops them all (the app calls it when a sync finished
-  since the session's last rerun).
+  arguments and the session's scope; :func:`clear_cache` drops them all but searches (the app calls it when a
+  sync finished since the session's last rerun).
 
 Pages never call ``latentscape.tracking.queries`` themselves: they call these functions with
 hashable arguments (tuples, not lists).
 
-Search by a new text runs ``latentscape search ... --json`` in a subprocess: the text
-has to go through the run's own model, and this process never imports torch or the
-jobs. Its answer is cached per (run, text, layer, k).
+Search by a new text is asked of a warm ``latentscape search --serve`` worker per model
+(:mod:`latentscape.ui.search_workers`): the text has to go through the run's own model,
+and this process never imports torch or the jobs. Its answer is cached per (run, text,
+layer, k).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +47,7 @@ from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Column, Reply
 from latentscape.ui.charts import bigmap
+from latentscape.ui.search_workers import SearchWorkers, WorkerFailed, serve_command
 
 __all__ = [
     "catalog",
@@ -68,6 +69,7 @@ __all__ = [
     "map_size",
     "big_map",
     "search",
+    "search_workers",
     "SearchResult",
     "SearchFailed",
     "sweep_trials",
@@ -76,8 +78,10 @@ __all__ = [
     "CatalogStatus",
 ]
 
-# A search loads the run's model in a new process: seconds, more on a busy machine.
+# A worker's first search loads the run's model: seconds, more on a busy machine.
 _SEARCH_TIMEOUT_S = 600
+# Warm search workers kept (one per model, ~0.3-0.5 GB each with MiniLM and its extraction).
+_SEARCH_WORKERS = 2
 # A new browser session starts a sync when this process last tried one longer ago than this.
 _STALE_AFTER_S = 30.0
 _TTL = 3600  # cached frames also expire on their own after an hour
@@ -412,12 +416,13 @@ class SearchFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What ``latentscape search --json`` answered.
+    """What a search worker (``latentscape search --serve``) answered.
 
     neighbours: rank, sample_id, label, text, distance (cosine), nearest first; x / y:
     the text's place on the run's map (None for an extraction, or a map without those
     samples); layer: the layer searched; error: the command's one-line error when the
-    input cannot be searched (e.g. the run's model is not on this machine), else None."""
+    input cannot be searched (e.g. the run's model is not on this machine), else None;
+    seconds: the worker's answer, as the app waited for it."""
 
     neighbours: pd.DataFrame
     x: float | None
@@ -425,51 +430,52 @@ class SearchResult:
     layer: int | None
     error: str | None
     seconds: float
+    worker: int | None = None  # the pid of the worker process that answered
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+@st.cache_resource(show_spinner=False, on_release=SearchWorkers.close)
+def search_workers() -> SearchWorkers:
+    """The process's warm ``latentscape search --serve`` workers (at most two models),
+    closed when the app exits or the cache lets them go."""
+    # The store through the environment: a URI with a password never goes on a command line.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": catalog().tracking_uri, "LATENTSCAPE_PROGRESS": "0",
+           "TOKENIZERS_PARALLELISM": "false"}
+    workers = SearchWorkers(serve_command(sys.executable), env, capacity=_SEARCH_WORKERS)
+    atexit.register(workers.close)
+    return workers
 
 
 @_cached(ttl=_TTL, show_spinner="Embedding the text with the run's own model…", max_entries=256)
 def search(run_id: str, text: str, layer: int | None = None, k: int = 10) -> SearchResult:
     """The ``k`` samples nearest to ``text`` in run ``run_id`` (a map, sweep or trial run;
-    an extract run with ``layer``). Runs ``latentscape search --json`` in a subprocess
-    on the catalog's store. A usage error (exit 2: no such layer, a tabular run, the
-    model not available here) comes back as ``error`` and is cached like an answer;
-    any other failure raises :class:`SearchFailed` and is not cached."""
+    an extract run with ``layer``), asked of the warm search worker of the run's model
+    (:func:`search_workers`) and cached per (run, text, layer, k), so a shared link
+    answers at once. A usage error (no such layer, a tabular run, the model not
+    available here) comes back as ``error`` and is cached like an answer; any other
+    failure raises :class:`SearchFailed` and is not cached."""
     empty = pd.DataFrame({Column.RANK: [], Column.SAMPLE_ID: [], Column.LABEL: [], Column.TEXT: [],
                           Column.DISTANCE: []})
     reader = _reader()
     if reader.scope is not None and not reader.visible(run_id):  # the search runs as the service account
         return SearchResult(empty, None, None, layer, f"run {run_id[:8]} is not available here", 0.0)
-    command = [sys.executable, "-m", "latentscape.jobs.cli", "search", "--run", run_id, f"--text={text}",
-               "--k", str(int(k)), "--json"]
+    found = queries.runs(reader, run_ids=[run_id], limit=1)
+    model = str(found[C.MODEL].iloc[0] or "") if not found.empty else ""
+    request = {Reply.RUN_ID: run_id, Reply.TEXT: text, Reply.K: int(k)}
     if layer is not None:
-        command += ["--layer", str(int(layer))]
-    # The store through the environment: a URI with a password never goes on a command line.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": catalog().tracking_uri, "LATENTSCAPE_PROGRESS": "0",
-           "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
+        request[Reply.LAYER] = int(layer)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=_SEARCH_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise SearchFailed(f"the search did not finish within {_SEARCH_TIMEOUT_S} s") from None
-    seconds = time.perf_counter() - started
-    if done.returncode == 2:
-        return SearchResult(empty, None, None, layer, _last_line(done.stderr) or "the search was refused", seconds)
-    try:
-        payload = json.loads(_last_line(done.stdout)) if done.returncode == 0 else None
-    except json.JSONDecodeError:
-        payload = None
-    if payload is None:
-        raise SearchFailed(_last_line(done.stderr) or f"latentscape search exited with {done.returncode}")
-    details = payload.get(Reply.DETAILS, {})
+        reply, pid, seconds = search_workers().ask(model, request, timeout=_SEARCH_TIMEOUT_S)
+    except WorkerFailed as failed:
+        raise SearchFailed(privacy.masked(str(failed))) from None
+    if Reply.ERROR in reply:
+        return SearchResult(empty, None, None, layer, str(reply[Reply.ERROR]), seconds, pid)
+    if Reply.FAILURE in reply:
+        raise SearchFailed(str(reply[Reply.FAILURE]))
+    details = reply.get(Reply.DETAILS, {})
     neighbours = pd.DataFrame(details.get(Reply.NEIGHBOURS, []), columns=list(empty.columns))
     x, y = details.get(Reply.X), details.get(Reply.Y)
     return SearchResult(neighbours, None if x is None else float(x), None if y is None else float(y),
-                        details.get(Reply.LAYER, layer), None, seconds)
+                        details.get(Reply.LAYER, layer), None, seconds, details.get(Reply.WORKER, pid))
 
 
 @_cached(ttl=_TTL, show_spinner=False)
@@ -499,5 +505,7 @@ def _or_none(read):
         return None
 
 
+# Not ``search``: its answer depends on a run's model and logged embeddings, which no sync
+# changes, and a shared link is to answer at once even after the catalog was synced.
 _CACHED = (experiments, facets, runs, run_table, metrics, layer_curves, children, map_points, map_size, big_map,
-           search, sweep_trials, table, artifact)
+           sweep_trials, table, artifact)

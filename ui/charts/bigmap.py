@@ -25,6 +25,14 @@ in 1.5 s (1.0 s CPU), 22 MB; 100,000 points in 0.3-0.5 s, 12.7 MB.
 
 The view is an ``OrthographicView`` (no basemap, so no map tiles are fetched: it works
 offline), y pointing up as in the Altair maps.
+
+Selection: Streamlit's ``st.pydeck_chart`` selects objects by clicking them
+(``selection_mode="multi-object"``: a click adds an object, a second click removes it, a
+click on nothing clears); it has no box or lasso. So a large map is cut into regions,
+``CELLS`` squares along its larger side; in selection mode (``regions=True``) they are
+drawn over the points as a faint layer, the only one the pointer picks, and clicking
+regions selects them (:func:`in_regions` tells which samples lie in them). Otherwise the pointer hovers the
+points and a click selects the point (hover points carry their id).
 """
 
 from __future__ import annotations
@@ -57,6 +65,11 @@ __all__ = [
     "deck_json",
     "categories",
     "columns_for",
+    "CELLS",
+    "REGIONS_LAYER",
+    "region_keys",
+    "in_regions",
+    "picked",
 ]
 
 # Above this many points a map is drawn by deck.gl (the Altair map shows a sample above it).
@@ -66,6 +79,9 @@ HOVER_POINTS = 100_000
 TEXT_CHARS = 80
 # Positions are integers 0..GRID over the map's larger extent: 1/10,000 of the map.
 GRID = 10_000
+# Selectable regions: squares of 1/CELLS of the map's larger side.
+CELLS = 24
+REGIONS_LAYER = "regions"  # the suffix of the regions layer's id
 # The most frequent 18 categories get a colour of their own, the rest share "other".
 MAX_COLOURS = len(CATEGORY_COLOURS) + 1
 
@@ -105,10 +121,69 @@ class DeckInfo:
     centre: tuple[float, float] = (GRID / 2, GRID / 2)  # the middle of the points' box, on the grid
     digests: tuple[str, ...] = ()
     payload_bytes: int = field(default=0)
+    regions: str = "[]"  # JSON objects {"c": region key, "g": its square on the grid, "t": tooltip text, ...}
 
     def to_grid(self, x: float, y: float) -> tuple[float, float]:
         """A map position (as in map.parquet) on this deck's grid."""
         return ((float(x) - self.origin[0]) * self.scale, (float(y) - self.origin[1]) * self.scale)
+
+
+def _cell_size() -> int:
+    return -(-GRID // CELLS)
+
+
+def region_keys(grid: np.ndarray) -> np.ndarray:
+    """``"column,row"`` of the region of each (m, 2) grid position (positions past the
+    grid's edge belong to the last region)."""
+    cells = np.clip(np.asarray(grid, dtype=np.float64) // _cell_size(), 0, CELLS - 1).astype(np.int64)
+    return np.char.add(np.char.add(cells[:, 0].astype(str), ","), cells[:, 1].astype(str)) if len(cells) else (
+        np.array([], dtype=str))
+
+
+def in_regions(info: DeckInfo, x, y, keys) -> np.ndarray:
+    """(n,) bool: which map positions ``x``, ``y`` (map units, as in map.parquet) lie in
+    the regions ``keys`` of ``info``'s deck."""
+    grid = np.column_stack([(np.asarray(x, dtype=np.float64) - info.origin[0]) * info.scale,
+                            (np.asarray(y, dtype=np.float64) - info.origin[1]) * info.scale])
+    wanted = set(keys)
+    if not wanted or len(grid) == 0:
+        return np.zeros(len(grid), dtype=bool)
+    return np.isin(region_keys(np.rint(grid)), list(wanted))
+
+
+def picked(selection: Mapping | None, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(region keys, sample ids) a deck's selection holds (``st.pydeck_chart``'s state:
+    ``{"selection": {"objects": {layer id: [object, ...]}}}``), each sorted, for the deck
+    drawn with ``key``."""
+    objects = ((selection or {}).get("selection") or {}).get("objects") or {}
+    regions, ids = set(), set()
+    for layer, chosen in objects.items():
+        if not str(layer).startswith(f"{key}-"):
+            continue
+        for obj in chosen or []:
+            if not isinstance(obj, Mapping):
+                continue
+            if str(layer) == f"{key}-{REGIONS_LAYER}" and obj.get("c"):
+                regions.add(str(obj["c"]))
+            elif obj.get("i"):
+                ids.add(str(obj["i"]))
+    return tuple(sorted(regions)), tuple(sorted(ids))
+
+
+def _json_regions(grid: np.ndarray) -> str:
+    """The regions holding points, as the regions layer's JSON."""
+    if len(grid) == 0:
+        return "[]"
+    keys, counts = np.unique(region_keys(grid), return_counts=True)
+    size = _cell_size()
+    rows = []
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        cx, cy = (int(v) for v in key.split(","))
+        x0, y0 = cx * size, cy * size
+        rows.append({"c": key, "g": [[x0, y0], [x0 + size, y0], [x0 + size, y0 + size], [x0, y0 + size]],
+                     "t": f"a region of {count:,} point{'' if count == 1 else 's'}: click to select it, again to unselect",
+                     "l": "", "k": "", "i": ""})
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def columns_for(n_points: int, present: Sequence[str]) -> list[str]:
@@ -294,7 +369,8 @@ def deck_info(
                     n_hover=len(hover_rows), n_clusters=n_clusters, has_labels=bool(has_labels),
                     has_ids=has_ids, centre=(float(span[0] / 2), float(span[1] / 2)),
                     digests=tuple(hashlib.sha1(layer[3].encode()).hexdigest() for layer in layers),
-                    payload_bytes=sum(len(layer[3]) for layer in layers))
+                    payload_bytes=sum(len(layer[3]) for layer in layers),
+                    regions=_json_regions(grid[finite] if not every else grid))
 
 
 def _rgb(colour: str, alpha: int = 200) -> list[int]:
@@ -314,6 +390,9 @@ def deck(
     width: int = 480,
     key: str = "map",
     serve: Callable[[str, str, str], str | None] | None = None,
+    regions: bool = False,
+    selected_regions: Sequence[str] = (),
+    highlight: np.ndarray | None = None,
 ):
     """The :class:`pydeck.Deck` of ``info``: one ScatterplotLayer per colour (hover
     layers pickable, tooltip with the sample's text, label, cluster and id), the query
@@ -327,7 +406,11 @@ def deck(
     with ``JSON.parse``) rather than part of the chart's JSON. Streamlit's frontend
     parses the chart's JSON with JSON5, a JavaScript parser measured at about 1 MB/s in
     headless Chromium here: a million points inline took a minute to appear. None (or a
-    None answer) keeps the data inline."""
+    None answer) keeps the data inline.
+
+    regions: draw the selectable regions over the points (selection mode: the pointer
+    picks regions, not points); selected_regions: region keys outlined as selected;
+    highlight: (m, 2) map positions of samples selected elsewhere, ringed in black."""
     import pydeck as pdk
 
     from latentscape.ui.charts import maps as _maps
@@ -349,8 +432,31 @@ def deck(
             payloads[url] = data
         layers.append(pdk.Layer(
             "ScatterplotLayer", data=url, id=f"{key}-{kind}-{i}", get_position="p" if pickable else "-",
-            get_fill_color=_rgb(colour), get_radius=radius, radius_units="'pixels'", pickable=pickable,
+            get_fill_color=_rgb(colour), get_radius=radius, radius_units="'pixels'",
+            # In selection mode only the regions are picked: a click is a tap only if picking
+            # answers within 250 ms, and picking 25,000 points in software WebGL took longer.
+            pickable=pickable and not regions,
             stroked=False, filled=True,
+        ))
+    if regions:  # over the points: in selection mode the pointer picks regions
+        layers.append(pdk.Layer(
+            "PolygonLayer", data=json.loads(info.regions), id=f"{key}-{REGIONS_LAYER}", get_polygon="g",
+            get_fill_color=[120, 120, 120, 24], get_line_color=[255, 255, 255, 160], line_width_min_pixels=1,
+            stroked=True, filled=True, pickable=True, auto_highlight=True, highlight_color=[0, 0, 0, 50],
+        ))
+    if selected_regions:
+        chosen = set(selected_regions)
+        rows = [row for row in json.loads(info.regions) if row["c"] in chosen]
+        layers.append(pdk.Layer(
+            "PolygonLayer", data=rows, id=f"{key}-selected-regions", get_polygon="g", get_fill_color=[0, 0, 0, 30],
+            get_line_color=[0, 0, 0, 220], line_width_min_pixels=2, stroked=True, filled=True, pickable=False,
+        ))
+    if highlight is not None and len(highlight):
+        on_grid = [[round(gx, 1), round(gy, 1)] for gx, gy in (info.to_grid(x, y) for x, y in np.asarray(highlight))]
+        layers.append(pdk.Layer(
+            "ScatterplotLayer", data=on_grid, id=f"{key}-highlight", get_position="-", get_fill_color=[0, 0, 0, 0],
+            get_line_color=[0, 0, 0, 255], get_radius=radius + 2, radius_units="'pixels'", line_width_min_pixels=1.5,
+            stroked=True, filled=False, pickable=False,
         ))
     # Fit the points' box into the chart (zoom is log2 of pixels per grid unit).
     span_x, span_y = max(2 * info.centre[0], 1.0), max(2 * info.centre[1], 1.0)
@@ -386,7 +492,8 @@ def deck(
         views=[pdk.View(type="OrthographicView", controller=True, flip_y=False)],
         initial_view_state=pdk.ViewState(target=[*info.centre, 0], zoom=zoom, min_zoom=zoom - 2, max_zoom=zoom + 12),
         map_style=None, map_provider=None, height=height,
-        tooltip={"text": "{t}\n{l} · cluster {k}" + (" · {i}" if info.has_ids else ""),
+        # In selection mode only regions (and the query) are picked: their text says it all.
+        tooltip={"text": "{t}" if regions else "{t}\n{l} · cluster {k}" + (" · {i}" if info.has_ids else ""),
                  "style": {"maxWidth": "420px", "whiteSpace": "normal", "fontSize": "12px"}},
     )
     return made

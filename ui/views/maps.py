@@ -1,6 +1,6 @@
 """Maps: two or more maps side by side (layers, settings, sweep trials), coloured by
-true label or cluster; hover shows a sample's text; a box selection lists the selected
-samples and highlights them in the other maps; every cluster is named at its centre
+true label or cluster; hover shows a sample's text; a box selection (regions and points
+clicked on a deck.gl map) lists the selected samples and highlights them in the other maps; every cluster is named at its centre
 (keywords from the map's clusters.parquet) and listed in a table; a new text can be
 searched (embedded by the run's own model in a ``latentscape search`` process) and is
 placed on its map. Maps above ``bigmap.LARGE_MAP_POINTS`` points are drawn by deck.gl."""
@@ -36,6 +36,19 @@ def _chart_key(run_id: str) -> str:
     return state.widget_key(PAGE, f"chart.{run_id}")
 
 
+def _deck_key(run_id: str) -> str:
+    return f"map-{short_id(run_id)}"
+
+
+def _chart_selection(run_id: str, large: bool):
+    """A map's selection now: an Altair map's box as the URL spells it (a shared link
+    selects exactly the same samples), or a deck.gl map's (regions, sample ids); None: none."""
+    if large:
+        regions, ids = bigmap.picked(st.session_state.get(_chart_key(run_id)), _deck_key(run_id))
+        return (regions, ids) if regions or ids else None
+    return charts.decode_box(charts.encode_box(charts.selection_box(st.session_state.get(_chart_key(run_id)))))
+
+
 def _default_pair(candidates: pd.DataFrame) -> list[str]:
     """The newest map and the newest other map of the same extraction (comparable samples)."""
     if candidates.empty:
@@ -46,13 +59,12 @@ def _default_pair(candidates: pd.DataFrame) -> list[str]:
     return [newest[C.RUN_ID], *same[C.RUN_ID].head(1)]
 
 
-def _active_selection(chosen: list[str]) -> tuple[str, dict] | None:
-    """Which map's box is listed: the one the user just changed; else the previous one;
-    on a fresh page, the one in the link (``?sel=RUN&box=x0,x1,y0,y1``)."""
+def _active_selection(chosen: list[str], large: set[str]) -> tuple[str, object] | None:
+    """Which map's selection is listed: the one the user just changed; else the previous
+    one; on a fresh page, the box in the link (``?sel=RUN&box=x0,x1,y0,y1``; a deck.gl
+    map's regions are not put in the link)."""
     seen = st.session_state.get(_SEEN, {})
-    now = {run_id: charts.selection_box(st.session_state.get(_chart_key(run_id))) for run_id in chosen}
-    # The box as the URL spells it, so that a shared link selects exactly the same samples.
-    now = {run_id: charts.decode_box(charts.encode_box(box)) for run_id, box in now.items()}
+    now = {run_id: _chart_selection(run_id, run_id in large) for run_id in chosen}
     st.session_state[_SEEN] = now
     changed = [run_id for run_id in chosen if now[run_id] != seen.get(run_id)]
     if changed:
@@ -62,12 +74,39 @@ def _active_selection(chosen: list[str]) -> tuple[str, dict] | None:
         active = st.session_state[_ACTIVE]
     else:
         run_id, box = state.url_value("sel"), charts.decode_box(state.url_value("box"))
-        active = (run_id, box) if run_id in chosen and box else None
+        active = (run_id, box) if run_id in chosen and run_id not in large and box else None
     if active is not None and active[0] not in chosen:
         active = None
     st.session_state[_ACTIVE] = active
-    state.publish(sel=active[0] if active else None, box=charts.encode_box(active[1]) if active else None)
+    boxed = active is not None and active[0] not in large
+    state.publish(sel=active[0] if boxed else None, box=charts.encode_box(active[1]) if boxed else None)
     return active
+
+
+def _selected_points(active: tuple[str, object], points: dict[str, pd.DataFrame], color_by: str) -> pd.DataFrame:
+    """The samples of the active selection: inside an Altair map's box, or in a deck.gl
+    map's clicked regions and points."""
+    run_id, selection = active
+    if isinstance(selection, dict):
+        return charts.points_in_box(points[run_id], selection)
+    regions, ids = selection
+    frame, info = data.map_points(run_id), data.big_map(run_id, color_by)
+    if frame is None or info is None:
+        return pd.DataFrame({Column.SAMPLE_ID: []})
+    inside = bigmap.in_regions(info, frame[Column.X], frame[Column.Y], regions)
+    if ids and Column.SAMPLE_ID in frame:
+        inside |= frame[Column.SAMPLE_ID].astype(str).isin(set(ids)).to_numpy()
+    return frame[inside]
+
+
+def _highlighted_positions(run_id: str, selected_ids: set[str] | None):
+    """(m, 2) map positions of the selected samples on a deck.gl map, or None."""
+    if not selected_ids:
+        return None
+    frame = data.map_points(run_id)
+    if frame is None or Column.SAMPLE_ID not in frame:
+        return None
+    return frame.loc[frame[Column.SAMPLE_ID].astype(str).isin(selected_ids), [Column.X, Column.Y]].to_numpy()
 
 
 def _search_box(shown: list[str], labels: dict[str, str]) -> tuple[str, str] | None:
@@ -115,20 +154,26 @@ def _legend(info: bigmap.DeckInfo) -> str:
     return f"<div style='font-size:0.8rem;line-height:1.4'>{html.escape(info.color_by)}: {swatches}</div>"
 
 
-def _large_map(run_id: str, color_by: str, labels: pd.DataFrame, query: dict | None, per_row: int) -> str:
-    """Draw a large map with deck.gl; returns the caption's size note."""
+def _large_map(run_id: str, color_by: str, labels: pd.DataFrame, query: dict | None, per_row: int,
+               regions: bool, selected: tuple[str, ...], highlight) -> str:
+    """Draw a large map with deck.gl (``regions``: selection mode; ``selected``: its regions
+    to outline; ``highlight``: positions of samples selected in another map); returns the
+    caption's note."""
     info = data.big_map(run_id, color_by)
     if info is None:
         st.warning("This map's artifact could not be read.", icon=":material/warning:")
         return ""
     width = {1: 1000, 2: 480, 3: 310}.get(per_row, 480)  # a column of the wide layout, about
     deck = bigmap.deck(info, query=query, cluster_labels=labels, height=440, width=width,
-                       key=f"map-{short_id(run_id)}", serve=components.served_json)
-    st.pydeck_chart(deck, height=440, key=_chart_key(run_id))
+                       key=_deck_key(run_id), serve=components.served_json, regions=regions,
+                       selected_regions=selected, highlight=highlight)
+    st.pydeck_chart(deck, height=440, key=_chart_key(run_id), on_select="rerun", selection_mode="multi-object")
     st.markdown(_legend(info), unsafe_allow_html=True)
-    hover = ("hover shows every point's text" if info.n_hover == info.n_points
+    hover = ("hover shows a region's size, a click selects it" if regions
+             else "hover shows every point's text" if info.n_hover == info.n_points
              else f"hover shows the text of {info.n_hover:,} points (a seeded sample)")
-    return f"  \n{info.n_points:,} points drawn by deck.gl (scroll to zoom, drag to pan); {hover}"
+    ringed = f"; {len(highlight):,} selected samples ringed" if highlight is not None else ""
+    return f"  \n{info.n_points:,} points drawn by deck.gl (scroll to zoom, drag to pan); {hover}{ringed}"
 
 
 def render() -> None:
@@ -173,11 +218,15 @@ def render() -> None:
              if found is not None and found.x is not None else None)
     near = set(found.neighbours[Column.SAMPLE_ID].astype(str)) if found is not None else None
 
-    selectable = [run_id for run_id in shown if run_id not in large]
-    active = _active_selection(selectable)
+    by_region = bool(large) and st.toggle(
+        "Select regions", key=state.widget_key(PAGE, "regions"),
+        help="on the maps drawn by deck.gl, click grey squares to select the samples in them (again to unselect, "
+             "on an empty spot to clear); off: the pointer shows each point's text, and a click selects that point")
+    active = _active_selection(shown, large)
     selected_ids: set[str] | None = None
+    inside = None
     if active is not None:
-        inside = charts.points_in_box(points[active[0]], active[1])
+        inside = _selected_points(active, points, color_by)
         selected_ids = set(inside[Column.SAMPLE_ID].astype(str)) if Column.SAMPLE_ID in inside else set()
 
     for start in range(0, len(shown), per_row):
@@ -192,7 +241,9 @@ def render() -> None:
             with column:
                 st.markdown(f"**{labels.get(run_id, short_id(run_id))}**")
                 if run_id in large:
-                    note = _large_map(run_id, color_by, names, here, per_row)
+                    regions = active[1][0] if is_active else ()
+                    note = _large_map(run_id, color_by, names, here, per_row, by_region, regions,
+                                      None if is_active else _highlighted_positions(run_id, selected_ids))
                 else:
                     info = charts.map_info(points[run_id], color_by=color_by,
                                            highlight=None if is_active or selected_ids is None else selected_ids,
@@ -231,13 +282,14 @@ def render() -> None:
     st.subheader("Selected samples")
     if active is None:
         st.caption("Drag a box on any map to list its samples here; they are highlighted in the other maps."
-                   + (" Maps drawn by deck.gl have no box selection." if large else ""))
+                   + (" On a map drawn by deck.gl, turn on “Select regions” and click its grey squares (or "
+                      "click points) to select them." if large else ""))
     else:
-        inside = charts.points_in_box(points[active[0]], active[1])
-        st.caption(f"{len(inside):,} samples in the box on {labels.get(active[0], active[0])}")
+        where = "the box" if isinstance(active[1], dict) else "the chosen regions and points"
+        st.caption(f"{len(inside):,} samples in {where} on {labels.get(active[0], active[0])}")
         columns = [c for c in (Column.SAMPLE_ID, Column.LABEL, Column.CLUSTER, Column.TEXT) if c in inside]
         table = inside[columns].copy()
-        for other in selectable:
+        for other in [run_id for run_id in shown if run_id not in large]:
             if other != active[0] and Column.CLUSTER in points[other]:
                 clusters = points[other].set_index(points[other][Column.SAMPLE_ID].astype(str))[Column.CLUSTER]
                 table[f"cluster in {short_id(other)}"] = table[Column.SAMPLE_ID].astype(str).map(clusters)
