@@ -153,7 +153,7 @@ class SaeWorker(_Worker):
         best_run = runs.get(best.number)
         diff = float("nan")
         if best_run is not None:
-            diff = replay_diff(self.store, best_run.info.run_id, best_run, result, b"")
+            diff = replay_diff(self.store, best_run.id, best_run, result, b"")
         directions = (find_directions(self.store, plan.extraction, plan.layer, None)[1]
                       if plan.labels is not None else None)
         scores, _ = log_fit(log, result, plan.data, top=config.top_samples, directions=directions)

@@ -313,7 +313,7 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
     previous = store.find_runs(experiment_id, kind=Kind.AUTOENCODER, tags={Tag.SOURCE_RUN: extraction.run_id},
                                params=params, status="FINISHED", newest_first=True, max_results=1)
     if previous:
-        run_id = previous[0].info.run_id
+        run_id = previous[0].id
         weights = download(store, run_id, Artifact.AUTOENCODER_WEIGHTS).read_bytes()
         return load_autoencoder(weights, config=settings), run_id
 

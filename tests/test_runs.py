@@ -142,11 +142,11 @@ def test_find_runs_matches_values_holding_quotes(store):
     # A near miss: what the LIKE of a value holding both quotes also matches.
     with tracked_run(store, experiment, Kind.MAP, tags={Tag.MODEL: tricky.replace("'", "x")}) as log:
         log.params({"note": "o'clock!"})
-    assert [run.info.run_id for run in store.find_runs(experiment, params={"note": "o'clock"})] == [wanted]
+    assert [run.id for run in store.find_runs(experiment, params={"note": "o'clock"})] == [wanted]
     found = store.find_runs(experiment, kind=Kind.MAP, tags={Tag.MODEL: tricky}, params={"note": "o'clock"},
                             status="FINISHED")
-    assert [run.info.run_id for run in found] == [wanted]
-    assert [run.info.run_id for run in store.find_runs(experiment, tags={Tag.MODEL: tricky})] == [wanted]
+    assert [run.id for run in found] == [wanted]
+    assert [run.id for run in store.find_runs(experiment, tags={Tag.MODEL: tricky})] == [wanted]
     assert store.find_runs([experiment], tags={Tag.MODEL: "it"}) == []
     assert len(store.find_runs(experiment, kind=Kind.MAP, newest_first=True, max_results=1)) == 1
     assert len(store.find_runs(experiment, kind=Kind.MAP, status="FINISHED")) == 2
@@ -159,19 +159,19 @@ def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
     with tracked_run(store, experiment, Kind.SWEEP, run_name="sweep") as log:
         run_id = log.run_id
     with attach(store, run_id) as log:
-        assert store.get_run(run_id).info.status == "RUNNING"
+        assert store.get_run(run_id).status == "RUNNING"
         log.metrics({"m": 1.0})
-    assert store.get_run(run_id).info.status == "FINISHED"
+    assert store.get_run(run_id).status == "FINISHED"
     with pytest.raises(KeyboardInterrupt):
         with attach(store, run_id):
             raise KeyboardInterrupt
-    assert store.get_run(run_id).info.status == "KILLED"
+    assert store.get_run(run_id).status == "KILLED"
     with pytest.raises(ValueError):
         with attach(store, run_id):
             raise ValueError("broken")
     run = store.get_run(run_id)
-    assert run.info.status == "FAILED" and "broken" in run.data.tags[Tag.ERROR]
-    assert run.data.metrics == {"m": 1.0}
+    assert run.status == "FAILED" and "broken" in run.tags[Tag.ERROR]
+    assert run.metrics == {"m": 1.0}
 
 
 def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
@@ -179,5 +179,26 @@ def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
     other = store.client.create_run(experiment).info.run_id
     store.kill(other, "its process died", tags={Tag.TRIAL_STATE: "FAIL"})
     run = store.get_run(other)
-    assert run.info.status == "KILLED" and run.data.tags[Tag.ERROR] == "its process died"
-    assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
+    assert run.status == "KILLED" and run.tags[Tag.ERROR] == "its process died"
+    assert run.tags[Tag.TRIAL_STATE] == "FAIL"
+
+
+def test_the_store_hands_out_run_records_not_mlflow_runs(store):
+    from latentscape.tracking.records import RunRecord
+
+    experiment = store.experiment_id()
+    with tracked_run(store, experiment, Kind.SWEEP, run_name="parent") as parent:
+        with tracked_run(store, experiment, Kind.TRIAL, run_name="child", parent_run_id=parent.run_id,
+                         source_run_id="source-id", tags={Tag.LAYER: 2}) as child:
+            child.batch(params={"a": 1}, metrics={"m": 0.5})
+    record = store.get_run(child.run_id)
+    assert isinstance(record, RunRecord) and record.id == child.run_id and record.name == "child"
+    assert record.kind == Kind.TRIAL.value and record.parent_id == parent.run_id
+    assert record.source_run_id == "source-id" and record.experiment_id == experiment
+    assert record.finished and record.params == {"a": "1"} and record.metrics == {"m": 0.5}
+    assert record.tags[Tag.LAYER] == "2" and record.artifact_uri
+    assert record.start_ms is not None and record.end_ms is not None and record.start_ms <= record.end_ms
+    with pytest.raises(TypeError):
+        record.params["a"] = "2"  # read-only: the record is what the store said
+    (found,) = store.find_runs(experiment, kind=Kind.TRIAL)
+    assert isinstance(found, RunRecord) and found.id == record.id and store.get_run(parent.run_id).parent_id is None

@@ -171,7 +171,7 @@ def backend_store(backend, monkeypatch):
         pytest.skip(f"MLflow's file store does not open here even with MLFLOW_ALLOW_FILE_STORE=true: {error}")
     yield store
     running = store.find_runs(store.experiment_id(EXPERIMENT), status="RUNNING")
-    assert not running, f"runs left RUNNING: {[run.info.run_id for run in running]}"
+    assert not running, f"runs left RUNNING: {[run.id for run in running]}"
 
 
 def _case() -> dict[str, str]:
@@ -195,10 +195,10 @@ def test_a_run_logs_everything_and_ends_finished(backend_store):
         run_id = log.run_id
 
     run = store.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags[Tag.KIND] == Kind.MAP.value and run.data.tags["note"] == "written"
-    assert run.data.params == {"reducer.n_neighbors": "15", "clusterer": "kmeans"}
-    assert run.data.metrics["ami"] == 0.75
+    assert run.status == "FINISHED"
+    assert run.tags[Tag.KIND] == Kind.MAP.value and run.tags["note"] == "written"
+    assert run.params == {"reducer.n_neighbors": "15", "clusterer": "kmeans"}
+    assert run.metrics["ami"] == 0.75
     history = store.client.get_metric_history(run_id, "ami")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (3, 0.75)]
     assert store.artifact_paths(run_id, "tables") == ["tables/points.parquet"]
@@ -214,8 +214,8 @@ def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
             run_id = log.run_id
             raise RuntimeError("boom")
     run = store.get_run(run_id)
-    assert run.info.status == "FAILED"
-    assert "boom" in run.data.tags[Tag.ERROR]
+    assert run.status == "FAILED"
+    assert "boom" in run.tags[Tag.ERROR]
 
 
 def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
@@ -233,7 +233,7 @@ def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
         sweep_id = log.run_id
 
     def found(**query) -> set[str]:
-        return {run.info.run_id for run in store.find_runs(experiment_id, **query)}
+        return {run.id for run in store.find_runs(experiment_id, **query)}
 
     assert found(kind=Kind.MAP, tags=case) == set(ids.values())
     assert found(kind=Kind.SWEEP, tags=case) == {sweep_id}
@@ -252,19 +252,19 @@ def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
         log.metrics({"ami": 0.25})
         run_id = log.run_id
     with attach(store, run_id) as log:
-        assert store.get_run(run_id).info.status == "RUNNING"
+        assert store.get_run(run_id).status == "RUNNING"
         log.metrics({"ami": 0.5}, step=1)
     resumed = store.get_run(run_id)
-    assert resumed.info.status == "FINISHED" and resumed.data.metrics["ami"] == 0.5
+    assert resumed.status == "FINISHED" and resumed.metrics["ami"] == 0.5
 
     with tracked_run(store, experiment_id, Kind.TRIAL, parent_run_id=run_id, tags=_case()) as log:
         child_id = log.run_id
     store.kill(child_id, "withdrawn: its sweep was restarted", tags={"note": "stale"})
     killed = store.get_run(child_id)
-    assert killed.info.status == "KILLED"
-    assert killed.data.tags[Tag.ERROR] == "withdrawn: its sweep was restarted"
-    assert killed.data.tags["note"] == "stale"
-    assert [run.info.run_id for run in store.find_runs(experiment_id, parent_run_id=run_id)] == [child_id]
+    assert killed.status == "KILLED"
+    assert killed.tags[Tag.ERROR] == "withdrawn: its sweep was restarted"
+    assert killed.tags["note"] == "stale"
+    assert [run.id for run in store.find_runs(experiment_id, parent_run_id=run_id)] == [child_id]
 
 
 # -- catalog ------------------------------------------------------------------------
@@ -320,8 +320,8 @@ def test_a_small_sweep_completes_with_its_trials_as_children(backend, backend_st
                                storage=backend.optuna_storage), store=store, experiment=EXPERIMENT)
     experiment_id = store.experiment_id(EXPERIMENT)
     run = store.get_run(result.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags[Tag.KIND] == Kind.SWEEP.value
+    assert run.status == "FINISHED" and run.tags[Tag.KIND] == Kind.SWEEP.value
     trials = store.find_runs(experiment_id, kind=Kind.TRIAL, parent_run_id=result.run_id)
-    assert len(trials) == 2 and {trial.info.status for trial in trials} == {"FINISHED"}
-    assert {trial.data.tags[Tag.STUDY] for trial in trials} == {run.data.tags[Tag.STUDY]}
+    assert len(trials) == 2 and {trial.status for trial in trials} == {"FINISHED"}
+    assert {trial.tags[Tag.STUDY] for trial in trials} == {run.tags[Tag.STUDY]}
 

@@ -34,6 +34,7 @@ from latentscape.tracking.contract import (
 )
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked, masked_values
+from latentscape.tracking.records import RunRecord, run_record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,7 +183,7 @@ class Store:
     def find_runs(self, experiment_ids: str | Sequence[str], *, kind: Kind | None = None,
                   tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
                   status: str | None = None, parent_run_id: str | None = None, newest_first: bool = False,
-                  max_results: int = 1000) -> list:
+                  max_results: int = 1000) -> list[RunRecord]:
         """Runs in ``experiment_ids`` whose tags and params equal the given values (compared
         as strings), of ``kind``, ``status`` and parent when given; newest first if asked,
         else in MLflow's default order. At most ``max_results`` (MLflow allows 50,000)."""
@@ -192,7 +193,8 @@ class Store:
             ids, filter_string=query.filter_string(), order_by=["attributes.start_time DESC"] if newest_first else None,
             max_results=_MAX_SEARCH_RESULTS if query.loose else max_results,
         )
-        return [run for run in runs if query.matches(run)][:max_results] if query.loose else runs
+        records = [run_record(run) for run in runs]
+        return [record for record in records if query.matches(record)][:max_results] if query.loose else records
 
     def experiment_ids(self) -> list[str]:
         """The ids of the active experiments (as many as one MLflow page holds)."""
@@ -216,11 +218,11 @@ class Store:
         """A :class:`RunWriter` on this store."""
         return RunWriter(self.client)
 
-    def get_run(self, run_id: str):
+    def get_run(self, run_id: str) -> RunRecord:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_run(run_id)
+            return run_record(self.client.get_run(run_id))
         except MlflowException as error:
             if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise  # a server that is down or refuses us is not a wrong run id
@@ -266,9 +268,9 @@ class RunQuery:
             clauses.append(_clause("attributes", "status", self.status))
         return " and ".join(clauses)
 
-    def matches(self, run) -> bool:
-        return (all(run.data.tags.get(key) == value for key, value in self.tags.items())
-                and all(run.data.params.get(key) == value for key, value in self.params.items()))
+    def matches(self, run: RunRecord) -> bool:
+        return (all(run.tags.get(key) == value for key, value in self.tags.items())
+                and all(run.params.get(key) == value for key, value in self.params.items()))
 
 
 _MAX_SEARCH_RESULTS = 50000  # MLflow's most in one search_runs call
@@ -737,8 +739,7 @@ def download(store: Store, run_id: str, artifact_path: str) -> Path:
     """A run's artifact as a local path (local stores are read in place)."""
     import mlflow.artifacts
 
-    run = store.get_run(run_id)
-    root = run.info.artifact_uri
+    root = store.get_run(run_id).artifact_uri
     if root.startswith("file://"):
         local = Path(urlparse(root).path) / artifact_path
         if local.exists():
