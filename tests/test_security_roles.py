@@ -341,7 +341,6 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
 
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import Artifact, Param
-    from latentscape.tracking.server import database_url
     from latentscape.tracking.studies import opened_storage, study_trials
 
     name, secret = roles.workers
@@ -357,7 +356,7 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
         "--json"), env=team.env("alice"), capture_output=True, text=True, timeout=400, cwd=team.tmp)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     result = json.loads(sweep.stdout.strip().splitlines()[-1])
-    with opened_storage(database_url(team.optuna_storage)) as reader:  # one engine, disposed
+    with opened_storage(team.optuna_storage) as reader:  # one engine, disposed
         trials = study_trials(reader, result["details"]["study"])
     assert sum(trial.state == TrialState.COMPLETE for trial in trials) == 2
 

@@ -90,10 +90,11 @@ def _file(tmp: Path, postgres):
 def _postgres(tmp: Path, postgres):
     from mlflow.tracking import MlflowClient
 
-    from latentscape.tracking.server import database_url, ensure_database
+    from latentscape.tracking import backends
+    from latentscape.tracking.server import ensure_database
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
-        uri = database_url(postgres.url(store_db))
+        uri = backends.Backend.of(postgres.url(store_db)).url
         ensure_database(uri)
         # MLflow puts a database store's artifacts under ./mlruns of the working folder;
         # the experiment is made here, with its artifacts in the session's folder instead.

@@ -63,13 +63,13 @@ def digits_run(team) -> str:
 
 # -- pure parts ---------------------------------------------------------------------
 def test_postgres_urls_pin_the_installed_driver():
-    from latentscape.tracking.server import auth_database_url, database_url
+    from latentscape.tracking.backends import Backend
 
-    assert database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow"
-    assert database_url("postgres://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
-    assert database_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
-    assert database_url("sqlite:///tmp/mlflow.db") == "sqlite:///tmp/mlflow.db"
-    assert auth_database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow_auth"
+    assert Backend.of("postgresql://u:p@db:5432/mlflow").url == "postgresql+psycopg2://u:p@db:5432/mlflow"
+    assert Backend.of("postgres://u@db/mlflow").url == "postgresql+psycopg2://u@db/mlflow"
+    assert Backend.of("postgresql+psycopg2://u@db/x").url == "postgresql+psycopg2://u@db/x"
+    assert Backend.of("sqlite:///tmp/mlflow.db").url == "sqlite:///tmp/mlflow.db"
+    assert Backend.of("postgresql://u:p@db:5432/mlflow").auth_database_url() == "postgresql+psycopg2://u:p@db:5432/mlflow_auth"
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):

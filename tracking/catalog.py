@@ -60,7 +60,7 @@ import pandas as pd
 from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, MLFLOW_USER, Tag
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked
-from latentscape.tracking.runs import resolve_tracking_uri, sqlite_path
+from latentscape.tracking.backends import Backend, mlflow_client, resolve_tracking_uri
 
 __all__ = ["Catalog", "RefreshStats", "ArtifactNotFound", "default_catalog_path", "SCHEMA_VERSION"]
 
@@ -139,10 +139,8 @@ def default_catalog_path(tracking_uri: str) -> Path:
     explicit = os.environ.get("LATENTSCAPE_CATALOG")
     if explicit:
         return Path(explicit).expanduser()
-    database = sqlite_path(tracking_uri)
-    if database is not None:
-        folder = database.parent
-    else:
+    folder = Backend.of(tracking_uri).folder
+    if folder is None:
         folder = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape")).expanduser()
     return folder / f"catalog-{_uri_hash(tracking_uri)}.duckdb"
 
@@ -449,7 +447,7 @@ class Catalog:
     @classmethod
     def open(cls, tracking_uri: str | None = None, path: str | os.PathLike | None = None, *,
              slack_s: float = 300.0, cache_dir: str | os.PathLike | None = None) -> Catalog:
-        """The catalog of ``tracking_uri`` (default as ``latentscape.tracking.runs.resolve_tracking_uri``)
+        """The catalog of ``tracking_uri`` (default as ``latentscape.tracking.backends.resolve_tracking_uri``)
         in ``path`` (default :func:`default_catalog_path`). A missing or incompatible file
         becomes an empty catalog; nothing is fetched until :meth:`refresh`."""
         uri = resolve_tracking_uri(tracking_uri)
@@ -609,9 +607,7 @@ class Catalog:
 
     def _mlflow(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = mlflow_client(self.tracking_uri)
         return self._client
 
     @contextlib.contextmanager

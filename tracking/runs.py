@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from latentscape.tracking.backends import Backend, tracking_backend
 from latentscape.tracking.contract import (
     DEFAULT_EXPERIMENT,
-    DEFAULT_TRACKING_URI,
     MLFLOW_PARENT_RUN_ID,
     MLFLOW_USER,
     Kind,
@@ -45,67 +45,16 @@ __all__ = [
     "open_store",
     "RunQuery",
     "attach",
-    "resolve_tracking_uri",
     "tracked_run",
     "one_line",
     "RunWriter",
     "background_run",
-    "sqlite_path",
-    "use_write_ahead_log",
 ]
 
 # MLflow's log_batch limits (measured in MLflow 3.17: 100 params/tags, 1000 metrics).
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_LENGTH = 6000
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """MLflow's convention: the given URI, else ``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///mlflow.db`` in the working folder. Relative SQLite paths become absolute
-    so that a URI keeps meaning the same store after a ``chdir``."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    path = sqlite_path(uri)
-    if path is not None:
-        return f"sqlite:///{path.resolve()}"
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for any other store."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):])
-
-
-def _template_database() -> Path:
-    """An empty, fully migrated MLflow database, made once per MLflow version.
-
-    Copying it instead of migrating a new database saves ~1.6 s per new store
-    (measured, MLflow 3.17 on SQLite). The version is read from the package metadata:
-    importing MLflow only to name the file cost seconds of every new store."""
-    from importlib.metadata import version
-
-    cache = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape"))
-    template = cache / f"mlflow-{version('mlflow')}-empty.db"
-    if not template.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as scratch:
-            fresh = Path(scratch) / "empty.db"
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(f"sqlite:///{fresh}").search_experiments()
-            _dispose_sqlalchemy_engines()
-            os.replace(fresh, template)
-    return template
-
-
-def _dispose_sqlalchemy_engines() -> None:
-    # MLflow caches one store (and its engine) per URI; nothing to do when absent.
-    with contextlib.suppress(Exception):
-        from mlflow.tracking._tracking_service import utils
-
-        utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
 
 
 class Store:
@@ -116,18 +65,20 @@ class Store:
     process; the connection and schema check ~0.15 s), and a job that stops on bad input
     after opening its store never pays it."""
 
-    def __init__(self, uri: str, client: Any = None):
-        self.uri = uri
-        self._client = client
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self._client: Any = None
         self._client_lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return self.backend.url
 
     @property
     def client(self) -> Any:
         with self._client_lock:  # RunWriter threads may ask first
             if self._client is None:
-                from mlflow.tracking import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.uri)
+                self._client = self.backend.mlflow_client()
             return self._client
 
     def __repr__(self) -> str:
@@ -149,7 +100,7 @@ class Store:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+            return self.client.create_experiment(name, artifact_location=self.backend.artifact_location(name))
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -167,15 +118,6 @@ class Store:
             except Exception:  # noqa: BLE001 - the name is a courtesy; the id will do
                 experiment = experiment_id
         return server_error(error, uri=self.uri, experiment=experiment) or error
-
-    def _artifact_location(self, name: str) -> str | None:
-        # Keep a local store self-contained: artifacts beside the database file,
-        # not in whatever folder the first job happened to run from.
-        path = sqlite_path(self.uri)
-        if path is None:
-            return None
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
-        return (path.parent / "mlartifacts" / slug).resolve().as_uri()
 
     def run_log(self, run_id: str) -> RunLog:
         return RunLog(self.client, run_id)
@@ -293,51 +235,12 @@ def _clause(entity: str, key: str, value: str) -> str:
 
 
 def open_store(uri: str | None = None) -> Store:
-    """Connect to the tracking location, creating a local SQLite store if missing (MLflow
-    itself is imported at the store's first query, see :class:`Store`)."""
-    uri = resolve_tracking_uri(uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        if not path.parent.exists():
-            raise UsageError(
-                f"the folder of the tracking database {path} does not exist",
-                "create it or pass another --tracking-uri",
-            )
-        _place_new_database(path)
-    if path is not None:
-        use_write_ahead_log(path)
-    return Store(uri)
-
-
-def _place_new_database(path: Path) -> None:
-    """Put a copy of the empty template at ``path`` unless a database got there first.
-
-    The copy is made beside ``path`` and hard-linked into place, which fails if ``path``
-    exists: two processes creating one store at once both end up using one complete file
-    (copying straight to ``path`` let the second truncate what the first was writing)."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".latentscape-new-") as scratch:
-        staged = Path(scratch) / path.name
-        shutil.copyfile(_template_database(), staged)
-        try:
-            os.link(staged, path)
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links: a smaller window, not none
-            if not path.exists():
-                os.replace(staged, path)
-
-
-def use_write_ahead_log(path: Path, *, timeout: float = 30) -> None:
-    """Put a SQLite store in WAL mode (a persistent property of the file).
-
-    In the default rollback-journal mode a reader blocks writers, so a UI or a second
-    job reading while a sweep writes makes MLflow fail with "database is locked"; in
-    WAL mode readers never block the writer and writers wait their turn."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(path, timeout=timeout)) as connection:
-        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            connection.execute("PRAGMA journal_mode=WAL")
+    """Connect to the tracking location (:func:`~latentscape.tracking.backends.tracking_backend`),
+    creating a local SQLite store if missing (MLflow itself is imported at the store's first
+    query, see :class:`Store`)."""
+    backend = tracking_backend(uri)
+    backend.prepare()
+    return Store(backend)
 
 
 def one_line(error: BaseException) -> str:

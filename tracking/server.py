@@ -35,7 +35,7 @@ Users file (keys: password, admin, experiments, read_only; any other is an error
 
 Facts this module relies on (MLflow 3.17.2, SQLAlchemy 2.1, read from their code):
 SQLAlchemy 2.1 maps ``postgresql://`` to the psycopg 3 driver, which is not installed:
-URLs are rewritten to ``postgresql+psycopg2://`` (:func:`database_url`). Passwords
+URLs are rewritten to ``postgresql+psycopg2://`` (:class:`~latentscape.tracking.backends.Backend`). Passwords
 need 12 characters or more. A grant that exists already is refused, so changing one
 is revoke + grant. The server's GenAI job runner (huey consumers, ~7 processes) is
 switched off unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` says otherwise.
@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from latentscape.tracking.auth_app import APP_NAME, app_environment
+from latentscape.tracking.backends import Backend, mlflow_client
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked, telemetry_off
 
@@ -65,8 +66,6 @@ __all__ = [
     "ServerConfig",
     "UserSpec",
     "PERMISSIONS",
-    "database_url",
-    "auth_database_url",
     "ensure_database",
     "ensure_optuna_storage",
     "auth_config_text",
@@ -111,39 +110,10 @@ _PERMISSION_ALIASES = {"NO_PERMISSIONS": "DENY"}
 # key would otherwise be ignored silently, e.g. a read_only that protects nothing).
 USER_KEYS = ("password", "admin", "experiments", "read_only")
 MIN_PASSWORD_LENGTH = 12  # MLflow 3.17's policy (mlflow.utils.validation._validate_password)
-_PSYCOPG2 = "postgresql+psycopg2"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 # -- databases ---------------------------------------------------------------------
-def database_url(url: str) -> str:
-    """``url`` with PostgreSQL pinned to the psycopg2 driver; other URLs unchanged.
-
-    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg2://``: SQLAlchemy
-    2.1 (MLflow's and Optuna's engine) otherwise picks psycopg 3, which is not installed.
-    """
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.lower() in ("postgres", "postgresql"):
-        return f"{_PSYCOPG2}://{rest}"
-    return url
-
-
-def is_postgres(url: str) -> bool:
-    return url.partition("://")[0].lower().split("+")[0] in ("postgres", "postgresql")
-
-
-def auth_database_url(backend_url: str) -> str:
-    """The auth app's database beside the backend store: ``<database>_auth`` on the
-    same PostgreSQL server (or ``basic_auth.db`` beside a SQLite store)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url(backend_url))
-    if url.get_backend_name() == "sqlite":
-        folder = Path(url.database or ".").resolve().parent
-        return f"sqlite:///{folder / 'basic_auth.db'}"
-    return url.set(database=f"{url.database}_auth").render_as_string(hide_password=False)
-
-
 def _connect_maintenance(url, *, timeout: float):
     """A psycopg2 connection to the ``postgres`` database of ``url``'s server, retried
     until ``timeout`` (a database container may still be starting)."""
@@ -171,13 +141,13 @@ def ensure_database(url: str, *, timeout: float = 30.0) -> bool:
 
     Returns True when it was created. Non-PostgreSQL URLs are left to their store
     (SQLite creates its file). Safe when several processes race to create it."""
-    if not is_postgres(url):
+    if not Backend.of(url).is_postgres:
         return False
     import psycopg2
     from psycopg2 import errors, sql
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(database_url(url))
+    parsed = make_url(Backend.of(url).url)
     if not parsed.database:
         raise UsageError(f"the URL {parsed.render_as_string()} names no database",
                          "end it with /DATABASE, e.g. postgresql://mlflow@db:5432/mlflow")
@@ -218,7 +188,7 @@ def ensure_optuna_storage(url: str, *, create_database: bool = True) -> None:
         ensure_database(url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        storage = optuna.storages.RDBStorage(database_url(url))
+        storage = optuna.storages.RDBStorage(Backend.of(url).url)
     storage.engine.dispose()
 
 
@@ -255,11 +225,12 @@ class ServerConfig:
         if not self.backend_store_uri:
             raise UsageError("no backend store given",
                              f"pass --backend-store-uri postgresql://USER@HOST:5432/DB or set ${ENV_BACKEND}")
-        object.__setattr__(self, "backend_store_uri", database_url(self.backend_store_uri))
-        auth_uri = self.auth_database_uri or auth_database_url(self.backend_store_uri)
-        object.__setattr__(self, "auth_database_uri", database_url(auth_uri))
+        backend = Backend.of(self.backend_store_uri)
+        object.__setattr__(self, "backend_store_uri", backend.url)
+        auth_uri = self.auth_database_uri or backend.auth_database_url()
+        object.__setattr__(self, "auth_database_uri", Backend.of(auth_uri).url)
         if self.optuna_storage:
-            object.__setattr__(self, "optuna_storage", database_url(self.optuna_storage))
+            object.__setattr__(self, "optuna_storage", Backend.of(self.optuna_storage).url)
         object.__setattr__(self, "db_pool_size", _pool_size(self.db_pool_size))
         if self.default_permission not in DEFAULT_PERMISSIONS:
             raise UsageError(f"unknown default permission {self.default_permission!r}",
@@ -496,7 +467,6 @@ def provision_users(tracking_uri: str, users: Sequence[UserSpec], *, admin_usern
     did, per user (``{"user": "removed"}`` for the removed)."""
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
-    from mlflow.tracking import MlflowClient
 
     admin_username = admin_username or os.environ.get(ENV_ADMIN_USERNAME) or DEFAULT_ADMIN
     admin_password = admin_password or os.environ.get(ENV_ADMIN_PASSWORD)
@@ -505,7 +475,7 @@ def provision_users(tracking_uri: str, users: Sequence[UserSpec], *, admin_usern
     done: dict[str, Any] = {}
     with _credentials(admin_username, admin_password):
         auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = mlflow_client(tracking_uri)
         try:
             auth.get_user(admin_username)
         except MlflowException as error:
@@ -731,7 +701,7 @@ def _run_cli(args) -> None:
     users = load_users(args.users)
     if args.provision_only:
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri or not uri.startswith(("http://", "https://")):
+        if not uri or not Backend.of(uri).is_server:
             raise UsageError("--provision-only needs the server's http(s) URL", "pass --tracking-uri http://HOST:PORT")
         for name, what in provision_users(uri, users, remove_others=_users_given(args)).items():
             _say(f"user {name}: {what['user']}, experiments {what['experiments'] or '-'}")
