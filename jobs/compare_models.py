@@ -103,7 +103,7 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
     from latentscape.jobs._source import label_selection_params
     from latentscape.jobs.core.probes import probe_accuracy
     from latentscape.jobs.core.similarity import cross_cka
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     extractions, training = _expand(store, config.runs)

@@ -195,7 +195,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     only, the same in every training). ``prepared``: :func:`prepare`'s result when the
     caller checked the data before opening ``store``."""
     from latentscape.jobs._progress import progress
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     prepared = prepared or prepare(config, model_name=model_name)

@@ -181,7 +181,7 @@ def _identity_params(config: FinetuneConfig, model_name: str, dataset) -> dict:
 
 def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) -> JobResult:
     """Fine-tune, checkpoint, extract and compare; one ``finetune`` run and its children."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything (data, split, model, the run to resume) before a run exists.
     plan = _prepare(config, store, experiment)
@@ -436,11 +436,12 @@ class _Resumable:
 def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _Resumable:
     """The newest interrupted (KILLED or FAILED) finetune run of the same data and settings
     that saved at least one checkpoint; a one-line error naming why there is none."""
-    from latentscape.tracking.runs import _clean_param, download, load_table
+    from latentscape.tracking.run_log import param_text
+    from latentscape.tracking.runs import download, load_table
 
     runs = store.find_runs(experiment_id, kind=Kind.FINETUNE, tags={Tag.DATASET_DIGEST: digest},
                            newest_first=True, max_results=50)
-    wanted = {key: _clean_param(value) for key, value in identity.items()}
+    wanted = {key: param_text(value) for key, value in identity.items()}
     same = [run for run in runs if all(run.params.get(k) == v for k, v in wanted.items())]
     if not same:
         raise UsageError("--resume found no finetune run of this data with the same settings",

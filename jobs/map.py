@@ -382,7 +382,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
     from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.mapping import fit_map
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load what the map builds on and check every setting before a run exists.
     extraction = load_extraction(store, request.run)

@@ -398,7 +398,7 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
     """Train and log one ``sae`` run (or, with ``from_run``, a replay of one)."""
     from latentscape.jobs._progress import progress
     from latentscape.jobs._source import load_extraction
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     replay_of, logged = None, None
     if config.from_run:

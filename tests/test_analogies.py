@@ -83,7 +83,7 @@ def test_every_layer_is_scored_overall_and_per_section(text_extraction):
 
 def _ghost_extraction(store) -> str:
     """A text extract run whose model folder is not on this machine."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     with tracked_run(store, store.experiment_id("ghost"), Kind.EXTRACT, tags={Tag.MODEL: "ghost"}) as log:
         log.params({Param.MODEL: "ghost", Param.MODEL_PATH: "/nonexistent/ghost-model", Param.POOLING: "mean",

@@ -56,7 +56,7 @@ def test_directions_separate_each_label_from_the_rest(request, fixture, layer):
 
 def _unlabelled_extraction(store) -> str:
     """A finished extract run with no labels (built directly: no model needed)."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     with tracked_run(store, store.experiment_id("unlabelled"), Kind.EXTRACT, tags={Tag.MODEL: "none"}) as log:
         log.params({Param.MODEL: "none", Param.POOLING: "none"})

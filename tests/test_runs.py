@@ -15,7 +15,8 @@ import pytest
 
 from latentscape.tracking.contract import Kind, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import load_array, load_table, open_store, tracked_run
+from latentscape.tracking.run_log import tracked_run
+from latentscape.tracking.runs import load_array, load_table, open_store
 
 
 def _only_run(store):
@@ -47,7 +48,8 @@ def test_sigterm_ends_killed(tmp_path):
     script = textwrap.dedent(f"""
         import time
         from latentscape.tracking.contract import Kind
-        from latentscape.tracking.runs import open_store, tracked_run
+        from latentscape.tracking.run_log import tracked_run
+        from latentscape.tracking.runs import open_store
         store = open_store({uri!r})
         with tracked_run(store, store.experiment_id(), Kind.SWEEP):
             print("started", flush=True)
@@ -80,7 +82,8 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent(f"""
         from latentscape.tracking.contract import Kind
-        from latentscape.tracking.runs import open_store, tracked_run
+        from latentscape.tracking.run_log import tracked_run
+        from latentscape.tracking.runs import open_store
         store = open_store({uri!r})
         experiment = store.experiment_id("shared")
         for i in range(60):
@@ -101,7 +104,7 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
 
 
 def test_background_runs_end_like_tracked_runs_and_surface_write_errors(store):
-    from latentscape.tracking.runs import RunWriter, background_run
+    from latentscape.tracking.run_writer import RunWriter, background_run
 
     writer = RunWriter(store.client)
     experiment = store.experiment_id()
@@ -153,7 +156,7 @@ def test_find_runs_matches_values_holding_quotes(store):
 
 
 def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
-    from latentscape.tracking.runs import attach
+    from latentscape.tracking.run_log import attach
 
     experiment = store.experiment_id()
     with tracked_run(store, experiment, Kind.SWEEP, run_name="sweep") as log:

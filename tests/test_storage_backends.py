@@ -182,7 +182,8 @@ def _case() -> dict[str, str]:
 
 # -- runs ---------------------------------------------------------------------------
 def test_a_run_logs_everything_and_ends_finished(backend_store):
-    from latentscape.tracking.runs import load_table, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import load_table
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -207,7 +208,7 @@ def test_a_run_logs_everything_and_ends_finished(backend_store):
 
 
 def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     with pytest.raises(RuntimeError, match="boom"):
@@ -220,7 +221,7 @@ def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
 
 
 def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -245,7 +246,7 @@ def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
 
 
 def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
-    from latentscape.tracking.runs import attach, tracked_run
+    from latentscape.tracking.run_log import attach, tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -272,7 +273,7 @@ def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
 def test_the_catalog_syncs_runs_and_queries_return_them(backend_store, tmp_path):
     from latentscape.tracking import queries
     from latentscape.tracking.catalog import Catalog
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)

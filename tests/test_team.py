@@ -268,7 +268,8 @@ def test_the_catalog_syncs_through_the_server(team, digits_run, tmp_path):
     from latentscape.tracking import queries
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import Artifact, Kind
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     with _environment(team.env("bob")):  # the UI's account needs no more than READ
         catalog = Catalog.open(tracking_uri=team.url, path=tmp_path / "catalog.duckdb")

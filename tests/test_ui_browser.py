@@ -113,7 +113,8 @@ def big_map(ui_runs) -> str:
     """A finished map run of BIG_MAP_POINTS points (and its clusters table), logged
     beside the UI runs before the server starts (so its first catalog sync sees it)."""
     from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     store = open_store(ui_runs.tracking_uri)
     frame = big_map_frame(BIG_MAP_POINTS)

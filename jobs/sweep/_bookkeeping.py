@@ -36,7 +36,7 @@ class _Bookkeeping:
 
     def _open_trial_run(self, number: int, tags: dict[str, Any] | None = None):
         """The run of trial ``number`` (a child of the sweep run), written by the writer thread."""
-        from latentscape.tracking.runs import background_run
+        from latentscape.tracking.run_writer import background_run
 
         return background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {number}",
                               parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
