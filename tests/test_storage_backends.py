@@ -68,7 +68,7 @@ def _databases(postgres, *suffixes: str):
 
 
 def _optuna_storage(url: str) -> str:
-    from latentscape.tracking.server import ensure_optuna_storage
+    from latentscape.tracking.databases import ensure_optuna_storage
 
     ensure_optuna_storage(url)  # database and tables made once, before any worker opens it
     return url
@@ -91,7 +91,7 @@ def _postgres(tmp: Path, postgres):
     from mlflow.tracking import MlflowClient
 
     from latentscape.tracking import backends
-    from latentscape.tracking.server import ensure_database
+    from latentscape.tracking.databases import ensure_database
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         uri = backends.Backend.of(postgres.url(store_db)).url
@@ -111,7 +111,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _http(tmp: Path, postgres):
     """``latentscape server`` on fresh PostgreSQL databases; clients log in as its admin."""
-    from latentscape.tracking.server import DEFAULT_ADMIN
+    from latentscape.tracking.team_users import DEFAULT_ADMIN
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         port = _free_port()

@@ -73,7 +73,7 @@ def test_postgres_urls_pin_the_installed_driver():
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from latentscape.tracking.server import (
+    from latentscape.tracking.server_process import (
         ServerConfig,
         auth_config_text,
         server_command,
@@ -100,7 +100,7 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
 
 
 def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
-    from latentscape.tracking.server import load_users
+    from latentscape.tracking.team_users import load_users
     from latentscape.tracking.errors import UsageError
 
     (tmp_path / "users.yaml").write_text(USERS_FILE)
@@ -127,7 +127,7 @@ def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys, po
 
 
 def test_missing_databases_are_created_once(postgres):
-    from latentscape.tracking.server import ensure_database
+    from latentscape.tracking.databases import ensure_database
 
     if not postgres.answers():
         pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")

@@ -48,7 +48,7 @@ def secure_databases(backend_url: str, auth_url: str, optuna_url: str | None, *,
     """Lock the run and auth databases to their owner and give the Optuna database (made
     here, tables included, when ``optuna_url`` is given) to the workers' role. Only
     PostgreSQL URLs are touched. ``say`` prints one line (warnings, roles created)."""
-    from latentscape.tracking.server import ensure_database, ensure_optuna_storage
+    from latentscape.tracking.databases import ensure_database, ensure_optuna_storage
 
     for url in (backend_url, auth_url):
         if Backend.of(url).is_postgres:
@@ -81,10 +81,10 @@ def secure_databases(backend_url: str, auth_url: str, optuna_url: str | None, *,
 
 
 def _connect(url, database: str | None = None):
-    from latentscape.tracking.server import _connect_maintenance
+    from latentscape.tracking.databases import connect_maintenance
 
     if database is None:
-        return _connect_maintenance(url, timeout=30.0)
+        return connect_maintenance(url, timeout=30.0)
     import psycopg2
 
     return psycopg2.connect(host=url.host or "localhost", port=url.port or 5432, user=url.username,
