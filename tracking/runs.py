@@ -108,7 +108,8 @@ class Store:
                   status: str | None = None, parent_run_id: str | None = None, newest_first: bool = False,
                   max_results: int = 1000) -> list[RunRecord]:
         """Runs in ``experiment_ids`` whose tags and params equal the given values (compared
-        as strings), of ``kind``, ``status`` and parent when given; newest first if asked,
+        as strings), as :class:`~latentscape.tracking.records.RunRecord`, of ``kind``,
+        ``status`` and parent when given; newest first if asked,
         else in MLflow's default order. At most ``max_results`` (MLflow allows 50,000)."""
         ids = [experiment_ids] if isinstance(experiment_ids, str) else list(experiment_ids)
         query = RunQuery.of(kind=kind, tags=tags, params=params, status=status, parent_run_id=parent_run_id)
@@ -142,6 +143,8 @@ class Store:
         return RunWriter(self.client)
 
     def get_run(self, run_id: str) -> RunRecord:
+        """The run ``run_id`` as a :class:`~latentscape.tracking.records.RunRecord`; a
+        :class:`UsageError` when the store has no such run."""
         from mlflow.exceptions import MlflowException
 
         try:
