@@ -61,3 +61,17 @@ def test_the_run_shape_rule_sees_what_it_forbids():
     for line in ("features=bunch.data.astype(np.float32)", "run_id = found[0].id", "kind = run.kind",
                  "metrics = run.metrics"):
         assert not _MLFLOW_RUN_SHAPE.search(line), line
+
+
+def test_one_module_builds_mlflow_clients_and_reads_url_schemes():
+    """tracking/backends.py builds every MlflowClient and reads every store URL's scheme;
+    elsewhere a URL is asked about through its Backend (an artifact root's ``file://`` is
+    not a store URL)."""
+    built_here = ROOT / "tracking" / "backends.py"
+    sniffing = re.compile(r"MlflowClient\(|startswith\(\(?[\"'](sqlite|postgres|http)")
+    offences = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                for package in ("api", "jobs", "tracking", "ui") for path in _modules(package) if path != built_here
+                for number, line in enumerate(path.read_text().splitlines(), start=1)
+                if sniffing.search(line)]
+    assert not offences, "\n".join(offences)
+    assert sniffing.search('if url.startswith("sqlite"):') and sniffing.search("uri.startswith((\"http://\", \"https://\"))")
