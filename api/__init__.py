@@ -34,23 +34,14 @@ telemetry_off()
 from latentscape._jobs import JobFunction  # noqa: E402
 from latentscape.tracking.errors import UsageError  # noqa: E402
 
-__all__ = [
-    "extract", "map", "sweep", "layers", "interpolate", "analogies", "directions",
-    "sae", "finetune", "compare_models", "search",
-    "runs", "result", "models", "Result", "UsageError",
-]
+from latentscape.tracking.job_specs import JOBS  # noqa: E402
 
-extract = JobFunction("extract")
-map = JobFunction("map")  # noqa: A001 - the job's name; `ls.map` never shadows the builtin in user code
-sweep = JobFunction("sweep")
-layers = JobFunction("layers")
-interpolate = JobFunction("interpolate")
-analogies = JobFunction("analogies")
-directions = JobFunction("directions")
-sae = JobFunction("sae")
-finetune = JobFunction("finetune")
-compare_models = JobFunction("compare-models")
-search = JobFunction("search")
+# One function per job of the command line (``ls.compare_models`` is ``latentscape
+# compare-models``), from the job specs; ``ls.map`` never shadows the builtin in user code.
+_FUNCTIONS = {spec.function: JobFunction(spec.command) for spec in JOBS if spec.notebook}
+globals().update(_FUNCTIONS)
+
+__all__ = [*_FUNCTIONS, "runs", "result", "models", "Result", "UsageError"]
 
 
 def runs(*, kinds=None, experiments=None, models=None, datasets=None, since=None, until=None, text=None,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from latentscape.tracking.contract import Artifact, Kind, Metric, Param
+from latentscape.tracking.contract import Artifact, Metric, Param
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.errors import UsageError
 
@@ -127,11 +127,13 @@ class Result:
     # -- the app's chart ---------------------------------------------------------------------
     def chart(self):
         """The Altair chart the app draws for this run (it shows itself in a notebook)."""
-        draw = _CHARTS.get(self.kind)
-        if draw is None:
+        from latentscape.tracking.job_specs import SHOWN, resolve
+
+        shown = SHOWN.get(self.kind)
+        if shown is None or shown.chart is None:
             raise UsageError(f"the app draws no single chart of a {self.kind} run",
                              f"read its tables instead: {', '.join(self.artifacts()) or 'none'}")
-        return draw(self)
+        return resolve(shown.chart)(self)
 
     # -- how it shows ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -152,7 +154,9 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _map_chart(result: Result):
+# -- the app's chart of each run kind: named in tracking/job_specs.py, drawn from a Result ---------
+
+def map_chart(result: Result):
     from latentscape.ui.charts import maps
 
     try:
@@ -168,7 +172,7 @@ def _map_chart(result: Result):
     return maps.map_chart(info, labels=names)
 
 
-def _sweep_chart(result: Result):
+def sweep_chart(result: Result):
     from latentscape.ui.charts import sweeps
 
     params = result.params()
@@ -177,7 +181,7 @@ def _sweep_chart(result: Result):
         objective=params.get(Param.OBJECTIVE, Metric.AMI)))
 
 
-def _layer_chart(result: Result):
+def layer_chart(result: Result):
     from latentscape.tracking import queries
     from latentscape.ui.charts import layers
 
@@ -193,32 +197,32 @@ def _layer_chart(result: Result):
     return layers.curves_chart(layers.curves_info(curves, keys=keys, marks=marks))
 
 
-def _walk_chart(result: Result):
+def walk_chart(result: Result):
     from latentscape.ui.charts import interpolation
 
     return interpolation.neighbour_chart(interpolation.path_info(result.table(Artifact.PATH),
                                                                  result.table(Artifact.NEIGHBOURS)))
 
 
-def _analogy_chart(result: Result):
+def analogy_chart(result: Result):
     from latentscape.ui.charts import interpolation
 
     return interpolation.analogy_chart(interpolation.analogy_info(result.metrics(), labels={result.run_id: result.kind}))
 
 
-def _directions_chart(result: Result):
+def directions_chart(result: Result):
     from latentscape.ui.charts import directions
 
     return directions.projection_chart(directions.projection_info(result.table(Artifact.PROJECTIONS)))
 
 
-def _features_chart(result: Result):
+def features_chart(result: Result):
     from latentscape.ui.charts import features
 
     return features.heatmap_chart(features.heatmap_info(result.table(Artifact.FEATURE_LABELS)))
 
 
-def _training_chart(result: Result):
+def training_chart(result: Result):
     from latentscape.ui.charts import training
 
     return training.loss_chart(training.loss_info(result.metrics()))
@@ -229,17 +233,3 @@ def _int(value: Any) -> int | None:
         return int(float(value))
     except (TypeError, ValueError):
         return None
-
-
-_CHARTS = {
-    Kind.MAP.value: _map_chart,
-    Kind.TRIAL.value: _map_chart,
-    Kind.SWEEP.value: _sweep_chart,
-    Kind.LAYERS.value: _layer_chart,
-    Kind.EXTRACT.value: _layer_chart,
-    Kind.INTERPOLATE.value: _walk_chart,
-    Kind.ANALOGIES.value: _analogy_chart,
-    Kind.DIRECTIONS.value: _directions_chart,
-    Kind.SAE.value: _features_chart,
-    Kind.FINETUNE.value: _training_chart,
-}

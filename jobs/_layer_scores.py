@@ -11,6 +11,7 @@ import numpy as np
 
 from typing import TYPE_CHECKING
 
+from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import Column, Metric
 
 if TYPE_CHECKING:
@@ -18,11 +19,9 @@ if TYPE_CHECKING:
 
     from latentscape.jobs.layers import LayersConfig
 
-# The verdict's measures: which layer holds the classes, and (context only) where the
-# representation changes most.
-VERDICT_LABELLED = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI_KMEANS, Metric.AMI_MAP,
-                    Metric.AMI_HDBSCAN, Metric.AMI_TUNED)
-VERDICT_CONTEXT = (Metric.CKA_PREVIOUS,)
+# The ways of clustering a layer, by their registered scorer names.
+KMEANS, MAP, HDBSCAN, TUNED = (layer_measures.BY_NAME[name].scorer for name in (
+    Metric.AMI_KMEANS, Metric.AMI_MAP, Metric.AMI_HDBSCAN, Metric.AMI_TUNED))
 
 
 def ami(labels: np.ndarray, clusters: np.ndarray) -> float:
@@ -58,7 +57,7 @@ def tune(table: pd.DataFrame, config: LayersConfig, store, experiment: str, pare
     a study of its own); with ``--holdout``, its AMI over the held-out samples."""
     from latentscape.jobs.sweep import SweepConfig, sweep
 
-    score, low, high, n_clusters, noise = scorer_columns("tuned")
+    score, low, high, n_clusters, noise = scorer_columns(TUNED)
     tuned = {name: [] for name in (score, low, high, n_clusters, noise)}
     for layer in table[Column.LAYER]:
         found = sweep(SweepConfig(run=config.run, layer=int(layer), trials=config.tune, seed=config.seed,
@@ -82,7 +81,7 @@ def collapsed_layers(table: pd.DataFrame, labels: np.ndarray | None) -> dict[str
         return {}
     n_classes = len(np.unique(labels))
     found: dict[str, dict[int, str]] = {}
-    for scorer in Metric.LAYER_SCORERS:
+    for scorer in layer_measures.SCORERS:
         score, _, _, n_clusters, noise = scorer_columns(scorer)
         if n_clusters not in table:
             continue
@@ -103,10 +102,10 @@ def verdict_of(table: pd.DataFrame, collapsed: dict[str, dict[int, str]]):
     measures = {
         name: (column(name), column(Metric.trust(name, Metric.CI_LOW_SUFFIX)),
                column(Metric.trust(name, Metric.CI_HIGH_SUFFIX)))
-        for name in (*VERDICT_LABELLED, *VERDICT_CONTEXT) if name in table
+        for name in (*layer_measures.VERDICT_LABELLED, *layer_measures.VERDICT_CONTEXT) if name in table
     }
-    return layer_verdict(table[Column.LAYER].to_numpy(), measures, lower_is_better=VERDICT_CONTEXT,
-                         context=VERDICT_CONTEXT, collapsed=collapsed)
+    return layer_verdict(table[Column.LAYER].to_numpy(), measures, lower_is_better=layer_measures.LOWER_IS_BETTER,
+                         context=layer_measures.VERDICT_CONTEXT, collapsed=collapsed)
 
 
 def verdict_frame(verdict) -> pd.DataFrame:

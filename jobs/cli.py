@@ -14,28 +14,13 @@ import sys
 import traceback
 
 from latentscape.tracking.errors import EXIT_USAGE, UsageError
+from latentscape.tracking.job_specs import JOBS
 from latentscape.tracking.privacy import masked, telemetry_off
 
 __all__ = ["main", "JOB_MODULES", "common_parser", "build_parser", "quiet_libraries"]
 
-# Sub-command -> module. Order is the order of `latentscape --help`.
-JOB_MODULES = {
-    "extract": "latentscape.jobs.extract",
-    "map": "latentscape.jobs.map",
-    "sweep": "latentscape.jobs.sweep",
-    "layers": "latentscape.jobs.layers",
-    "interpolate": "latentscape.jobs.interpolate",
-    "analogies": "latentscape.jobs.analogies",
-    "directions": "latentscape.jobs.directions",
-    "sae": "latentscape.jobs.sae",
-    "finetune": "latentscape.jobs.finetune",
-    "compare-models": "latentscape.jobs.compare_models",
-    "search": "latentscape.jobs.search",
-    "models": "latentscape.jobs.models",
-    "ui": "latentscape.jobs.serve",
-    "server": "latentscape.jobs.serve",
-    "demo": "latentscape.jobs.demo",
-}
+# Sub-command -> module, from the job specs (tracking/job_specs.py), in the order of `latentscape --help`.
+JOB_MODULES = {spec.command: spec.module for spec in JOBS}
 
 _DESCRIPTION = """\
 Track what a neural network has learned, layer by layer, in MLflow.

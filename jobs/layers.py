@@ -52,8 +52,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from latentscape.jobs import _layer_measuring as measuring
+from latentscape.jobs import _layer_poolings as poolings
 from latentscape.jobs import _layer_scores as _scores
 from latentscape.jobs._result import JobResult
+from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
 
@@ -76,19 +79,12 @@ NONE = "none"
 DEFAULT_MAP_REDUCER = "umap"
 DEFAULT_MAP_CLUSTERER = "hdbscan"
 
-# Columns of layers.parquet besides Column.LAYER: the per-layer curves, named as the
-# metrics they are logged as.
-CURVES = (
-    Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS, Metric.ANISOTROPY, Metric.INTRINSIC_DIM,
-    Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI,
-)
-# Measures with a bootstrap interval ("<name>_ci_low" / "_ci_high" columns and metrics).
-INTERVAL_CURVES = (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
-LABELLED_CURVES = (Metric.PROBE_ACCURACY, Metric.PROBE_ACCURACY_STD, Metric.KNN_AGREEMENT, Metric.AMI)
+# Columns of layers.parquet besides Column.LAYER and each clustering's: the per-layer
+# curves, named as the metrics they are logged as (tracking/layer_measures.py).
+CURVES = layer_measures.LAYERS_COLUMNS
+LABELLED_CURVES = layer_measures.LABELLED
 # With --seeds above 1: the spread of the per-layer AMI and the agreement of the seeds.
 SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
-# The curves compared across poolings (poolings.parquet, metrics "<curve>.<pooling>").
-POOLING_CURVES = (*LABELLED_CURVES, Metric.AMI_STD)
 
 
 @dataclass(frozen=True)
@@ -278,15 +274,16 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
                          "extract more samples or pass a smaller --knn-k")
     # Label scores see the labelled samples of classes big enough for every one of them
     # (the probe needs a class in each fold); rare classes never stop the job.
-    selection = extraction.label_selection(_min_class_size(config))
+    selection = extraction.label_selection(measuring.min_class_size(config))
     notes = [note] if (note := selection.note()) else []
     if not selection.usable:
         notes.append("fewer than two labelled classes are big enough: probe accuracy, k-NN agreement and AMI skipped")
-    measured = _measured_rows(extraction, selection, config)
+    measured = measuring.measured_rows(extraction, selection, config)
     labels = measured.labels
     first = extraction.embedding(layer_ids[0])  # kept in the extraction's cache
-    mapper = _Mapper(config, labels, measured.of_labels(first)) if labels is not None and config.map else None
-    others = _pooling_extractions(store, extraction, config) if config.compare_poolings else []
+    mapper = (measuring.Mapper(config, labels, measured.of_labels(first))
+              if labels is not None and config.map else None)
+    others = poolings.pooling_extractions(store, extraction, config) if config.compare_poolings else []
     if config.tune and labels is None:
         raise UsageError(f"--tune maximises AMI against the labels and extract run {config.run} has none",
                          "extract labelled data (--label-col), or drop --tune")
@@ -312,7 +309,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
             **label_selection_params(selection), **measured.params(labels is not None, mapper is not None),
         })
         if others:
-            log.params({Param.POOLINGS: ",".join(_pooling(e) for e in [extraction, *others]),
+            log.params({Param.POOLINGS: ",".join(poolings.pooling_of(e) for e in [extraction, *others]),
                         Param.POOLING_RUNS: ",".join(e.run_id for e in [extraction, *others])})
         log.json(Artifact.CONFIG, {**asdict(config), "map": mapper.map_config.to_dict() if mapper else None})
 
@@ -333,7 +330,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         with progress(len(layer_ids), "measure layers", unit="layer") as bar, threadpool_limits(limits=1):
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
                 before = embeddings[index - 1] if index > 0 else None
-                row = _measure(x, before, measured, config, mapper)
+                row = measuring.measure(x, before, measured, config, mapper)
                 row[Metric.CKA_PREVIOUS] = float(previous_cka[index - 1]) if index > 0 else math.nan
                 rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()
@@ -342,7 +339,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # Each layer at its own best settings: one sweep per layer, child runs of this one.
         if config.tune:
             table = _scores.tune(table, config, store, experiment_name, log.run_id)
-            curves = [*curves, *_scores.scorer_columns("tuned")]
+            curves = [*curves, *_scores.scorer_columns(_scores.TUNED)]
 
         # The two findings, each curve with step=layer, the tables.
         found = findings(layer_ids, previous_cka, config.stable_cka)
@@ -374,13 +371,13 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # Pooling as an axis: the labelled curves of every extraction compared.
         best_pooling = None
         if others:
-            compared = _compare_poolings(extraction, table, others, measured, config, mapper)
-            best_pooling = _best_pooling(compared)
+            compared = poolings.compare_poolings(extraction, table, others, measured, config, mapper)
+            best_pooling = poolings.best_pooling(compared)
             log.params({Param.BEST_POOLING: best_pooling})
             log.metric_rows([
                 (Metric.qualified(name, pooling), value, step)
                 for pooling, part in compared.groupby(Column.POOLING, sort=False)
-                for name, value, step in _curve_rows(part, POOLING_CURVES)
+                for name, value, step in _curve_rows(part, poolings.POOLING_CURVES)
             ])
             log.table(Artifact.POOLINGS, compared)
 
@@ -414,91 +411,6 @@ def _curve_rows(table: pd.DataFrame, names) -> list[tuple[str, float, int]]:
     ]
 
 
-def _pooling(extraction) -> str:
-    return extraction.pooling or extraction.tags.get(Tag.POOLING, "") or "unknown"
-
-
-def _pooling_extractions(store, extraction, config: LayersConfig) -> list:
-    """The other extractions to compare poolings with, checked before any run exists:
-    ``config.pooling_runs``, or every other finished extraction of the same model, data
-    set digest and maximum length in the extraction's experiment (the newest per pooling)."""
-    from latentscape.jobs._source import load_extraction
-    from latentscape.tracking.contract import TABULAR_MODEL
-
-    own = _pooling(extraction)
-    if extraction.labels is None:
-        raise UsageError("comparing poolings compares how well each carries the labels, and extract run "
-                         f"{extraction.run_id} is unlabelled", "extract labelled data (--label-col)")
-    if own == TABULAR_MODEL or extraction.model == TABULAR_MODEL:
-        raise UsageError(f"extract run {extraction.run_id} is tabular data: it has no pooling to compare",
-                         "compare poolings of text extracted by a model")
-    if config.pooling_runs:
-        others = [load_extraction(store, run_id) for run_id in config.pooling_runs]
-    else:
-        found = store.find_runs(extraction.experiment_id, kind=Kind.EXTRACT,
-                                tags={Tag.MODEL: extraction.model, Tag.DATASET_DIGEST: extraction.dataset_digest},
-                                params={Param.MAX_LENGTH: extraction.max_length}, status="FINISHED",
-                                newest_first=True, max_results=200)
-        newest: dict[str, str] = {}
-        for run in found:
-            pooling = run.params.get(Param.POOLING, "")
-            if pooling and pooling != own and pooling not in newest:
-                newest[pooling] = run.id
-        if not newest:
-            raise UsageError(f"no other extraction of {extraction.model} on this data set with another pooling "
-                             f"in experiment {extraction.experiment_name!r}",
-                             "extract it again with e.g. --pooling cls (same --data, --model, --max-length), "
-                             "or name runs with --pooling-runs")
-        others = [load_extraction(store, run_id) for run_id in newest.values()]
-    seen = {own: extraction.run_id}
-    for other in others:
-        pooling = _pooling(other)
-        if other.model != extraction.model or other.dataset_digest != extraction.dataset_digest:
-            raise UsageError(f"extract run {other.run_id} embeds other data or another model than run "
-                             f"{extraction.run_id}", "compare extractions of the same model and data set")
-        if not np.array_equal(other.ids, extraction.ids):
-            raise UsageError(f"extract run {other.run_id} has its samples in another order than run "
-                             f"{extraction.run_id}", "extract both with the same --data, --limit and --id-col")
-        if other.layers != extraction.layers:
-            raise UsageError(f"extract run {other.run_id} has layers {other.layers}, run {extraction.run_id} "
-                             f"{extraction.layers}", "extract both with the same --layers")
-        if pooling in seen:
-            raise UsageError(f"runs {seen[pooling]} and {other.run_id} both use pooling {pooling!r}",
-                             "compare one extraction per pooling")
-        seen[pooling] = other.run_id
-    return others
-
-
-def _compare_poolings(extraction, table: pd.DataFrame, others: list, measured: _Rows, config: LayersConfig,
-                      mapper: _Mapper | None) -> pd.DataFrame:
-    """``poolings.parquet``: one row per (pooling, layer) with the labelled curves, this
-    extraction's rows taken from ``table`` (measured once), the others measured here."""
-    import pandas as pd
-
-    from latentscape.jobs._progress import progress
-
-    present = [name for name in POOLING_CURVES if name in table]
-    frames = [table[[Column.LAYER, *present]].assign(**{Column.POOLING: _pooling(extraction)})]
-    with progress(len(others) * len(extraction.layers), "compare poolings", unit="layer") as bar:
-        for other in others:
-            rows = []
-            for layer in other.layers:
-                found = _measure(other.embedding(layer), None, measured, config, mapper)
-                rows.append({Column.LAYER: layer, **{name: found.get(name, math.nan) for name in present}})
-                bar.update()
-            other._cache.clear()  # one pooling's layers at a time
-            frames.append(pd.DataFrame(rows).assign(**{Column.POOLING: _pooling(other)}))
-    compared = pd.concat(frames, ignore_index=True)
-    return compared[[Column.POOLING, Column.LAYER, *present]]
-
-
-def _best_pooling(compared: pd.DataFrame) -> str:
-    """The pooling whose best layer has the highest probe accuracy (ties: higher AMI)."""
-    best = compared.groupby(Column.POOLING, sort=False)[[Metric.PROBE_ACCURACY, Metric.AMI]].max()
-    best = best.fillna(-np.inf).sort_values([Metric.PROBE_ACCURACY, Metric.AMI], ascending=False, kind="stable")
-    return str(best.index[0])
-
-
 def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray],
                    config: LayersConfig) -> pd.DataFrame:
     """``aligned_maps.parquet``: layer, sample_id, x, y, label for every layer."""
@@ -520,192 +432,21 @@ def _aligned_frame(extraction, layer_ids: list[int], embeddings: list[np.ndarray
     ], ignore_index=True)
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """Which rows each kind of measure reads. ``geometry``: the k-NN graph and TwoNN's rows;
-    ``labelled``: the label scores' rows (labelled, of a big enough class, stratified), with
-    their ``labels`` (None: no label scores). None means every row."""
-
-    n: int
-    geometry: np.ndarray | None
-    labelled: np.ndarray | None
-    labels: np.ndarray | None
-
-    def of_labels(self, x: np.ndarray) -> np.ndarray:
-        return x if self.labelled is None else x[self.labelled]
-
-    def params(self, labelled: bool, mapped: bool) -> dict:
-        """``n.<measure>``: how many samples each subsampled measure read."""
-        sizes = {Metric.INTRINSIC_DIM: self.n if self.geometry is None else len(self.geometry)}
-        if labelled:
-            size = len(self.labels)
-            sizes.update({name: size for name in (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI)})
-            if mapped:
-                sizes.update({Metric.AMI_MAP: size, Metric.AMI_HDBSCAN: size})
-        return {Param.sample_size(name): size for name, size in sizes.items()}
-
-
-def _measured_rows(extraction, selection, config: LayersConfig) -> _Rows:
-    """The rows of :class:`_Rows` for ``extraction``: at most ``config.max_samples`` each,
-    seeded; the label scores' rows stratified so every kept class keeps the probe's folds.
-    Measured on 2 cores: exact k-NN, the probe and k-means grow faster than linearly in
-    the samples, while their intervals at 20,000 are already narrower than the gaps
-    between layers that the verdict reads."""
-    from latentscape.jobs.core.labels import random_rows, stratified_rows
-
-    n = len(extraction.samples)
-    geometry = random_rows(n, config.max_samples, seed=config.seed)
-    labelled = labels = None
-    if selection.usable:
-        kept = np.flatnonzero(selection.keep)
-        kept_labels = extraction.samples[Column.LABEL].to_numpy()[kept].astype(str)
-        picked = stratified_rows(kept_labels, config.max_samples, min_per_class=_min_class_size(config),
-                                 seed=config.seed)
-        labelled, labels = kept[picked], kept_labels[picked]
-    return _Rows(n=n, geometry=None if len(geometry) == n else geometry,
-                 labelled=None if labelled is None or len(labelled) == n else labelled, labels=labels)
-
-
-def _measure(x: np.ndarray, before: np.ndarray | None, rows: _Rows,
-             config: LayersConfig, mapper: _Mapper | None) -> dict[str, float]:
-    """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None;
-    ``rows``: which rows the graph and the label scores read."""
-    from latentscape.jobs.core.geometry import anisotropy
-    from latentscape.jobs.core.intrinsic import two_nn_dimension
-    from latentscape.jobs.core.knn import exact_knn
-    from latentscape.jobs.core.probes import knn_agreement_per_sample, probe_accuracy
-    from latentscape.jobs.core.similarity import mean_cosine
-    from latentscape.jobs.core.verdict import mean_interval
-
-    values: dict[str, float] = {Metric.ANISOTROPY: anisotropy(x, seed=config.seed)}
-    if before is not None:
-        values[Metric.COSINE_PREVIOUS] = mean_cosine(before, x)
-    # One exact Euclidean k-NN graph (each row itself in column 0) serves TwoNN (the two
-    # nearest others), the label agreement and the map: computed once per layer.
-    labels = rows.labels
-    width = max(3, config.knn_k + 1 if labels is not None else 3, mapper.knn_width if mapper else 0)
-    seen = x if rows.geometry is None else x[rows.geometry]
-    graph = exact_knn(seen, min(width, len(seen)))
-    values[Metric.INTRINSIC_DIM] = two_nn_dimension(neighbour_distances=graph.distances[:, 1:3])
-    if labels is None:
-        return values
-    if rows.labelled is not None or rows.geometry is not None:  # the label scores' own rows and graph
-        x = rows.of_labels(x)
-        graph = exact_knn(x, min(width, len(x)))
-    probe = probe_accuracy(x, labels, folds=config.probe_folds, seed=config.seed)
-    values[Metric.PROBE_ACCURACY] = probe.mean
-    values[Metric.PROBE_ACCURACY_STD] = probe.std
-    agreement = knn_agreement_per_sample(labels, graph.indices[:, 1:config.knn_k + 1])
-    values[Metric.KNN_AGREEMENT] = float(agreement.mean())
-    for name, per_sample in ((Metric.PROBE_ACCURACY, probe.correct), (Metric.KNN_AGREEMENT, agreement)):
-        low, high = mean_interval(per_sample, seed=config.seed)
-        values[Metric.trust(name, Metric.CI_LOW_SUFFIX)] = low
-        values[Metric.trust(name, Metric.CI_HIGH_SUFFIX)] = high
-    # k-means at k = classes on the layer itself: the default cluster score (it cannot
-    # merge the classes into a few clusters nor call points noise).
-    from latentscape.jobs.core.verdict import kmeans_at_classes
-
-    kmeans = [kmeans_at_classes(x, labels, seed=config.seed + offset) for offset in range(config.seeds)]
-    values.update(_scores.cluster_score("kmeans", labels, kmeans, config.seed))
-    values[Metric.AMI] = values[Metric.AMI_KMEANS]
-    if config.seeds > 1:  # the default curve's spread over seeds, and the seeds' agreement
-        from latentscape.jobs.core.trust import stability
-
-        found = stability([{Metric.AMI: _scores.ami(labels, c)} for c in kmeans], kmeans)
-        values[Metric.AMI_STD], values[Metric.SEED_ARI_MEAN] = found.std[Metric.AMI], found.ari_mean
-    if mapper is not None:
-        values.update(mapper.scores(x, labels, graph))
-    return values
-
-
-class _Mapper:
-    """The per-layer map: :func:`latentscape.jobs.core.mapping.fit_map` with one configuration,
-    resolved once (again only for a layer of another width) and shared by every layer."""
-
-    def __init__(self, config: LayersConfig, labels: np.ndarray, first: np.ndarray):
-        self.reducer, self.clusterer, self.seed = config.map_reducer, config.map_clusterer, config.seed
-        self.seeds = config.seeds
-        self.n_classes = len(np.unique(labels))
-        self._configs: dict[int, object] = {}
-        self.map_config = self._config(first)  # fails here, before any run, on a bad setting
-
-    def _config(self, x: np.ndarray):
-        from latentscape.jobs.core.mapping import ConfigError, DataShape, resolve_config
-
-        width = x.shape[1]
-        if width not in self._configs:
-            try:
-                self._configs[width] = resolve_config(
-                    shape=DataShape(n_samples=len(x), n_features=width, n_classes=self.n_classes),
-                    reducer=self.reducer, clusterer=self.clusterer, seed=self.seed)
-            except ConfigError as error:
-                raise UsageError(f"per-layer map: {error}",
-                                 "pick another --map-reducer / --map-clusterer, or pass --no-map") from None
-        return self._configs[width]
-
-    @property
-    def knn_width(self) -> int:
-        """Width of the Euclidean k-NN graph the map can reuse (0: it reads none)."""
-        return self.map_config.knn_width if self._reuses_graph(self.map_config) else 0
-
-    @property
-    def settings(self) -> dict:
-        """Every resolved setting as logged params (``reducer.<name>``, ``clusterer.<name>``)."""
-        return self.map_config.flat_params()
-
-    @staticmethod
-    def _reuses_graph(map_config) -> bool:
-        return map_config.knn == "exact" and map_config.metric == "euclidean"
-
-    def scores(self, x: np.ndarray, labels: np.ndarray, graph) -> dict[str, float]:
-        """``ami.map`` (the map's own clusterer) and ``ami.hdbscan`` (HDBSCAN at the classes'
-        granularity on the same map), each with its interval and cluster counts: maps made
-        with seeds ``seed, seed + 1, ...``, one k-NN graph serving them all."""
-        from dataclasses import replace
-
-        from latentscape.jobs.core.cluster import CLUSTERERS
-        from latentscape.jobs.core.mapping import fit_map
-        from latentscape.jobs.core.verdict import matched_hdbscan_params
-
-        map_config = self._config(x)
-        knn = graph if self._reuses_graph(map_config) and graph.k >= map_config.knn_width else None
-        results = [fit_map(x, None, replace(map_config, seed=self.seed + offset), knn=knn, with_view=False)
-                   for offset in range(self.seeds)]
-        hdbscan = CLUSTERERS["hdbscan"]
-        matched = {**{spec.name: spec.default_for(self._shape(x)) for spec in hdbscan.params},
-                   **matched_hdbscan_params(len(x), self.n_classes)}
-        return {
-            **_scores.cluster_score("map", labels, [r.clusters for r in results], self.seed),
-            **_scores.cluster_score("hdbscan", labels, [hdbscan.run(r.embedding, matched, seed=self.seed + offset)
-                                                 for offset, r in enumerate(results)], self.seed),
-        }
-
-    def _shape(self, x: np.ndarray):
-        from latentscape.jobs.core.mapping import DataShape
-
-        return DataShape(n_samples=len(x), n_features=x.shape[1], n_classes=self.n_classes)
-
-
 def _curves(labelled: bool, mapped: bool, config: LayersConfig) -> list[str]:
     """The per-layer columns this run measures, in table order."""
     if not labelled:
         return [*CURVES]  # the labelled ones stay, NaN
     curves = [*CURVES]
-    curves += [Metric.trust(name, suffix) for name in INTERVAL_CURVES
+    curves += [Metric.trust(name, suffix) for name in layer_measures.INTERVALS
                for suffix in (Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX)]
-    for scorer in ("kmeans", "map", "hdbscan") if mapped else ("kmeans",):
+    for scorer in (_scores.KMEANS, _scores.MAP, _scores.HDBSCAN) if mapped else (_scores.KMEANS,):
         curves += _scores.scorer_columns(scorer)
     if config.seeds > 1:
         curves += SEED_CURVES
     return curves
 
 
-def _min_class_size(config: LayersConfig) -> int:
-    """The smallest class the label scores keep: what the user asked, never below the probe's folds."""
-    return max(config.min_class_size or 0, config.probe_folds)
-
-
-def _config_params(config: LayersConfig, mapper: _Mapper | None) -> dict:
+def _config_params(config: LayersConfig, mapper: measuring.Mapper | None) -> dict:
     params = {
         Param.STABLE_CKA: config.stable_cka, Param.DEBIASED: config.debiased, Param.PROBE_FOLDS: config.probe_folds,
         Param.KNN_K: config.knn_k, Param.SEED: config.seed, Param.SEEDS: config.seeds,
@@ -738,8 +479,8 @@ def _headline(table: pd.DataFrame) -> dict[str, float]:
     for name in (Metric.CKA_PREVIOUS, Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT, Metric.AMI):
         values = table[name].to_numpy(dtype=np.float64)
         if np.isfinite(values).any():
-            best = np.nanmin(values) if name == Metric.CKA_PREVIOUS else np.nanmax(values)
-            scores[f"{'min' if name == Metric.CKA_PREVIOUS else 'max'}_{name}"] = float(best)
+            lowest = name in layer_measures.LOWER_IS_BETTER
+            scores[f"{'min' if lowest else 'max'}_{name}"] = float(np.nanmin(values) if lowest else np.nanmax(values))
     return scores
 
 

@@ -136,7 +136,8 @@ def add_parser(subparsers, parents) -> None:
     group.add_argument("--min-dist", help="umap min_dist (default 0.1)")
     group.add_argument("--n-components", help="dimensions to cluster in (default 2; a 2D view is kept for display)")
     group.add_argument("--metric", help="input-space distance: euclidean (default), cosine, manhattan, ...")
-    group.add_argument("--min-cluster-size", help="hdbscan smallest cluster (default: a tenth of a class, 5..50)")
+    group.add_argument("--min-cluster-size", help="hdbscan smallest cluster (default: a tenth of a class, 5..50; "
+                       "when that collapses on labelled data, the map is clustered again at a quarter of a class)")
     group.add_argument("--min-samples", help="hdbscan core-point neighbours (default min(10, min_cluster_size))")
     group.add_argument("--n-clusters", help="kmeans/agglomerative/gmm clusters (default: the number of labels)")
     group.add_argument("-r", "--reducer-param", action="append", metavar="NAME=VALUE",
@@ -386,6 +387,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
 
     # Load what the map builds on and check every setting before a run exists.
     extraction = load_extraction(store, request.run)
+    replaying = config is not None  # a replay fits exactly the logged config
     if config is None:
         layer, config = resolve_for(extraction, request)
     else:
@@ -424,6 +426,8 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         if rows is not None:  # positions in the kept rows -> rows of the map
             split = (rows[split[0]], rows[split[1]])
     scored = split[0] if split is not None else rows  # the rows the label scores read (None: all)
+    # A labelled new map whose clusterer was left at its default settles its granularity after the fit.
+    may_regranulate = not replaying and labels is not None and _clusterer_left_to_default(request)
 
     # Fit and log; then how far to trust the scores.
     tags = {**extraction.lineage_tags(), Tag.LAYER: layer, Tag.REPLAY_OF: replay_of,
@@ -432,14 +436,25 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
                      parent_run_id=extraction.run_id, source_run_id=extraction.run_id, tags=tags) as log:
         from latentscape.jobs._trust import holdout_metrics, map_trust, score_rows
 
-        log.params({**map_params(config, layer), Param.PERMUTATIONS: request.trust.permutations,
-                    Param.BOOTSTRAP: request.trust.bootstrap, Param.SEEDS: request.trust.seeds,
-                    Param.PRESET: request.preset, Param.HOLDOUT: request.holdout,
-                    **(label_selection_params(selection) if selection is not None else {})})
+        params = {**map_params(config, layer), Param.PERMUTATIONS: request.trust.permutations,
+                  Param.BOOTSTRAP: request.trust.bootstrap, Param.SEEDS: request.trust.seeds,
+                  Param.PRESET: request.preset, Param.HOLDOUT: request.holdout,
+                  **(label_selection_params(selection) if selection is not None else {})}
+        # MLflow params are immutable: a clustering that may still change logs its
+        # clusterer.* params once it is settled, so they are the ones that made the clusters.
+        clusterer_prefix = Param.clusterer_param("")
+        log.params({k: v for k, v in params.items() if not (may_regranulate and k.startswith(clusterer_prefix))})
         if scored is None:
             result = fit_map(x, labels, config)
         else:  # label scores over the kept rows (and the tuning part only, as the sweep scored it)
             result = score_rows(fit_map(x, None, config), labels, scored)
+        if may_regranulate:
+            result, note = _matched_granularity(x, labels, scored, result)
+            if note:
+                notes.append(note)
+                print(f"latentscape map: note: {note}", file=sys.stderr)
+                log.tags({Tag.NOTE: "; ".join(notes)})
+            log.params({k: v for k, v in result.config.flat_params().items() if k.startswith(clusterer_prefix)})
         log_map(log, result, extraction, layer, extra={"trust": request.trust.to_dict(), Param.PRESET: request.preset,
                                                        Param.HOLDOUT: request.holdout})
         warning = collapse_warning(result.scores, labels if scored is None or labels is None else labels[scored])
@@ -477,6 +492,33 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
             scores[key] = trust[key]
     return JobResult(kind=Kind.MAP.value, run_id=run_id, experiment=experiment or extraction.experiment_name,
                      scores=scores, details=details)
+
+
+def _clusterer_left_to_default(request: MapRequest) -> bool:
+    """The user set neither the clusterer nor any of its settings (a preset's count as set)."""
+    from latentscape.jobs.core.mapping import DEFAULT_CLUSTERER
+
+    return request.clusterer == DEFAULT_CLUSTERER and not request.clusterer_params
+
+
+def _matched_granularity(x: np.ndarray, labels: np.ndarray, scored: np.ndarray | None, result):
+    """(map, note): ``result``, a default HDBSCAN map of ``x``, clustered again on the
+    same reduction at the classes' granularity when it collapsed against the labels
+    (:func:`latentscape.jobs.core.verdict.granularity_fallback`), and the note saying so;
+    ``(result, None)`` when it did not. scored: the rows the label scores read (None: all)."""
+    from latentscape.jobs._trust import score_rows
+    from latentscape.jobs.core.mapping import recluster
+    from latentscape.jobs.core.verdict import granularity_fallback
+
+    scored_labels = labels if scored is None else labels[scored]
+    fallback = granularity_fallback(int(result.scores[Metric.N_CLUSTERS]), len(np.unique(scored_labels)),
+                                    float(result.scores.get(Metric.NOISE_FRACTION, 0.0)), len(x))
+    if fallback is None:
+        return result, None
+    params, note = fallback
+    if scored is None:
+        return recluster(x, labels, result, params), note
+    return score_rows(recluster(x, None, result, params), labels, scored), note
 
 
 MAP_COLLAPSE_FIX = ("pass --clusterer kmeans (k = the number of classes), a smaller -c min_cluster_size=N, "

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latentscape.tracking import _catalog_reader as catalog_reader
 from latentscape.tracking import catalog as catalog_module
 from latentscape.tracking import queries as q
 from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats, default_catalog_path
@@ -512,7 +513,7 @@ def die(con, delta, horizon_ms):
     con.execute("DELETE FROM runs")  # half-written, then the process dies
     os._exit(3)
 
-module._write_delta = die
+module.write_delta = die
 module.Catalog.open(sys.argv[1], sys.argv[2]).refresh()
 """
 
@@ -531,7 +532,7 @@ def test_a_failed_or_killed_refresh_keeps_the_previous_catalog(store, tmp_path, 
         con.execute("DELETE FROM runs")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(catalog_module, "_write_delta", fail)
+    monkeypatch.setattr(catalog_module, "write_delta", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         catalog.refresh()
     _assert_same(_dump(catalog), before)
@@ -542,7 +543,7 @@ def test_a_failed_or_killed_refresh_keeps_the_previous_catalog(store, tmp_path, 
     def unreachable(self, run_id, key):
         raise ConnectionError("tracking server went away")
 
-    monkeypatch.setattr(catalog_module._MlflowReader, "history", unreachable)
+    monkeypatch.setattr(catalog_reader.MlflowReader, "history", unreachable)
     with pytest.raises(ConnectionError):
         catalog.refresh()
     _assert_same(_dump(catalog), before)

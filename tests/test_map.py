@@ -156,3 +156,84 @@ def test_unlabelled_rows_and_rare_classes_stay_on_the_map_and_out_of_its_label_s
     clusters = mapped[Column.CLUSTER].to_numpy()
     expected = label_scores(extraction.labels[kept], clusters[kept])
     assert run.data.metrics[Metric.AMI] == pytest.approx(expected[Metric.AMI], abs=1e-9)
+
+
+# The 240 demo sentences' last MiniLM layer, the layer `latentscape map` maps by default:
+# default UMAP + HDBSCAN found 4 clusters for 10 classes there (AMI 0.35).
+GRANULARITY_EXPERIMENT = "map-granularity"
+
+
+def test_a_collapsed_default_map_of_text_is_reclustered_at_the_classes_granularity(text_extraction, capsys):
+    """The default map of real text collapses; the job clusters the same reduction again at
+    the classes' granularity, logs the params that made its clusters, says so once on
+    stderr and in the note tag, and a replay gives the same map."""
+    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.core.verdict import collapse_reason, matched_hdbscan_params
+    from latentscape.jobs.map import MapRequest, map_layer, replay, resolve_for
+    from latentscape.tracking.runs import load_table
+
+    store, request = text_extraction.store, MapRequest(run=text_extraction.run_id)
+    layer, default = resolve_for(text_extraction, request)
+    x, labels = text_extraction.embedding(layer), text_extraction.labels
+    plain = fit_map(x, labels, default, with_view=False)
+    assert collapse_reason(int(plain.scores[Metric.N_CLUSTERS]), 10), "the default no longer collapses here"
+
+    result = map_layer(request, store=store, experiment=GRANULARITY_EXPERIMENT)
+    run = store.client.get_run(result.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    matched = matched_hdbscan_params(len(x), 10)
+    for name, value in matched.items():
+        assert params[Param.clusterer_param(name)] == str(value), name
+    assert metrics[Metric.N_CLUSTERS] >= 5 and Tag.WARNING not in run.data.tags
+    assert metrics[Metric.AMI] > plain.scores[Metric.AMI]
+    note = run.data.tags[Tag.NOTE]
+    assert note.startswith(f"the default clustering collapsed (found {int(plain.scores[Metric.N_CLUSTERS])} clusters "
+                           f"for 10 classes): re-clustered at the classes' granularity, "
+                           f"min_cluster_size={matched['min_cluster_size']}")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("latentscape map: note:")]
+    assert notes == [f"latentscape map: note: {note}"]
+    mapped = load_table(store, result.run_id, Artifact.MAP)
+    assert mapped[Column.CLUSTER].nunique() - (mapped[Column.CLUSTER] == -1).any() == metrics[Metric.N_CLUSTERS]
+    # The map's coordinates are the default reduction's: only the clustering changed.
+    refit = fit_map(x, labels, default)
+    np.testing.assert_allclose(mapped[[Column.X, Column.Y]].to_numpy(), refit.coords, atol=1e-6)
+
+    again = replay(store, result.run_id)
+    replayed = store.client.get_run(again.run_id)
+    assert replayed.data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    assert {k: v for k, v in replayed.data.params.items() if k.startswith(Param.clusterer_param(""))} == {
+        k: v for k, v in params.items() if k.startswith(Param.clusterer_param(""))}
+    np.testing.assert_array_equal(load_table(store, again.run_id, Artifact.MAP)[Column.CLUSTER],
+                                  mapped[Column.CLUSTER])
+
+
+def test_a_clusterer_setting_the_user_gave_is_never_overridden(text_extraction, capsys):
+    """The default's own min_cluster_size, given explicitly: the map collapses as asked and
+    says so in a warning; nothing is re-clustered."""
+    from latentscape.jobs.map import MapRequest, map_layer, resolve_for
+
+    store = text_extraction.store
+    _, default = resolve_for(text_extraction, MapRequest(run=text_extraction.run_id))
+    size = default.clusterer_params["min_cluster_size"]
+    request = MapRequest(run=text_extraction.run_id, clusterer_params={"min_cluster_size": str(size)})
+    result = map_layer(request, store=store, experiment=GRANULARITY_EXPERIMENT)
+    run = store.client.get_run(result.run_id)
+    for name, value in default.clusterer_params.items():
+        assert run.data.params[Param.clusterer_param(name)] == str(value), name
+    assert "collapsed" in run.data.tags[Tag.WARNING] and Tag.NOTE not in run.data.tags
+    assert "re-clustered" not in capsys.readouterr().err
+
+
+def test_digits_keep_their_default_clustering(store, capsys):
+    """Where the default does not collapse it stays: always using the classes' granularity
+    dropped the digits map's AMI from 0.933 to 0.814."""
+    from latentscape.jobs.map import MapRequest, map_layer, resolve_for
+
+    extraction = _extract_digits(store, limit=400)
+    request = MapRequest(run=extraction.run_id, reducer_params={"n_epochs": "60"})
+    _, default = resolve_for(extraction, request)
+    run = store.client.get_run(map_layer(request, store=store).run_id)
+    for name, value in default.clusterer_params.items():
+        assert run.data.params[Param.clusterer_param(name)] == str(value), name
+    assert Tag.NOTE not in run.data.tags and Tag.WARNING not in run.data.tags
+    assert "re-clustered" not in capsys.readouterr().err

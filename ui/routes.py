@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from latentscape.tracking.contract import Kind
+from latentscape.tracking.job_specs import SHOWN
 
 __all__ = ["Route", "ROUTES", "OVERVIEW", "LAYERS", "MAPS", "SWEEPS", "INTERPOLATION", "DIRECTIONS", "FEATURES",
            "TRAINING",
@@ -44,19 +45,9 @@ COMPARE = Route("views/compare.py", "Compare", "compare", ":material/compare_arr
 ROUTES: tuple[Route, ...] = (OVERVIEW, LAYERS, MAPS, SWEEPS, INTERPOLATION, DIRECTIONS, FEATURES, TRAINING,
                              COMPARE)
 
-_BY_KIND = {
-    Kind.EXTRACT: LAYERS,
-    Kind.LAYERS: LAYERS,
-    Kind.MAP: MAPS,
-    Kind.TRIAL: MAPS,
-    Kind.SWEEP: SWEEPS,
-    Kind.INTERPOLATE: INTERPOLATION,
-    Kind.ANALOGIES: INTERPOLATION,
-    Kind.DIRECTIONS: DIRECTIONS,
-    Kind.SAE: FEATURES,
-    Kind.FINETUNE: TRAINING,
-    Kind.COMPARE_MODELS: TRAINING,
-}
+# Run kind -> the page that shows it, from the job specs (pages named by URL path).
+_BY_PATH = {route.url_path: route for route in ROUTES}
+_BY_KIND = {kind: _BY_PATH[shown.page] for kind, shown in SHOWN.items() if shown.page}
 
 
 def route_for_kind(kind: str) -> Route:

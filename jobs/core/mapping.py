@@ -40,6 +40,7 @@ __all__ = [
     "resolve_config",
     "check_settings",
     "fit_map",
+    "recluster",
     "with_view",
     "data_shape",
     "DEFAULT_REDUCER",
@@ -389,6 +390,14 @@ def fit_map(
 
     # Score.
     started = time.perf_counter()
+    scores = _score(x, labels, clusters, embedding, config, cache)
+    durations[Metric.SCORE_SECONDS] = time.perf_counter() - started
+    return MapResult(config=config, coords=coords, embedding=embedding, clusters=clusters, scores=scores,
+                     durations=durations)
+
+
+def _score(x: np.ndarray, labels: np.ndarray | None, clusters: np.ndarray, embedding: np.ndarray,
+           config: MapConfig, cache: NeighbourCache | None) -> dict[str, float]:
     if config.reducer == "none":
         reference = None  # the identity map keeps every neighbourhood
     elif cache is not None:
@@ -396,8 +405,41 @@ def fit_map(
     else:
         reference = neighbour_reference(x, k=config.score_k, metric=config.metric, sample=config.score_sample,
                                         seed=config.seed)
-    scores = score_map(labels, clusters, z=embedding, reference=reference, sample=config.score_sample,
-                       seed=config.seed)
-    durations[Metric.SCORE_SECONDS] = time.perf_counter() - started
-    return MapResult(config=config, coords=coords, embedding=embedding, clusters=clusters, scores=scores,
-                     durations=durations)
+    return score_map(labels, clusters, z=embedding, reference=reference, sample=config.score_sample,
+                     seed=config.seed)
+
+
+def recluster(
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    result: MapResult,
+    clusterer_params: Mapping[str, Any],
+    *,
+    cache: NeighbourCache | None = None,
+    threads: int | None = 1,
+) -> MapResult:
+    """``result`` (a map of ``x: (n, d)``) clustered again in its own clustering space by
+    the same clusterer with ``clusterer_params`` (unset ones at their defaults), and scored
+    again against ``labels: (n,)`` (None: label scores omitted). No new reduction: the
+    coordinates stay, and the result equals ``fit_map`` with the new config (a replay of
+    its config gives the same clusters). Durations: the clustering and scoring seconds of
+    both passes. Raises :class:`ConfigError` for settings that do not fit the data."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            return recluster(x, labels, result, clusterer_params, cache=cache, threads=None)
+    from dataclasses import replace
+
+    config, embedding = result.config, result.embedding
+    shape = DataShape(int(embedding.shape[0]), int(embedding.shape[1]),
+                      None if labels is None else int(len(np.unique(np.asarray(labels)))))
+    config = replace(config, clusterer_params=resolve_params(CLUSTERERS[config.clusterer], clusterer_params, shape))
+    durations = dict(result.durations)
+    started = time.perf_counter()
+    clusters = CLUSTERERS[config.clusterer].run(embedding, dict(config.clusterer_params), seed=config.seed)
+    durations[Metric.CLUSTER_SECONDS] = durations.get(Metric.CLUSTER_SECONDS, 0.0) + time.perf_counter() - started
+    started = time.perf_counter()
+    scores = _score(np.asarray(x), labels, clusters, embedding, config, cache)
+    durations[Metric.SCORE_SECONDS] = durations.get(Metric.SCORE_SECONDS, 0.0) + time.perf_counter() - started
+    return replace(result, config=config, clusters=clusters, scores=scores, durations=durations)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from latentscape.tracking.contract import all_keys, readme_section
+from latentscape.tracking.contract_readme import all_keys, readme_section
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

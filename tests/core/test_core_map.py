@@ -294,3 +294,35 @@ def test_with_view_adds_the_coordinates_fit_map_would_make(n_components, view):
     assert later.coords.shape == (240, 2)
     np.testing.assert_array_equal(later.coords, whole.coords)
     assert later.scores == whole.scores
+
+
+def test_reclustering_a_map_equals_fitting_it_with_the_new_settings():
+    from latentscape.jobs.core.mapping import recluster
+
+    x, y = _blobs(n=200, d=12, std=2.5)
+    shape = data_shape(x, y)
+    first = fit_map(x, y, resolve_config(shape=shape, reducer="pca", clusterer_params={"min_cluster_size": 60}))
+    again = recluster(x, y, first, {"min_cluster_size": 8, "cluster_selection_method": "leaf"})
+    direct = fit_map(x, y, resolve_config(shape=shape, reducer="pca", clusterer_params=again.config.clusterer_params))
+    assert again.config.clusterer_params["min_cluster_size"] == 8
+    assert again.config.reducer_params == first.config.reducer_params
+    assert again.config == MapConfig.from_dict(json.loads(json.dumps(again.config.to_dict())), shape)
+    np.testing.assert_array_equal(again.coords, first.coords)  # no new reduction
+    np.testing.assert_array_equal(again.clusters, direct.clusters)
+    assert not np.array_equal(again.clusters, first.clusters)
+    for name, value in direct.scores.items():
+        assert again.scores[name] == pytest.approx(value, nan_ok=True, abs=1e-12), name
+    assert again.durations[Metric.CLUSTER_SECONDS] >= first.durations[Metric.CLUSTER_SECONDS]
+    with pytest.raises(ConfigError, match="min_cluster_size=500"):
+        recluster(x, y, first, {"min_cluster_size": 500})
+
+
+def test_only_a_collapsed_clustering_falls_back_to_the_classes_granularity():
+    from latentscape.jobs.core.verdict import granularity_fallback, matched_hdbscan_params
+
+    assert granularity_fallback(9, 10, 0.2, 240) is None
+    params, note = granularity_fallback(4, 10, 0.2, 240)
+    assert params == matched_hdbscan_params(240, 10)
+    assert note == ("the default clustering collapsed (found 4 clusters for 10 classes): re-clustered at the "
+                    "classes' granularity, min_cluster_size=6")
+    assert "noise" in granularity_fallback(10, 10, 0.7, 240)[1]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import altair as alt
 import pandas as pd
 
+from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.tracking.contract import Column, Metric
 from latentscape.ui.charts.palette import category_colours
@@ -33,37 +34,11 @@ __all__ = [
     "aligned_chart",
 ]
 
-# What each per-layer metric means, for the chart titles (step=layer metrics).
-CURVE_TITLES: dict[str, str] = {
-    Metric.AMI: "AMI, k-means at k = classes (default)",
-    Metric.AMI_MAP: "AMI of the map's clusterer",
-    Metric.AMI_HDBSCAN: "AMI, HDBSCAN at the classes' granularity",
-    Metric.AMI_TUNED: "AMI at each layer's best settings (--tune)",
-    Metric.PROBE_ACCURACY: "linear-probe accuracy",
-    Metric.KNN_AGREEMENT: "k-NN label agreement",
-    Metric.CKA_PREVIOUS: "CKA to the previous layer",
-    Metric.CKA_TO_BASE: "CKA to the base model's same layer",
-    Metric.COSINE_PREVIOUS: "cosine to the previous layer",
-    Metric.INTRINSIC_DIM: "intrinsic dimension (TwoNN)",
-    Metric.ANISOTROPY: "anisotropy",
-    Metric.MEAN_NORM: "mean norm",
-}
-DEFAULT_CURVES: tuple[str, ...] = (
-    Metric.AMI, Metric.PROBE_ACCURACY, Metric.CKA_TO_BASE, Metric.CKA_PREVIOUS, Metric.COSINE_PREVIOUS,
-    Metric.INTRINSIC_DIM,
-)
-
-# The verdict's measures in people's words (verdict.parquet's "measure" column, and the
-# verdict sentence): no commas, so that a list of them reads as one.
-VERDICT_TITLES: dict[str, str] = {
-    Metric.PROBE_ACCURACY: "linear probe",
-    Metric.KNN_AGREEMENT: "k-NN label agreement",
-    Metric.AMI_KMEANS: "AMI of k-means at k = classes",
-    Metric.AMI_MAP: "AMI of the map's clusterer",
-    Metric.AMI_HDBSCAN: "AMI of HDBSCAN at class granularity",
-    Metric.AMI_TUNED: "AMI tuned per layer",
-    Metric.CKA_PREVIOUS: "largest change (lowest CKA to the layer before)",
-}
+# The per-layer measures' titles, the panels shown first and the verdict's measures in
+# people's words (verdict.parquet's "measure" column, and the verdict sentence): the registry's.
+CURVE_TITLES = layer_measures.CURVE_TITLES
+DEFAULT_CURVES = layer_measures.DEFAULT_CURVES
+VERDICT_TITLES = layer_measures.VERDICT_TITLES
 
 
 def verdict_table(verdict: pd.DataFrame) -> pd.DataFrame:
@@ -137,28 +112,16 @@ class CurvesInfo:
         return self.frame.empty
 
 
-# The y axis of each panel (its title says the rest).
-_AXIS_TITLES = {
-    Metric.AMI: "AMI", Metric.AMI_MAP: "AMI", Metric.AMI_HDBSCAN: "AMI", Metric.AMI_TUNED: "AMI",
-    Metric.PROBE_ACCURACY: "accuracy", Metric.KNN_AGREEMENT: "agreement", Metric.CKA_PREVIOUS: "CKA",
-    Metric.CKA_TO_BASE: "CKA", Metric.COSINE_PREVIOUS: "cosine", Metric.INTRINSIC_DIM: "dimensions",
-    Metric.ANISOTROPY: "mean cosine", Metric.MEAN_NORM: "norm",
-}
 BAND_CI = "95% bootstrap interval"
 BAND_STD = "± std (over seeds, or the probe's folds)"
 CHANCE = "chance"
-# AMI is adjusted for chance: 0 is what random clusters score, whatever the data.
-_ZERO_AT_CHANCE = (Metric.AMI, Metric.AMI_KMEANS, Metric.AMI_MAP, Metric.AMI_HDBSCAN, Metric.AMI_TUNED)
-# A curve whose interval the run logs under another key (ami is ami.kmeans on the layers run).
-_INTERVAL_OF = {Metric.AMI: Metric.AMI_KMEANS}
-
 
 def interval_keys(keys: Sequence[str]) -> list[str]:
     """The ``<key>_ci_low`` / ``<key>_ci_high`` metric keys that hold the bootstrap
     intervals of ``keys``' curves (for ``layer_curves`` to fetch with them)."""
     found = []
     for key in keys:
-        for source in dict.fromkeys((key, _INTERVAL_OF.get(key, key))):
+        for source in dict.fromkeys((key, layer_measures.INTERVAL_OF.get(key, key))):
             found += [Metric.trust(source, Metric.CI_LOW_SUFFIX), Metric.trust(source, Metric.CI_HIGH_SUFFIX)]
     return found
 
@@ -209,7 +172,7 @@ def curves_info(
     spreads = frame[frame[C.KEY].isin(list(spread_of))]
     bounds = {}  # (curve key, "low"/"high") -> interval rows
     for key in present:
-        for source in dict.fromkeys((key, _INTERVAL_OF.get(key, key))):
+        for source in dict.fromkeys((key, layer_measures.INTERVAL_OF.get(key, key))):
             for side, suffix in (("low", Metric.CI_LOW_SUFFIX), ("high", Metric.CI_HIGH_SUFFIX)):
                 rows = frame[frame[C.KEY] == Metric.trust(source, suffix)]
                 if not rows.empty and (key, side) not in bounds:
@@ -248,7 +211,7 @@ def curves_info(
     for run_id, run in frame[[C.RUN_ID, "run"]].drop_duplicates().itertuples(index=False):
         levels = dict((chance or {}).get(run_id, {}))
         for key in set(frame.loc[frame[C.RUN_ID] == run_id, C.KEY]):
-            level = levels.get(key, 0.0 if key in _ZERO_AT_CHANCE else None)
+            level = levels.get(key, layer_measures.CHANCE.get(key))
             if level is not None and not pd.isna(level):
                 chance_rows.append({"run": run, C.KEY: key, C.VALUE: float(level)})
     chance_frame = pd.DataFrame(chance_rows, columns=["run", C.KEY, C.VALUE])
@@ -284,7 +247,8 @@ def curves_chart(info: CurvesInfo, *, columns: int = 3) -> alt.ConcatChart:
             .mark_line(point=True)
             .encode(
                 x=alt.X(f"{C.LAYER}:Q", title="layer", axis=alt.Axis(tickMinStep=1, format="d")),
-                y=alt.Y(f"{C.VALUE}:Q", title=_AXIS_TITLES.get(key, key), scale=alt.Scale(zero=False)),
+                y=alt.Y(f"{C.VALUE}:Q", title=layer_measures.AXIS_TITLES.get(key, key),
+                        scale=alt.Scale(zero=False)),
                 color=color,
                 tooltip=["run:N", f"{C.LAYER}:Q", alt.Tooltip(f"{C.VALUE}:Q", format=".4f")],
             )

@@ -6,14 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import Artifact, Kind, Metric, Param, Tag
 from latentscape.tracking.contract import CatalogColumn as C
 from latentscape.ui import components, data, routes, state
 from latentscape.ui.charts import layers as charts
 
 PAGE = "layers"
-# Curves an extract run logs itself; the layers run logs the rest (and anisotropy again).
-_EXTRACT_CURVES = (Metric.ANISOTROPY, Metric.MEAN_NORM)
 _MAX_HEATMAPS = 3
 
 
@@ -96,7 +95,8 @@ def render() -> None:
     findings = data.run_table(tuple(lr for lr in analysed.values() if lr))
     marks, chance = {}, {}
     for row in findings.to_dict("records"):
-        chance[row[C.RUN_ID]] = {Metric.PROBE_ACCURACY: row.get(C.METRIC_PREFIX + Metric.PROBE_CHANCE)}
+        chance[row[C.RUN_ID]] = {name: row.get(C.METRIC_PREFIX + level)
+                                 for name, level in layer_measures.CHANCE_METRICS.items()}
         marks[row[C.RUN_ID]] = {
             charts.MARK_STABLE: _finding(row.get(C.PARAM_PREFIX + Param.FIRST_STABLE_LAYER)),
             charts.MARK_LARGEST: _finding(row.get(C.PARAM_PREFIX + Param.LAYER_OF_LARGEST_CHANGE)),
