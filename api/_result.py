@@ -25,7 +25,7 @@ _CATALOGS: dict[str, Any] = {}
 def catalog(tracking_uri: str | None = None):
     """The DuckDB catalog of a store (one per store and process), synced with MLflow now."""
     from latentscape.tracking.catalog import Catalog
-    from latentscape.tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.backends import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri not in _CATALOGS:
@@ -46,7 +46,7 @@ class Result:
 
     def __init__(self, kind: str, run_id: str, experiment: str, *, scores: Mapping[str, float] | None = None,
                  details: Mapping[str, Any] | None = None, tracking_uri: str | None = None):
-        from latentscape.tracking.runs import resolve_tracking_uri
+        from latentscape.tracking.backends import resolve_tracking_uri
 
         self.kind, self.run_id, self.experiment = kind, run_id, experiment
         self.scores = dict(scores or {})

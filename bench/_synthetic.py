@@ -34,7 +34,7 @@ def log_extraction(store, x: np.ndarray, labels: np.ndarray, *, name: str = "pla
     import pandas as pd
 
     from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + "\x1f".join(labels).encode()).hexdigest()[:16]
     samples = pd.DataFrame({Column.SAMPLE_ID: [f"{name}-{i:05d}" for i in range(len(x))],

@@ -73,7 +73,7 @@ def synthetic_map(n: int, *, seed: int = 0, n_clusters: int = 20, n_labels: int 
 def log_map_run(store, frame: pd.DataFrame, *, name: str) -> str:
     """A finished ``map`` run holding ``frame`` as its map.parquet."""
     from latentscape.tracking.contract import Artifact, Kind, Param, Tag
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     with tracked_run(store, store.experiment_id("bigmap"), Kind.MAP, run_name=name, tags={Tag.LAYER: 0}) as log:
         log.params({Param.LAYER: 0, Param.REDUCER: "umap", Param.CLUSTERER: "hdbscan"})

@@ -211,7 +211,8 @@ def build_store(folder: Path, n_runs: int) -> None:
     """Write the planned history into ``folder/mlflow.db`` (artifacts beside it)."""
     import uuid
 
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     db = folder / "mlflow.db"
     store = open_store(f"sqlite:///{db}")

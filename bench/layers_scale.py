@@ -66,7 +66,7 @@ def log_extraction(store, layers: list[np.ndarray], labels: np.ndarray) -> str:
     import pandas as pd
 
     from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     n = len(labels)
     samples = pd.DataFrame({Column.SAMPLE_ID: [f"s{i:06d}" for i in range(n)],
@@ -106,7 +106,7 @@ def run_layers(uri: str, run_id: str, *extra: str, limit: float) -> dict:
 def best_layers(store, run_id: str) -> dict[str, int]:
     from latentscape.tracking.contract import Metric, Param
 
-    params = store.get_run(run_id).data.params
+    params = store.get_run(run_id).params
     return {name: int(params[Param.verdict(name)]) for name in (Metric.PROBE_ACCURACY, Metric.KNN_AGREEMENT)
             if params.get(Param.verdict(name), "none").isdigit()}
 

@@ -401,7 +401,7 @@ class Encoder:
             _export_pooled_graph(self.model, self.tokenizer, self._input_names(), pooling, partial)
             os.replace(partial, path)  # atomic: a concurrent job sees the whole file or none
         except Exception as error:
-            from latentscape.tracking.runs import one_line
+            from latentscape.tracking.run_log import one_line
 
             raise UsageError(f"cannot export model {self.name} to ONNX ({one_line(error)[:340]})",
                              "run with --backend torch") from error

@@ -52,9 +52,9 @@ def pooling_extractions(store, extraction, config: LayersConfig) -> list:
                                 newest_first=True, max_results=200)
         newest: dict[str, str] = {}
         for run in found:
-            pooling = run.data.params.get(Param.POOLING, "")
+            pooling = run.params.get(Param.POOLING, "")
             if pooling and pooling != own and pooling not in newest:
-                newest[pooling] = run.info.run_id
+                newest[pooling] = run.id
         if not newest:
             raise UsageError(f"no other extraction of {extraction.model} on this data set with another pooling "
                              f"in experiment {extraction.experiment_name!r}",

@@ -20,7 +20,7 @@ from typing import Any
 from latentscape.jobs.sweep import _Plan, _Worker, study_name_for
 from latentscape.tracking.contract import Artifact, Kind, Metric, Param
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.studies import default_storage, masked
+from latentscape.tracking.studies import masked
 
 __all__ = ["DEFAULT_OBJECTIVE", "precheck", "sae_plan", "SaePlan", "SaeWorker"]
 
@@ -80,7 +80,6 @@ def sae_plan(config, store, experiment: str | None) -> SaePlan:
     from latentscape.jobs.core.mapping import ConfigError
     from latentscape.jobs.core.search_space import parse_sae_space
     from latentscape.jobs.sae import DIRECTIONS, SaeConfig
-    from latentscape.tracking.runs import resolve_tracking_uri
 
     extraction = load_extraction(store, config.run)
     layer = max(extraction.layers) if config.layer is None else extraction.check_layer(config.layer)
@@ -94,7 +93,7 @@ def sae_plan(config, store, experiment: str | None) -> SaePlan:
     base = SaeConfig(run=extraction.run_id, layer=layer, seed=config.seed)
     spec = {"run": extraction.run_id, "layer": layer, "objective": objective, "direction": direction,
             "space": space.to_dict(), "seed": config.seed, "target": "sae"}
-    storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
+    storage_url = config.storage or store.backend.optuna_url
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     return SaePlan(extraction, layer, None, space, base, objective, direction, spec,
                    config.study or study_name_for(spec), storage_url, experiment_id,
@@ -153,7 +152,7 @@ class SaeWorker(_Worker):
         best_run = runs.get(best.number)
         diff = float("nan")
         if best_run is not None:
-            diff = replay_diff(self.store, best_run.info.run_id, best_run, result, b"")
+            diff = replay_diff(self.store, best_run.id, best_run, result, b"")
         directions = (find_directions(self.store, plan.extraction, plan.layer, None)[1]
                       if plan.labels is not None else None)
         scores, _ = log_fit(log, result, plan.data, top=config.top_samples, directions=directions)

@@ -96,17 +96,17 @@ def label_selection_params(selection: LabelSelection) -> dict:
 def load_extraction(store: Store, run_id: str) -> Extraction:
     """The finished ``extract`` run ``run_id``; a clear error for any other run."""
     run = store.get_run(run_id)
-    kind = run.data.tags.get(Tag.KIND)
+    kind = run.kind
     if kind != Kind.EXTRACT.value:
         raise UsageError(f"run {run_id} is a {kind or 'non-latentscape'} run, not an extraction",
                          "pass the id of an `latentscape extract` run")
-    if run.info.status != "FINISHED":
-        raise UsageError(f"extract run {run_id} is {run.info.status}", "extract again, or pass a finished run")
+    if run.status != "FINISHED":
+        raise UsageError(f"extract run {run_id} is {run.status}", "extract again, or pass a finished run")
     artifacts = store.artifact_paths(run_id, Artifact.EMBEDDINGS_DIR)
     layers = sorted(int(path.rsplit("_", 1)[1].split(".")[0]) for path in artifacts if path.endswith(".npy"))
     return Extraction(
-        store=store, run_id=run_id, experiment_id=run.info.experiment_id,
-        experiment_name=store.experiment_name(run.info.experiment_id),
-        params=dict(run.data.params), tags=dict(run.data.tags),
+        store=store, run_id=run_id, experiment_id=run.experiment_id,
+        experiment_name=store.experiment_name(run.experiment_id),
+        params=dict(run.params), tags=dict(run.tags),
         samples=load_table(store, run_id, Artifact.SAMPLES), layers=layers,
     )

@@ -136,7 +136,7 @@ def analogies(config: AnalogiesConfig, *, store, experiment: str | None = None) 
     from latentscape.jobs._reembed import embed_like, require_text_model
     from latentscape.jobs._source import load_extraction
     from latentscape.jobs.core.walk import accuracy_by_group, answer_analogies
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     extraction = load_extraction(store, config.run)
     require_text_model(extraction, job="analogies")

@@ -103,7 +103,7 @@ def compare_models(config: CompareModelsConfig, *, store, experiment: str | None
     from latentscape.jobs._source import label_selection_params
     from latentscape.jobs.core.probes import probe_accuracy
     from latentscape.jobs.core.similarity import cross_cka
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     extractions, training = _expand(store, config.runs)
@@ -218,8 +218,8 @@ def _expand(store, run_ids: tuple[str, ...]):
     extractions = []
     for run_id in run_ids:
         run = store.get_run(run_id)
-        if run.data.tags.get(Tag.KIND) == Kind.FINETUNE.value:
-            children = run.data.params.get(Param.RUNS, "")
+        if run.kind == Kind.FINETUNE.value:
+            children = run.params.get(Param.RUNS, "")
             if not children:
                 raise UsageError(f"finetune run {run_id} extracted no checkpoints",
                                  "pass extract runs, or fine-tune again without --no-extract")
@@ -229,7 +229,7 @@ def _expand(store, run_ids: tuple[str, ...]):
     sources = {e.tags.get(Tag.SOURCE_RUN, "") for e in extractions}
     training = None
     if len(sources) == 1 and (source := sources.pop()):
-        if store.get_run(source).data.tags.get(Tag.KIND) == Kind.FINETUNE.value:
+        if store.get_run(source).kind == Kind.FINETUNE.value:
             training = source
     return extractions, training
 

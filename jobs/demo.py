@@ -95,7 +95,7 @@ def _run(args) -> JobResult | None:
             ids["digits"] = result["run_id"]
         logged.append((step.title, result))
 
-    from latentscape.tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.backends import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(masked(f"\nlogged {len(logged)} runs to {uri} in {time.perf_counter() - started:.0f} s:"))

@@ -78,7 +78,7 @@ def directions(config: DirectionsConfig, *, store, experiment: str | None = None
 
     from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.walk import concept_directions, cosine_matrix, project
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)

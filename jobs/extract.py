@@ -195,7 +195,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     only, the same in every training). ``prepared``: :func:`prepare`'s result when the
     caller checked the data before opening ``store``."""
     from latentscape.jobs._progress import progress
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     prepared = prepared or prepare(config, model_name=model_name)
@@ -407,6 +407,6 @@ def _find_identical(store, experiment_id: str, identity: dict, max_length: int, 
     runs = store.find_runs(experiment_id, tags=identity, params={Param.MAX_LENGTH: max_length, Param.LAYERS: layers},
                            status="FINISHED", newest_first=True, max_results=50)
     # Runs from before --backend and --long existed ran torch and truncated.
-    same = [run for run in runs if run.data.params.get(Param.BACKEND, "torch") == backend
-            and run.data.params.get(Param.LONG, "truncate") == long]
-    return same[0].info.run_id if same else None
+    same = [run for run in runs if run.params.get(Param.BACKEND, "torch") == backend
+            and run.params.get(Param.LONG, "truncate") == long]
+    return same[0].id if same else None

@@ -181,7 +181,7 @@ def _identity_params(config: FinetuneConfig, model_name: str, dataset) -> dict:
 
 def finetune(config: FinetuneConfig, *, store, experiment: str | None = None) -> JobResult:
     """Fine-tune, checkpoint, extract and compare; one ``finetune`` run and its children."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything (data, split, model, the run to resume) before a run exists.
     plan = _prepare(config, store, experiment)
@@ -436,27 +436,28 @@ class _Resumable:
 def _find_resumable(store, experiment_id: str, digest: str, identity: dict) -> _Resumable:
     """The newest interrupted (KILLED or FAILED) finetune run of the same data and settings
     that saved at least one checkpoint; a one-line error naming why there is none."""
-    from latentscape.tracking.runs import _clean_param, download, load_table
+    from latentscape.tracking.run_log import param_text
+    from latentscape.tracking.runs import download, load_table
 
     runs = store.find_runs(experiment_id, kind=Kind.FINETUNE, tags={Tag.DATASET_DIGEST: digest},
                            newest_first=True, max_results=50)
-    wanted = {key: _clean_param(value) for key, value in identity.items()}
-    same = [run for run in runs if all(run.data.params.get(k) == v for k, v in wanted.items())]
+    wanted = {key: param_text(value) for key, value in identity.items()}
+    same = [run for run in runs if all(run.params.get(k) == v for k, v in wanted.items())]
     if not same:
         raise UsageError("--resume found no finetune run of this data with the same settings",
                          "drop --resume, or pass the settings of the interrupted run")
     newest = same[0]
-    if newest.info.status not in ("KILLED", "FAILED"):
-        raise UsageError(f"--resume: the newest finetune run with these settings ({newest.info.run_id}) is "
-                         f"{newest.info.status}, not interrupted", "drop --resume to train again")
-    names = store.artifact_paths(newest.info.run_id)
+    if newest.status not in ("KILLED", "FAILED"):
+        raise UsageError(f"--resume: the newest finetune run with these settings ({newest.id}) is "
+                         f"{newest.status}, not interrupted", "drop --resume to train again")
+    names = store.artifact_paths(newest.id)
     if Artifact.CHECKPOINTS not in names:
-        raise UsageError(f"--resume: run {newest.info.run_id} was interrupted before its first checkpoint",
+        raise UsageError(f"--resume: run {newest.id} was interrupted before its first checkpoint",
                          "drop --resume to train from the start")
-    rows = load_table(store, newest.info.run_id, Artifact.CHECKPOINTS).to_dict("records")
+    rows = load_table(store, newest.id, Artifact.CHECKPOINTS).to_dict("records")
     rows = [{k: v for k, v in row.items() if k != Column.EXTRACT_RUN} for row in rows]
     last = rows[-1]
     folder = download(store, last[Column.RUN_ID], last[Column.PATH])
-    state = download(store, newest.info.run_id, Artifact.TRAINING_STATE_DIR)
-    return _Resumable(run_id=newest.info.run_id, base_path=newest.data.params.get(Param.MODEL_PATH, ""),
+    state = download(store, newest.id, Artifact.TRAINING_STATE_DIR)
+    return _Resumable(run_id=newest.id, base_path=newest.params.get(Param.MODEL_PATH, ""),
                       folder=Path(folder), state=Path(state), checkpoints=tuple(rows))

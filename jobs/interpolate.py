@@ -123,7 +123,7 @@ def interpolate(config: InterpolateConfig, *, store, experiment: str | None = No
     from latentscape.jobs._source import load_extraction
     from latentscape.jobs.core.walk import class_arithmetic, cosine_neighbours
     from latentscape.jobs.core.walk import interpolate as walk
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)
@@ -300,7 +300,8 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
     when there is one (read with ``weights_only=True``), else trained and logged as a new
     ``autoencoder`` run (child of the extract run). Returns ``(autoencoder, run_id)``."""
     from latentscape.jobs._autoencoder import AutoencoderConfig, load_autoencoder, train_autoencoder
-    from latentscape.tracking.runs import download, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import download
 
     settings = AutoencoderConfig(latent_dim=config.latent_dim, epochs=config.epochs, seed=config.seed)
     # Params as strings, so that the search below compares exactly what was logged.
@@ -313,7 +314,7 @@ def _autoencoder(store, experiment_id: str, extraction, layer: int, x: np.ndarra
     previous = store.find_runs(experiment_id, kind=Kind.AUTOENCODER, tags={Tag.SOURCE_RUN: extraction.run_id},
                                params=params, status="FINISHED", newest_first=True, max_results=1)
     if previous:
-        run_id = previous[0].info.run_id
+        run_id = previous[0].id
         weights = download(store, run_id, Artifact.AUTOENCODER_WEIGHTS).read_bytes()
         return load_autoencoder(weights, config=settings), run_id
 

@@ -263,7 +263,7 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
     from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.probes import chance_accuracy
     from latentscape.jobs.core.similarity import cka_matrix, consecutive
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)

@@ -322,9 +322,9 @@ def read_logged_config(store, run_id: str) -> tuple[str, int, dict[str, Any]]:
 
             payload = json.loads(download(store, run_id, Artifact.CONFIG).read_text())
             return str(payload[_CONFIG_SOURCE]), int(payload[_CONFIG_LAYER]), dict(payload[_CONFIG_MAP])
-        if run.data.tags.get(Tag.KIND) == Kind.TRIAL.value:
-            params = run.data.params
-            return run.data.tags[Tag.SOURCE_RUN], int(params[Param.LAYER]), config_from_params(params)
+        if run.kind == Kind.TRIAL.value:
+            params = run.params
+            return run.tags[Tag.SOURCE_RUN], int(params[Param.LAYER]), config_from_params(params)
     except (KeyError, TypeError, ValueError):
         pass
     raise UsageError(f"run {run_id} has no logged map configuration",
@@ -383,7 +383,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
     from latentscape.jobs._source import label_selection_params, load_extraction
     from latentscape.jobs.core.mapping import fit_map
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     # Load what the map builds on and check every setting before a run exists.
     extraction = load_extraction(store, request.run)
@@ -467,7 +467,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
             log.metrics(holdout_metrics(labels, result.clusters, split[1]))
         replay_diff = None
         if replay_of:
-            replay_diff = max_abs_diff(result.scores, store.get_run(replay_of).data.metrics)
+            replay_diff = max_abs_diff(result.scores, store.get_run(replay_of).metrics)
             log.metrics({Metric.REPLAY_MAX_ABS_DIFF: replay_diff})
         run_id = log.run_id
 
@@ -571,10 +571,10 @@ def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
         config = MapConfig.from_dict(payload, extraction_shape(extraction, layer))
     except (ConfigError, KeyError, TypeError) as error:
         raise UsageError(f"the config.json of run {run_id} cannot be replayed: {error}") from None
-    holdout = logged.data.params.get(Param.HOLDOUT)
+    holdout = logged.params.get(Param.HOLDOUT)
     request = MapRequest(run=source, layer=layer, reducer=config.reducer, clusterer=config.clusterer,
                          trust=_logged_trust(store, run_id), holdout=float(holdout) if holdout else None,
-                         min_class_size=int(logged.data.params.get(Param.MIN_CLASS_SIZE) or 1))
+                         min_class_size=int(logged.params.get(Param.MIN_CLASS_SIZE) or 1))
     return map_layer(request, store=store, experiment=experiment, replay_of=run_id, config=config)
 
 

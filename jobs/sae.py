@@ -379,18 +379,18 @@ def find_directions(store, extraction, layer: int, run_id: str | None):
                                 newest_first=True, max_results=1)
         if not found:
             return None, None
-        run_id = found[0].info.run_id
+        run_id = found[0].id
     run = store.get_run(run_id)
-    if run.data.tags.get(Tag.KIND) != Kind.DIRECTIONS.value or run.data.tags.get(Tag.SOURCE_RUN) != extraction.run_id:
+    if run.kind != Kind.DIRECTIONS.value or run.tags.get(Tag.SOURCE_RUN) != extraction.run_id:
         raise UsageError(f"run {run_id} is not a directions run of extract run {extraction.run_id}",
                          "pass --directions-run a `latentscape directions` run of the same extraction, or omit it")
-    if run.data.tags.get(Tag.LAYER) != str(layer):
-        raise UsageError(f"directions run {run_id} is of layer {run.data.tags.get(Tag.LAYER)}, not {layer}",
+    if run.tags.get(Tag.LAYER) != str(layer):
+        raise UsageError(f"directions run {run_id} is of layer {run.tags.get(Tag.LAYER)}, not {layer}",
                          f"run `latentscape directions --run {extraction.run_id} --layer {layer}` first")
-    method = (run.data.params.get(Param.METHODS) or "mean_difference").split(",")[0]
+    method = (run.params.get(Param.METHODS) or "mean_difference").split(",")[0]
     vectors = load_array(store, run_id, Artifact.direction_vectors(method))
     # The directions job's rows: the classes it kept, in sorted order.
-    classes = np.asarray(extraction.label_selection(int(run.data.params.get(Param.MIN_CLASS_SIZE) or 1)).classes_kept)
+    classes = np.asarray(extraction.label_selection(int(run.params.get(Param.MIN_CLASS_SIZE) or 1)).classes_kept)
     return run_id, (classes, vectors)
 
 
@@ -398,13 +398,13 @@ def sae(config: SaeConfig, *, store, experiment: str | None = None) -> JobResult
     """Train and log one ``sae`` run (or, with ``from_run``, a replay of one)."""
     from latentscape.jobs._progress import progress
     from latentscape.jobs._source import load_extraction
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     replay_of, logged = None, None
     if config.from_run:
         logged = store.get_run(config.from_run)
         replay_of = config.from_run
-        config = config_from_params(dict(logged.data.params), run=logged.data.tags.get(Tag.SOURCE_RUN, ""))
+        config = config_from_params(dict(logged.params), run=logged.tags.get(Tag.SOURCE_RUN, ""))
 
     # Load and validate everything before a run exists.
     extraction = load_extraction(store, config.run)
@@ -498,8 +498,8 @@ def replay_diff(store, run_id: str, logged, result: SaeFit, weights: bytes) -> f
         for key, tensor in before.items():
             worst = max(worst, float((tensor.double() - after[key].double()).abs().max()))
     for name in SCORE_NAMES:
-        if name in logged.data.metrics and name in result.scores:
-            a, b = float(result.scores[name]), float(logged.data.metrics[name])
+        if name in logged.metrics and name in result.scores:
+            a, b = float(result.scores[name]), float(logged.metrics[name])
             if not (math.isnan(a) and math.isnan(b)):
                 worst = max(worst, abs(a - b) if not (math.isnan(a) or math.isnan(b)) else math.inf)
     return worst

@@ -171,7 +171,7 @@ def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 
 
     warm = warm or Warm(store, runs=1)
     run = warm.run(run_id)
-    kind = run.data.tags.get(Tag.KIND)
+    kind = run.kind
     map_frame = None
     if kind == Kind.EXTRACT.value:
         extraction = warm.extraction(run_id)
@@ -179,8 +179,8 @@ def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 
             raise UsageError(f"run {run_id} is an extraction with layers {extraction.layers}",
                              "pass --layer, or the id of a map run")
     elif kind in _KINDS_WITH_MAPS:
-        extraction = warm.extraction(run.data.tags.get(Tag.SOURCE_RUN, ""))
-        logged_layer = int(run.data.params.get(Param.LAYER, -1))
+        extraction = warm.extraction(run.tags.get(Tag.SOURCE_RUN, ""))
+        logged_layer = int(run.params.get(Param.LAYER, -1))
         if layer is not None and layer != logged_layer:
             raise UsageError(f"{kind} run {run_id} maps layer {logged_layer}, not {layer}", "omit --layer")
         layer = logged_layer

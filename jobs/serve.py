@@ -76,7 +76,7 @@ def _add_ui(subparsers, parents) -> None:
 
 
 def _run_ui(args) -> None:
-    from latentscape.tracking.runs import resolve_tracking_uri
+    from latentscape.tracking.backends import resolve_tracking_uri
 
     code = start_ui(tracking_uri=resolve_tracking_uri(args.tracking_uri), port=args.port, catalog=args.catalog,
                     address=args.address, allowed_hosts=args.allowed_hosts, session_ttl=args.session_ttl)
@@ -125,9 +125,9 @@ def _check_port(port: int, address: str | None) -> None:
 
 
 def _check_store(tracking_uri: str) -> None:
-    from latentscape.tracking.runs import sqlite_path
+    from latentscape.tracking.backends import Backend
 
-    path = sqlite_path(tracking_uri)
+    path = Backend.of(tracking_uri).sqlite_path
     if path is not None and not path.parent.is_dir():
         raise UsageError(f"the folder of the tracking database {path} does not exist",
                          "pass --tracking-uri of an existing store, or run a job first (e.g. latentscape demo)")

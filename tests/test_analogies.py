@@ -46,10 +46,10 @@ def test_every_layer_is_scored_overall_and_per_section(text_extraction):
     store = text_extraction.store
     result = analogies(AnalogiesConfig(run=text_extraction.run_id), store=store)
     run = store.get_run(result.run_id)
-    assert run.data.tags[Tag.KIND] == Kind.ANALOGIES.value
-    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == text_extraction.run_id == run.data.tags[Tag.SOURCE_RUN]
+    assert run.tags[Tag.KIND] == Kind.ANALOGIES.value
+    assert run.tags[MLFLOW_PARENT_RUN_ID] == text_extraction.run_id == run.tags[Tag.SOURCE_RUN]
     questions = parse_questions(default_questions().read_text(encoding="utf-8"))
-    assert run.data.params[Param.N_QUESTIONS] == str(len(questions.words))
+    assert run.params[Param.N_QUESTIONS] == str(len(questions.words))
 
     def history(name):
         return {m.step: m.value for m in store.client.get_metric_history(result.run_id, name)}
@@ -83,7 +83,7 @@ def test_every_layer_is_scored_overall_and_per_section(text_extraction):
 
 def _ghost_extraction(store) -> str:
     """A text extract run whose model folder is not on this machine."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     with tracked_run(store, store.experiment_id("ghost"), Kind.EXTRACT, tags={Tag.MODEL: "ghost"}) as log:
         log.params({Param.MODEL: "ghost", Param.MODEL_PATH: "/nonexistent/ghost-model", Param.POOLING: "mean",

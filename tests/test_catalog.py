@@ -32,7 +32,7 @@ from latentscape.tracking import queries as q
 from latentscape.tracking.catalog import ArtifactNotFound, Catalog, RefreshStats, default_catalog_path
 from latentscape.tracking.contract import Artifact, CatalogColumn, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import tracked_run
+from latentscape.tracking.run_log import tracked_run
 
 REPO = Path(__file__).resolve().parents[1]
 NEIGHBOURS = Param.reducer_param("n_neighbors")

@@ -21,10 +21,10 @@ def test_directions_separate_each_label_from_the_rest(request, fixture, layer):
     store = extraction.store
     result = directions(DirectionsConfig(run=extraction.run_id, layer=layer), store=store)
     run = store.get_run(result.run_id)
-    assert run.data.tags[Tag.KIND] == Kind.DIRECTIONS.value
-    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == extraction.run_id == run.data.tags[Tag.SOURCE_RUN]
+    assert run.tags[Tag.KIND] == Kind.DIRECTIONS.value
+    assert run.tags[MLFLOW_PARENT_RUN_ID] == extraction.run_id == run.tags[Tag.SOURCE_RUN]
     classes = sorted(set(extraction.labels))
-    assert run.data.params[Param.N_CLASSES] == str(len(classes))
+    assert run.params[Param.N_CLASSES] == str(len(classes))
 
     projections = load_table(store, result.run_id, Artifact.PROJECTIONS)
     assert len(projections) == len(extraction.ids) * len(classes) * 2
@@ -40,9 +40,9 @@ def test_directions_separate_each_label_from_the_rest(request, fixture, layer):
         others = projections[(projections[Column.METHOD] == method)
                              & (projections[Column.DIRECTION] != projections[Column.LABEL])]
         assert mine[Column.PROJECTION].mean() > others[Column.PROJECTION].mean()
-        assert run.data.metrics[Metric.qualified(Metric.DIRECTION_AUC, method)] > 0.9
-        assert 0 <= run.data.metrics[Metric.qualified(Metric.MEAN_ABS_COSINE, method)] < 0.5
-    assert run.data.metrics[Metric.METHOD_AGREEMENT] > 0.5
+        assert run.metrics[Metric.qualified(Metric.DIRECTION_AUC, method)] > 0.9
+        assert 0 <= run.metrics[Metric.qualified(Metric.MEAN_ABS_COSINE, method)] < 0.5
+    assert run.metrics[Metric.METHOD_AGREEMENT] > 0.5
 
     cosines = load_table(store, result.run_id, Artifact.DIRECTION_COSINES)
     assert len(cosines) == (2 * len(classes)) ** 2
@@ -56,7 +56,7 @@ def test_directions_separate_each_label_from_the_rest(request, fixture, layer):
 
 def _unlabelled_extraction(store) -> str:
     """A finished extract run with no labels (built directly: no model needed)."""
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     with tracked_run(store, store.experiment_id("unlabelled"), Kind.EXTRACT, tags={Tag.MODEL: "none"}) as log:
         log.params({Param.MODEL: "none", Param.POOLING: "none"})

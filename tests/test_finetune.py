@@ -87,25 +87,25 @@ def test_checkpoints_extractions_and_comparison_form_one_tree(tiny_training, tin
     from latentscape.tracking.runs import load_table
 
     run = tiny_store.get_run(tiny_training.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags[Tag.KIND] == Kind.FINETUNE
-    assert run.data.params[Param.SEED] == "0" and len(run.data.tags[Tag.DATASET_DIGEST]) == 16
-    total = int(run.data.params[Param.TOTAL_STEPS])
-    history = tiny_store.client.get_metric_history(run.info.run_id, Metric.TRAIN_LOSS)
+    assert run.status == "FINISHED" and run.tags[Tag.KIND] == Kind.FINETUNE
+    assert run.params[Param.SEED] == "0" and len(run.tags[Tag.DATASET_DIGEST]) == 16
+    total = int(run.params[Param.TOTAL_STEPS])
+    history = tiny_store.client.get_metric_history(run.id, Metric.TRAIN_LOSS)
     assert [m.step for m in history] == list(range(1, total + 1))
-    lr = {m.step: m.value for m in tiny_store.client.get_metric_history(run.info.run_id, Metric.LR)}
+    lr = {m.step: m.value for m in tiny_store.client.get_metric_history(run.id, Metric.LR)}
     assert max(lr.values()) == pytest.approx(TINY["learning_rate"]) and lr[total] < lr[2]
-    held = tiny_store.client.get_metric_history(run.info.run_id, Metric.HELDOUT_ACCURACY)
+    held = tiny_store.client.get_metric_history(run.id, Metric.HELDOUT_ACCURACY)
     assert held[0].step == 0 and held[-1].step == total
 
-    children = _children(tiny_store, run.info.run_id)
+    children = _children(tiny_store, run.id)
     kinds = [child.data.tags[Tag.KIND] for child in children]
     assert kinds == [Kind.EXTRACT] * 3 + [Kind.COMPARE_MODELS]
-    assert all(child.data.tags[Tag.SOURCE_RUN] == run.info.run_id for child in children)
-    checkpoints = load_table(tiny_store, run.info.run_id, Artifact.CHECKPOINTS)
+    assert all(child.data.tags[Tag.SOURCE_RUN] == run.id for child in children)
+    checkpoints = load_table(tiny_store, run.id, Artifact.CHECKPOINTS)
     assert list(checkpoints[Column.STEP]) == [total // 2, total] or len(checkpoints) == 2
     assert [int(c.data.tags[Tag.CHECKPOINT_STEP]) for c in children[:3]] == [0, *checkpoints[Column.STEP]]
     assert list(checkpoints[Column.EXTRACT_RUN]) == [c.info.run_id for c in children[1:3]]
-    assert children[2].data.tags[Tag.MODEL] == f"tiny-bert0-ft-{run.info.run_id[:8]}-step{total}"
+    assert children[2].data.tags[Tag.MODEL] == f"tiny-bert0-ft-{run.id[:8]}-step{total}"
     table = load_table(tiny_store, children[3].info.run_id, Artifact.MODEL_LAYERS)
     assert set(table[Column.CHECKPOINT]) == {"base", *(f"step {s}" for s in checkpoints[Column.STEP])}
     assert {Metric.CKA_TO_BASE, Metric.PROBE_ACCURACY, Metric.qualified(Metric.AMI, "kmeans")} <= set(table)
@@ -173,7 +173,7 @@ def test_freeze_below_keeps_the_lower_layers_as_the_base_has_them(store, tiny_be
     result = finetune(FinetuneConfig(model=str(tiny_bert), **{**TINY, "checkpoints": 1}, freeze_below=2,
                                      compare=False), store=store, experiment="frozen")
     base, after = (load_extraction(store, run_id) for run_id in
-                   store.get_run(result.run_id).data.params[Param.RUNS].split(","))
+                   store.get_run(result.run_id).params[Param.RUNS].split(","))
     for layer in (0, 1):
         np.testing.assert_allclose(after.embedding(layer), base.embedding(layer), atol=1e-5)
     assert np.abs(after.embedding(2) - base.embedding(2)).max() > 1e-2, "the unfrozen block was trained"
@@ -214,9 +214,9 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_last(store, 
 
     resumed = finetune(FinetuneConfig(**{**config.__dict__, "resume": True}), store=store, experiment="resume")
     run = store.get_run(resumed.run_id)
-    assert run.data.tags[Tag.RESUME_OF] == killed.info.run_id == run.data.tags[MLFLOW_PARENT_RUN_ID]
+    assert run.tags[Tag.RESUME_OF] == killed.info.run_id == run.tags[MLFLOW_PARENT_RUN_ID]
     steps = [m.step for m in store.client.get_metric_history(resumed.run_id, Metric.TRAIN_LOSS)]
-    assert steps[0] == stop_at["first"] + 1 and steps[-1] == int(run.data.params[Param.TOTAL_STEPS])
+    assert steps[0] == stop_at["first"] + 1 and steps[-1] == int(run.params[Param.TOTAL_STEPS])
     checkpoints = load_table(store, resumed.run_id, Artifact.CHECKPOINTS)
     assert len(checkpoints) == 3 and checkpoints[Column.RUN_ID].iloc[0] == killed.info.run_id
     assert set(checkpoints[Column.RUN_ID][1:]) == {resumed.run_id}
@@ -324,6 +324,6 @@ def test_compare_models_command_takes_a_finetune_run_for_its_checkpoints(tiny_tr
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["kind"] == Kind.COMPARE_MODELS and out["details"]["runs"] == 3
     run = tiny_store.get_run(out["run_id"])
-    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == tiny_training.run_id == run.data.tags[Tag.SOURCE_RUN]
-    assert run.data.params[Param.RUNS] == tiny_store.get_run(tiny_training.run_id).data.params[Param.RUNS]
+    assert run.tags[MLFLOW_PARENT_RUN_ID] == tiny_training.run_id == run.tags[Tag.SOURCE_RUN]
+    assert run.params[Param.RUNS] == tiny_store.get_run(tiny_training.run_id).params[Param.RUNS]
     assert 0 < out["scores"]["cka_to_base_last_layer"] <= 1

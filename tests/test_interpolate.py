@@ -63,9 +63,9 @@ def test_digits_path_starts_and_ends_at_its_samples(digits_extraction):
                                steps=6, k=3)
     result = interpolate(config, store=store)
     run = store.get_run(result.run_id)
-    assert run.data.tags[Tag.KIND] == Kind.INTERPOLATE.value
-    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == digits_extraction.run_id == run.data.tags[Tag.SOURCE_RUN]
-    assert run.data.params[Param.METHODS] == "lerp,slerp" and run.data.params[Param.STEPS] == "6"
+    assert run.tags[Tag.KIND] == Kind.INTERPOLATE.value
+    assert run.tags[MLFLOW_PARENT_RUN_ID] == digits_extraction.run_id == run.tags[Tag.SOURCE_RUN]
+    assert run.params[Param.METHODS] == "lerp,slerp" and run.params[Param.STEPS] == "6"
 
     path = load_table(store, result.run_id, Artifact.PATH)
     neighbours = load_table(store, result.run_id, Artifact.NEIGHBOURS)
@@ -79,9 +79,9 @@ def test_digits_path_starts_and_ends_at_its_samples(digits_extraction):
     assert all(labels[s] == label for s, label in zip(neighbours[Column.SAMPLE_ID], neighbours[Column.LABEL]))
 
     # Default arithmetic: mean(label of B) - mean(label of A) + A, i.e. mean(1) - mean(0) + a zero.
-    assert run.data.params[Param.ADD] == "1" and run.data.params[Param.SUBTRACT] == "0"
+    assert run.params[Param.ADD] == "1" and run.params[Param.SUBTRACT] == "0"
     assert (neighbours[Column.METHOD] == ARITHMETIC_METHOD).sum() == 3
-    assert run.data.metrics[Metric.ARITHMETIC_HIT_RATE] >= 2 / 3
+    assert run.metrics[Metric.ARITHMETIC_HIT_RATE] >= 2 / 3
 
 
 def test_digits_autoencoder_beats_the_mean_and_renders_the_path(digits_extraction):
@@ -93,9 +93,9 @@ def test_digits_autoencoder_beats_the_mean_and_renders_the_path(digits_extractio
     first = interpolate(config, store=store)
     autoencoder_run = first.details["autoencoder_run"]
     trained = store.get_run(autoencoder_run)
-    assert trained.data.tags[Tag.KIND] == Kind.AUTOENCODER.value
-    assert trained.data.tags[MLFLOW_PARENT_RUN_ID] == digits_extraction.run_id
-    assert trained.data.metrics[Metric.RECONSTRUCTION_MSE] < 0.5 * trained.data.metrics[Metric.BASELINE_MSE]
+    assert trained.tags[Tag.KIND] == Kind.AUTOENCODER.value
+    assert trained.tags[MLFLOW_PARENT_RUN_ID] == digits_extraction.run_id
+    assert trained.metrics[Metric.RECONSTRUCTION_MSE] < 0.5 * trained.metrics[Metric.BASELINE_MSE]
     losses = [m.value for m in sorted(store.client.get_metric_history(autoencoder_run, Metric.LOSS),
                                       key=lambda m: m.step)]
     assert len(losses) == 15 and losses[-1] < losses[0]

@@ -13,7 +13,8 @@ import pytest
 from latentscape.jobs.layers import CURVES, LABELLED_CURVES, NONE, LayerFindings, LayersConfig, findings, layers
 from latentscape.tracking.contract import MLFLOW_PARENT_RUN_ID, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import load_table, tracked_run
+from latentscape.tracking.run_log import tracked_run
+from latentscape.tracking.runs import load_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

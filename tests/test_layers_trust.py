@@ -9,7 +9,8 @@ from scipy.spatial import procrustes
 from latentscape.jobs.layers import LayersConfig, layers
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import load_table, tracked_run
+from latentscape.tracking.run_log import tracked_run
+from latentscape.tracking.runs import load_table
 
 
 def _history(store, run_id: str, name: str) -> dict[int, float]:

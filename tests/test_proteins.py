@@ -109,11 +109,11 @@ def test_a_raw_protein_csv_extracts_known_residues_with_antiberty(store, tmp_pat
     csv = _write_csv(tmp_path / "raw.csv", list(peptides.ids[rows]), sequences, list(peptides.labels[rows]))
     result = extract(ExtractConfig(data=str(csv), model="antiberty", batch_size=5), store=store)
     run = store.get_run(result.run_id)
-    assert run.data.params["input_kind"] == "spaced residues"
-    assert run.data.metrics["unk_fraction"] < 0.1 and result.scores["unk_fraction"] < 0.1
-    assert run.data.metrics["truncated_fraction"] == 0
+    assert run.params["input_kind"] == "spaced residues"
+    assert run.metrics["unk_fraction"] < 0.1 and result.scores["unk_fraction"] < 0.1
+    assert run.metrics["truncated_fraction"] == 0
     residues = sum(len(s) for s in sequences)
-    assert run.data.metrics["tokens_per_s"] * run.data.metrics["extract_seconds"] == pytest.approx(
+    assert run.metrics["tokens_per_s"] * run.metrics["extract_seconds"] == pytest.approx(
         residues + 2 * len(sequences), rel=1e-6)
     extraction = load_extraction(store, result.run_id)
     assert extraction.layers == list(range(9))
@@ -224,8 +224,8 @@ def test_fasta_with_labels_in_the_headers_is_the_same_run_as_its_csv(store, tmp_
     for layer in (0, 3):
         np.testing.assert_array_equal(a.embedding(layer), b.embedding(layer))
     run = store.get_run(forced.run_id)
-    assert run.data.params["label_from"] == r"header:class=(\w+)"
-    assert run.data.tags["dataset_digest"] == store.get_run(from_csv.run_id).data.tags["dataset_digest"]
+    assert run.params["label_from"] == r"header:class=(\w+)"
+    assert run.tags["dataset_digest"] == store.get_run(from_csv.run_id).tags["dataset_digest"]
     assert len(run.inputs.dataset_inputs) == 1  # logged with log_input like the other formats
     # A side table joined on the id gives the same data set.
     side = "".join(f"{sample}\t{label}\n" for sample, label in zip(ids[::-1], labels[::-1]))
@@ -264,7 +264,7 @@ def test_long_sequences_are_truncated_and_counted_or_pooled_over_windows(store, 
     windowed = extract(ExtractConfig(data=str(csv), model="antiberty", max_length=16, layers=(2,), long="window"),
                        store=store)
     assert windowed.run_id != truncated.run_id  # a different extraction, not the truncated one reused
-    assert store.get_run(windowed.run_id).data.params["long"] == "window"
+    assert store.get_run(windowed.run_id).params["long"] == "window"
     got = load_extraction(store, windowed.run_id).embedding(2)
     # By hand: windows of 14 residues (16 tokens less [CLS] and [SEP]) every 7, the last ending at the end.
     long = sequences[0]

@@ -15,7 +15,8 @@ import pytest
 
 from latentscape.tracking.contract import Kind, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import load_array, load_table, open_store, tracked_run
+from latentscape.tracking.run_log import tracked_run
+from latentscape.tracking.runs import load_array, load_table, open_store
 
 
 def _only_run(store):
@@ -47,7 +48,8 @@ def test_sigterm_ends_killed(tmp_path):
     script = textwrap.dedent(f"""
         import time
         from latentscape.tracking.contract import Kind
-        from latentscape.tracking.runs import open_store, tracked_run
+        from latentscape.tracking.run_log import tracked_run
+        from latentscape.tracking.runs import open_store
         store = open_store({uri!r})
         with tracked_run(store, store.experiment_id(), Kind.SWEEP):
             print("started", flush=True)
@@ -80,7 +82,8 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = textwrap.dedent(f"""
         from latentscape.tracking.contract import Kind
-        from latentscape.tracking.runs import open_store, tracked_run
+        from latentscape.tracking.run_log import tracked_run
+        from latentscape.tracking.runs import open_store
         store = open_store({uri!r})
         experiment = store.experiment_id("shared")
         for i in range(60):
@@ -101,7 +104,7 @@ def test_two_processes_writing_one_local_store_never_lock(tmp_path):
 
 
 def test_background_runs_end_like_tracked_runs_and_surface_write_errors(store):
-    from latentscape.tracking.runs import RunWriter, background_run
+    from latentscape.tracking.run_writer import RunWriter, background_run
 
     writer = RunWriter(store.client)
     experiment = store.experiment_id()
@@ -142,36 +145,36 @@ def test_find_runs_matches_values_holding_quotes(store):
     # A near miss: what the LIKE of a value holding both quotes also matches.
     with tracked_run(store, experiment, Kind.MAP, tags={Tag.MODEL: tricky.replace("'", "x")}) as log:
         log.params({"note": "o'clock!"})
-    assert [run.info.run_id for run in store.find_runs(experiment, params={"note": "o'clock"})] == [wanted]
+    assert [run.id for run in store.find_runs(experiment, params={"note": "o'clock"})] == [wanted]
     found = store.find_runs(experiment, kind=Kind.MAP, tags={Tag.MODEL: tricky}, params={"note": "o'clock"},
                             status="FINISHED")
-    assert [run.info.run_id for run in found] == [wanted]
-    assert [run.info.run_id for run in store.find_runs(experiment, tags={Tag.MODEL: tricky})] == [wanted]
+    assert [run.id for run in found] == [wanted]
+    assert [run.id for run in store.find_runs(experiment, tags={Tag.MODEL: tricky})] == [wanted]
     assert store.find_runs([experiment], tags={Tag.MODEL: "it"}) == []
     assert len(store.find_runs(experiment, kind=Kind.MAP, newest_first=True, max_results=1)) == 1
     assert len(store.find_runs(experiment, kind=Kind.MAP, status="FINISHED")) == 2
 
 
 def test_attach_resumes_a_run_and_ends_it_as_tracked_run_does(store):
-    from latentscape.tracking.runs import attach
+    from latentscape.tracking.run_log import attach
 
     experiment = store.experiment_id()
     with tracked_run(store, experiment, Kind.SWEEP, run_name="sweep") as log:
         run_id = log.run_id
     with attach(store, run_id) as log:
-        assert store.get_run(run_id).info.status == "RUNNING"
+        assert store.get_run(run_id).status == "RUNNING"
         log.metrics({"m": 1.0})
-    assert store.get_run(run_id).info.status == "FINISHED"
+    assert store.get_run(run_id).status == "FINISHED"
     with pytest.raises(KeyboardInterrupt):
         with attach(store, run_id):
             raise KeyboardInterrupt
-    assert store.get_run(run_id).info.status == "KILLED"
+    assert store.get_run(run_id).status == "KILLED"
     with pytest.raises(ValueError):
         with attach(store, run_id):
             raise ValueError("broken")
     run = store.get_run(run_id)
-    assert run.info.status == "FAILED" and "broken" in run.data.tags[Tag.ERROR]
-    assert run.data.metrics == {"m": 1.0}
+    assert run.status == "FAILED" and "broken" in run.tags[Tag.ERROR]
+    assert run.metrics == {"m": 1.0}
 
 
 def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
@@ -179,5 +182,26 @@ def test_kill_ends_a_run_killed_with_its_reason_and_tags(store):
     other = store.client.create_run(experiment).info.run_id
     store.kill(other, "its process died", tags={Tag.TRIAL_STATE: "FAIL"})
     run = store.get_run(other)
-    assert run.info.status == "KILLED" and run.data.tags[Tag.ERROR] == "its process died"
-    assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
+    assert run.status == "KILLED" and run.tags[Tag.ERROR] == "its process died"
+    assert run.tags[Tag.TRIAL_STATE] == "FAIL"
+
+
+def test_the_store_hands_out_run_records_not_mlflow_runs(store):
+    from latentscape.tracking.records import RunRecord
+
+    experiment = store.experiment_id()
+    with tracked_run(store, experiment, Kind.SWEEP, run_name="parent") as parent:
+        with tracked_run(store, experiment, Kind.TRIAL, run_name="child", parent_run_id=parent.run_id,
+                         source_run_id="source-id", tags={Tag.LAYER: 2}) as child:
+            child.batch(params={"a": 1}, metrics={"m": 0.5})
+    record = store.get_run(child.run_id)
+    assert isinstance(record, RunRecord) and record.id == child.run_id and record.name == "child"
+    assert record.kind == Kind.TRIAL.value and record.parent_id == parent.run_id
+    assert record.source_run_id == "source-id" and record.experiment_id == experiment
+    assert record.finished and record.params == {"a": "1"} and record.metrics == {"m": 0.5}
+    assert record.tags[Tag.LAYER] == "2" and record.artifact_uri
+    assert record.start_ms is not None and record.end_ms is not None and record.start_ms <= record.end_ms
+    with pytest.raises(TypeError):
+        record.params["a"] = "2"  # read-only: the record is what the store said
+    (found,) = store.find_runs(experiment, kind=Kind.TRIAL)
+    assert isinstance(found, RunRecord) and found.id == record.id and store.get_run(parent.run_id).parent_id is None

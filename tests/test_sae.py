@@ -80,9 +80,9 @@ def test_sae_run_is_a_child_of_the_extraction_with_scores_weights_and_features(t
     result, directions_run = sae_run
     store = text_extraction.store
     run = store.get_run(result.run_id)
-    assert run.data.tags[Tag.KIND] == Kind.SAE.value
-    assert run.data.tags[MLFLOW_PARENT_RUN_ID] == text_extraction.run_id == run.data.tags[Tag.SOURCE_RUN]
-    params, metrics = run.data.params, run.data.metrics
+    assert run.tags[Tag.KIND] == Kind.SAE.value
+    assert run.tags[MLFLOW_PARENT_RUN_ID] == text_extraction.run_id == run.tags[Tag.SOURCE_RUN]
+    params, metrics = run.params, run.metrics
     assert (params[Param.FEATURES], params[Param.K], params[Param.LAYER]) == ("256", "16", "6")
     assert params[Param.DIRECTIONS_RUN] == directions_run
     assert metrics[Metric.L0] <= 16
@@ -128,10 +128,10 @@ def test_from_run_replays_the_weights_and_scores_exactly(text_extraction, sae_ru
     after = download(store, replay.run_id, Artifact.SAE_WEIGHTS).read_bytes()
     assert before == after
     run = store.get_run(replay.run_id)
-    assert run.data.tags[Tag.REPLAY_OF] == result.run_id
-    original = store.get_run(result.run_id).data
+    assert run.tags[Tag.REPLAY_OF] == result.run_id
+    original = store.get_run(result.run_id)
     for name in (Metric.VARIANCE_EXPLAINED, Metric.holdout(Metric.NMSE), Metric.DEAD_FRACTION):
-        assert run.data.metrics[name] == original.metrics[name]
+        assert run.metrics[name] == original.metrics[name]
     assert pd.testing.assert_frame_equal(load_table(store, replay.run_id, Artifact.FEATURES),
                                          load_table(store, result.run_id, Artifact.FEATURES)) is None
 
@@ -141,7 +141,7 @@ def test_tokens_train_on_token_activations_of_the_runs_model(text_extraction):
     result = sae(SaeConfig(run=text_extraction.run_id, layer=3, tokens=True, max_tokens=400, **FAST),
                  store=store, experiment=EXPERIMENT)
     run = store.get_run(result.run_id)
-    assert run.data.params[Param.TOKENS] == "True" and run.data.params[Param.N_ROWS] == "400"
+    assert run.params[Param.TOKENS] == "True" and run.params[Param.N_ROWS] == "400"
     features = load_table(store, result.run_id, Artifact.FEATURES)
     fired = features[features[Column.DENSITY] > 0].iloc[0]
     assert len(fired[Column.TOP_TOKENS]) == len(fired[Column.TOP_SAMPLES]) > 0
@@ -181,9 +181,9 @@ def test_sweep_searches_sae_settings_with_child_trials_resume_and_replay(store):
     config = SweepConfig(run=extraction.run_id, layer=0, trials=3, target="sae", space=space, progress=False)
     result = sweep(config, store=store)
     run = store.get_run(result.run_id)
-    assert run.data.tags[Tag.KIND] == Kind.SWEEP.value and run.data.params[Param.TARGET] == "sae"
-    assert run.data.params[Param.OBJECTIVE] == Metric.holdout(Metric.VARIANCE_EXPLAINED)
-    assert run.data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    assert run.tags[Tag.KIND] == Kind.SWEEP.value and run.params[Param.TARGET] == "sae"
+    assert run.params[Param.OBJECTIVE] == Metric.holdout(Metric.VARIANCE_EXPLAINED)
+    assert run.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
     experiments = [e.experiment_id for e in store.client.search_experiments()]
     trials = store.client.search_runs(experiments, f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{result.run_id}'")
     assert len(trials) == 3 and {t.data.tags[Tag.KIND] for t in trials} == {Kind.TRIAL.value}
@@ -191,7 +191,7 @@ def test_sweep_searches_sae_settings_with_child_trials_resume_and_replay(store):
     table = load_table(store, result.run_id, Artifact.TRIALS)
     assert len(table) == 3 and table[Metric.holdout(Metric.VARIANCE_EXPLAINED)].notna().all()
     best = table.loc[table[Column.VALUE].idxmax()]
-    assert run.data.metrics[Metric.BEST_VALUE] == best[Column.VALUE]
+    assert run.metrics[Metric.BEST_VALUE] == best[Column.VALUE]
     assert len(load_table(store, result.run_id, Artifact.FEATURES)) == int(best[f"params_{Param.FEATURES}"])
 
     # --resume adds no trial; a trial replays exactly from its params.

@@ -156,7 +156,8 @@ def _log_map_run(team, user: str, experiment: str, name: str, param: str) -> str
     import pandas as pd
 
     from latentscape.tracking.contract import Artifact, Column, Kind, Param
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({Column.SAMPLE_ID: [f"s{i}" for i in range(40)], Column.X: rng.normal(size=40),

@@ -106,7 +106,7 @@ def test_masking_examples():
 
 # -- the users file ------------------------------------------------------------------
 def _load(tmp_path, text: str, **environ):
-    from latentscape.tracking.server import load_users
+    from latentscape.tracking.team_users import load_users
 
     (tmp_path / "users.yaml").write_text(text)
     return {user.username: user for user in load_users(tmp_path / "users.yaml", environ={"PW": "p" * 16, **environ})}
@@ -139,7 +139,7 @@ def test_users_file_mistakes_are_one_line_errors(tmp_path, text, message):
 def test_the_example_users_file_grants_least_privilege():
     import yaml
 
-    from latentscape.tracking.server import load_users
+    from latentscape.tracking.team_users import load_users
 
     document = yaml.safe_load((REPO / "docker" / "users.example.yaml").read_text())
     names = re.findall(r"\$\{([A-Z_]+)\}", (REPO / "docker" / "users.example.yaml").read_text())
@@ -154,7 +154,7 @@ def test_the_example_users_file_grants_least_privilege():
 
 # -- telemetry -------------------------------------------------------------------------
 def test_telemetry_is_off_unless_the_user_opted_in(tmp_path):
-    from latentscape.tracking.server import server_environment
+    from latentscape.tracking.server_process import server_environment
 
     probe = ("import os, latentscape; from mlflow.telemetry.utils import is_telemetry_disabled; "
              "print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'), is_telemetry_disabled())")
@@ -310,7 +310,7 @@ def test_one_warning_when_the_workers_share_the_servers_role(postgres, roles):
     import psycopg2
 
     from latentscape.tracking.roles import secure_databases
-    from latentscape.tracking.server import ensure_database
+    from latentscape.tracking.databases import ensure_database
 
     name = f"ls_same_{uuid.uuid4().hex[:10]}"
     databases = [name, f"{name}_auth", f"{name}_optuna"]
@@ -341,7 +341,6 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
 
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import Artifact, Param
-    from latentscape.tracking.server import database_url
     from latentscape.tracking.studies import opened_storage, study_trials
 
     name, secret = roles.workers
@@ -357,7 +356,7 @@ def test_a_sweep_on_the_workers_role_completes_and_its_password_is_nowhere(team,
         "--json"), env=team.env("alice"), capture_output=True, text=True, timeout=400, cwd=team.tmp)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     result = json.loads(sweep.stdout.strip().splitlines()[-1])
-    with opened_storage(database_url(team.optuna_storage)) as reader:  # one engine, disposed
+    with opened_storage(team.optuna_storage) as reader:  # one engine, disposed
         trials = study_trials(reader, result["details"]["study"])
     assert sum(trial.state == TrialState.COMPLETE for trial in trials) == 2
 

@@ -103,7 +103,7 @@ def test_policies_classify_requests():
 def test_read_only_is_a_users_file_key_and_never_an_admin(tmp_path):
     from latentscape.tracking.auth_app import app_environment
     from latentscape.tracking.errors import UsageError
-    from latentscape.tracking.server import load_users
+    from latentscape.tracking.team_users import load_users
 
     path = tmp_path / "users.yaml"
     path.write_text("users:\n  viewer:\n    password: ${P}\n    read_only: true\n  bob:\n    password: ${P}\n")

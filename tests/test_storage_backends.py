@@ -68,7 +68,7 @@ def _databases(postgres, *suffixes: str):
 
 
 def _optuna_storage(url: str) -> str:
-    from latentscape.tracking.server import ensure_optuna_storage
+    from latentscape.tracking.databases import ensure_optuna_storage
 
     ensure_optuna_storage(url)  # database and tables made once, before any worker opens it
     return url
@@ -90,10 +90,11 @@ def _file(tmp: Path, postgres):
 def _postgres(tmp: Path, postgres):
     from mlflow.tracking import MlflowClient
 
-    from latentscape.tracking.server import database_url, ensure_database
+    from latentscape.tracking import backends
+    from latentscape.tracking.databases import ensure_database
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
-        uri = database_url(postgres.url(store_db))
+        uri = backends.Backend.of(postgres.url(store_db)).url
         ensure_database(uri)
         # MLflow puts a database store's artifacts under ./mlruns of the working folder;
         # the experiment is made here, with its artifacts in the session's folder instead.
@@ -110,7 +111,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _http(tmp: Path, postgres):
     """``latentscape server`` on fresh PostgreSQL databases; clients log in as its admin."""
-    from latentscape.tracking.server import DEFAULT_ADMIN
+    from latentscape.tracking.team_users import DEFAULT_ADMIN
 
     with _databases(postgres, "", "_optuna") as (store_db, optuna_db):
         port = _free_port()
@@ -171,7 +172,7 @@ def backend_store(backend, monkeypatch):
         pytest.skip(f"MLflow's file store does not open here even with MLFLOW_ALLOW_FILE_STORE=true: {error}")
     yield store
     running = store.find_runs(store.experiment_id(EXPERIMENT), status="RUNNING")
-    assert not running, f"runs left RUNNING: {[run.info.run_id for run in running]}"
+    assert not running, f"runs left RUNNING: {[run.id for run in running]}"
 
 
 def _case() -> dict[str, str]:
@@ -181,7 +182,8 @@ def _case() -> dict[str, str]:
 
 # -- runs ---------------------------------------------------------------------------
 def test_a_run_logs_everything_and_ends_finished(backend_store):
-    from latentscape.tracking.runs import load_table, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import load_table
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -195,10 +197,10 @@ def test_a_run_logs_everything_and_ends_finished(backend_store):
         run_id = log.run_id
 
     run = store.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags[Tag.KIND] == Kind.MAP.value and run.data.tags["note"] == "written"
-    assert run.data.params == {"reducer.n_neighbors": "15", "clusterer": "kmeans"}
-    assert run.data.metrics["ami"] == 0.75
+    assert run.status == "FINISHED"
+    assert run.tags[Tag.KIND] == Kind.MAP.value and run.tags["note"] == "written"
+    assert run.params == {"reducer.n_neighbors": "15", "clusterer": "kmeans"}
+    assert run.metrics["ami"] == 0.75
     history = store.client.get_metric_history(run_id, "ami")
     assert sorted((m.step, m.value) for m in history) == [(0, 0.5), (3, 0.75)]
     assert store.artifact_paths(run_id, "tables") == ["tables/points.parquet"]
@@ -206,7 +208,7 @@ def test_a_run_logs_everything_and_ends_finished(backend_store):
 
 
 def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     with pytest.raises(RuntimeError, match="boom"):
@@ -214,12 +216,12 @@ def test_a_raised_error_ends_the_run_failed_with_its_error(backend_store):
             run_id = log.run_id
             raise RuntimeError("boom")
     run = store.get_run(run_id)
-    assert run.info.status == "FAILED"
-    assert "boom" in run.data.tags[Tag.ERROR]
+    assert run.status == "FAILED"
+    assert "boom" in run.tags[Tag.ERROR]
 
 
 def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -233,7 +235,7 @@ def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
         sweep_id = log.run_id
 
     def found(**query) -> set[str]:
-        return {run.info.run_id for run in store.find_runs(experiment_id, **query)}
+        return {run.id for run in store.find_runs(experiment_id, **query)}
 
     assert found(kind=Kind.MAP, tags=case) == set(ids.values())
     assert found(kind=Kind.SWEEP, tags=case) == {sweep_id}
@@ -244,7 +246,7 @@ def test_find_runs_by_kind_and_tags_even_with_quotes(backend_store):
 
 
 def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
-    from latentscape.tracking.runs import attach, tracked_run
+    from latentscape.tracking.run_log import attach, tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -252,26 +254,26 @@ def test_attach_resumes_a_run_and_kill_ends_one_killed(backend_store):
         log.metrics({"ami": 0.25})
         run_id = log.run_id
     with attach(store, run_id) as log:
-        assert store.get_run(run_id).info.status == "RUNNING"
+        assert store.get_run(run_id).status == "RUNNING"
         log.metrics({"ami": 0.5}, step=1)
     resumed = store.get_run(run_id)
-    assert resumed.info.status == "FINISHED" and resumed.data.metrics["ami"] == 0.5
+    assert resumed.status == "FINISHED" and resumed.metrics["ami"] == 0.5
 
     with tracked_run(store, experiment_id, Kind.TRIAL, parent_run_id=run_id, tags=_case()) as log:
         child_id = log.run_id
     store.kill(child_id, "withdrawn: its sweep was restarted", tags={"note": "stale"})
     killed = store.get_run(child_id)
-    assert killed.info.status == "KILLED"
-    assert killed.data.tags[Tag.ERROR] == "withdrawn: its sweep was restarted"
-    assert killed.data.tags["note"] == "stale"
-    assert [run.info.run_id for run in store.find_runs(experiment_id, parent_run_id=run_id)] == [child_id]
+    assert killed.status == "KILLED"
+    assert killed.tags[Tag.ERROR] == "withdrawn: its sweep was restarted"
+    assert killed.tags["note"] == "stale"
+    assert [run.id for run in store.find_runs(experiment_id, parent_run_id=run_id)] == [child_id]
 
 
 # -- catalog ------------------------------------------------------------------------
 def test_the_catalog_syncs_runs_and_queries_return_them(backend_store, tmp_path):
     from latentscape.tracking import queries
     from latentscape.tracking.catalog import Catalog
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     store = backend_store
     experiment_id = store.experiment_id(EXPERIMENT)
@@ -320,8 +322,8 @@ def test_a_small_sweep_completes_with_its_trials_as_children(backend, backend_st
                                storage=backend.optuna_storage), store=store, experiment=EXPERIMENT)
     experiment_id = store.experiment_id(EXPERIMENT)
     run = store.get_run(result.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags[Tag.KIND] == Kind.SWEEP.value
+    assert run.status == "FINISHED" and run.tags[Tag.KIND] == Kind.SWEEP.value
     trials = store.find_runs(experiment_id, kind=Kind.TRIAL, parent_run_id=result.run_id)
-    assert len(trials) == 2 and {trial.info.status for trial in trials} == {"FINISHED"}
-    assert {trial.data.tags[Tag.STUDY] for trial in trials} == {run.data.tags[Tag.STUDY]}
+    assert len(trials) == 2 and {trial.status for trial in trials} == {"FINISHED"}
+    assert {trial.tags[Tag.STUDY] for trial in trials} == {run.tags[Tag.STUDY]}
 

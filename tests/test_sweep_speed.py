@@ -30,9 +30,9 @@ def _trial_runs(store, sweep_run_id):
 def _study(store, run):
     from types import SimpleNamespace
 
-    from latentscape.tracking.studies import default_storage, opened_storage, study_trials
+    from latentscape.tracking.studies import opened_storage, study_trials
 
-    with opened_storage(default_storage(store.uri)) as storage:  # one engine, disposed
+    with opened_storage(store.backend.optuna_url) as storage:  # one engine, disposed
         return SimpleNamespace(trials=study_trials(storage, run.data.params[Param.STUDY_NAME]))
 
 

@@ -63,17 +63,17 @@ def digits_run(team) -> str:
 
 # -- pure parts ---------------------------------------------------------------------
 def test_postgres_urls_pin_the_installed_driver():
-    from latentscape.tracking.server import auth_database_url, database_url
+    from latentscape.tracking.backends import Backend
 
-    assert database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow"
-    assert database_url("postgres://u@db/mlflow") == "postgresql+psycopg2://u@db/mlflow"
-    assert database_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
-    assert database_url("sqlite:///tmp/mlflow.db") == "sqlite:///tmp/mlflow.db"
-    assert auth_database_url("postgresql://u:p@db:5432/mlflow") == "postgresql+psycopg2://u:p@db:5432/mlflow_auth"
+    assert Backend.of("postgresql://u:p@db:5432/mlflow").url == "postgresql+psycopg2://u:p@db:5432/mlflow"
+    assert Backend.of("postgres://u@db/mlflow").url == "postgresql+psycopg2://u@db/mlflow"
+    assert Backend.of("postgresql+psycopg2://u@db/x").url == "postgresql+psycopg2://u@db/x"
+    assert Backend.of("sqlite:///tmp/mlflow.db").url == "sqlite:///tmp/mlflow.db"
+    assert Backend.of("postgresql://u:p@db:5432/mlflow").auth_database_url() == "postgresql+psycopg2://u:p@db:5432/mlflow_auth"
 
 
 def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_path):
-    from latentscape.tracking.server import (
+    from latentscape.tracking.server_process import (
         ServerConfig,
         auth_config_text,
         server_command,
@@ -100,7 +100,7 @@ def test_server_command_and_auth_config_are_team_mode_and_hold_no_secret(tmp_pat
 
 
 def test_users_come_from_a_file_and_the_environment_never_from_code(tmp_path):
-    from latentscape.tracking.server import load_users
+    from latentscape.tracking.team_users import load_users
     from latentscape.tracking.errors import UsageError
 
     (tmp_path / "users.yaml").write_text(USERS_FILE)
@@ -127,7 +127,7 @@ def test_the_server_refuses_to_start_without_its_secrets(monkeypatch, capsys, po
 
 
 def test_missing_databases_are_created_once(postgres):
-    from latentscape.tracking.server import ensure_database
+    from latentscape.tracking.databases import ensure_database
 
     if not postgres.answers():
         pytest.skip(f"team-mode tests need PostgreSQL on {postgres.host}:{postgres.port}, which does not answer")
@@ -268,7 +268,8 @@ def test_the_catalog_syncs_through_the_server(team, digits_run, tmp_path):
     from latentscape.tracking import queries
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import Artifact, Kind
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     with _environment(team.env("bob")):  # the UI's account needs no more than READ
         catalog = Catalog.open(tracking_uri=team.url, path=tmp_path / "catalog.duckdb")

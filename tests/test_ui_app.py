@@ -680,7 +680,8 @@ def test_search_says_why_a_run_cannot_be_searched(app_env):
 
 def test_a_large_map_is_drawn_by_deck_gl_from_the_columns_it_needs(monkeypatch, tmp_path):
     from latentscape.tracking.contract import Artifact, Param, Tag
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = open_store(uri)
@@ -807,7 +808,8 @@ def test_overview_shows_who_ran_a_local_run_its_results_and_folds_trials(app_env
 
 
 def test_refresh_shows_runs_logged_after_the_app_started(app_env, monkeypatch, tmp_path):
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
     from latentscape.ui import data
 
     # A store of our own: this test writes.
@@ -856,7 +858,8 @@ def _store_with_runs(tmp_path, monkeypatch, n: int) -> tuple[str, Path]:
     """A store of ``n`` extract runs and the path of a catalog that was never synced
     (the file exists, empty, as the app's first open makes it), set as the app's."""
     from latentscape.tracking.catalog import Catalog
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = open_store(uri)

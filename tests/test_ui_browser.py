@@ -113,7 +113,8 @@ def big_map(ui_runs) -> str:
     """A finished map run of BIG_MAP_POINTS points (and its clusters table), logged
     beside the UI runs before the server starts (so its first catalog sync sees it)."""
     from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     store = open_store(ui_runs.tracking_uri)
     frame = big_map_frame(BIG_MAP_POINTS)
@@ -174,7 +175,8 @@ def big_pair(tmp_path_factory) -> tuple[str, str, str]:
     """(store URI, map A, map B): two maps of the same PAIR_POINTS samples (B is A turned a
     quarter and mirrored), both above the deck.gl threshold, on a store of their own."""
     from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
-    from latentscape.tracking.runs import open_store, tracked_run
+    from latentscape.tracking.run_log import tracked_run
+    from latentscape.tracking.runs import open_store
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('ui-browser-pair') / 'mlflow.db'}"
     store = open_store(uri)

@@ -129,7 +129,7 @@ def test_a_local_run_carries_the_os_user_into_the_catalog(store, tmp_path, monke
     from latentscape.tracking.catalog import Catalog
     from latentscape.tracking.contract import CatalogColumn as C
     from latentscape.tracking.contract import Kind
-    from latentscape.tracking.runs import tracked_run
+    from latentscape.tracking.run_log import tracked_run
 
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     with tracked_run(store, store.experiment_id("who"), Kind.MAP, run_name="a map") as log:

@@ -27,6 +27,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from latentscape.tracking.backends import Backend
 from latentscape.tracking.errors import UsageError
 
 __all__ = ["ENV_ALLOWED_HOSTS", "ENV_SESSION_TTL", "DEFAULT_SESSION_TTL_S", "DEFAULT_ALLOWED_HOSTS", "LoginRefused",
@@ -65,7 +66,7 @@ class Login:
 
 def is_shared(tracking_uri: str) -> bool:
     """True for a tracking server (``http(s)://``), whose visitors must log in."""
-    return urlsplit(tracking_uri).scheme.lower() in ("http", "https")
+    return Backend.of(tracking_uri).is_server
 
 
 def without_credentials(tracking_uri: str) -> str:

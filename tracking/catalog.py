@@ -61,8 +61,8 @@ import duckdb
 from latentscape.tracking._catalog_artifacts import ArtifactCache, safe_relative
 from latentscape.tracking._catalog_reader import RUN_ID
 from latentscape.tracking._catalog_sync import Delta, Progress, ProgressCallback, Snapshot, Sync, set_meta, write_delta
+from latentscape.tracking.backends import Backend, mlflow_client, resolve_tracking_uri
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import resolve_tracking_uri, sqlite_path
 
 __all__ = ["Catalog", "RefreshStats", "ArtifactNotFound", "default_catalog_path", "SCHEMA_VERSION"]
 
@@ -117,10 +117,8 @@ def default_catalog_path(tracking_uri: str) -> Path:
     explicit = os.environ.get("LATENTSCAPE_CATALOG")
     if explicit:
         return Path(explicit).expanduser()
-    database = sqlite_path(tracking_uri)
-    if database is not None:
-        folder = database.parent
-    else:
+    folder = Backend.of(tracking_uri).folder
+    if folder is None:
         folder = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape")).expanduser()
     return folder / f"catalog-{_uri_hash(tracking_uri)}.duckdb"
 
@@ -168,7 +166,7 @@ class Catalog:
     @classmethod
     def open(cls, tracking_uri: str | None = None, path: str | os.PathLike | None = None, *,
              slack_s: float = 300.0, cache_dir: str | os.PathLike | None = None) -> Catalog:
-        """The catalog of ``tracking_uri`` (default as ``latentscape.tracking.runs.resolve_tracking_uri``)
+        """The catalog of ``tracking_uri`` (default as ``latentscape.tracking.backends.resolve_tracking_uri``)
         in ``path`` (default :func:`default_catalog_path`). A missing or incompatible file
         becomes an empty catalog; nothing is fetched until :meth:`refresh`."""
         uri = resolve_tracking_uri(tracking_uri)
@@ -290,9 +288,7 @@ class Catalog:
 
     def _mlflow(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = mlflow_client(self.tracking_uri)
         return self._client
 
     @contextlib.contextmanager

@@ -28,7 +28,6 @@ Who connects, and how many (PostgreSQL's ``max_connections`` is 100 by default):
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from latentscape.tracking.errors import UsageError
 
@@ -38,7 +37,6 @@ __all__ = [
     "server_pool_environment",
     "server_connections",
     "sweep_connections",
-    "storage_engine_kwargs",
     "refused_for_connections",
     "connection_refusal",
     "connections_to",
@@ -92,20 +90,6 @@ def server_connections(workers: int, pool_size: int) -> int:
 def sweep_connections(n_jobs: int = 1) -> int:
     """The most connections one sweep process holds on a PostgreSQL study: ``2 * n_jobs``."""
     return 2 * n_jobs
-
-
-def storage_engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLAlchemy engine arguments for an Optuna storage at ``url`` (a psycopg2 URL).
-
-    PostgreSQL: ``NullPool`` (a connection only while a query runs: twenty workers that
-    mostly fit maps hold few at once, and none idle) with ``pool_pre_ping``. SQLite: wait
-    for another process's write instead of failing with "database is locked" (a file,
-    no connection limit)."""
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 120}}
-    from sqlalchemy.pool import NullPool
-
-    return {"poolclass": NullPool, "pool_pre_ping": True}
 
 
 def refused_for_connections(error: BaseException) -> bool:

@@ -79,7 +79,9 @@ def server_error(error: BaseException, *, uri: str, user: str | None = None,
     endpoint_match = _ENDPOINT.search(text)
     endpoint = endpoint_match.group(1) if endpoint_match else ""
     if found is None:
-        if any(sign in text for sign in _UNREACHABLE) and uri.startswith(("http://", "https://")):
+        from latentscape.tracking.backends import Backend  # it imports this module
+
+        if any(sign in text for sign in _UNREACHABLE) and Backend.of(uri).is_server:
             return UsageError(f"cannot reach the tracking server {uri}",
                               "start it (`latentscape server`), or check --tracking-uri / $MLFLOW_TRACKING_URI")
         return None

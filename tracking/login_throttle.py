@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from latentscape.tracking.backends import Backend
 from latentscape.tracking.connections import THROTTLE_CONNECTIONS_PER_WORKER
 
 from limits import RateLimitItem, parse
@@ -91,7 +92,7 @@ class SqlCounterStorage(Storage):
         # and an upsert per failure take about a millisecond, so requests queue for it
         # briefly rather than take PostgreSQL's connections from the stores and the sweeps.
         options: dict[str, Any] = {"pool_pre_ping": True}
-        if not database_uri.startswith("sqlite"):
+        if Backend.of(database_uri).dialect != "sqlite":
             options.update(pool_size=THROTTLE_CONNECTIONS_PER_WORKER, max_overflow=0, pool_recycle=1800)
         self.engine = create_engine(database_uri, **options)
         self._create_table()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from latentscape.tracking.backends import Backend
 from latentscape.tracking.errors import UsageError
 
 __all__ = ["secure_databases", "same_server"]
@@ -34,9 +35,7 @@ _SEQUENCE_RIGHTS = "USAGE, SELECT, UPDATE"
 def _parsed(url: str):
     from sqlalchemy.engine import make_url
 
-    from latentscape.tracking.server import database_url
-
-    return make_url(database_url(url))
+    return make_url(Backend.of(url).url)
 
 
 def same_server(first, second) -> bool:
@@ -49,18 +48,18 @@ def secure_databases(backend_url: str, auth_url: str, optuna_url: str | None, *,
     """Lock the run and auth databases to their owner and give the Optuna database (made
     here, tables included, when ``optuna_url`` is given) to the workers' role. Only
     PostgreSQL URLs are touched. ``say`` prints one line (warnings, roles created)."""
-    from latentscape.tracking.server import ensure_database, ensure_optuna_storage, is_postgres
+    from latentscape.tracking.databases import ensure_database, ensure_optuna_storage
 
     for url in (backend_url, auth_url):
-        if is_postgres(url):
+        if Backend.of(url).is_postgres:
             _revoke_public(_parsed(url), say)
     if not optuna_url:
         return
-    if not is_postgres(optuna_url):
+    if not Backend.of(optuna_url).is_postgres:
         ensure_optuna_storage(optuna_url, create_database=create_database)
         return
     server, workers = _parsed(backend_url), _parsed(optuna_url)
-    if not (is_postgres(backend_url) and same_server(server, workers)):
+    if not (Backend.of(backend_url).is_postgres and same_server(server, workers)):
         # Another server: its roles are its administrator's; make the tables as before.
         ensure_optuna_storage(optuna_url, create_database=create_database)
         return
@@ -82,10 +81,10 @@ def secure_databases(backend_url: str, auth_url: str, optuna_url: str | None, *,
 
 
 def _connect(url, database: str | None = None):
-    from latentscape.tracking.server import _connect_maintenance
+    from latentscape.tracking.databases import connect_maintenance
 
     if database is None:
-        return _connect_maintenance(url, timeout=30.0)
+        return connect_maintenance(url, timeout=30.0)
     import psycopg2
 
     return psycopg2.connect(host=url.host or "localhost", port=url.port or 5432, user=url.username,

@@ -1,35 +1,25 @@
-"""Optuna study storage: where a sweep's study lives by default, and opening it so that
-several processes (one machine's workers, or a team's) share it safely."""
+"""Optuna study storage: opening it so that several processes (one machine's workers, or a
+team's) share it safely. Where a sweep's study lives by default is the tracking store's
+:attr:`~latentscape.tracking.backends.Backend.optuna_url`."""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Any
 
+from latentscape.tracking.backends import Backend, use_write_ahead_log
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.privacy import masked  # the project's one masking function, re-exported
 
-__all__ = ["default_storage", "masked", "open_storage", "dispose", "opened_storage", "study_trials", "study_names"]
+__all__ = ["masked", "open_storage", "dispose", "opened_storage", "study_trials", "study_names"]
 
 
-def default_storage(tracking_uri: str) -> str:
-    """A SQLite file ``optuna.db`` beside a local MLflow database, else in the working folder."""
-    from latentscape.tracking.runs import sqlite_path
-
-    path = sqlite_path(tracking_uri)
-    folder = path.parent if path is not None else Path.cwd()
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
-
-
-def _sqlite_wal(url: str) -> None:
+def _sqlite_wal(backend: Backend) -> None:
     """Put a local SQLite Optuna storage in WAL mode, as the MLflow store is."""
     import sqlite3
 
-    from latentscape.tracking.runs import sqlite_path, use_write_ahead_log
-
-    path = sqlite_path(url)
+    path = backend.sqlite_path
     if path is None or str(path) in ("", ":memory:") or not path.parent.is_dir():
         return
     with contextlib.suppress(sqlite3.Error):  # optuna reports a storage it cannot open
@@ -66,16 +56,15 @@ def open_storage(url: str, heartbeat: int, on_stale):
 
     import optuna
 
-    from latentscape.tracking.server import database_url
+    from latentscape.tracking.connections import connection_refusal
 
-    from latentscape.tracking.connections import connection_refusal, storage_engine_kwargs
-
-    url = database_url(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
+    backend = Backend.of(url)  # postgresql:// -> psycopg2, the driver we ship (SQLAlchemy 2.1 wants psycopg 3)
+    url = backend.url
     # One engine per process, bounded (NullPool on PostgreSQL): the caller keeps this
     # storage for the whole sweep and disposes it (tracking/connections.py: the budget).
-    engine_kwargs: dict[str, Any] = storage_engine_kwargs(url)
-    if url.startswith("sqlite"):
-        _sqlite_wal(url)  # readers (every worker polls the study) do not block the writer
+    engine_kwargs: dict[str, Any] = backend.optuna_engine_kwargs()
+    if backend.dialect == "sqlite":
+        _sqlite_wal(backend)  # readers (every worker polls the study) do not block the writer
     for attempt in range(6):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat arguments are "experimental"
@@ -84,7 +73,7 @@ def open_storage(url: str, heartbeat: int, on_stale):
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=on_stale,
                 )
-                if url.startswith("sqlite"):
+                if backend.dialect == "sqlite":
                     _begin_immediate(storage.engine)
                 return storage
             except Exception as error:  # bad URL, unreachable server, missing driver

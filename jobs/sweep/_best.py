@@ -72,7 +72,7 @@ class _Best:
         replay = self._fit(trial_config, with_view=False)
         runs = self._runs_by_trial()
         best_run = runs.get(best.number)
-        diff = max_abs_diff(replay.scores, best_run.data.metrics) if best_run is not None else math.nan
+        diff = max_abs_diff(replay.scores, best_run.metrics) if best_run is not None else math.nan
         best, result = self._choose_map(best, replay, log) if plan.refit_epochs is not None else (best, replay)
         result = with_view(self.x, result, cache=self.cache)
         config = result.config
@@ -135,8 +135,8 @@ class _Best:
         run = self.store.get_run(self.sweep_run_id)
         wanted = {Param.BEST_PREFIX + k: v for k, v in best.params.items()}
         wanted[Param.BEST_PREFIX + "trial"] = best.number
-        fresh = {k: v for k, v in wanted.items() if k not in run.data.params}
-        changed = {k: v for k, v in wanted.items() if k in run.data.params and run.data.params[k] != str(v)}
+        fresh = {k: v for k, v in wanted.items() if k not in run.params}
+        changed = {k: v for k, v in wanted.items() if k in run.params and run.params[k] != str(v)}
         if fresh:
             log.params(fresh)
         if changed:

@@ -30,13 +30,13 @@ class _Bookkeeping:
             return
         with contextlib.suppress(Exception):
             for run in self._trial_runs(running_only=True):
-                if run.data.tags.get(Tag.TRIAL_NUMBER) == str(trial.number):
-                    self.store.kill(run.info.run_id, "the process running this trial died (no heartbeat)",
+                if run.tags.get(Tag.TRIAL_NUMBER) == str(trial.number):
+                    self.store.kill(run.id, "the process running this trial died (no heartbeat)",
                                     tags={Tag.TRIAL_STATE: "FAIL"})
 
     def _open_trial_run(self, number: int, tags: dict[str, Any] | None = None):
         """The run of trial ``number`` (a child of the sweep run), written by the writer thread."""
-        from latentscape.tracking.runs import background_run
+        from latentscape.tracking.run_writer import background_run
 
         return background_run(self.writer, self.plan.experiment_id, Kind.TRIAL, run_name=f"trial {number}",
                               parent_run_id=self.sweep_run_id, source_run_id=self.plan.extraction.run_id,
@@ -68,17 +68,17 @@ class _Bookkeeping:
         # written before it, so the second read finds it.
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         written = {number for number, run in self._runs_by_trial().items()
-                   if run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE"}
+                   if run.status == "FINISHED" and run.tags.get(Tag.TRIAL_STATE) == "COMPLETE"}
         return [t for t in complete if t.number not in written]
 
     def _runs_by_trial(self) -> dict[int, Any]:
         """Trial number -> its MLflow run (a finished one where a number has several)."""
         found: dict[int, Any] = {}
         for run in self._trial_runs():
-            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            number = run.tags.get(Tag.TRIAL_NUMBER)
             if number is None:
                 continue
-            if int(number) not in found or run.info.status == "FINISHED":
+            if int(number) not in found or run.status == "FINISHED":
                 found[int(number)] = run
         return found
 
@@ -119,18 +119,18 @@ class _Bookkeeping:
         runs = self._trial_runs()
         states = {str(t.number): t.state for t in self.study.get_trials(deepcopy=False)}
         for run in runs:
-            number = run.data.tags.get(Tag.TRIAL_NUMBER)
+            number = run.tags.get(Tag.TRIAL_NUMBER)
             if number is None or states.get(number) in (TrialState.RUNNING, TrialState.COMPLETE):
                 continue
-            if run.info.status == "RUNNING":
+            if run.status == "RUNNING":
                 # Read again: a trial that failed in its own process has its run ended by now.
-                if self.store.get_run(run.info.run_id).info.status == "RUNNING":
-                    self.store.kill(run.info.run_id, "the process died before the run ended",
+                if self.store.get_run(run.id).status == "RUNNING":
+                    self.store.kill(run.id, "the process died before the run ended",
                                     tags={Tag.TRIAL_STATE: "FAIL"})
-            elif run.info.status == "FINISHED" and run.data.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
+            elif run.status == "FINISHED" and run.tags.get(Tag.TRIAL_STATE) == "COMPLETE":
                 # Logged COMPLETE, but its process died (or lost the storage) before Optuna
                 # recorded the value: not a result; Optuna failed it and runs it again.
-                self.store.kill(run.info.run_id,
+                self.store.kill(run.id,
                                 "Optuna never recorded this trial's value (its process died); it was run again",
                                 tags={Tag.TRIAL_STATE: "FAIL"})
 
@@ -139,8 +139,8 @@ class _Bookkeeping:
         runs = self.store.find_runs(self.plan.experiment_id, kind=Kind.SWEEP, tags={Tag.STUDY: self.plan.study_name},
                                     status="RUNNING", max_results=1000)
         for run in runs:
-            if run.info.run_id != self.sweep_run_id:
-                self.store.kill(run.info.run_id, "the process died before the run ended")
+            if run.id != self.sweep_run_id:
+                self.store.kill(run.id, "the process died before the run ended")
 
     # -- the tables --------------------------------------------------------------------
     def _score_names(self) -> tuple[str, ...]:
@@ -159,9 +159,9 @@ class _Bookkeeping:
                 if t.datetime_complete and t.datetime_start else None
             run = runs.get(t.number)
             row = {Column.TRIAL: t.number, Column.STATE: t.state.name, Column.VALUE: t.value,
-                   Column.DURATION: duration, Column.RUN_ID: run.info.run_id if run is not None else None}
+                   Column.DURATION: duration, Column.RUN_ID: run.id if run is not None else None}
             row.update(t.params)
-            metrics = run.data.metrics if run is not None else {}
+            metrics = run.metrics if run is not None else {}
             row.update({name: metrics.get(name, math.nan) for name in self._score_names()})
             rows.append(row)
         return pd.DataFrame(rows)

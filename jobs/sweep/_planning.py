@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from latentscape.tracking.contract import Metric, Param
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.studies import default_storage
 
 if TYPE_CHECKING:
     from latentscape.jobs.sweep import SweepConfig
@@ -147,9 +146,8 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
         spec["holdout"] = config.holdout  # another split, another study
     if refit_epochs is not None:
         spec["refit_epochs"] = refit_epochs  # (the search epochs are in the space)
-    from latentscape.tracking.runs import resolve_tracking_uri
 
-    storage_url = config.storage or default_storage(resolve_tracking_uri(store.uri))
+    storage_url = config.storage or store.backend.optuna_url
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     return _Plan(extraction, layer, shape, space, base, config.objective, direction, spec,
                  config.study or study_name_for(spec), storage_url, experiment_id,

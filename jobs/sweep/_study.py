@@ -129,7 +129,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
     def _new_sweep_run(self):
         """Open the study's sweep run (child of --tune's layers run, else of the extraction)
         and record it in the study, so other workers find it."""
-        from latentscape.tracking.runs import tracked_run
+        from latentscape.tracking.run_log import tracked_run
 
         extraction = self.plan.extraction
         with tracked_run(self.store, self.plan.experiment_id, Kind.SWEEP,
@@ -157,7 +157,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             dispose(self.storage)
 
     def _run(self) -> JobResult:
-        from latentscape.tracking.runs import attach
+        from latentscape.tracking.run_log import attach
 
         created = self._open_study()
         if created:

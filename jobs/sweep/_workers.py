@@ -66,7 +66,7 @@ def _helper_main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as error:  # one line, as the CLI prints it; the first process goes on
-        from latentscape.tracking.runs import one_line
+        from latentscape.tracking.run_log import one_line
 
         print(f"latentscape sweep (worker process): failed: {one_line(error)}", file=sys.stderr)
         sys.exit(1)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 600
-# Being split in another branch (issue 29: tracking/runs.py, tracking/server.py); a file that
-# has come under the limit must leave this list, so that it stays under.
-_BEING_SPLIT = {"tracking/runs.py", "tracking/server.py"}
+# Modules over the limit while another branch splits them; a file that has come under the
+# limit must leave this list, so that it stays under.
+_BEING_SPLIT: set[str] = set()
 
 
 def _lines() -> dict[str, int]:
