@@ -79,7 +79,11 @@ def _urls_with_password(draw) -> tuple[str, str]:
 @given(_urls_with_password(), st.text(alphabet=" abc:=,\n'\"", max_size=8), st.text(alphabet=" xyz:=,\n", max_size=8))
 def test_no_password_survives_masking(url_and_password, before, after):
     url, password = url_and_password
-    for text in (url, f"{before} {url} {after}", f"cannot open {url}: refused", json.dumps({"storage": url})):
+    quoted = json.dumps(url)[1:-1]  # the URL as it appears inside a JSON string
+    for text, inside in ((url, url), (f"{before} {url} {after}", url), (f"cannot open {url}: refused", url),
+                         (json.dumps({"storage": url}), quoted)):
+        if password in text.replace(inside, "\x00"):
+            continue  # the words around the URL contain the password by chance: not a secret there
         shown = masked(text)
         assert password not in shown, (text, shown)
         assert masked(shown) == shown  # idempotent
