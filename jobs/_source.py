@@ -10,7 +10,7 @@ import pandas as pd
 from latentscape.jobs.core.labels import LabelSelection, select_classes
 from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import Store, load_array, load_table
+from latentscape.tracking.runs import Store, download, load_table
 
 __all__ = ["Extraction", "label_selection_params", "load_extraction"]
 
@@ -75,10 +75,17 @@ class Extraction:
         return layer
 
     def embedding(self, layer: int) -> np.ndarray:
-        """``(n_samples, dim)`` float32 embeddings of ``layer``."""
+        """``(n_samples, dim)`` float32 embeddings of ``layer``, read-only: memory-mapped from
+        the artifact file (the other layers are never read), or cast to float32 from the
+        float16 an extraction may store."""
         self.check_layer(layer)
         if layer not in self._cache:
-            self._cache[layer] = load_array(self.store, self.run_id, Artifact.embedding(layer))
+            values = np.load(download(self.store, self.run_id, Artifact.embedding(layer)), mmap_mode="r",
+                             allow_pickle=False)
+            if values.dtype != np.float32:
+                values = values.astype(np.float32)
+                values.flags.writeable = False  # as the mapped float32 case: a shared, cached array
+            self._cache[layer] = values
         return self._cache[layer]
 
     def lineage_tags(self) -> dict[str, str]:

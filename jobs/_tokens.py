@@ -114,6 +114,15 @@ class Tokenized:
         """(n_pieces,) tokens of each piece, special tokens included."""
         return np.array([len(ids) for ids in self.pieces["input_ids"]], dtype=np.int64)
 
+    def of_texts(self, start: int, stop: int) -> Tokenized:
+        """The pieces of texts ``start .. stop`` (owners renumbered from 0), for encoding a
+        shard. The counts of what the tokenizer met describe the whole and stay here: the
+        slice's are zero."""
+        first, last = np.searchsorted(self.owner, [start, stop])  # owners ascend: pieces follow their texts
+        return Tokenized(pieces={key: rows[first:last] for key, rows in self.pieces.items()},
+                         owner=self.owner[first:last] - start, n_texts=stop - start, n_tokens=0, n_unknown=0,
+                         n_truncated=0)
+
     def require_known(self, *, model: str, kind: str, where: str, limit: float = MAX_UNK_FRACTION) -> None:
         """A one-line UsageError when more than ``limit`` of the tokens are unknown."""
         if self.unk_fraction <= limit:
