@@ -68,6 +68,7 @@ class ExtractConfig:
     resume: bool = False  # continue an interrupted extraction of the same data and settings
     fresh: bool = False  # discard an interrupted one and start over
     engine: str = "local"
+    shard_rows: int | None = None  # samples staged at a time; None: ~64 MiB over all layers
 
     def __post_init__(self):
         from latentscape.jobs._tokens import LONG_POLICIES
@@ -87,6 +88,8 @@ class ExtractConfig:
             raise UsageError(f"unknown --engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
         if self.resume and self.fresh:
             raise UsageError("--resume and --fresh contradict each other", "pass one of them")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise UsageError(f"--shard-rows {self.shard_rows} must be positive", "pass 1 or more, or omit it")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size} must be positive",
                              "pass 1 or more (default 32; 16 with --backend onnx)")
@@ -159,6 +162,9 @@ def add_parser(subparsers, parents) -> None:
                         help="local (default: this process) or ray: Ray Data actors, one per GPU or CPU worker, "
                         "on the cluster at RAY_ADDRESS or a local Ray started for the job (pip install "
                         "'latentscape[ray]')")
+    parser.add_argument("--shard-rows", type=int,
+                        help="samples encoded and written to disk at a time (default: about 64 MiB over all "
+                        "layers); a resume repeats at most one shard")
     parser.add_argument("--force", action="store_true", help="extract again even if an identical run exists")
     parser.set_defaults(handler=_run_cli)
 
@@ -170,6 +176,7 @@ def _run_cli(args) -> JobResult:
         max_length=args.max_length, batch_size=args.batch_size, device=args.device, threads=args.threads,
         force=args.force, backend=args.backend, long=args.long, label_from_header=args.label_from_header,
         labels=args.labels, dtype=args.dtype, resume=args.resume, fresh=args.fresh, engine=args.engine,
+        shard_rows=args.shard_rows,
     )
     # The data set and the model folder are checked before MLflow is imported or a store
     # opened (measured: a missing file took 5.2 s to report when the store came first).
@@ -229,7 +236,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     only, the same in every training). ``prepared``: :func:`prepare`'s result when the
     caller checked the data before opening ``store``."""
     from latentscape.jobs._progress import progress
-    from latentscape.jobs._shards import staging_lock
+    from latentscape.jobs._shards import shard_rows_for, staging_lock
     from latentscape.jobs.core.geometry import anisotropy, mean_norm_of_chunks
     from latentscape.tracking.runs import tracked_run
 
@@ -264,9 +271,11 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     # Where the layers are staged as they are made; an interrupted extraction of the same
     # data and settings is resumed (--resume) or started over (--fresh), never silently.
     layers = encoder.check_layers(config.layers)
-    folder = _staging_folder(store, config, prepared, layers, max_length)
+    dim = int(encoder.model.config.hidden_size)
+    shard_rows = config.shard_rows or shard_rows_for(len(layers), dim, np.dtype(config.dtype).itemsize, config.batch)
+    folder = _staging_folder(store, config, prepared, layers, max_length, shard_rows)
     with staging_lock(folder, f"{dataset.name} with {model_name}"):
-        staged, interrupted = _open_staging(folder, config, dataset, encoder, layers, identity)
+        staged, interrupted = _open_staging(folder, config, dataset, dim, layers, shard_rows, identity)
         with tracked_run(store, experiment_id, Kind.EXTRACT,
                          run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
                          parent_run_id=parent_run_id, source_run_id=source_run_id,
@@ -368,25 +377,28 @@ def _extract_tabular(config: ExtractConfig, store, experiment, experiment_id: st
 
 
 # -- staging -------------------------------------------------------------------------
-def _staging_folder(store, config: ExtractConfig, prepared: Prepared, layers: list[int], max_length: int):
+def _staging_folder(store, config: ExtractConfig, prepared: Prepared, layers: list[int], max_length: int,
+                    shard_rows: int):
     """The staging folder of this extraction: named by everything that determines its arrays
-    (the engine is left out: a Ray run and a local one write equal shards)."""
+    (the shard decides which texts share a batch; the engine is left out: a Ray run and a
+    local one write equal shards)."""
     from latentscape.jobs._shards import staging_key, staging_root
     from latentscape.tracking.runs import sqlite_path
 
     key = staging_key({
         "dataset_digest": prepared.dataset.digest, "n_samples": len(prepared.dataset), "model": prepared.model_name,
         "model_path": prepared.model_path, "pooling": config.pooling, "layers": layers, "max_length": max_length,
-        "long": config.long, "dtype": config.dtype, "batch": config.batch, "backend": config.backend,
+        "long": config.long, "dtype": config.dtype, "batch": config.batch, "backend": config.backend, "shard_rows": shard_rows,
     })
     return staging_root(sqlite_path(store.uri)) / key
 
 
-def _open_staging(folder, config: ExtractConfig, dataset, encoder, layers: list[int], identity: dict):
+def _open_staging(folder, config: ExtractConfig, dataset, dim: int, layers: list[int], shard_rows: int,
+                  identity: dict):
     """The staged layers to write, and the id of the interrupted run they continue (None for
     a new extraction). Raises the one-line offer to --resume or --fresh when an unfinished
     extraction is there and neither was passed."""
-    from latentscape.jobs._shards import StagedLayers, shard_rows_for
+    from latentscape.jobs._shards import StagedLayers
 
     existing = StagedLayers.existing(folder)
     unfinished = existing is not None and existing.run_id is not None
@@ -401,8 +413,6 @@ def _open_staging(folder, config: ExtractConfig, dataset, encoder, layers: list[
     if unfinished and config.resume:
         existing.cut_to(existing.complete_rows)  # a shard cut short by the kill is written again
         return existing, existing.run_id
-    dim = int(encoder.model.config.hidden_size)
-    shard_rows = shard_rows_for(len(layers), dim, np.dtype(config.dtype).itemsize, config.batch)
     return StagedLayers.create(folder, n_rows=len(dataset), dim=dim, layers=layers, dtype=config.dtype,
                                shard_rows=shard_rows, identity=identity), None
 
