@@ -222,6 +222,12 @@ def prepare(config: ExtractConfig, *, model_name: str | None = None) -> Prepared
         model_path = str(path)
     if config.backend == "onnx":
         _check_onnx_backend(config, tabular)
+    if config.engine == "ray":
+        if tabular:
+            raise UsageError("--engine ray runs a model, and a tabular data set has none", "omit --engine")
+        from latentscape.jobs._ray_engine import require_ray
+
+        require_ray()
     return Prepared(dataset=dataset, tabular=tabular, model_name=model_name, model_path=model_path)
 
 
