@@ -36,6 +36,7 @@ DTYPES = ("float32", "float16")  # storage only: the model computes in float32
 # ~7 s of work on 2 cores, the most a resume repeats.
 SHARD_BYTES = 64 * 2**20
 STAGING_ENV = "LATENTSCAPE_EXTRACT_STAGING"  # overrides where staging folders are kept
+_READ_BYTES = 8 * 2**20  # a summary's read chunk: a fixed size, so memory never follows the samples
 _MANIFEST = "manifest.json"
 _RUN = "run_id"
 
@@ -184,9 +185,10 @@ class StagedLayers:
                 file.write(values.tobytes())
 
     # -- reading --------------------------------------------------------------------------
-    def chunks(self, layer: int, rows: int = 65_536) -> Iterator[np.ndarray]:
-        """The layer's rows in order, ``rows`` at a time, by plain reads (nothing of the file
-        stays mapped, so it never counts in the process's RSS)."""
+    def chunks(self, layer: int, rows: int | None = None) -> Iterator[np.ndarray]:
+        """The layer's rows in order, ``rows`` at a time (default: 8 MiB of them), by plain
+        reads (nothing of the file stays mapped, so it never counts in the process's RSS)."""
+        rows = rows or max(1, _READ_BYTES // self.row_bytes)
         offset = self._offset(layer)
         for start in range(0, self.n_rows, rows):
             count = min(rows, self.n_rows - start)
@@ -196,6 +198,17 @@ class StagedLayers:
     def mapped(self, layer: int) -> np.ndarray:
         """The layer's complete file, memory-mapped read-only: ``(n_rows, dim)``."""
         return np.load(self.path(layer), mmap_mode="r", allow_pickle=False)
+
+    @contextlib.contextmanager
+    def dropped_if_empty(self) -> Iterator[None]:
+        """Remove the folder when the block fails before a whole shard is staged: there is
+        nothing to resume, and a rerun (of fixed input, say) should not be asked to choose."""
+        try:
+            yield
+        except BaseException:
+            if self.complete_rows == 0:
+                self.remove()
+            raise
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -75,17 +75,16 @@ class Extraction:
         return layer
 
     def embedding(self, layer: int) -> np.ndarray:
-        """``(n_samples, dim)`` float32 embeddings of ``layer``, read-only: memory-mapped from
-        the artifact file (the other layers are never read), or cast to float32 from the
-        float16 an extraction may store."""
+        """``(n_samples, dim)`` float32 embeddings of ``layer``: memory-mapped from the artifact
+        file (the other layers are never read; pages are read as they are touched), or cast
+        to float32 from the float16 an extraction may store."""
         self.check_layer(layer)
         if layer not in self._cache:
-            values = np.load(download(self.store, self.run_id, Artifact.embedding(layer)), mmap_mode="r",
+            # Copy-on-write: a reader that writes into the array (or hands it to torch, which
+            # warns on read-only arrays) changes its own copy of those pages, never the file.
+            values = np.load(download(self.store, self.run_id, Artifact.embedding(layer)), mmap_mode="c",
                              allow_pickle=False)
-            if values.dtype != np.float32:
-                values = values.astype(np.float32)
-                values.flags.writeable = False  # as the mapped float32 case: a shared, cached array
-            self._cache[layer] = values
+            self._cache[layer] = values if values.dtype == np.float32 else values.astype(np.float32)
         return self._cache[layer]
 
     def lineage_tags(self) -> dict[str, str]:

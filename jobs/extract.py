@@ -282,11 +282,11 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     folder = _staging_folder(store, config, prepared, layers, max_length, shard_rows)
     with staging_lock(folder, f"{dataset.name} with {model_name}"):
         staged, interrupted = _open_staging(folder, config, dataset, dim, layers, shard_rows, identity)
-        with tracked_run(store, experiment_id, Kind.EXTRACT,
-                         run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
-                         parent_run_id=parent_run_id, source_run_id=source_run_id,
-                         tags={**identity, Tag.DATASET_NAME: dataset.name, Tag.RESUME_OF: interrupted,
-                               **(tags or {})}) as log:
+        with staged.dropped_if_empty(), tracked_run(
+                store, experiment_id, Kind.EXTRACT,
+                run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
+                parent_run_id=parent_run_id, source_run_id=source_run_id,
+                tags={**identity, Tag.DATASET_NAME: dataset.name, Tag.RESUME_OF: interrupted, **(tags or {})}) as log:
             staged.claim(log.run_id)
             if interrupted:
                 _end_interrupted(store, interrupted, f"interrupted; continued by run {log.run_id} (--resume)")

@@ -281,9 +281,12 @@ def test_float16_storage_is_read_back_as_float32_close_to_the_float32_run(store)
         assert got.dtype == np.float32 and got.shape == expected.shape == (40, 384)
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
         assert not np.array_equal(got, expected)  # stored at half precision, not the float32 file
-    # a layer is memory-mapped read-only from the artifact, nothing else is loaded
+    # a layer is memory-mapped from the artifact (copy-on-write: the file never changes), nothing else is loaded
     mapped = full.embedding(0)
-    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable and list(full._cache) == [0, 6]
+    assert isinstance(mapped, np.memmap) and mapped.mode == "c" and list(full._cache) == [0, 6]
+    before = mapped[0, 0]
+    mapped[0, 0] += 1.0
+    assert np.load(download(store, full.run_id, Artifact.embedding(0)))[0, 0] == before
     # the streamed summaries equal those of the whole layer
     from latentscape.jobs.core.geometry import mean_norm
 
@@ -312,19 +315,20 @@ def test_an_extraction_killed_mid_way_resumes_to_the_uninterrupted_result(store,
     from latentscape.jobs._source import load_extraction
     from latentscape.jobs.extract import ExtractConfig, extract
     from latentscape.tracking.contract import Param
-    from latentscape.tracking.runs import open_store
+    from latentscape.tracking.errors import UsageError
 
-    uri = store.uri
-    args = ["extract", "--data", "demo", "--limit", "400", "--batch-size", "8", "--shard-rows", "24",
-            "--tracking-uri", uri]
+    n, shard = 240, 16
+    settings = dict(data="demo", limit=n, batch_size=8, shard_rows=shard)
     staging = tmp_path / "extract-staging"
     env = {**os.environ, "LATENTSCAPE_PROGRESS": "0"}
-    child = subprocess.Popen([sys.executable, "-m", "latentscape.jobs.cli", *args], cwd=tmp_path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", "demo", "--limit", str(n), "--batch-size",
+         "8", "--shard-rows", str(shard), "--tracking-uri", store.uri], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def half_done():
             rows = _staged_rows(staging)
-            return bool(rows) and min(rows.values()) >= 200
+            return bool(rows) and min(rows.values()) >= n // 2
 
         wait_for_progress(half_done, progress=lambda: sum(_staged_rows(staging).values()), stall_s=120,
                           what="the extraction's staged rows", poll_s=0.02)
@@ -335,29 +339,22 @@ def test_an_extraction_killed_mid_way_resumes_to_the_uninterrupted_result(store,
             child.kill()
             child.wait()
     written = max(_staged_rows(staging).values())
-    assert written < 400, "the extraction finished before it was killed: kill it earlier"
+    assert written < n, "the extraction finished before it was killed: kill it earlier"
     killed = store.find_runs(store.experiment_id(), kind=Kind.EXTRACT)
     assert [run.info.status for run in killed] == ["RUNNING"]  # SIGKILL leaves it so
 
-    offered = _cli(*args, cwd=tmp_path)
-    assert offered.returncode == 2 and "--resume" in offered.stderr and len(offered.stderr.strip().splitlines()) == 1
-
-    resumed = _cli(*args, "--resume", "--json", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    import json
-
-    run_id = json.loads(resumed.stdout)["run_id"]
-    local = open_store(uri)
-    run = local.get_run(run_id)
+    with pytest.raises(UsageError, match="rerun with --resume to continue, or --fresh to start over"):
+        extract(ExtractConfig(**settings), store=store)
+    resumed = extract(ExtractConfig(**settings, resume=True), store=store)
+    run = store.get_run(resumed.run_id)
     resumed_at = int(run.data.params[Param.RESUMED_AT])
-    assert 200 <= resumed_at <= written and written - resumed_at <= 24  # at most one shard again
+    assert n // 2 <= resumed_at <= written and written - resumed_at <= shard  # at most one shard again
     assert run.data.tags[Tag.RESUME_OF] == killed[0].info.run_id
-    assert local.get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert store.get_run(killed[0].info.run_id).info.status == "KILLED"
     assert not any(staging.glob("*/manifest.json"))  # logged, then removed
 
-    uninterrupted = extract(ExtractConfig(data="demo", limit=400, batch_size=8, shard_rows=24, force=True),
-                            store=store)
-    again, once = load_extraction(store, run_id), load_extraction(store, uninterrupted.run_id)
+    uninterrupted = extract(ExtractConfig(**settings, force=True), store=store)
+    again, once = load_extraction(store, resumed.run_id), load_extraction(store, uninterrupted.run_id)
     assert again.layers == once.layers == list(range(7))
     for layer in again.layers:
         np.testing.assert_array_equal(again.embedding(layer), once.embedding(layer))
