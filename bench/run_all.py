@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import Row, print_rows  # noqa: E402
 
-BENCHMARKS = ["extract", "map", "sweep", "layers", "layers_scale", "verdict", "catalog", "bigmap", "cold_start", "answers",
+BENCHMARKS = ["extract", "extract_scale", "map", "sweep", "layers", "layers_scale", "verdict", "catalog", "bigmap", "cold_start", "answers",
               "app_open", "sae", "finetune", "auth_overhead", "team_load"]
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from latentscape.jobs.core.labels import LabelSelection, select_classes
 from latentscape.tracking.contract import Artifact, Column, Kind, Param, Tag
 from latentscape.tracking.errors import UsageError
-from latentscape.tracking.runs import Store, load_array, load_table
+from latentscape.tracking.runs import Store, download, load_table
 
 __all__ = ["Extraction", "label_selection_params", "load_extraction"]
 
@@ -75,10 +75,16 @@ class Extraction:
         return layer
 
     def embedding(self, layer: int) -> np.ndarray:
-        """``(n_samples, dim)`` float32 embeddings of ``layer``."""
+        """``(n_samples, dim)`` float32 embeddings of ``layer``: memory-mapped from the artifact
+        file (the other layers are never read; pages are read as they are touched), or cast
+        to float32 from the float16 an extraction may store."""
         self.check_layer(layer)
         if layer not in self._cache:
-            self._cache[layer] = load_array(self.store, self.run_id, Artifact.embedding(layer))
+            # Copy-on-write: a reader that writes into the array (or hands it to torch, which
+            # warns on read-only arrays) changes its own copy of those pages, never the file.
+            values = np.load(download(self.store, self.run_id, Artifact.embedding(layer)), mmap_mode="c",
+                             allow_pickle=False)
+            self._cache[layer] = values if values.dtype == np.float32 else values.astype(np.float32)
         return self._cache[layer]
 
     def lineage_tags(self) -> dict[str, str]:

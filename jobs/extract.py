@@ -7,6 +7,16 @@ same extraction again returns that run unless ``--force``.
 checks itself: a seeded sample of the texts is encoded by the fp32 torch model too, and
 each layer's linear CKA between the two must be at least ``BACKEND_MIN_CKA``, else the
 run fails (the CKA of every layer is logged either way).
+
+Memory follows the batch, not the data set: the samples are encoded a shard at a time
+(``latentscape.jobs._shards``: ~64 MiB of rows over all layers), each shard's rows written
+to one staged ``.npy`` a layer as they complete, and the finished files logged at the end.
+A killed extraction leaves its staged shards; ``--resume`` continues from the last complete
+one (the killed run, left RUNNING by SIGKILL, is ended KILLED and named by the new run's
+``resume_of`` tag), and an unfinished one is never reused without it. ``--dtype float16``
+halves what is stored (the model still computes in float32). ``--engine ray`` runs the
+batches on Ray Data actors (``latentscape.jobs._ray_engine``); this process writes the same
+shards.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentscape.jobs._embedding import BACKENDS
+from latentscape.jobs._shards import DTYPES
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
@@ -31,6 +42,7 @@ BACKEND_CHECK_SAMPLES = 256  # texts encoded by both backends for the check
 # on 2 cores: ONNX Runtime ran MiniLM 13-25% faster in batches of 16 than of 64 (the
 # working set stays in cache); torch 3-8% faster in batches of 32 than of 64.
 DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16}
+ENGINES = ("local", "ray")  # where the batches run: this process, or Ray Data actors
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,11 @@ class ExtractConfig:
     long: str = "truncate"  # a text longer than max_length: truncate, or window (mean over windows)
     label_from_header: str | None = None  # FASTA: a regular expression that finds the label in each header
     labels: str | None = None  # FASTA: a CSV/TSV side table of labels joined on the id
+    dtype: str = "float32"  # how embeddings are stored; computation stays float32
+    resume: bool = False  # continue an interrupted extraction of the same data and settings
+    fresh: bool = False  # discard an interrupted one and start over
+    engine: str = "local"
+    shard_rows: int | None = None  # samples staged at a time; None: ~64 MiB over all layers
 
     def __post_init__(self):
         from latentscape.jobs._tokens import LONG_POLICIES
@@ -65,6 +82,14 @@ class ExtractConfig:
             raise UsageError(f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}")
         if self.max_length < 2:
             raise UsageError(f"--max-length {self.max_length} is too small", "pass 2 or more (default 256)")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown --engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
+        if self.resume and self.fresh:
+            raise UsageError("--resume and --fresh contradict each other", "pass one of them")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise UsageError(f"--shard-rows {self.shard_rows} must be positive", "pass 1 or more, or omit it")
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError(f"--batch-size {self.batch_size} must be positive",
                              "pass 1 or more (default 32; 16 with --backend onnx)")
@@ -125,6 +150,21 @@ def add_parser(subparsers, parents) -> None:
                         help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
                         "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "
                         "torch on a sample and fails below 0.99")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="how embeddings are stored: float32 (default) or float16 (half the disk and "
+                        "memory; the model computes in float32 either way, readers get float32)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted extraction of the same data and settings from its last "
+                        "complete shard")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard an interrupted extraction of the same data and settings and start over")
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="local (default: this process) or ray: Ray Data actors, one per GPU or CPU worker, "
+                        "on the cluster at RAY_ADDRESS or a local Ray started for the job (pip install "
+                        "'latentscape[ray]')")
+    parser.add_argument("--shard-rows", type=int,
+                        help="samples encoded and written to disk at a time (default: about 64 MiB over all "
+                        "layers); a resume repeats at most one shard")
     parser.add_argument("--force", action="store_true", help="extract again even if an identical run exists")
     parser.set_defaults(handler=_run_cli)
 
@@ -135,7 +175,8 @@ def _run_cli(args) -> JobResult:
         limit=args.limit, model=args.model, pooling=args.pooling, layers=args.layers,
         max_length=args.max_length, batch_size=args.batch_size, device=args.device, threads=args.threads,
         force=args.force, backend=args.backend, long=args.long, label_from_header=args.label_from_header,
-        labels=args.labels,
+        labels=args.labels, dtype=args.dtype, resume=args.resume, fresh=args.fresh, engine=args.engine,
+        shard_rows=args.shard_rows,
     )
     # The data set and the model folder are checked before MLflow is imported or a store
     # opened (measured: a missing file took 5.2 s to report when the store came first).
@@ -181,6 +222,12 @@ def prepare(config: ExtractConfig, *, model_name: str | None = None) -> Prepared
         model_path = str(path)
     if config.backend == "onnx":
         _check_onnx_backend(config, tabular)
+    if config.engine == "ray":
+        if tabular:
+            raise UsageError("--engine ray runs a model, and a tabular data set has none", "omit --engine")
+        from latentscape.jobs._ray_engine import require_ray
+
+        require_ray()
     return Prepared(dataset=dataset, tabular=tabular, model_name=model_name, model_path=model_path)
 
 
@@ -195,6 +242,8 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     only, the same in every training). ``prepared``: :func:`prepare`'s result when the
     caller checked the data before opening ``store``."""
     from latentscape.jobs._progress import progress
+    from latentscape.jobs._shards import shard_rows_for, staging_lock
+    from latentscape.jobs.core.geometry import anisotropy, mean_norm_of_chunks
     from latentscape.tracking.run_log import tracked_run
 
     # Load and validate everything before a run exists.
@@ -212,7 +261,7 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     # Reuse an identical finished extraction.
     if not config.force:
         previous = _find_identical(store, experiment_id, identity, max_length, layers_param, config.backend,
-                                   config.long)
+                                   config.long, config.dtype)
         if previous is not None:
             return JobResult(kind=Kind.EXTRACT.value, run_id=previous, experiment=experiment or DEFAULT_EXPERIMENT,
                              reused=True)
@@ -221,64 +270,163 @@ def extract(config: ExtractConfig, *, store, experiment: str | None = None, pare
     # its tokenizer knows the first batch's tokens (a protein model fed the wrong way
     # reads every sequence as one unknown token).
     encoder = None if tabular else _load_encoder(config, dataset.texts, model_name)
+    if tabular:
+        return _extract_tabular(config, store, experiment, experiment_id, dataset, identity,
+                                parent_run_id=parent_run_id, source_run_id=source_run_id, tags=tags)
 
+    # Where the layers are staged as they are made; an interrupted extraction of the same
+    # data and settings is resumed (--resume) or started over (--fresh), never silently.
+    layers = encoder.check_layers(config.layers)
+    dim = int(encoder.model.config.hidden_size)
+    shard_rows = config.shard_rows or shard_rows_for(len(layers), dim, np.dtype(config.dtype).itemsize, config.batch)
+    folder = _staging_folder(store, config, prepared, layers, max_length, shard_rows)
+    with staging_lock(folder, f"{dataset.name} with {model_name}"):
+        staged, interrupted = _open_staging(folder, config, dataset, dim, layers, shard_rows, identity)
+        with staged.dropped_if_empty(), tracked_run(
+                store, experiment_id, Kind.EXTRACT,
+                run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
+                parent_run_id=parent_run_id, source_run_id=source_run_id,
+                tags={**identity, Tag.DATASET_NAME: dataset.name, Tag.RESUME_OF: interrupted, **(tags or {})}) as log:
+            staged.claim(log.run_id)
+            if interrupted:
+                _end_interrupted(store, interrupted, f"interrupted; continued by run {log.run_id} (--resume)")
+            samples = dataset.samples_frame()
+            log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest,
+                        targets=Column.LABEL if dataset.labels is not None else None)
+            done = staged.complete_rows if interrupted else 0
+            log.params({
+                Param.DATASET: dataset.name, Param.MODEL: model_name, Param.MODEL_PATH: model_path,
+                Param.POOLING: identity[Tag.POOLING], Param.MAX_LENGTH: max_length, Param.BATCH_SIZE: config.batch,
+                Param.LAYERS: layers_param, Param.N_SAMPLES: len(dataset), Param.N_CLASSES: dataset.n_classes,
+                Param.TEXT_COL: dataset.text_col, Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col,
+                Param.BACKEND: config.backend, Param.LONG: config.long, Param.DTYPE: config.dtype,
+                Param.ENGINE: config.engine, Param.SHARD_ROWS: staged.shard_rows,
+                Param.RESUMED_AT: done if interrupted else None,
+            })
+            if dataset.label_from:
+                log.params({Param.LABEL_FROM: dataset.label_from})
+            if config.backend == "onnx":
+                runner = encoder.onnx(config.pooling, threads=config.threads)
+                log.params({Param.ONNX_FILE: str(runner.path)})
+                if runner.export_seconds is not None:
+                    log.metrics({Metric.ONNX_EXPORT_SECONDS: runner.export_seconds})
+
+            # Encode the shards not yet staged, writing each as it completes.
+            started = time.perf_counter()
+            tokens, shares = _encode(encoder, dataset.texts, config, progress, log, model_name, staged, done)
+            seconds = time.perf_counter() - started
+            agreement = None
+            if config.backend == "onnx":
+                agreement = _check_against_torch(encoder, dataset.texts, {layer: staged.mapped(layer) for layer
+                                                                          in layers}, config, log, progress)
+
+            # Log every layer: its staged file, per-layer summaries (step=layer) read back a
+            # chunk at a time, throughput of the samples this run encoded.
+            summary_rows = []
+            for layer in layers:
+                log.file(Artifact.embedding(layer), staged.path(layer))
+                summary_rows.append((Metric.MEAN_NORM, mean_norm_of_chunks(staged.chunks(layer)), layer))
+                summary_rows.append((Metric.ANISOTROPY, anisotropy(staged.mapped(layer)), layer))
+            log.metric_rows(summary_rows)
+            log.params({Param.N_LAYERS: len(layers), Param.DIM: staged.dim, Param.DEVICE: encoder.device})
+            encoded = len(dataset) - done
+            throughput = {Metric.EXTRACT_SECONDS: seconds, Metric.SAMPLES_PER_S: encoded / max(seconds, 1e-9),
+                          Metric.TOKENS_PER_S: tokens / max(seconds, 1e-9)}
+            log.metrics(throughput)
+            log.table(Artifact.SAMPLES, samples)
+            run_id = log.run_id
+        staged.remove()  # logged: the run's artifacts are the copy that stays
+    if agreement is not None:  # logged by the check; shown with the scores
+        throughput[Metric.BACKEND_CKA_MIN] = agreement.min_cka
+
+    details = {"layers": len(layers), "samples": len(dataset), "model": model_name, "dataset": dataset.name}
+    if interrupted:
+        details["resumed"] = f"{interrupted} at sample {done:,}"
+    return JobResult(kind=Kind.EXTRACT.value, run_id=run_id, experiment=experiment or DEFAULT_EXPERIMENT,
+                     scores={**shares, **throughput}, details=details)
+
+
+def _extract_tabular(config: ExtractConfig, store, experiment, experiment_id: str, dataset, identity: dict, *,
+                     parent_run_id, source_run_id, tags) -> JobResult:
+    """A tabular data set's features as layer 0: already in memory, written in one go."""
+    from latentscape.jobs.core.geometry import anisotropy, mean_norm
+    from latentscape.tracking.run_log import tracked_run
+
+    values = dataset.features.astype(config.dtype)
     with tracked_run(store, experiment_id, Kind.EXTRACT,
-                     run_name=f"{model_name.split('/')[-1]} · {dataset.name} · {identity[Tag.POOLING]}",
+                     run_name=f"{TABULAR_MODEL} · {dataset.name} · {identity[Tag.POOLING]}",
                      parent_run_id=parent_run_id, source_run_id=source_run_id,
                      tags={**identity, Tag.DATASET_NAME: dataset.name, **(tags or {})}) as log:
         samples = dataset.samples_frame()
         log.dataset(samples, name=dataset.name, source=dataset.source, digest=dataset.digest,
                     targets=Column.LABEL if dataset.labels is not None else None)
         log.params({
-            Param.DATASET: dataset.name, Param.MODEL: model_name, Param.MODEL_PATH: model_path,
-            Param.POOLING: identity[Tag.POOLING], Param.MAX_LENGTH: max_length, Param.BATCH_SIZE: config.batch,
-            Param.LAYERS: layers_param, Param.N_SAMPLES: len(dataset), Param.N_CLASSES: dataset.n_classes,
-            Param.TEXT_COL: dataset.text_col, Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col,
-            Param.BACKEND: config.backend, Param.LONG: config.long,
+            Param.DATASET: dataset.name, Param.MODEL: TABULAR_MODEL, Param.MODEL_PATH: "",
+            Param.POOLING: identity[Tag.POOLING], Param.MAX_LENGTH: 0, Param.BATCH_SIZE: config.batch,
+            Param.LAYERS: "all" if config.layers is None else ",".join(map(str, sorted(set(config.layers)))),
+            Param.N_SAMPLES: len(dataset), Param.N_CLASSES: dataset.n_classes, Param.TEXT_COL: dataset.text_col,
+            Param.LABEL_COL: dataset.label_col, Param.ID_COL: dataset.id_col, Param.BACKEND: config.backend,
+            Param.LONG: config.long, Param.DTYPE: config.dtype, Param.N_LAYERS: 1, Param.DIM: values.shape[1],
+            Param.DEVICE: "cpu",
         })
         if dataset.label_from:
             log.params({Param.LABEL_FROM: dataset.label_from})
-        if config.backend == "onnx":
-            runner = encoder.onnx(config.pooling, threads=config.threads)
-            log.params({Param.ONNX_FILE: str(runner.path)})
-            if runner.export_seconds is not None:
-                log.metrics({Metric.ONNX_EXPORT_SECONDS: runner.export_seconds})
-        started = time.perf_counter()
-        if tabular:
-            embeddings, tokens, device, shares = {0: dataset.features.astype(np.float32)}, 0, "cpu", {}
-        else:
-            embeddings, tokens, device, shares = _encode(encoder, dataset.texts, config, progress, log, model_name)
-        seconds = time.perf_counter() - started
-        agreement = None
-        if config.backend == "onnx":
-            agreement = _check_against_torch(encoder, dataset.texts, embeddings, config, log, progress)
-
-        # Log every layer: arrays, per-layer summaries (step=layer), throughput.
-        from latentscape.jobs.core.geometry import anisotropy, mean_norm
-
-        summary_rows = []
-        for layer, values in embeddings.items():
-            log.array(Artifact.embedding(layer), values)
-            summary_rows.append((Metric.MEAN_NORM, mean_norm(values), layer))
-            summary_rows.append((Metric.ANISOTROPY, anisotropy(values), layer))
-        log.metric_rows(summary_rows)
-        log.params({Param.N_LAYERS: len(embeddings), Param.DIM: next(iter(embeddings.values())).shape[1],
-                    Param.DEVICE: device})
-        throughput = {Metric.EXTRACT_SECONDS: seconds}
-        if not tabular:
-            throughput[Metric.SAMPLES_PER_S] = len(dataset) / max(seconds, 1e-9)
-            throughput[Metric.TOKENS_PER_S] = tokens / max(seconds, 1e-9)
-        log.metrics(throughput)
+        log.array(Artifact.embedding(0), values)
+        log.metric_rows([(Metric.MEAN_NORM, mean_norm(values.astype(np.float32)), 0),
+                         (Metric.ANISOTROPY, anisotropy(values), 0)])
+        log.metrics({Metric.EXTRACT_SECONDS: 0.0})
         log.table(Artifact.SAMPLES, samples)
         run_id = log.run_id
-    if agreement is not None:  # logged by the check; shown with the scores
-        throughput[Metric.BACKEND_CKA_MIN] = agreement.min_cka
+    return JobResult(kind=Kind.EXTRACT.value, run_id=run_id, experiment=experiment or DEFAULT_EXPERIMENT,
+                     scores={Metric.EXTRACT_SECONDS: 0.0},
+                     details={"layers": 1, "samples": len(dataset), "model": TABULAR_MODEL, "dataset": dataset.name})
 
-    return JobResult(
-        kind=Kind.EXTRACT.value, run_id=run_id, experiment=experiment or DEFAULT_EXPERIMENT,
-        scores={**shares, **throughput},
-        details={"layers": len(embeddings), "samples": len(dataset), "model": model_name, "dataset": dataset.name},
-    )
+
+# -- staging -------------------------------------------------------------------------
+def _staging_folder(store, config: ExtractConfig, prepared: Prepared, layers: list[int], max_length: int,
+                    shard_rows: int):
+    """The staging folder of this extraction: named by everything that determines its arrays
+    (the shard decides which texts share a batch; the engine is left out: a Ray run and a
+    local one write equal shards)."""
+    from latentscape.jobs._shards import staging_key, staging_root
+
+    key = staging_key({
+        "dataset_digest": prepared.dataset.digest, "n_samples": len(prepared.dataset), "model": prepared.model_name,
+        "model_path": prepared.model_path, "pooling": config.pooling, "layers": layers, "max_length": max_length,
+        "long": config.long, "dtype": config.dtype, "batch": config.batch, "backend": config.backend, "shard_rows": shard_rows,
+    })
+    return staging_root(store.backend.folder) / key
+
+
+def _open_staging(folder, config: ExtractConfig, dataset, dim: int, layers: list[int], shard_rows: int,
+                  identity: dict):
+    """The staged layers to write, and the id of the interrupted run they continue (None for
+    a new extraction). Raises the one-line offer to --resume or --fresh when an unfinished
+    extraction is there and neither was passed."""
+    from latentscape.jobs._shards import StagedLayers
+
+    existing = StagedLayers.existing(folder)
+    unfinished = existing is not None and existing.run_id is not None
+    if config.resume and not unfinished:
+        raise UsageError(f"--resume found no interrupted extraction of {dataset.name} with these settings",
+                         "drop --resume to extract from the start")
+    if unfinished and not (config.resume or config.fresh):
+        raise UsageError(
+            f"an unfinished extraction of {dataset.name} with these settings (run {existing.run_id}, "
+            f"{existing.complete_rows:,} of {existing.n_rows:,} samples) is staged in {folder}",
+            "rerun with --resume to continue, or --fresh to start over")
+    if unfinished and config.resume:
+        existing.cut_to(existing.complete_rows)  # a shard cut short by the kill is written again
+        return existing, existing.run_id
+    return StagedLayers.create(folder, n_rows=len(dataset), dim=dim, layers=layers, dtype=config.dtype,
+                               shard_rows=shard_rows, identity=identity), None
+
+
+def _end_interrupted(store, run_id: str, reason: str) -> None:
+    """End an interrupted extraction KILLED if its process died leaving it RUNNING (SIGKILL
+    or a lost machine); a run that ended FAILED or KILLED already keeps its status."""
+    if store.get_run(run_id).status == "RUNNING":
+        store.kill(run_id, reason)
 
 
 def _check_onnx_backend(config: ExtractConfig, tabular: bool) -> None:
@@ -310,8 +458,9 @@ def _load_encoder(config: ExtractConfig, texts, model_name: str):
     return encoder
 
 
-def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: str):
-    layers = encoder.check_layers(config.layers)
+def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: str, staged, done: int):
+    """Encode samples ``done ..`` a shard at a time into ``staged``; the tokens run through
+    the model and the unknown and truncated shares."""
     # Every text tokenized, its unknown and truncated shares logged and checked before the
     # first forward pass.
     tokenized = encoder.tokenize(texts, max_length=config.max_length, long=config.long)
@@ -319,15 +468,30 @@ def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: st
     shares = {Metric.UNK_FRACTION: tokenized.unk_fraction, Metric.TRUNCATED_FRACTION: tokenized.truncated_fraction}
     log.metrics(shares)
     tokenized.require_known(model=model_name, kind=encoder.input_kind, where=f"the {len(texts)} texts")
-    pieces = len(tokenized.owner)
-    with progress(pieces, f"extract {len(layers)} layers ({config.backend})",
-                  unit="text" if pieces == len(texts) else "window") as bar:
-        embeddings, tokens = encoder.encode(
-            texts, pooling=config.pooling, layers=layers, max_length=config.max_length,
-            batch_size=config.batch, on_batch=bar.update, backend=config.backend, threads=config.threads,
-            tokenized=tokenized,
+    remaining = tokenized.of_texts(done, len(texts))
+    shards = [(start, min(start + staged.shard_rows, len(texts))) for start in range(done, len(texts), staged.shard_rows)]
+    with progress(len(remaining.owner), f"extract {len(staged.layers)} layers ({config.backend})",
+                  unit="text" if len(tokenized.owner) == len(texts) else "window") as bar:
+        if config.engine == "ray":
+            from latentscape.jobs._ray_engine import encode_shards
+        else:
+            encode_shards = _encode_shards
+        for start, pooled in encode_shards(encoder, texts, tokenized, shards, config, list(staged.layers),
+                                           bar.update):
+            staged.write(start, pooled)
+    return int(remaining.lengths.sum()), shares
+
+
+def _encode_shards(encoder, texts, tokenized, shards, config: ExtractConfig, layers: list[int], on_batch):
+    """``(start, {layer: (rows, dim)})`` of each shard ``(start, stop)``, in order, encoded in
+    this process (each shard's texts sorted by length and batched, as ``Encoder.encode`` does)."""
+    for start, stop in shards:
+        pooled, _ = encoder.encode(
+            texts[start:stop], pooling=config.pooling, layers=layers, max_length=config.max_length,
+            batch_size=config.batch, on_batch=on_batch, backend=config.backend, threads=config.threads,
+            tokenized=tokenized.of_texts(start, stop),
         )
-    return embeddings, tokens, encoder.device, shares
+        yield start, pooled
 
 
 # -- the backend check -------------------------------------------------------------
@@ -403,10 +567,11 @@ def _check_against_torch(encoder, texts, embeddings: dict, config: ExtractConfig
 
 
 def _find_identical(store, experiment_id: str, identity: dict, max_length: int, layers: str,
-                    backend: str, long: str = "truncate") -> str | None:
+                    backend: str, long: str = "truncate", dtype: str = "float32") -> str | None:
     runs = store.find_runs(experiment_id, tags=identity, params={Param.MAX_LENGTH: max_length, Param.LAYERS: layers},
                            status="FINISHED", newest_first=True, max_results=50)
-    # Runs from before --backend and --long existed ran torch and truncated.
+    # Runs from before --backend, --long and --dtype existed ran torch, truncated and stored float32.
     same = [run for run in runs if run.params.get(Param.BACKEND, "torch") == backend
-            and run.params.get(Param.LONG, "truncate") == long]
+            and run.params.get(Param.LONG, "truncate") == long
+            and run.params.get(Param.DTYPE, "float32") == dtype]
     return same[0].id if same else None

@@ -241,3 +241,120 @@ def test_a_protein_language_model_extracts_sequences(store, tmp_path, tiny_esm):
     expected = _direct(tiny_esm, sequences, "mean")
     for layer in extraction.layers:
         np.testing.assert_allclose(extraction.embedding(layer), expected[layer], atol=1e-5, rtol=1e-4)
+
+
+# -- streaming: staged shards, resume, float16, memory-mapped reads ---------------------
+def test_staged_layers_resume_from_the_last_whole_shard(tmp_path):
+    from latentscape.jobs._shards import StagedLayers
+
+    rng = np.random.default_rng(0)
+    full = {layer: rng.normal(size=(10, 3)).astype(np.float32) for layer in (0, 2)}
+    staged = StagedLayers.create(tmp_path / "s", n_rows=10, dim=3, layers=(0, 2), dtype="float32", shard_rows=4,
+                                 identity={"model": "m"})
+    staged.write(0, {layer: values[:4] for layer, values in full.items()})
+    staged.write(4, {0: full[0][4:8], 2: full[2][4:6]})  # killed in the middle of layer 2's shard
+    reopened = StagedLayers.existing(tmp_path / "s")
+    assert reopened.complete_rows == 4 and reopened.identity == {"model": "m"}
+    reopened.cut_to(reopened.complete_rows)
+    reopened.write(4, {layer: values[4:8] for layer, values in full.items()})
+    reopened.write(8, {layer: values[8:] for layer, values in full.items()})
+    assert reopened.complete_rows == 10
+    for layer, values in full.items():
+        assert np.array_equal(np.load(reopened.path(layer)), values)  # a plain .npy of the final shape
+        assert np.array_equal(np.concatenate(list(reopened.chunks(layer, rows=3))), values)
+    assert StagedLayers.existing(tmp_path / "nothing") is None
+
+
+def test_float16_storage_is_read_back_as_float32_close_to_the_float32_run(store):
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.tracking.contract import Param
+    from latentscape.tracking.runs import download
+
+    config = dict(data="demo", limit=40, batch_size=8, layers=(0, 6), shard_rows=16)
+    full = load_extraction(store, extract(ExtractConfig(**config), store=store).run_id)
+    half = load_extraction(store, extract(ExtractConfig(**config, dtype="float16"), store=store).run_id)
+    assert half.run_id != full.run_id and half.params[Param.DTYPE] == "float16"
+    assert np.load(download(store, half.run_id, Artifact.embedding(6))).dtype == np.float16
+    for layer in (0, 6):
+        expected, got = full.embedding(layer), half.embedding(layer)
+        assert got.dtype == np.float32 and got.shape == expected.shape == (40, 384)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+        assert not np.array_equal(got, expected)  # stored at half precision, not the float32 file
+    # a layer is memory-mapped from the artifact (copy-on-write: the file never changes), nothing else is loaded
+    mapped = full.embedding(0)
+    assert isinstance(mapped, np.memmap) and mapped.mode == "c" and list(full._cache) == [0, 6]
+    before = mapped[0, 0]
+    mapped[0, 0] += 1.0
+    assert np.load(download(store, full.run_id, Artifact.embedding(0)))[0, 0] == before
+    # the streamed summaries equal those of the whole layer
+    from latentscape.jobs.core.geometry import mean_norm
+
+    history = store.client.get_metric_history(full.run_id, Metric.MEAN_NORM)
+    assert {m.step: m.value for m in history}[6] == pytest.approx(mean_norm(full.embedding(6)), rel=1e-5)
+
+
+def _staged_rows(folder):
+    """Rows each layer file holds now: ``{layer_file: rows}`` of every staging folder under ``folder``."""
+    from latentscape.jobs._shards import StagedLayers
+
+    rows = {}
+    for manifest in folder.glob("*/manifest.json"):
+        staged = StagedLayers.existing(manifest.parent)
+        for layer in staged.layers:
+            rows[staged.path(layer)] = (staged.path(layer).stat().st_size - staged._offset(layer)) // staged.row_bytes
+    return rows
+
+
+def test_an_extraction_killed_mid_way_resumes_to_the_uninterrupted_result(store, tmp_path, wait_for_progress):
+    """A real `latentscape extract` is SIGKILLed about half-way; a plain rerun offers --resume
+    in one line; --resume repeats at most one shard and ends equal to an uninterrupted run."""
+    import os
+    import signal
+
+    from latentscape.jobs._source import load_extraction
+    from latentscape.jobs.extract import ExtractConfig, extract
+    from latentscape.tracking.contract import Param
+    from latentscape.tracking.errors import UsageError
+
+    n, shard = 240, 16
+    settings = dict(data="demo", limit=n, batch_size=8, shard_rows=shard)
+    staging = tmp_path / "extract-staging"
+    env = {**os.environ, "LATENTSCAPE_PROGRESS": "0"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", "demo", "--limit", str(n), "--batch-size",
+         "8", "--shard-rows", str(shard), "--tracking-uri", store.uri], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def half_done():
+            rows = _staged_rows(staging)
+            return bool(rows) and min(rows.values()) >= n // 2
+
+        wait_for_progress(half_done, progress=lambda: sum(_staged_rows(staging).values()), stall_s=120,
+                          what="the extraction's staged rows", poll_s=0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    written = max(_staged_rows(staging).values())
+    assert written < n, "the extraction finished before it was killed: kill it earlier"
+    killed = store.find_runs(store.experiment_id(), kind=Kind.EXTRACT)
+    assert [run.info.status for run in killed] == ["RUNNING"]  # SIGKILL leaves it so
+
+    with pytest.raises(UsageError, match="rerun with --resume to continue, or --fresh to start over"):
+        extract(ExtractConfig(**settings), store=store)
+    resumed = extract(ExtractConfig(**settings, resume=True), store=store)
+    run = store.get_run(resumed.run_id)
+    resumed_at = int(run.data.params[Param.RESUMED_AT])
+    assert n // 2 <= resumed_at <= written and written - resumed_at <= shard  # at most one shard again
+    assert run.data.tags[Tag.RESUME_OF] == killed[0].info.run_id
+    assert store.get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert not any(staging.glob("*/manifest.json"))  # logged, then removed
+
+    uninterrupted = extract(ExtractConfig(**settings, force=True), store=store)
+    again, once = load_extraction(store, resumed.run_id), load_extraction(store, uninterrupted.run_id)
+    assert again.layers == once.layers == list(range(7))
+    for layer in again.layers:
+        np.testing.assert_array_equal(again.embedding(layer), once.embedding(layer))

@@ -83,7 +83,7 @@ class Tag:
     WARNING = "warning"
     VERDICT = "verdict"  # layers: the layer verdict in one plain sentence
     CHECKPOINT_STEP = "checkpoint_step"  # a finetune's child extraction: the training step (0: the base)
-    RESUME_OF = "resume_of"  # finetune --resume: the interrupted run it continues
+    RESUME_OF = "resume_of"  # finetune / extract --resume: the interrupted run it continues
 
 
 class Param:
@@ -109,6 +109,10 @@ class Param:
     BACKEND_CHECK_SAMPLES = "backend_check_samples"  # samples the onnx result was checked on against torch
     ONNX_FILE = "onnx_file"  # the cached ONNX graph the onnx backend ran
     LONG = "long"  # extract --long: truncate (default) or window (mean over overlapping windows)
+    DTYPE = "dtype"  # extract --dtype: how embeddings are stored, float32 (default) or float16
+    ENGINE = "engine"  # extract --engine: local (this process) or ray (Ray Data actors)
+    SHARD_ROWS = "shard_rows"  # extract: samples written to disk at a time (a resume repeats at most one shard)
+    RESUMED_AT = "resumed_at"  # extract --resume: samples the interrupted run had written
     INPUT_KIND = "input_kind"  # how texts were fed to the tokenizer: text, residues or spaced residues
     LABEL_FROM = "label_from"  # a FASTA file's labels: header:REGEX or the side table's path
     # map (reducer and clusterer settings are logged as "reducer.<name>" and
@@ -399,7 +403,8 @@ class Artifact:
 
     @staticmethod
     def embedding(layer: int) -> str:
-        """Path of one layer's ``(n_samples, dim)`` float32 array."""
+        """Path of one layer's ``(n_samples, dim)`` array: float32, or float16 when the run's
+        ``dtype`` param says so (readers cast to float32)."""
         return f"embeddings/layer_{int(layer):03d}.npy"
 
     @staticmethod

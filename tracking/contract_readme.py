@@ -18,8 +18,9 @@ GROUP_NOTES = {
              "a sweep's best settings as `best.<name>`; the samples a subsampled measure read as `n.<measure>`.",
     "metric": "Metrics. Per-layer curves are logged with `step=layer`; `<score>_clustered` is a score over "
               "clustered (non-noise) points only; per-section or per-pooling variants append `.<part>`.",
-    "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False`; "
-                "nothing is pickled.",
+    "artifact": "Artifacts: tables are Parquet, arrays float32 `.npy` read with `allow_pickle=False` "
+                "(an extraction's embeddings are float16 where its `dtype` param says so; readers cast them to "
+                "float32); nothing is pickled.",
     "column": "Columns of the Parquet tables (`meta.<column>` keeps a data set's extra columns).",
     "reply": "The JSON line of `--json`, and the search protocol the UI speaks to its warm "
              "`latentscape search --serve` workers (the app never loads a model itself).",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
-__all__ = ["mean_norm", "anisotropy", "unit_rows"]
+__all__ = ["mean_norm", "mean_norm_of_chunks", "anisotropy", "unit_rows"]
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -16,6 +18,16 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def mean_norm(x: np.ndarray) -> float:
     """Mean L2 norm of the rows of ``x: (n, d)``."""
     return float(np.linalg.norm(x, axis=1).mean())
+
+
+def mean_norm_of_chunks(chunks: Iterable[np.ndarray]) -> float:
+    """:func:`mean_norm` of the rows of several ``(n_i, d)`` chunks taken together, never
+    holding more than one (a layer streamed from disk). NaN when there are no rows."""
+    total, count = 0.0, 0
+    for chunk in chunks:
+        total += float(np.linalg.norm(chunk.astype(np.float32, copy=False), axis=1).sum(dtype=np.float64))
+        count += len(chunk)
+    return total / count if count else float("nan")
 
 
 def anisotropy(x: np.ndarray, *, pairs: int = 2000, seed: int = 0) -> float:
@@ -30,5 +42,6 @@ def anisotropy(x: np.ndarray, *, pairs: int = 2000, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     a = rng.integers(0, n, size=pairs)
     b = (a + rng.integers(1, n, size=pairs)) % n  # never the same row
-    unit = unit_rows(x.astype(np.float64))
-    return float(np.einsum("ij,ij->i", unit[a], unit[b]).mean())
+    # Only the sampled rows are read: ``x`` may be a memory-mapped layer of any size.
+    unit_a, unit_b = unit_rows(np.asarray(x[a], dtype=np.float64)), unit_rows(np.asarray(x[b], dtype=np.float64))
+    return float(np.einsum("ij,ij->i", unit_a, unit_b).mean())

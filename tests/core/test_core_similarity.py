@@ -200,3 +200,15 @@ def test_two_nn_ignores_duplicates_and_degenerate_input():
     doubled = np.concatenate([x, x[:20]])
     assert abs(two_nn_dimension(doubled) - two_nn_dimension(x)) < 0.5
     assert np.isnan(two_nn_dimension(neighbour_distances=np.zeros((10, 2))))
+
+
+def test_streamed_mean_norm_equals_the_whole_and_anisotropy_reads_only_sampled_rows():
+    from latentscape.jobs.core.geometry import anisotropy, mean_norm, mean_norm_of_chunks
+
+    x = np.random.default_rng(0).normal(size=(1_001, 16)).astype(np.float32) + 3.0
+    chunks = (x[start:start + 100] for start in range(0, len(x), 100))
+    assert mean_norm_of_chunks(chunks) == pytest.approx(mean_norm(x), rel=1e-6)
+    assert np.isnan(mean_norm_of_chunks([]))
+    # the same pairs whether the layer is float32 or a float16 copy of it (storage only)
+    assert anisotropy(x.astype(np.float16)) == pytest.approx(anisotropy(x), abs=1e-3)
+    assert anisotropy(x) > 0.5  # every row shares the +3 offset
