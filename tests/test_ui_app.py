@@ -978,7 +978,8 @@ print(",".join(loaded))
 """
     env = {**os.environ, "MLFLOW_TRACKING_URI": ui_runs.tracking_uri,
            "LATENTSCAPE_CATALOG": str(tmp_path / "catalog.duckdb")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    # timeout: a guard against a hang, not a speed limit (the syncs inside wait for progress)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1:] in ([], [""]), done.stdout
 
@@ -1008,14 +1009,14 @@ def test_ui_on_a_port_in_use_fails_with_one_line_and_exit_2(tmp_path):
         done = subprocess.run(
             [sys.executable, "-m", "latentscape.jobs.cli", "ui", "--port", str(port), "--address", "127.0.0.1",
              "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-            capture_output=True, text=True, timeout=60, cwd=REPO)
+            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"latentscape ui: error: port {port} is already in use; pass another --port (e.g. {port + 1}), "
         "or stop the process that holds it"]
     missing = subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", "ui", "--tracking-uri", "sqlite:////no/such/dir/x.db",
                               "--port", str(port), "--address", "127.0.0.1"], capture_output=True, text=True,
-                             timeout=60, cwd=REPO)
+                             timeout=300, cwd=REPO)
     assert missing.returncode == 2 and "does not exist" in missing.stderr, missing.stderr
 
 

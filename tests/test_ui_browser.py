@@ -226,14 +226,22 @@ def open_app(page, url: str, title: str, *, charts: int = 0, timeout_ms: int = 9
     page.goto(url)
     page.get_by_test_id("stAppViewContainer").wait_for(timeout=timeout_ms)
     page.get_by_test_id("stMain").get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_ms)
-    deadline = time.monotonic() + timeout_ms / 1000
-    while time.monotonic() < deadline:
+    # Waited for as long as the page moves on (the catalog's sync progress, charts being
+    # drawn): a busy machine makes this slower, never red; it fails once the page stood
+    # still for timeout_ms.
+    seen, still_since = None, time.monotonic()
+    while time.monotonic() - still_since < timeout_ms / 1000:
         running = page.get_by_test_id("stStatusWidget").count() > 0
         skeletons = page.get_by_test_id("stSkeleton").count()
-        if not running and not skeletons and page.locator(DRAWN).count() >= charts:
+        drawn = page.locator(DRAWN).count()
+        if not running and not skeletons and drawn >= charts:
             return
+        now = (drawn, page.get_by_test_id("stMain").inner_text())
+        if now != seen:
+            seen, still_since = now, time.monotonic()
         page.wait_for_timeout(250)
-    raise AssertionError(f"{url}: {page.locator(DRAWN).count()} charts drawn, expected {charts}")
+    raise AssertionError(f"{url}: {page.locator(DRAWN).count()} charts drawn, expected {charts}, "
+                         f"and the page stood still for {timeout_ms / 1000:.0f} s")
 
 
 def screenshot(page, name: str) -> Path:

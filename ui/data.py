@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,7 @@ class _BackgroundSync:
         self.error: str | None = None
         self.progress: str | None = None
         self.generation = 0
+        _SYNCS.add(self)
 
     def running(self) -> bool:
         thread = self._thread
@@ -154,7 +156,6 @@ class _BackgroundSync:
         self.progress = f"{done:,} {what} read" if total is None else f"{what}: {done:,} of {total:,}"
 
     def _run(self) -> None:
-        _yield_cpu()
         try:
             stats, error = self._catalog.refresh(progress=self._advance), None
         except Exception as failed:  # shown in the sidebar; the next sync tries again
@@ -166,16 +167,7 @@ class _BackgroundSync:
 
 
 SYNC_THREAD = "latentscape-catalog-sync"
-
-
-def _yield_cpu() -> None:
-    """Run this thread at the lowest CPU priority (Linux, where a thread has its own): the
-    sync's seconds of MLflow work then wait for the browser drawing the page it just got."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+_SYNCS: "weakref.WeakSet[_BackgroundSync]" = weakref.WeakSet()  # for wait_for_sync
 
 
 @st.cache_resource(show_spinner=False)
@@ -221,14 +213,21 @@ def tracking_uri(*, masked: bool = False) -> str:
     return privacy.masked(uri) if masked else uri
 
 
-def wait_for_sync(timeout: float | None = None) -> bool:
-    """Wait for this process's running syncs (tests, benchmarks); False on timeout."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if thread.name == SYNC_THREAD:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
+def wait_for_sync(stall_s: float | None = None) -> bool:
+    """Wait for this process's running syncs (tests, benchmarks). A sync is waited for as
+    long as it moves on; False when one stood still (no progress) for ``stall_s`` seconds,
+    so a slow machine makes the wait longer, never a false alarm."""
+    for sync in list(_SYNCS):
+        seen, still_since = None, time.monotonic()
+        while sync.running():
+            now = (sync.progress, sync.generation)
+            if now != seen:
+                seen, still_since = now, time.monotonic()
+            elif stall_s is not None and time.monotonic() - still_since > stall_s:
                 return False
+            thread = sync._thread
+            if thread is not None:
+                thread.join(0.5)
     return True
 
 
