@@ -341,16 +341,16 @@ def test_an_extraction_killed_mid_way_resumes_to_the_uninterrupted_result(store,
     written = max(_staged_rows(staging).values())
     assert written < n, "the extraction finished before it was killed: kill it earlier"
     killed = store.find_runs(store.experiment_id(), kind=Kind.EXTRACT)
-    assert [run.info.status for run in killed] == ["RUNNING"]  # SIGKILL leaves it so
+    assert [run.status for run in killed] == ["RUNNING"]  # SIGKILL leaves it so
 
     with pytest.raises(UsageError, match="rerun with --resume to continue, or --fresh to start over"):
         extract(ExtractConfig(**settings), store=store)
     resumed = extract(ExtractConfig(**settings, resume=True), store=store)
     run = store.get_run(resumed.run_id)
-    resumed_at = int(run.data.params[Param.RESUMED_AT])
+    resumed_at = int(run.params[Param.RESUMED_AT])
     assert n // 2 <= resumed_at <= written and written - resumed_at <= shard  # at most one shard again
-    assert run.data.tags[Tag.RESUME_OF] == killed[0].info.run_id
-    assert store.get_run(killed[0].info.run_id).info.status == "KILLED"
+    assert run.tags[Tag.RESUME_OF] == killed[0].id
+    assert store.get_run(killed[0].id).status == "KILLED"
     assert not any(staging.glob("*/manifest.json"))  # logged, then removed
 
     uninterrupted = extract(ExtractConfig(**settings, force=True), store=store)

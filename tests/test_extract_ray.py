@@ -30,11 +30,11 @@ def test_ray_engine_equals_the_local_engine_and_logs_the_same_contract(store):
         np.testing.assert_allclose(b.embedding(layer), a.embedding(layer), atol=1e-5, rtol=0)
 
     run_a, run_b = store.get_run(local.run_id), store.get_run(remote.run_id)
-    assert run_b.info.status == "FINISHED"
-    assert set(run_a.data.params) == set(run_b.data.params)
-    assert set(run_a.data.tags) - {"mlflow.runName"} <= set(run_b.data.tags)
-    assert set(run_a.data.metrics) == set(run_b.data.metrics)
-    differ = {key for key in run_a.data.params if run_a.data.params[key] != run_b.data.params[key]}
+    assert run_b.status == "FINISHED"
+    assert set(run_a.params) == set(run_b.params)
+    assert set(run_a.tags) - {"mlflow.runName"} <= set(run_b.tags)
+    assert set(run_a.metrics) == set(run_b.metrics)
+    differ = {key for key in run_a.params if run_a.params[key] != run_b.params[key]}
     assert differ == {Param.ENGINE}, differ
     assert (set(store.artifact_paths(local.run_id, Artifact.EMBEDDINGS_DIR))
             == set(store.artifact_paths(remote.run_id, Artifact.EMBEDDINGS_DIR)))
