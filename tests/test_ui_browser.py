@@ -10,6 +10,7 @@ page goes to ``test-artifacts/``.
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import shutil
 import socket
@@ -376,6 +377,29 @@ def _idle(page, timeout_s: float = 90) -> None:
         page.wait_for_timeout(250)
 
 
+def _listed_after_clicking(page, listed, x: float, y: float, timeout_s: float = 240) -> int:
+    """Click a region and return the sample count the page lists for the selection.
+
+    On a busy machine software WebGL can pick so slowly that deck.gl drops a click, or
+    delivers it many seconds late. A second click on the same region deselects it
+    (multi-object mode), so click again only after 30 s with the app idle and nothing
+    listed, and read the count only while the app is idle (a late click's rerun can
+    replace the listed text while it is being read)."""
+    deadline, clicked_at = time.monotonic() + timeout_s, -math.inf
+    while time.monotonic() < deadline:
+        _idle(page)
+        if listed.count() and listed.first.is_visible():
+            try:
+                return int(listed.first.inner_text(timeout=2000).split()[0].replace(",", ""))
+            except playwright_api.TimeoutError:
+                continue  # replaced by a rerun between the check and the read
+        if time.monotonic() - clicked_at > 30:
+            page.mouse.click(x, y)
+            clicked_at = time.monotonic()
+        page.wait_for_timeout(500)
+    raise AssertionError(f"no selection listed {timeout_s:.0f} s after clicking a region")
+
+
 def test_regions_selected_on_a_large_map_are_listed_and_ringed_in_a_second_one(pair_server, tab, big_pair):
     # Streamlit's deck.gl chart selects objects by clicking them (no box or lasso): in
     # "Select regions" mode a map's regions are those objects.
@@ -407,16 +431,7 @@ def test_regions_selected_on_a_large_map_are_listed_and_ringed_in_a_second_one(p
     expected = int(region.group(1).replace(",", ""))
     assert 0 < expected < PAIR_POINTS
     listed = tab.get_by_text(re.compile(r"^[\d,]+ samples in the chosen regions and points on "))
-    # On a busy machine software WebGL can pick so slowly that deck.gl drops the click (no
-    # selection, no rerun): click again only once the app is idle with nothing listed.
-    for _ in range(5):
-        tab.mouse.click(tx, ty)
-        tab.wait_for_timeout(2000)
-        _idle(tab)
-        if listed.count() and listed.first.is_visible():
-            break
-    listed.wait_for(timeout=90_000)
-    assert int(listed.inner_text().split()[0].replace(",", "")) == expected
+    assert _listed_after_clicking(tab, listed, tx, ty) == expected
     ringed = tab.get_by_text(re.compile(rf"{expected:,} selected samples ringed"))
     ringed.wait_for(timeout=90_000)  # the second map's caption: the same samples drawn ringed there
     _idle(tab)
