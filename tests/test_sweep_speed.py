@@ -109,17 +109,19 @@ def test_search_epochs_are_checked_against_the_space(store, tmp_path):
 
 def test_search_epochs_default_and_full(store):
     """By default trials search at 100 epochs; pinned epochs and 'full' search at the map's."""
-    from latentscape.jobs.sweep import SweepConfig, _plan
+    from latentscape.jobs.sweep import SweepConfig
+    from latentscape.jobs.sweep.targets import TARGETS
 
+    make_plan = TARGETS["map"].make_plan
     extraction = _extract_digits(store, limit=100)
-    plan = _plan(SweepConfig(run=extraction.run_id), store, None)
+    plan = make_plan(SweepConfig(run=extraction.run_id), store, None)
     assert (plan.search_epochs, plan.refit_epochs) == (100, 200) and plan.space.fixed[EPOCHS] == 100
     for config in (SweepConfig(run=extraction.run_id, search_epochs=0),
                    SweepConfig(run=extraction.run_id, fixed={EPOCHS: 60}),
                    SweepConfig(run=extraction.run_id, reducer="pca")):
-        plan = _plan(config, store, None)
+        plan = make_plan(config, store, None)
         assert plan.search_epochs is None and plan.refit_epochs is None
-    pinned = _plan(SweepConfig(run=extraction.run_id, fixed={EPOCHS: 60}, search_epochs=20), store, None)
+    pinned = make_plan(SweepConfig(run=extraction.run_id, fixed={EPOCHS: 60}, search_epochs=20), store, None)
     assert (pinned.search_epochs, pinned.refit_epochs) == (20, 60)
 
 

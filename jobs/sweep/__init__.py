@@ -43,11 +43,13 @@ whose run was lost (``--resume`` still replays and logs a COMPLETE trial whose r
 deleted).
 
 The package, one job a module: this file (the config, the command line, :func:`sweep`);
+``targets`` (what a trial fits, one module a target: ``map``, the default, and ``sae``,
+``--target sae``; the registry ``TARGETS`` and the protocol its entries implement);
 ``_planning`` (the plan: objective, space, default point, epochs); ``_study`` (the
 worker: its study, its trials, the loop until the study has its target);
 ``_bookkeeping`` (trial runs, stale, orphan and abandoned runs, trials without a run,
 trials.parquet and importances.parquet); ``_workers`` (the --workers helper processes);
-``_best`` (the replay and refit of the best trial, and the best map logged).
+``_best`` (which worker logs the best trial, and its best.* params).
 """
 
 from __future__ import annotations
@@ -59,20 +61,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from latentscape.jobs._result import JobResult
-from latentscape.jobs.sweep._best import SWEEP_COLLAPSE_FIX
-from latentscape.jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, _Plan, _plan, study_name_for
+from latentscape.jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, study_name_for
 from latentscape.jobs.sweep._study import _Worker
 from latentscape.jobs.sweep._workers import _helper_main
+from latentscape.jobs.sweep.targets import TARGETS
+from latentscape.jobs.sweep.targets.map import SWEEP_COLLAPSE_FIX
 from latentscape.tracking.contract import Metric, Param
 from latentscape.tracking.errors import UsageError
 
 __all__ = ["SweepConfig", "sweep", "add_parser", "study_name_for"]
 
-# Also importable from here: DEFAULT_SEARCH_EPOCHS, SWEEP_COLLAPSE_FIX, _Plan, _plan
-# and _Worker (latentscape.jobs._sae_sweep builds on them), _helper_main (the --workers processes'
+# Also importable from here: DEFAULT_SEARCH_EPOCHS, SWEEP_COLLAPSE_FIX, TARGETS (what a
+# trial fits: latentscape.jobs.sweep.targets), _helper_main (the --workers processes'
 # entry point, run as `python -c "from latentscape.jobs.sweep import _helper_main; ..."`).
-
-TARGETS = ("map", "sae")  # what a trial fits (sae: latentscape.jobs._sae_sweep)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class SweepConfig:
     workers: int = 1  # processes on the study, this one included (one core each)
     search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
     parent_run: str | None = None  # the sweep run's parent (None: the extraction; layers --tune: its run)
-    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (latentscape.jobs._sae_sweep)
+    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (latentscape.jobs.sweep.targets)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
@@ -156,7 +157,7 @@ def add_parser(subparsers, parents) -> None:
     )
     parser.add_argument("--run", required=False, help="the extract run to sweep (its id)")
     parser.add_argument("--layer", help="layer to map (default: the last one)")
-    parser.add_argument("--target", choices=TARGETS, default="map",
+    parser.add_argument("--target", choices=tuple(TARGETS), default="map",
                         help="what each trial fits: a map (default) or a sparse autoencoder (sae: searches "
                         "features, k and learning_rate; objective holdout.variance_explained unless --objective "
                         "names another sae score; --space takes 'target: sae' and params named as the sae run's)")
@@ -250,25 +251,9 @@ def _run_cli(args) -> JobResult:
 
 # -- the sweep ------------------------------------------------------------------------
 def precheck(config: SweepConfig) -> None:
-    """What can be checked before the store is opened: objective, names, pinned settings."""
-    from latentscape.jobs.core.mapping import ConfigError, check_settings
-    from latentscape.jobs.core.scores import SCORE_NAMES
-    from latentscape.jobs.core.search_space import SearchSpace
-
-    if config.target == "sae":
-        from latentscape.jobs._sae_sweep import precheck as sae_precheck
-
-        return sae_precheck(config)
-    if config.objective not in SCORE_NAMES:
-        raise UsageError(f"unknown objective {config.objective!r}", f"choose one of {', '.join(SCORE_NAMES)}")
-    if config.space is not None:
-        return  # checked whole against the data in _plan
-    reducer_params, clusterer_params = SearchSpace(config.reducer, config.clusterer, (), {}).split(config.fixed)
-    try:
-        check_settings(reducer=config.reducer, clusterer=config.clusterer, reducer_params=reducer_params,
-                       clusterer_params=clusterer_params, seed=config.seed)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    """What can be checked before the store is opened (the target's checks: objective,
+    names, pinned settings)."""
+    TARGETS[config.target].precheck(config)
 
 
 def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobResult:
@@ -278,12 +263,8 @@ def sweep(config: SweepConfig, *, store, experiment: str | None = None) -> JobRe
     precheck(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_optuna_warnings()
-    if config.target == "sae":
-        from latentscape.jobs._sae_sweep import SaeWorker, sae_plan
-
-        return SaeWorker(config, sae_plan(config, store, experiment), store).run()
-    plan = _plan(config, store, experiment)
-    worker = _Worker(config, plan, store)
+    target = TARGETS[config.target]
+    worker = _Worker(config, target(config, target.make_plan(config, store, experiment)), store)
     return worker.run()
 
 

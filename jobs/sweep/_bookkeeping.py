@@ -15,8 +15,8 @@ from latentscape.tracking.contract import Column, Kind, Metric, Tag
 
 
 class _Bookkeeping:
-    """Trial runs and their cleanup; uses the worker's store, plan, study, writer and
-    sweep run."""
+    """Trial runs and their cleanup; uses the worker's store, plan, target, study, writer
+    and sweep run."""
 
     # -- trial runs --------------------------------------------------------------------
     def _trial_runs(self, *, running_only: bool = False) -> list:
@@ -44,7 +44,7 @@ class _Bookkeeping:
 
     def _log_trial(self, run, config, result, state: str, started: float) -> None:
         """A fitted trial's settings (its replayable config), state, scores and duration."""
-        run.log(params=self._params(config), tags={Tag.TRIAL_STATE: state},
+        run.log(params=self.target.params(config), tags={Tag.TRIAL_STATE: state},
                 metrics={**result.scores, **result.durations, Metric.TRIAL_SECONDS: time.perf_counter() - started})
 
     def _log_unlogged_trials(self) -> None:
@@ -55,7 +55,7 @@ class _Bookkeeping:
         for trial in self._unwritten_trials():
             config = self.plan.searched_config(trial.params)
             started = time.perf_counter()
-            result = self._fit(config, with_view=False)
+            result = self.target.fit(config)
             note = "logged by --resume: a replay of the trial, whose run was missing"
             with self._open_trial_run(trial.number, {Tag.NOTE: note}) as pending:
                 self._log_trial(pending, config, result, "COMPLETE", started)
@@ -67,11 +67,11 @@ class _Bookkeeping:
         # Optuna first, then MLflow: every trial complete at the first read had its run
         # written before it, so the second read finds it.
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        written = {number for number, run in self._runs_by_trial().items()
+        written = {number for number, run in self.runs_by_trial().items()
                    if run.status == "FINISHED" and run.tags.get(Tag.TRIAL_STATE) == "COMPLETE"}
         return [t for t in complete if t.number not in written]
 
-    def _runs_by_trial(self) -> dict[int, Any]:
+    def runs_by_trial(self) -> dict[int, Any]:
         """Trial number -> its MLflow run (a finished one where a number has several)."""
         found: dict[int, Any] = {}
         for run in self._trial_runs():
@@ -143,16 +143,12 @@ class _Bookkeeping:
                 self.store.kill(run.id, "the process died before the run ended")
 
     # -- the tables --------------------------------------------------------------------
-    def _score_names(self) -> tuple[str, ...]:
-        """The scores a trial logs (the columns of trials.parquet after the params)."""
-        from latentscape.jobs.core.scores import SCORE_NAMES
-
-        return tuple(SCORE_NAMES)
-
-    def _trials_frame(self, runs: dict[int, Any]):
-        """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score."""
+    def trials_frame(self, runs: dict[int, Any]):
+        """``trials.parquet``: trial, state, value, duration_s, run_id, each param, each score
+        (named as the target's :class:`~latentscape.jobs.sweep.targets.TrialColumns` say)."""
         import pandas as pd
 
+        columns = self.target.trials_columns()
         rows = []
         for t in self.study.get_trials(deepcopy=False):
             duration = (t.datetime_complete - t.datetime_start).total_seconds() \
@@ -160,13 +156,13 @@ class _Bookkeeping:
             run = runs.get(t.number)
             row = {Column.TRIAL: t.number, Column.STATE: t.state.name, Column.VALUE: t.value,
                    Column.DURATION: duration, Column.RUN_ID: run.id if run is not None else None}
-            row.update(t.params)
+            row.update({columns.param_prefix + name: value for name, value in t.params.items()})
             metrics = run.metrics if run is not None else {}
-            row.update({name: metrics.get(name, math.nan) for name in self._score_names()})
+            row.update({name: metrics.get(name, math.nan) for name in columns.scores})
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _importances(self):
+    def importances(self):
         import warnings
 
         import optuna

@@ -1,6 +1,8 @@
 """One process's part of a study (:class:`_Worker`): create or join the study, open or
 attach the sweep run, run trials until the study has its target (every process's
-quotas summed), and, in the last process, log the best map."""
+quotas summed), and, in the last process, log the best trial. What a trial fits, its
+params and scores, and what is logged of the best trial come from the sweep's target
+(:class:`~latentscape.jobs.sweep.targets.SweepTarget`); the worker is the same for all."""
 
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ from latentscape.jobs._result import JobResult
 from latentscape.jobs.sweep._best import _Best
 from latentscape.jobs.sweep._bookkeeping import _Bookkeeping
 from latentscape.jobs.sweep._workers import _Helpers
-from latentscape.tracking.contract import Kind, Metric, Param, Tag
+from latentscape.tracking.contract import Kind, Metric, Tag
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.studies import dispose, masked, open_storage
 
 if TYPE_CHECKING:
     from latentscape.jobs.sweep import SweepConfig
-    from latentscape.jobs.sweep._planning import _Plan
+    from latentscape.jobs.sweep.targets import SweepTarget
 
 # Optuna user attributes (the study's and each trial's), shared by every worker process.
 _ATTR_SWEEP_RUN = "latentscape.sweep_run_id"
@@ -36,17 +38,16 @@ _MAX_CONSECUTIVE_FAILURES = 10
 
 class _Worker(_Bookkeeping, _Helpers, _Best):
     """One process's part of a study: its trials, and the final logging if it is last.
-    Its run bookkeeping, helper processes and best map are the mixins it is made of."""
+    Its run bookkeeping, helper processes and best-trial claim are the mixins it is made
+    of; ``target`` fits the trials (its ``plan`` is the study's). To the target's
+    ``log_best`` it is the :class:`~latentscape.jobs.sweep.targets.SweepRecords`."""
 
-    def __init__(self, config: SweepConfig, plan: _Plan, store):
-        self.config, self.plan, self.store = config, plan, store
+    def __init__(self, config: SweepConfig, target: SweepTarget, store):
+        self.config, self.target, self.plan, self.store = config, target, target.plan, store
         self.worker_id = uuid.uuid4().hex[:12]
         self.sweep_run_id: str | None = None
         self.study = None
         self.storage = None  # the process's one Optuna storage (one engine), disposed when run() ends
-        self.x = None
-        self.labels = None
-        self.cache = None
         self.lock = threading.Lock()
         self.failures_in_a_row = 0
         self.ran = 0
@@ -101,7 +102,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
     def _quotas(study) -> dict[str, int]:
         return {k: int(v) for k, v in study.user_attrs.items() if k.startswith(_ATTR_QUOTA)}
 
-    def target(self) -> int:
+    def study_target(self) -> int:
         return sum(self._quotas(self.study).values())
 
     def _counts(self) -> tuple[int, list[int]]:
@@ -137,7 +138,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
                          parent_run_id=self.config.parent_run or extraction.run_id,
                          source_run_id=extraction.run_id, tags=self._sweep_tags()) as log:
             self.sweep_run_id = log.run_id
-            log.params(self._sweep_params())
+            log.params(self.target.sweep_params())
             self.study.set_user_attr(_ATTR_SWEEP_RUN, log.run_id)
             yield log
 
@@ -181,20 +182,6 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
     def _sweep_tags(self) -> dict[str, Any]:
         return {**self.plan.extraction.lineage_tags(), Tag.LAYER: self.plan.layer, Tag.STUDY: self.plan.study_name}
 
-    def _sweep_params(self) -> dict[str, Any]:
-        base = self.plan.base
-        return {
-            Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials, Param.OBJECTIVE: self.plan.objective,
-            Param.DIRECTION: self.plan.direction, Param.SAMPLER: f"TPESampler(seed={self.config.seed}, constant_liar=True)",
-            Param.STORAGE: masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
-            Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
-            Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
-            Param.SEARCH_EPOCHS: self.plan.search_epochs, Param.REFIT_EPOCHS: self.plan.refit_epochs,
-            Param.REDUCER: base.reducer, Param.CLUSTERER: base.clusterer,
-            Param.NOISE_POLICY: base.noise_policy, Param.KNN: base.knn, Param.KNN_K: base.knn_k,
-            Param.SCORE_K: base.score_k, Param.SCORE_SAMPLE: base.score_sample, Param.HOLDOUT: self.config.holdout,
-        }
-
     def _enqueue_default(self) -> None:
         # The default map is the first trial: the best is never worse than the defaults.
         point = self.plan.default_point()
@@ -215,18 +202,8 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
         finally:
             self._stop_helpers()
 
-    def _load(self) -> None:
-        """Load the layer once; share k-NN graphs and score references across trials."""
-        from latentscape.jobs.core.mapping import NeighbourCache
-
-        self.x = self.plan.extraction.embedding(self.plan.layer)
-        # With --holdout no map gets the labels: _fit scores the tuning rows only.
-        self.labels = self.plan.labels if self.plan.tune is None else None
-        hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
-        self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
-
     def _work_here(self, log) -> JobResult:
-        self._load()
+        self.target.load()  # the data every trial of this process shares
 
         # One BLAS/OpenMP thread per map, set once for the whole process (not per map:
         # trial threads would undo each other's limits); parallelism is across trials.
@@ -255,7 +232,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
 
     def _optimize_until_done(self) -> None:
         complete, _ = self._counts()
-        remaining = max(0, self.target() - complete)
+        remaining = max(0, self.study_target() - complete)
         if remaining:
             self._optimize(remaining)
 
@@ -271,14 +248,14 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             # that trial may fail; go on until the study's trials are complete or in flight.
             while self.failures_in_a_row < _MAX_CONSECUTIVE_FAILURES and not self.writer.failed:
                 complete, running = self._counts()
-                if complete + len(running) >= self.target():
+                if complete + len(running) >= self.study_target():
                     break
                 self.study.optimize(self._objective, n_trials=None, n_jobs=self.config.n_jobs, catch=(Exception,),
                                     callbacks=[self._after_trial], gc_after_trial=False)
 
     def _enough(self, number: int) -> bool:
         complete, running = self._counts()
-        return complete + sum(1 for n in running if n < number) >= self.target()
+        return complete + sum(1 for n in running if n < number) >= self.study_target()
 
     def _after_trial(self, study, trial) -> None:
         from optuna.trial import TrialState
@@ -292,7 +269,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             self.failures_in_a_row += 1
             if self.failures_in_a_row >= _MAX_CONSECUTIVE_FAILURES:
                 study.stop()
-        if complete + len(running) >= self.target():
+        if complete + len(running) >= self.study_target():
             study.stop()
 
     def _objective(self, trial) -> float:
@@ -318,9 +295,9 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             config = None
             try:
                 config = plan.config_of(point)
-                result = self._fit(config, with_view=False)
+                result = self.target.fit(config)
             except BaseException as error:
-                params = self._params(config) if config is not None else {}
+                params = self.target.params(config) if config is not None else {}
                 run.log(params=params, tags={Tag.TRIAL_STATE: "FAIL"})
                 if isinstance(error, ConfigError):
                     raise ValueError(str(error)) from None
@@ -331,26 +308,12 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             self.ran += 1
         return value
 
-    def _fit(self, config, *, with_view: bool):
-        """One map of the layer; with --holdout its label scores read the tuning rows only."""
-        from latentscape.jobs._trust import score_rows
-        from latentscape.jobs.core.mapping import fit_map
-
-        result = fit_map(self.x, self.labels, config, cache=self.cache, with_view=with_view, threads=None)
-        return result if self.plan.tune is None else score_rows(result, self.plan.labels, self.plan.tune)
-
-    def _params(self, config) -> dict[str, Any]:
-        """A trial's params: its resolved map config, and the held-out fraction (replays need it)."""
-        from latentscape.jobs.map import map_params
-
-        return {**map_params(config, self.plan.layer), Param.HOLDOUT: self.config.holdout}
-
     # -- the end -----------------------------------------------------------------------
     def _finish(self, log) -> JobResult:
         from optuna.trial import TrialState
 
         complete, running = self._counts()
-        target = self.target()
+        target = self.study_target()
         trials = self.study.get_trials(deepcopy=False)
         failed = sum(1 for t in trials if t.state == TrialState.FAIL)
         details: dict[str, Any] = {"study": self.plan.study_name, "storage": masked(self.plan.storage_url),
@@ -370,7 +333,7 @@ class _Worker(_Bookkeeping, _Helpers, _Best):
             details["note"] = "another worker finished at the same moment and logs the best map"
             return self._result(details)
         try:
-            self._log_best(log)
+            self._best_scores, self._best_details = self.target.log_best(log, self)
         except BaseException:
             self._release_best(target)  # the next worker to finish (or --resume) logs it instead
             raise

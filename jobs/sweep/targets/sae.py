@@ -4,9 +4,9 @@ of a map's.
 
 Only what differs from a map sweep lives here: the plan (:func:`sae_plan`: the layer's
 rows, an :class:`~latentscape.jobs.core.search_space.SaeSpace`, the objective among the sae job's
-scores, ``holdout.variance_explained`` by default) and a worker (:class:`SaeWorker`)
-whose trial is :func:`latentscape.jobs.sae.fit` and whose finish re-trains the best trial from its
-settings (the scores must agree: ``replay_max_abs_diff``) and logs it whole in the sweep
+scores, ``holdout.variance_explained`` by default) and the target (:class:`SaeTarget`),
+whose trial is :func:`latentscape.jobs.sae.fit` and whose best trial is re-trained from its
+settings (the scores must agree: ``replay_max_abs_diff``) and logged whole in the sweep
 run: weights, features.parquet, feature_labels.parquet, activations.parquet, beside
 trials.parquet and importances.parquet. Every trial's params are its resolved settings,
 so ``latentscape sae --from-run TRIAL`` replays it.
@@ -15,14 +15,19 @@ so ``latentscape sae --from-run TRIAL`` replays it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latentscape.jobs.sweep import _Plan, _Worker, study_name_for
+from latentscape.jobs.sweep._planning import _Plan, study_name_for
+from latentscape.jobs.sweep.targets import TrialColumns
 from latentscape.tracking.contract import Artifact, Kind, Metric, Param
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.studies import masked
 
-__all__ = ["DEFAULT_OBJECTIVE", "precheck", "sae_plan", "SaePlan", "SaeWorker"]
+if TYPE_CHECKING:
+    from latentscape.jobs.sweep import SweepConfig
+    from latentscape.jobs.sweep.targets import SweepRecords
+
+__all__ = ["DEFAULT_OBJECTIVE", "sae_plan", "SaePlan", "SaeTarget"]
 
 DEFAULT_OBJECTIVE = Metric.holdout(Metric.VARIANCE_EXPLAINED)
 
@@ -32,26 +37,9 @@ def objective_of(config) -> str:
     return DEFAULT_OBJECTIVE if config.objective == Metric.AMI else config.objective
 
 
-def precheck(config) -> None:
-    """What can be checked before the store is opened."""
-    from latentscape.jobs.sae import DIRECTIONS
-
-    objective = objective_of(config)
-    if objective not in DIRECTIONS:
-        raise UsageError(f"unknown objective {objective!r} for --target sae", f"choose one of {', '.join(DIRECTIONS)}")
-    if config.fixed:
-        raise UsageError("-r/-c pin map settings; --target sae takes its settings from --space",
-                         "write them in a --space file (target: sae, params: {k: 32, ...})")
-    if config.holdout is not None or config.search_epochs is not None:
-        raise UsageError("--holdout and --search-epochs are map sweep settings",
-                         "drop them: an SAE trial scores its own held-out rows (holdout.<score>)")
-
-
 @dataclasses.dataclass
 class SaePlan(_Plan):
-    """A map sweep's plan with the SAE's data and default settings (``base``: SaeConfig)."""
-
-    data: Any = None
+    """A map sweep's plan with the SAE's default settings (``base``: SaeConfig)."""
 
     def config_of(self, point: dict):
         from latentscape.jobs.sae import settings_for
@@ -100,71 +88,94 @@ def sae_plan(config, store, experiment: str | None) -> SaePlan:
                    experiment or extraction.experiment_name, labels=extraction.labels)
 
 
-class SaeWorker(_Worker):
-    """A sweep worker whose trials train sparse autoencoders."""
+class SaeTarget:
+    """A sweep whose trials train sparse autoencoders (a
+    :class:`~latentscape.jobs.sweep.targets.SweepTarget`)."""
 
-    def _load(self) -> None:
+    def __init__(self, config: SweepConfig, plan: SaePlan):
+        self.config, self.plan = config, plan
+        self.data = None  # the layer's rows (SaeData), loaded once per process
+
+    @staticmethod
+    def precheck(config: SweepConfig) -> None:
+        """What can be checked before the store is opened."""
+        from latentscape.jobs.sae import DIRECTIONS
+
+        objective = objective_of(config)
+        if objective not in DIRECTIONS:
+            raise UsageError(f"unknown objective {objective!r} for --target sae",
+                             f"choose one of {', '.join(DIRECTIONS)}")
+        if config.fixed:
+            raise UsageError("-r/-c pin map settings; --target sae takes its settings from --space",
+                             "write them in a --space file (target: sae, params: {k: 32, ...})")
+        if config.holdout is not None or config.search_epochs is not None:
+            raise UsageError("--holdout and --search-epochs are map sweep settings",
+                             "drop them: an SAE trial scores its own held-out rows (holdout.<score>)")
+
+    @staticmethod
+    def make_plan(config: SweepConfig, store, experiment: str | None) -> SaePlan:
+        return sae_plan(config, store, experiment)
+
+    # -- trials ------------------------------------------------------------------------
+    def load(self) -> None:
         from latentscape.jobs.sae import load_data
 
-        self.plan.data = load_data(self.plan.extraction, self.plan.layer)
+        self.data = load_data(self.plan.extraction, self.plan.layer)
 
-    def _fit(self, config, *, with_view: bool = False):
+    def fit(self, config):
         from latentscape.jobs.sae import fit, settings_for
 
-        return fit(self.plan.data, settings_for(config, self.plan.space.width))
+        return fit(self.data, settings_for(config, self.plan.space.width))
 
-    def _params(self, config) -> dict[str, Any]:
+    def params(self, config) -> dict[str, Any]:
         from latentscape.jobs.sae import sae_params, settings_for
 
-        return sae_params(config, settings_for(config, self.plan.space.width), self.plan.data)
+        return sae_params(config, settings_for(config, self.plan.space.width), self.data)
 
-    def _score_names(self) -> tuple[str, ...]:
-        from latentscape.jobs.sae import SCORE_NAMES
-
-        return SCORE_NAMES
-
-    def _sweep_params(self) -> dict[str, Any]:
+    def sweep_params(self) -> dict[str, Any]:
+        plan, config = self.plan, self.config
         return {
-            Param.TARGET: "sae", Param.LAYER: self.plan.layer, Param.TRIALS: self.config.trials,
-            Param.OBJECTIVE: self.plan.objective, Param.DIRECTION: self.plan.direction,
-            Param.SAMPLER: f"TPESampler(seed={self.config.seed}, constant_liar=True)",
-            Param.STORAGE: masked(self.plan.storage_url), Param.STUDY_NAME: self.plan.study_name,
-            Param.SEARCH_SPACE: self.plan.space.to_json(), Param.SEED: self.config.seed,
-            Param.N_JOBS: self.config.n_jobs, Param.WORKERS: self.config.workers,
+            Param.TARGET: "sae", Param.LAYER: plan.layer, Param.TRIALS: config.trials,
+            Param.OBJECTIVE: plan.objective, Param.DIRECTION: plan.direction,
+            Param.SAMPLER: f"TPESampler(seed={config.seed}, constant_liar=True)",
+            Param.STORAGE: masked(plan.storage_url), Param.STUDY_NAME: plan.study_name,
+            Param.SEARCH_SPACE: plan.space.to_json(), Param.SEED: config.seed,
+            Param.N_JOBS: config.n_jobs, Param.WORKERS: config.workers,
         }
 
-    def _trials_frame(self, runs: dict[int, Any]):
-        """trials.parquet with the searched settings as ``params_<name>`` (Optuna's own
-        trials_dataframe naming, which the Sweeps page reads), not bare score-like names."""
-        frame = super()._trials_frame(runs)
-        names = {d.name for d in self.plan.space.dimensions} | set(self.plan.space.fixed)
-        return frame.rename(columns={name: f"params_{name}" for name in names if name in frame})
+    def trials_columns(self) -> TrialColumns:
+        """The searched settings as ``params_<name>`` (Optuna's own trials_dataframe naming,
+        which the Sweeps page reads), not bare score-like names; then the sae job's scores."""
+        from latentscape.jobs.sae import SCORE_NAMES
 
-    def _log_best(self, log) -> None:
+        return TrialColumns(scores=tuple(SCORE_NAMES), param_prefix="params_")
+
+    # -- the best SAE ------------------------------------------------------------------
+    def log_best(self, log, records: SweepRecords) -> tuple[dict[str, float], dict[str, Any]]:
         """Re-train the best trial from its settings and log it whole in the sweep run."""
         from latentscape.jobs.sae import find_directions, log_fit, replay_diff, settings_for
 
         plan = self.plan
-        best = self.study.best_trial
+        best = records.study.best_trial
         config = plan.searched_config(best.params)
-        result = self._fit(config)
-        runs = self._runs_by_trial()
+        result = self.fit(config)
+        runs = records.runs_by_trial()
         best_run = runs.get(best.number)
         diff = float("nan")
         if best_run is not None:
-            diff = replay_diff(self.store, best_run.id, best_run, result, b"")
-        directions = (find_directions(self.store, plan.extraction, plan.layer, None)[1]
+            diff = replay_diff(records.store, best_run.id, best_run, result, b"")
+        directions = (find_directions(records.store, plan.extraction, plan.layer, None)[1]
                       if plan.labels is not None else None)
-        scores, _ = log_fit(log, result, plan.data, top=config.top_samples, directions=directions)
+        scores, _ = log_fit(log, result, self.data, top=config.top_samples, directions=directions)
         log.metrics({Metric.BEST_VALUE: best.value, Metric.BEST_TRIAL: best.number, Metric.REPLAY_MAX_ABS_DIFF: diff})
-        self._log_best_params(log, best)
-        log.table(Artifact.TRIALS, self._trials_frame(runs))
-        log.table(Artifact.IMPORTANCES, self._importances())
+        records.log_best_params(log, best)
+        log.table(Artifact.TRIALS, records.trials_frame(runs))
+        log.table(Artifact.IMPORTANCES, records.importances())
         settings = settings_for(config, plan.space.width)
         log.json(Artifact.CONFIG, {**dataclasses.asdict(config), Param.FEATURES: settings.features,
                                    Kind.SWEEP.value: {**plan.spec, "study": plan.study_name,
                                                       "best_trial": best.number, "best_value": best.value}})
-        self._best_scores = scores
-        self._best_details = {"best_trial": best.number,
-                              "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
-                              Metric.REPLAY_MAX_ABS_DIFF: diff}
+        details = {"best_trial": best.number,
+                   "best_params": ", ".join(f"{k}={v}" for k, v in best.params.items()),
+                   Metric.REPLAY_MAX_ABS_DIFF: diff}
+        return scores, details
