@@ -1,6 +1,8 @@
 """The plan of a sweep: everything resolved before the study is touched (the layer,
 the objective and its direction, the search space and the default trial, the trials'
-and the best map's UMAP epochs, the held-out split, the study's name and storage)."""
+and the best map's UMAP epochs, the held-out split, the study's name and storage).
+:func:`_plan` is the map target's (``targets/map.py``); ``targets/sae.py``'s plan
+extends :class:`_Plan` with an SAE's settings."""
 
 from __future__ import annotations
 
