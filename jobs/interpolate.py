@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 import numpy as np
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.jobs.core.walk import INTERPOLATIONS
 from latentscape.tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
@@ -34,34 +35,28 @@ ARITHMETIC_METHOD = "arithmetic"
 
 @dataclass(frozen=True)
 class InterpolateConfig:
-    run: str
-    layer: int
-    start: str  # --from: a sample id or a new text
-    end: str  # --to
-    methods: tuple[str, ...] = tuple(INTERPOLATIONS)
-    steps: int = 11
-    k: int = 5
-    decoder: str | None = None
-    add: str | None = None
-    subtract: str | None = None
-    latent_dim: int = 8
-    epochs: int = 40
-    seed: int = 0
+    run: str = option(help="id of an extract run", metavar="EXTRACT_RUN")
+    layer: int = option(help="layer to walk in")
+    start: str = option(flag="--from", metavar="A", help="a sample id, or a new text")
+    end: str = option(flag="--to", metavar="B", help="a sample id, or a new text")
+    methods: tuple[str, ...] = option(tuple(INTERPOLATIONS), flag="--method", choices=tuple(INTERPOLATIONS),
+                                      cli=lambda method: (method,), cli_default=None,
+                                      help="interpolation (default: both)")
+    steps: int = option(11, low=2, high=1000, help="points on the path, endpoints included")
+    k: int = option(5, low=1, help="nearest samples per step")
+    decoder: str | None = option(None, choices=DECODERS,
+                                 help="tabular data only: walk an autoencoder's latent space and render each step")
+    add: str | None = option(None, metavar="LABEL", help="latent arithmetic: mean of LABEL ... (with --subtract)")
+    subtract: str | None = option(None, metavar="LABEL", help="... minus mean of LABEL plus A "
+                                  "(default: label of B minus label of A, when both are labelled samples)")
+    latent_dim: int = option(8, low=1, help="autoencoder latent size")
+    epochs: int = option(40, low=1, help="autoencoder training epochs")
+    seed: int = option(0, help="seed of the autoencoder")
 
     def __post_init__(self):
-        for method in self.methods:
-            if method not in INTERPOLATIONS:
-                raise UsageError(f"unknown --method {method!r}", f"choose one of {', '.join(INTERPOLATIONS)}")
-        if not 2 <= self.steps <= 1000:
-            raise UsageError(f"--steps {self.steps} is out of range", "pass 2..1000 (default 11)")
-        if self.k < 1:
-            raise UsageError(f"--k {self.k} must be positive", "pass 1 or more (default 5)")
-        if self.decoder is not None and self.decoder not in DECODERS:
-            raise UsageError(f"unknown --decoder {self.decoder!r}", f"choose one of {', '.join(DECODERS)}")
+        check_options(self)
         if (self.add is None) != (self.subtract is None):
             raise UsageError("latent arithmetic needs both --add and --subtract", "pass both labels, or neither")
-        if self.latent_dim < 1 or self.epochs < 1:
-            raise UsageError("--latent-dim and --epochs must be positive", "pass 1 or more")
         if self.start == self.end:
             raise UsageError(f"--from and --to are the same ({self.start!r})", "pass two different samples or texts")
 
@@ -86,31 +81,12 @@ def add_parser(subparsers, parents) -> None:
         "--decoder autoencoder --add 7 --subtract 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of an extract run")
-    parser.add_argument("--layer", type=int, required=True, help="layer to walk in")
-    parser.add_argument("--from", dest="start", required=True, metavar="A", help="a sample id, or a new text")
-    parser.add_argument("--to", dest="end", required=True, metavar="B", help="a sample id, or a new text")
-    parser.add_argument("--method", choices=tuple(INTERPOLATIONS), help="interpolation (default: both)")
-    parser.add_argument("--steps", type=int, default=11, help="points on the path, endpoints included (default 11)")
-    parser.add_argument("--k", type=int, default=5, help="nearest samples per step (default 5)")
-    parser.add_argument("--decoder", choices=DECODERS,
-                        help="tabular data only: walk an autoencoder's latent space and render each step")
-    parser.add_argument("--add", metavar="LABEL", help="latent arithmetic: mean of LABEL ... (with --subtract)")
-    parser.add_argument("--subtract", metavar="LABEL", help="... minus mean of LABEL plus A "
-                        "(default: label of B minus label of A, when both are labelled samples)")
-    parser.add_argument("--latent-dim", type=int, default=8, help="autoencoder latent size (default 8)")
-    parser.add_argument("--epochs", type=int, default=40, help="autoencoder training epochs (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the autoencoder (default 0)")
+    add_options(parser, InterpolateConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
-    config = InterpolateConfig(
-        run=args.run, layer=args.layer, start=args.start, end=args.end,
-        methods=(args.method,) if args.method else tuple(INTERPOLATIONS), steps=args.steps, k=args.k,
-        decoder=args.decoder, add=args.add, subtract=args.subtract, latent_dim=args.latent_dim,
-        epochs=args.epochs, seed=args.seed,
-    )
+    config = from_args(InterpolateConfig, args)
     from latentscape.tracking.runs import open_store
 
     return interpolate(config, store=open_store(args.tracking_uri), experiment=args.experiment)
