@@ -28,27 +28,46 @@ from pathlib import Path
 
 import numpy as np
 
+from latentscape.jobs._options import check_options, option
 from latentscape.tracking.contract import Artifact
+from latentscape.tracking.errors import UsageError
 
 __all__ = ["TrainSettings", "StepRecord", "EvalRecord", "FineTuner", "learning_rate_at", "checkpoint_steps"]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What the loop needs, plain values (validated by the job's config)."""
+    """What the loop needs, declared once as the training options of ``latentscape
+    finetune`` (its config, :class:`latentscape.jobs.finetune.FinetuneConfig`, derives from
+    them and adds the data, checkpoints and extractions). The job passes ``eval_every``
+    resolved (its None: about five evaluations over the training) and ``checkpoint_steps``
+    (from ``--checkpoints``)."""
 
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    warmup: float
-    max_length: int
-    pooling: str
-    seed: int
-    freeze_below: int
-    eval_every: int  # held-out evaluation every this many steps (and at each checkpoint)
-    checkpoint_steps: tuple[int, ...]  # steps after which a checkpoint is saved (1-based)
+    epochs: int = option(1, low=1, help="passes over the training samples")
+    freeze_below: int = option(0, low=0, metavar="L",
+                               help="keep hidden states 0..L-1 as the base has them (default 0: train everything)")
+    learning_rate: float = option(1e-4, help="peak AdamW learning rate (default 1e-4)")
+    weight_decay: float = option(0.01, low=0, help="AdamW weight decay")
+    warmup: float = option(0.1, help="fraction of steps of linear warm-up, then linear decay to 0 (default 0.1)")
+    batch_size: int = option(16, low=1, help="training samples per step")
+    max_length: int = option(128, low=2, help="truncate texts to this many tokens")
+    pooling: str = option("mean", help="pooling the head reads and extractions use")
+    seed: int = option(0, low=0, help="seed of the split, head, dropout and batch order")
+    eval_every: int | None = option(None, low=1, help="held-out evaluation every N steps (default: ~5 per run, "
+                                    "and at each checkpoint)")
+    checkpoint_steps: tuple[int, ...] = ()  # steps after which a checkpoint is saved (1-based)
     eval_batch_size: int = 64
+
+    def __post_init__(self):
+        from latentscape.jobs.core.pooling import POOLINGS
+
+        check_options(self)
+        if not self.learning_rate > 0:
+            raise UsageError(f"--learning-rate {self.learning_rate} must be positive", "pass e.g. 1e-4")
+        if not 0 <= self.warmup < 1:
+            raise UsageError(f"--warmup {self.warmup} is outside [0, 1)", "pass a fraction such as 0.1")
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}")
 
 
 @dataclass(frozen=True)

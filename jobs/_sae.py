@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentscape.jobs._options import check_options, option
+from latentscape.tracking.errors import UsageError
+
 __all__ = ["SaeSettings", "TrainedSae", "train_sae", "load_sae", "split_rows", "DEFAULT_EXPANSION"]
 
 DEFAULT_EXPANSION = 8  # features = 8 x the layer's width unless told otherwise
@@ -39,24 +42,38 @@ DEFAULT_EXPANSION = 8  # features = 8 x the layer's width unless told otherwise
 
 @dataclass(frozen=True)
 class SaeSettings:
-    """Training settings (validated by the job's config; plain values here).
+    """Training settings, declared once as options of ``latentscape sae`` (its config,
+    :class:`latentscape.jobs.sae.SaeConfig`, derives from them and adds what to train on).
 
-    features: dictionary size; k: active latents per row; aux_k: dead latents of the AuxK
-    loss (None: 2 x k); dead_after: rows a latent may go without firing before AuxK uses
-    it (None: one epoch of training rows); holdout: fraction of rows (or of groups) kept
-    out of training for the held-out scores."""
+    features: dictionary size (the config's None, 8 x the width, is resolved before
+    training); k: active latents per row; aux_k: dead latents of the AuxK loss (None: 2 x
+    k); dead_after: rows a latent may go without firing before AuxK uses it (None: one
+    epoch of training rows); holdout: fraction of rows (or of groups) kept out of
+    training for the held-out scores."""
 
     features: int
-    k: int = 32
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    aux_k: int | None = None
-    aux_coef: float = 1 / 32
-    dead_after: int | None = None
-    holdout: float = 0.2
-    seed: int = 0
-    device: str = "auto"
+    k: int = option(32, low=1, help="active features per row")
+    epochs: int = option(30, low=1, help="passes over the training rows")
+    learning_rate: float = option(1e-3, help="Adam's learning rate")
+    batch_size: int = option(128, low=1, help="rows per training step")
+    aux_k: int | None = option(None, low=1, help="dead latents the AuxK loss uses per row (default 2 x k)")
+    aux_coef: float = option(1 / 32, low=0, help="weight of the AuxK loss (default 1/32; 0 turns dead-latent "
+                             "revival off)")
+    dead_after: int | None = option(None, low=1, help="rows a latent may go without firing before it counts as "
+                                    "dead (default: one epoch)")
+    holdout: float = option(0.2, help="fraction of rows held out of training and scored (default 0.2); with "
+                            "--tokens whole samples are held out")
+    seed: int = option(0, low=0, help="seed of the split, initialisation and batches")
+    device: str = option("auto", help="auto (GPU when present), cpu or cuda")
+
+    def __post_init__(self):
+        check_options(self)
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
+            raise UsageError(f"--learning-rate {self.learning_rate} is outside (0, 1)", "pass e.g. 2e-3")
+        if not 0 < self.holdout < 1:
+            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. 0.2 (the default)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device {self.device!r} is not auto, cpu or cuda", "pass --device auto")
 
 
 @dataclass

@@ -24,11 +24,13 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from latentscape.jobs._finetune import TrainSettings
+from latentscape.jobs._options import add_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import DEFAULT_EXPERIMENT, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
@@ -48,58 +50,44 @@ def _frame(*args, **kwargs):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """What ``latentscape finetune`` does, validated before any run exists."""
+class FinetuneConfig(TrainSettings):
+    """What ``latentscape finetune`` does, validated before any run exists: the training
+    settings (:class:`TrainSettings`, the options of its ``training`` group), the data,
+    the checkpoints and what follows the training. Of the loop's fields ``checkpoint_steps``
+    and ``eval_batch_size`` are no options: the job sets the first from ``checkpoints``."""
 
-    data: str = "demo"
-    text_col: str = "text"
-    label_col: str = "label"
-    id_col: str | None = "id"
-    limit: int | None = None
-    model: str | None = None  # None: the bundled MiniLM
-    epochs: int = 1
-    checkpoints: int = 2
-    freeze_below: int = 0
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup: float = 0.1
-    batch_size: int = 16
-    max_length: int = 128
-    pooling: str = "mean"
-    holdout: float = 0.3
-    seed: int = 0
-    eval_every: int | None = None  # None: about five evaluations over the training
-    device: str = "auto"
-    threads: int | None = None
-    resume: bool = False
-    extract: bool = True  # extract the base and every checkpoint on the held-out samples
-    compare: bool = True  # ... and compare them (compare-models); needs extract
+    data: str = option("demo", help="'demo' or a labelled CSV/JSONL/Parquet file")
+    text_col: str = option("text", help="column holding the text")
+    label_col: str = option("label", help="column holding the class to learn")
+    id_col: str | None = option("id", cli=lambda column: column or None,
+                                help="column holding a unique sample id (default id, else row number)")
+    limit: int | None = option(None, help="keep this many samples, balanced across labels")
+    model: str | None = option(None, help="local Hugging Face model folder, e.g. a checkpoint of an earlier run "
+                               "(default: bundled all-MiniLM-L6-v2)")
+    checkpoints: int = option(2, low=1, help="checkpoints to save, evenly spaced over the steps, the last at the end "
+                              "(default 2)")
+    holdout: float = option(0.3, help="fraction of samples held out (stratified, seeded): evaluated during "
+                            "training and extracted at every checkpoint (default 0.3)")
+    device: str = option("auto", help="auto (CUDA when present), cpu or cuda")
+    threads: int | None = option(None, help="torch CPU threads (default: torch's own)")
+    resume: bool = option(False, help="continue the newest interrupted finetune run with the same settings from "
+                          "its last checkpoint")
+    extract: bool = option(True, flag="--no-extract", help="do not extract the base and checkpoints after "
+                           "training (implies --no-compare)")  # on the held-out samples
+    compare: bool = option(True, flag="--no-compare",
+                           help="extract, but do not run compare-models on the extractions")  # needs extract
 
     def __post_init__(self):
-        from latentscape.jobs.core.pooling import POOLINGS
-
-        checks = [
-            (self.epochs >= 1, f"--epochs {self.epochs} must be at least 1", "pass e.g. --epochs 1"),
-            (self.checkpoints >= 1, f"--checkpoints {self.checkpoints} must be at least 1", "pass e.g. --checkpoints 3"),
-            (self.freeze_below >= 0, f"--freeze-below {self.freeze_below} is negative", "pass 0 (train every layer) or more"),
-            (self.learning_rate > 0, f"--learning-rate {self.learning_rate} must be positive", "pass e.g. 1e-4"),
-            (self.weight_decay >= 0, f"--weight-decay {self.weight_decay} is negative", "pass 0 or more"),
-            (0 <= self.warmup < 1, f"--warmup {self.warmup} is outside [0, 1)", "pass a fraction such as 0.1"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be positive", "pass e.g. 16"),
-            (self.max_length >= 2, f"--max-length {self.max_length} is too small", "pass 2 or more (default 128)"),
-            (0 < self.holdout < 1, f"--holdout {self.holdout} is outside (0, 1)", "pass a fraction such as 0.3"),
-            (self.seed >= 0, f"--seed {self.seed} is negative", "pass 0 or more"),
-            (self.eval_every is None or self.eval_every >= 1, f"--eval-every {self.eval_every} must be positive",
-             "pass 1 or more, or omit it"),
-            (self.pooling in POOLINGS, f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}"),
-            (self.extract or not self.compare, "--no-extract leaves nothing to compare",
-             "pass --no-compare too, or drop --no-extract"),
-        ]
-        for ok, problem, fix in checks:
-            if not ok:
-                raise UsageError(problem, fix)
+        super().__post_init__()  # every option's bounds, the learning rate, warm-up and pooling
+        if not 0 < self.holdout < 1:
+            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass a fraction such as 0.3")
+        if self.compare and not self.extract:
+            raise UsageError("--no-extract leaves nothing to compare", "pass --no-compare too, or drop --no-extract")
         if not self.label_col:
             raise UsageError("fine-tuning trains a classifier and needs labels", "pass --label-col")
+
+
+_TRAINING = tuple(field.name for field in fields(TrainSettings))  # the options of the `training` group
 
 
 def add_parser(subparsers, parents) -> None:
@@ -115,51 +103,13 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape finetune --data demo --epochs 1 --checkpoints 3 --resume   # after Ctrl-C",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", default="demo", help="'demo' or a labelled CSV/JSONL/Parquet file (default demo)")
-    parser.add_argument("--text-col", default="text", help="column holding the text (default text)")
-    parser.add_argument("--label-col", default="label", help="column holding the class to learn (default label)")
-    parser.add_argument("--id-col", default="id", help="column holding a unique sample id (default id, else row number)")
-    parser.add_argument("--limit", type=int, help="keep this many samples, balanced across labels")
-    parser.add_argument("--model", help="local Hugging Face model folder, e.g. a checkpoint of an earlier run "
-                        "(default: bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the training samples (default 1)")
-    parser.add_argument("--checkpoints", type=int, default=2,
-                        help="checkpoints to save, evenly spaced over the steps, the last at the end (default 2)")
-    parser.add_argument("--freeze-below", type=int, default=0, metavar="L",
-                        help="keep hidden states 0..L-1 as the base has them (default 0: train everything)")
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4)")
-    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    parser.add_argument("--warmup", type=float, default=0.1,
-                        help="fraction of steps of linear warm-up, then linear decay to 0 (default 0.1)")
-    parser.add_argument("--batch-size", type=int, default=16, help="training samples per step (default 16)")
-    parser.add_argument("--max-length", type=int, default=128, help="truncate texts to this many tokens (default 128)")
-    parser.add_argument("--pooling", default="mean", help="pooling the head reads and extractions use (default mean)")
-    parser.add_argument("--holdout", type=float, default=0.3,
-                        help="fraction of samples held out (stratified, seeded): evaluated during training and "
-                        "extracted at every checkpoint (default 0.3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, head, dropout and batch order")
-    parser.add_argument("--eval-every", type=int, help="held-out evaluation every N steps (default: ~5 per run, and at each checkpoint)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the newest interrupted finetune run with the same settings from its last "
-                        "checkpoint")
-    parser.add_argument("--no-extract", dest="extract", action="store_false",
-                        help="do not extract the base and checkpoints after training (implies --no-compare)")
-    parser.add_argument("--no-compare", dest="compare", action="store_false",
-                        help="extract, but do not run compare-models on the extractions")
+    add_options(parser, FinetuneConfig, skip=_TRAINING)
+    add_options(parser.add_argument_group("training"), TrainSettings)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
-    config = FinetuneConfig(
-        data=args.data, text_col=args.text_col, label_col=args.label_col, id_col=args.id_col or None,
-        limit=args.limit, model=args.model, epochs=args.epochs, checkpoints=args.checkpoints,
-        freeze_below=args.freeze_below, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-        warmup=args.warmup, batch_size=args.batch_size, max_length=args.max_length, pooling=args.pooling,
-        holdout=args.holdout, seed=args.seed, eval_every=args.eval_every, device=args.device, threads=args.threads,
-        resume=args.resume, extract=args.extract, compare=args.compare and args.extract,
-    )
+    config = from_args(FinetuneConfig, args, compare=args.compare and args.extract)
     from latentscape.jobs.datasets import check_source
     from latentscape.tracking.runs import open_store
 
@@ -281,7 +231,7 @@ class _Plan:
 
 def _prepare(config: FinetuneConfig, store, experiment: str | None) -> _Plan:
     from latentscape.jobs._embedding import Encoder, resolve_model
-    from latentscape.jobs._finetune import FineTuner, TrainSettings, checkpoint_steps
+    from latentscape.jobs._finetune import FineTuner, checkpoint_steps
     from latentscape.jobs._trust import split_for
     from latentscape.jobs.datasets import load_dataset
 
@@ -307,12 +257,9 @@ def _prepare(config: FinetuneConfig, store, experiment: str | None) -> _Plan:
                          f"pass 0..{encoder.n_layers - 1}")
     per_epoch = int(np.ceil(len(train_rows) / config.batch_size))
     total = per_epoch * config.epochs
-    settings = TrainSettings(
-        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay, warmup=config.warmup, max_length=config.max_length,
-        pooling=config.pooling, seed=config.seed, freeze_below=config.freeze_below,
-        eval_every=config.eval_every or max(1, total // 5), checkpoint_steps=checkpoint_steps(total, config.checkpoints),
-    )
+    settings = TrainSettings(**{**{name: getattr(config, name) for name in _TRAINING},
+                                "eval_every": config.eval_every or max(1, total // 5),
+                                "checkpoint_steps": checkpoint_steps(total, config.checkpoints)})
     tuner = FineTuner(encoder, len(classes), settings)
     if resumed:
         info = tuner.restore(resumed.folder, resumed.state)

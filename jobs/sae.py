@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, from_args, option
 from latentscape.jobs._result import JobResult
+from latentscape.jobs._sae import DEFAULT_EXPANSION, SaeSettings
 from latentscape.tracking.contract import TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
 
@@ -43,59 +45,37 @@ KEYWORDS = 6  # c-TF-IDF terms kept per feature
 
 
 @dataclass(frozen=True)
-class SaeConfig:
-    """What ``latentscape sae`` does, validated once, logged whole. ``features`` None: 8 x
-    the layer's width (checked against ``k`` once the width is known)."""
+class SaeConfig(SaeSettings):
+    """What ``latentscape sae`` does, validated once, logged whole: the training settings
+    (:class:`SaeSettings`, the options of its ``training`` group) and what to train on.
+    ``features`` None: 8 x the layer's width (checked against ``k`` once the width is
+    known)."""
 
-    run: str | None = None
-    layer: int | None = None
-    features: int | None = None
-    k: int = 32
-    epochs: int = 30
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    aux_k: int | None = None
-    aux_coef: float = 1 / 32
-    dead_after: int | None = None
-    holdout: float = 0.2
-    seed: int = 0
-    tokens: bool = False
-    max_tokens: int = 20000
-    top_samples: int = 10
-    directions_run: str | None = None
-    device: str = "auto"
-    from_run: str | None = None
+    features: int | None = option(None, low=1, help="dictionary size (default: 8 x the layer's width)")
+    run: str | None = option(None, metavar="EXTRACT_RUN", help="id of an extract run")
+    layer: int | None = option(None, help="layer to train on (default: the last one)")
+    tokens: bool = option(False, help="train on token activations re-extracted from the run's model (needs its model)")
+    max_tokens: int = option(20000, low=1, help="with --tokens: at most this many tokens")
+    top_samples: int = option(10, low=1, help="top-activating samples kept per feature")
+    directions_run: str | None = option(None, metavar="RUN_ID", help="directions run to compare features with "
+                                        "(default: the newest of this extraction and layer, if any)")
+    from_run: str | None = option(None, metavar="RUN_ID", help="retrain from a logged sae run or SAE sweep trial")
 
     def __post_init__(self):
-        positive = {"--k": self.k, "--epochs": self.epochs, "--batch-size": self.batch_size,
-                    "--max-tokens": self.max_tokens, "--top-samples": self.top_samples}
-        for flag, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{flag} {value} must be a positive integer", f"pass {flag} 1 or more")
-        for flag, value in {"--features": self.features, "--aux-k": self.aux_k, "--dead-after": self.dead_after}.items():
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise UsageError(f"{flag} {value} must be a positive integer", f"pass {flag} 1 or more, or omit it")
+        super().__post_init__()  # every option's bounds, the learning rate, holdout and device
         if self.features is not None and self.k > self.features:
             raise UsageError(f"--k {self.k} is more than --features {self.features}: TopK keeps k of the features",
                              f"pass --k at most {self.features}, or more --features")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
-            raise UsageError(f"--learning-rate {self.learning_rate} is outside (0, 1)", "pass e.g. 2e-3")
-        if not 0 < self.holdout < 1:
-            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. 0.2 (the default)")
-        if self.aux_coef < 0:
-            raise UsageError(f"--aux-coef {self.aux_coef} is negative", "pass 0 (no AuxK) or more, e.g. 0.03125")
-        if self.seed < 0:
-            raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"--device {self.device!r} is not auto, cpu or cuda", "pass --device auto")
         if self.from_run is None and not self.run:
             raise UsageError("no extraction to train on", "pass --run EXTRACT_RUN (an id printed by `latentscape "
                              "extract`), or --from-run SAE_RUN to replay one")
 
 
+_TRAINING = tuple(field.name for field in fields(SaeSettings))  # the options of the `training` group
+
+
 # -- command line --------------------------------------------------------------------
 def add_parser(subparsers, parents) -> None:
-    defaults = SaeConfig(run="-")
     parser = subparsers.add_parser(
         "sae", parents=parents, help="sparse features of a layer: a TopK sparse autoencoder (logged as a run)",
         description="Train a TopK sparse autoencoder (Gao et al. 2024: TopK activation, unit-norm decoder rows, "
@@ -111,34 +91,9 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape sweep --run EXTRACT_RUN --layer 6 --target sae --trials 10   # search features, k, lr",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", metavar="EXTRACT_RUN", help="id of an extract run")
-    parser.add_argument("--layer", type=int, help="layer to train on (default: the last one)")
-    parser.add_argument("--features", type=int, help="dictionary size (default: 8 x the layer's width)")
-    parser.add_argument("--k", type=int, default=defaults.k, help=f"active features per row (default {defaults.k})")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                        help=f"Adam's learning rate (default {defaults.learning_rate})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"default {defaults.batch_size}")
-    parser.add_argument("--aux-k", type=int, help="dead latents the AuxK loss uses per row (default 2 x k)")
-    parser.add_argument("--aux-coef", type=float, default=defaults.aux_coef,
-                        help="weight of the AuxK loss (default 1/32; 0 turns dead-latent revival off)")
-    parser.add_argument("--dead-after", type=int,
-                        help="rows a latent may go without firing before it counts as dead (default: one epoch)")
-    parser.add_argument("--holdout", type=float, default=defaults.holdout,
-                        help=f"fraction of rows held out of training and scored (default {defaults.holdout}); "
-                        "with --tokens whole samples are held out")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
-    parser.add_argument("--tokens", action="store_true",
-                        help="train on token activations re-extracted from the run's model (needs its model)")
-    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
-                        help=f"with --tokens: at most this many tokens (default {defaults.max_tokens})")
-    parser.add_argument("--top-samples", type=int, default=defaults.top_samples,
-                        help=f"top-activating samples kept per feature (default {defaults.top_samples})")
-    parser.add_argument("--directions-run", metavar="RUN_ID",
-                        help="directions run to compare features with (default: the newest of this extraction "
-                        "and layer, if any)")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu or cuda")
-    parser.add_argument("--from-run", metavar="RUN_ID", help="retrain from a logged sae run or SAE sweep trial")
+    add_options(parser, SaeConfig, skip=_TRAINING)
+    add_options(parser.add_argument_group("training"), SaeConfig,
+                skip=[field.name for field in fields(SaeConfig) if field.name not in _TRAINING])
     parser.set_defaults(handler=_run_cli)
 
 
@@ -146,13 +101,7 @@ def _run_cli(args) -> JobResult:
     if args.from_run and (args.run or args.layer is not None or args.features is not None or args.tokens):
         raise UsageError("--from-run retrains with a logged run's settings and takes no --run, --layer, "
                          "--features or --tokens", "drop them, or drop --from-run")
-    config = SaeConfig(
-        run=args.run, layer=args.layer, features=args.features, k=args.k, epochs=args.epochs,
-        learning_rate=args.learning_rate, batch_size=args.batch_size, aux_k=args.aux_k, aux_coef=args.aux_coef,
-        dead_after=args.dead_after, holdout=args.holdout, seed=args.seed, tokens=args.tokens,
-        max_tokens=args.max_tokens, top_samples=args.top_samples, directions_run=args.directions_run,
-        device=args.device, from_run=args.from_run,
-    )
+    config = from_args(SaeConfig, args)
     from latentscape.tracking.runs import open_store
 
     return sae(config, store=open_store(args.tracking_uri), experiment=args.experiment)
@@ -205,14 +154,10 @@ def load_data(extraction, layer: int, *, tokens: bool = False, max_tokens: int =
 def settings_for(config: SaeConfig, dim: int):
     """The training settings of ``config`` on data of width ``dim`` (UsageError when k
     exceeds the resolved dictionary size)."""
-    from latentscape.jobs._sae import DEFAULT_EXPANSION, SaeSettings
-
     features = config.features or DEFAULT_EXPANSION * dim
     if config.k > features:
         raise UsageError(f"--k {config.k} is more than the {features} features", f"pass --k at most {features}")
-    return SaeSettings(features=features, k=config.k, epochs=config.epochs, learning_rate=config.learning_rate,
-                       batch_size=config.batch_size, aux_k=config.aux_k, aux_coef=config.aux_coef,
-                       dead_after=config.dead_after, holdout=config.holdout, seed=config.seed, device=config.device)
+    return SaeSettings(**{name: getattr(config, name) for name in _TRAINING if name != "features"}, features=features)
 
 
 # -- fitting and scoring ----------------------------------------------------------------
