@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs.core.trust import DEFAULT_PERMUTATIONS, DEFAULT_RESAMPLES
 from latentscape.tracking.errors import UsageError
 
@@ -36,16 +37,20 @@ class TrustSettings:
     """permutations: label shuffles per score (0: no chance baseline); bootstrap:
     resamples per score (0: no interval); seeds: maps made in all (1: no stability)."""
 
-    permutations: int = DEFAULT_PERMUTATIONS
-    bootstrap: int = DEFAULT_RESAMPLES
-    seeds: int = 1
+    permutations: int = option(DEFAULT_PERMUTATIONS, low=0,
+                               help="label shuffles for each label score's chance level and p-value "
+                               f"(<score>_perm_mean, <score>_p_value); 0: none (default {DEFAULT_PERMUTATIONS})")
+    bootstrap: int = option(DEFAULT_RESAMPLES, low=0,
+                            help="resamples for each label score's 95%% interval (<score>_ci_low, <score>_ci_high); "
+                            f"0: none (default {DEFAULT_RESAMPLES})")
+    seeds: int = option(1, low=1, help="make the map with this many seeds (seed, seed+1, ...): <score>_mean, "
+                        "<score>_std and seed_ari_mean, the agreement of their clusterings")
 
     def __post_init__(self):
-        for flag, value, low in (("--permutations", self.permutations, 0), ("--bootstrap", self.bootstrap, 0),
-                                 ("--seeds", self.seeds, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise UsageError(f"{flag} {value!r} must be an integer >= {low}",
-                                 f"pass e.g. {flag} {max(low, 1) if flag == '--seeds' else 100}")
+        for name, value in asdict(self).items():  # argparse gives integers; Python callers may not
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise UsageError(f"--{name} {value!r} is not an integer", f"pass --{name} a whole number")
+        check_options(self)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -58,20 +63,11 @@ class TrustSettings:
 
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("how far to trust the scores")
-    group.add_argument("--permutations", type=int, default=DEFAULT_PERMUTATIONS,
-                       help="label shuffles for each label score's chance level and p-value "
-                       f"(<score>_perm_mean, <score>_p_value); 0: none (default {DEFAULT_PERMUTATIONS})")
-    group.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES,
-                       help="resamples for each label score's 95%% interval (<score>_ci_low, <score>_ci_high); "
-                       f"0: none (default {DEFAULT_RESAMPLES})")
-    group.add_argument("--seeds", type=int, default=1,
-                       help="make the map with this many seeds (seed, seed+1, ...): <score>_mean, <score>_std "
-                       "and seed_ari_mean, the agreement of their clusterings (default 1)")
+    add_options(parser.add_argument_group("how far to trust the scores"), TrustSettings)
 
 
 def settings_from_args(args) -> TrustSettings:
-    return TrustSettings(permutations=args.permutations, bootstrap=args.bootstrap, seeds=args.seeds)
+    return from_args(TrustSettings, args)
 
 
 def map_trust(x: np.ndarray, labels: np.ndarray | None, result, settings: TrustSettings, *,

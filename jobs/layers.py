@@ -55,6 +55,7 @@ import numpy as np
 from latentscape.jobs import _layer_measuring as measuring
 from latentscape.jobs import _layer_poolings as poolings
 from latentscape.jobs import _layer_scores as _scores
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.tracking import layer_measures
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
@@ -89,48 +90,46 @@ SEED_CURVES = (Metric.AMI_STD, Metric.SEED_ARI_MEAN)
 
 @dataclass(frozen=True)
 class LayersConfig:
-    """What ``latentscape layers`` does, validated once, logged whole."""
+    """What ``latentscape layers`` does, validated once, logged whole; every field an option."""
 
-    run: str
-    stable_cka: float = 0.95
-    debiased: bool = False
-    probe_folds: int = 5
-    knn_k: int = 10
-    seed: int = 0
-    map_reducer: str = DEFAULT_MAP_REDUCER
-    map_clusterer: str = DEFAULT_MAP_CLUSTERER
-    map: bool = True  # False: no per-layer AMI (saves a map per layer)
-    seeds: int = 1  # k-means and maps per layer (seed, seed + 1, ...): AMI mean and spread
-    compare_poolings: bool = False  # also every other extraction of the same model and data
-    pooling_runs: tuple[str, ...] = ()  # ... or these extract runs (implies compare_poolings)
-    aligned_maps: bool = False  # AlignedUMAP of every layer -> aligned_maps.parquet
-    aligned_epochs: int = 200
-    tune: int = 0  # Optuna trials per layer (0: no per-layer sweep)
-    holdout: float | None = None  # --tune: fraction of samples the sweeps score on, never tune on
-    min_class_size: int | None = None  # label scores leave out smaller classes (None: the probe's folds)
-    max_samples: int = 20_000  # k-NN, probe and cluster measures on a seeded subsample this big (0: all)
+    run: str = option(metavar="EXTRACT_RUN", help="id of an extract run")
+    stable_cka: float = option(0.95, help="consecutive layers at or above this CKA count as stable")
+    debiased: bool = option(False, help="debiased CKA (unbiased HSIC): removes the upward bias of small samples")
+    probe_folds: int = option(5, low=2, help="cross-validation folds of the probe")
+    knn_k: int = option(10, low=1, help="neighbours for k-NN label agreement")
+    max_samples: int = option(20_000, low=0, metavar="N",
+                              help="measure k-NN agreement, the probe, cluster scores and intrinsic dimension on a "
+                              "seeded subsample of N samples (stratified by label; n.<measure> params say how many); "
+                              "CKA, cosine and anisotropy use every sample (default 20000; 0: every sample)")
+    min_class_size: int | None = option(None, low=1, metavar="N",
+                                        help="label scores (probe, k-NN agreement, AMI, verdict) leave out classes "
+                                        "with fewer samples, and unlabelled rows (default and least: the probe's folds)")
+    seed: int = option(0, low=0, help="seed of the probe folds, anisotropy pairs and maps")
+    # Choices checked in __post_init__, not by argparse: the registries load there, and a
+    # typo is the one-line "unknown --map-reducer" of every other setting.
+    map_reducer: str = option(DEFAULT_MAP_REDUCER, help="reducer of the per-layer map")
+    map_clusterer: str = option(DEFAULT_MAP_CLUSTERER, help="clusterer of the per-layer map")
+    map: bool = option(True, flag="--no-map", help="skip the per-layer map and its AMI")
+    seeds: int = option(1, low=1, help="clusterings per layer with seeds seed, seed+1, ...: every ami.<scorer> is "
+                        "their mean; ami_std and seed_ari_mean are the default ami's spread and the seeds' agreement (default 1)")
+    compare_poolings: bool = option(False, help="also measure every other finished extraction of the same model and "
+                                    "data with another pooling (same experiment): probe accuracy, k-NN agreement and "
+                                    "AMI per pooling")
+    pooling_runs: tuple[str, ...] = option((), nargs="+", metavar="EXTRACT_RUN", help="compare with these "
+                                           "extractions of the same model and data (other poolings)")
+    aligned_maps: bool = option(False, help="lay out every layer in 2D with AlignedUMAP (aligned_maps.parquet), so "
+                                "the UI steps through layers without the picture jumping")
+    aligned_epochs: int = option(200, low=1, help="layout epochs of the aligned maps (default 200; time grows "
+                                 "linearly)")
+    tune: int = option(0, low=0, metavar="N", help="also sweep each layer's map with N Optuna trials (child runs) and "
+                       "log its best AMI as ami.tuned: which layer is best when each gets its best settings")
+    holdout: float | None = option(None, metavar="FRACTION", help="with --tune: score each layer's best map on this "
+                                   "fraction of the samples, held out of the search (stratified, seeded)")
 
     def __post_init__(self):
         if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
             raise UsageError(f"--stable-cka {self.stable_cka} is outside (0, 1]", "pass e.g. 0.95 (the default)")
-        if self.probe_folds < 2:
-            raise UsageError(f"--probe-folds {self.probe_folds} is too few for cross-validation",
-                             "pass 2 or more (default 5)")
-        if self.knn_k < 1:
-            raise UsageError(f"--knn-k {self.knn_k} must be positive", "pass 1 or more (default 10)")
-        if self.max_samples < 0:
-            raise UsageError(f"--max-samples {self.max_samples} is negative", "pass 0 (every sample) or e.g. 20000")
-        if self.min_class_size is not None and self.min_class_size < 1:
-            raise UsageError(f"--min-class-size {self.min_class_size} must be positive",
-                             "pass 1 or more (default: the probe's folds)")
-        if self.seed < 0:
-            raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more (default 0)")
-        if self.seeds < 1:
-            raise UsageError(f"--seeds {self.seeds} must be at least 1", "pass e.g. --seeds 5")
-        if self.aligned_epochs < 1:
-            raise UsageError(f"--aligned-epochs {self.aligned_epochs} must be positive", "pass e.g. 200 (default)")
-        if self.tune < 0:
-            raise UsageError(f"--tune {self.tune} is negative", "pass the trials per layer, e.g. --tune 20")
+        check_options(self)
         if self.holdout is not None and not self.tune:
             raise UsageError("--holdout holds samples out of the per-layer sweeps, and --tune is off",
                              "add --tune N, or drop --holdout")
@@ -199,57 +198,12 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape layers --run EXTRACT_RUN --tune 20 --holdout 0.3  # each layer at its best settings",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of an extract run")
-    parser.add_argument("--stable-cka", type=float, default=0.95,
-                        help="consecutive layers at or above this CKA count as stable (default 0.95)")
-    parser.add_argument("--debiased", action="store_true",
-                        help="debiased CKA (unbiased HSIC): removes the upward bias of small samples")
-    parser.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds of the probe (default 5)")
-    parser.add_argument("--knn-k", type=int, default=10, help="neighbours for k-NN label agreement (default 10)")
-    parser.add_argument("--max-samples", type=int, default=20_000, metavar="N",
-                        help="measure k-NN agreement, the probe, cluster scores and intrinsic dimension on a seeded "
-                        "subsample of N samples (stratified by label; n.<measure> params say how many); CKA, cosine "
-                        "and anisotropy use every sample (default 20000; 0: every sample)")
-    parser.add_argument("--min-class-size", type=int, metavar="N",
-                        help="label scores (probe, k-NN agreement, AMI, verdict) leave out classes with fewer "
-                        "samples, and unlabelled rows (default and least: the probe's folds)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probe folds, anisotropy pairs and maps")
-    parser.add_argument("--map-reducer", default=DEFAULT_MAP_REDUCER,
-                        help=f"reducer of the per-layer map (default {DEFAULT_MAP_REDUCER})")
-    parser.add_argument("--map-clusterer", default=DEFAULT_MAP_CLUSTERER,
-                        help=f"clusterer of the per-layer map (default {DEFAULT_MAP_CLUSTERER})")
-    parser.add_argument("--no-map", dest="map", action="store_false", help="skip the per-layer map and its AMI")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="clusterings per layer with seeds seed, seed+1, ...: every ami.<scorer> is their mean; "
-                        "ami_std and seed_ari_mean are the default ami's spread and the seeds' agreement (default 1)")
-    parser.add_argument("--compare-poolings", action="store_true",
-                        help="also measure every other finished extraction of the same model and data with "
-                        "another pooling (same experiment): probe accuracy, k-NN agreement and AMI per pooling")
-    parser.add_argument("--pooling-runs", nargs="+", default=(), metavar="EXTRACT_RUN",
-                        help="compare with these extractions of the same model and data (other poolings)")
-    parser.add_argument("--aligned-maps", action="store_true",
-                        help="lay out every layer in 2D with AlignedUMAP (aligned_maps.parquet), so the UI "
-                        "steps through layers without the picture jumping")
-    parser.add_argument("--aligned-epochs", type=int, default=200,
-                        help="layout epochs of the aligned maps (default 200; time grows linearly)")
-    parser.add_argument("--tune", type=int, default=0, metavar="N",
-                        help="also sweep each layer's map with N Optuna trials (child runs) and log its best "
-                        "AMI as ami.tuned: which layer is best when each gets its best settings")
-    parser.add_argument("--holdout", type=float, metavar="FRACTION",
-                        help="with --tune: score each layer's best map on this fraction of the samples, "
-                        "held out of the search (stratified, seeded)")
+    add_options(parser, LayersConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
-    config = LayersConfig(
-        run=args.run, stable_cka=args.stable_cka, debiased=args.debiased, probe_folds=args.probe_folds,
-        knn_k=args.knn_k, seed=args.seed, map_reducer=args.map_reducer, map_clusterer=args.map_clusterer,
-        map=args.map, seeds=args.seeds, compare_poolings=args.compare_poolings,
-        pooling_runs=tuple(args.pooling_runs or ()), aligned_maps=args.aligned_maps,
-        aligned_epochs=args.aligned_epochs, tune=args.tune, holdout=args.holdout,
-        min_class_size=args.min_class_size, max_samples=args.max_samples,
-    )
+    config = from_args(LayersConfig, args)
     from latentscape.tracking.runs import open_store
 
     return layers(config, store=open_store(args.tracking_uri), experiment=args.experiment)

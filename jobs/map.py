@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, check_options, from_args, option, options_of
 from latentscape.jobs._result import JobResult
-from latentscape.jobs._trust import TrustSettings
+from latentscape.jobs._trust import TrustSettings, settings_from_args
+from latentscape.jobs.core.presets import PRESETS
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
 from latentscape.tracking.scores import SUMMARY
@@ -61,33 +63,68 @@ _VERSIONED = ("umap-learn", "hdbscan", "scikit-learn", "numpy", "scipy", "pynnde
 # The scores a command-line summary shows (every score is logged): the registry's.
 KEY_SCORES = SUMMARY
 
-# Convenience flags -> parameter names, so `--n-neighbors 30` works for any reducer that has it.
-_REDUCER_FLAGS = {"n_neighbors": "--n-neighbors", "min_dist": "--min-dist", "n_components": "--n-components",
-                  "metric": "--metric"}
-_CLUSTERER_FLAGS = {"min_cluster_size": "--min-cluster-size", "min_samples": "--min-samples",
-                    "n_clusters": "--n-clusters"}
+# Convenience flags (name -> help), so `--n-neighbors 30` works for any reducer (clusterer) that has it.
+_REDUCER_FLAGS = {
+    "n_neighbors": "umap/spectral neighbourhood size (default 15)",
+    "min_dist": "umap min_dist (default 0.1)",
+    "n_components": "dimensions to cluster in (default 2; a 2D view is kept for display)",
+    "metric": "input-space distance: euclidean (default), cosine, manhattan, ...",
+}
+_CLUSTERER_FLAGS = {
+    "min_cluster_size": "hdbscan smallest cluster (default: a tenth of a class, 5..50; when that collapses on "
+    "labelled data, the map is clustered again at a quarter of a class)",
+    "min_samples": "hdbscan core-point neighbours (default min(10, min_cluster_size))",
+    "n_clusters": "kmeans/agglomerative/gmm clusters (default: the number of labels)",
+}
+# The options of the "common settings" group; the others go to the sub-command itself.
+_SETTINGS = ("seed", "view", "knn", "score_k", "score_sample")
+
+
+def int_option(value: str | int | None, flag: str) -> int | None:
+    """An optional integer flag, parsed here so a bad value is a one-line usage error."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not an integer", f"pass {flag} a whole number") from None
+
+
+def _whole(flag: str):
+    """An integer option read as text by argparse and parsed by :func:`int_option`."""
+    return dict(type=None, cli=lambda value: int_option(value, flag))
 
 
 @dataclass(frozen=True)
 class MapRequest:
-    """What the user asked for; :func:`resolve_for` checks it and fills in every default."""
+    """What the user asked for; :func:`resolve_for` checks it and fills in every default.
+    reducer, clusterer and their params come from several flags (:func:`request_from_args`)."""
 
-    run: str | None = None
-    layer: int | None = None
-    reducer: str = "umap"
-    clusterer: str = "hdbscan"
+    run: str | None = option(None, help="the extract run to map (its id)")
+    layer: int | None = option(None, help="layer to map (default: the last one)", **_whole("--layer"))
+    reducer: str = option("umap", cli_default=None, help="umap (default), pca, tsne, spectral or none")
+    clusterer: str = option("hdbscan", cli_default=None, help="hdbscan (default), kmeans, agglomerative or gmm")
+    # the named recipe the settings started from (latentscape.jobs.core.presets)
+    preset: str | None = option(None, choices=sorted(PRESETS),
+                                help="start from a named recipe (any setting given overrides it), e.g. tutorial")
     reducer_params: Mapping[str, Any] = field(default_factory=dict)
     clusterer_params: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    view: str = "auto"
-    knn: str = "auto"
-    score_k: int | None = None
-    score_sample: int | None = None
-    from_run: str | None = None
-    preset: str | None = None  # the named recipe the settings started from (latentscape.jobs.core.presets)
+    seed: int = option(0, help="seed of every stochastic step (default 0)", **_whole("--seed"))
+    view: str = option("auto", help="2D display: auto, embedding, refit or pca")
+    knn: str = option("auto", help="k-NN graph: auto (exact up to 30,000 samples), exact, approx")
+    score_k: int | None = option(None, help="neighbours for trustworthiness / k-NN preservation (default 15)",
+                                 **_whole("--score-k"))
+    score_sample: int | None = option(None, help="sample size of silhouette and neighbourhood scores (default 1000)",
+                                      **_whole("--score-sample"))
+    from_run: str | None = option(None, metavar="RUN_ID", help="replay the logged config.json of a map run or sweep "
+                                  "trial (no other settings)")
+    min_class_size: int = option(1, low=1, metavar="N", help="label scores leave out classes with fewer samples "
+                                 "(default 1); unlabelled rows are always left out of them and kept on the map")
     trust: TrustSettings = TrustSettings()  # permutations, bootstrap, seeds
     holdout: float | None = None  # replays of sweep --holdout maps: label scores over the tuning part
-    min_class_size: int = 1  # label scores leave out unlabelled rows and classes smaller than this
+
+    def __post_init__(self):
+        check_options(self)
 
 
 def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -105,7 +142,6 @@ def parse_assignments(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 def add_parser(subparsers, parents) -> None:
     from latentscape.jobs._trust import add_trust_arguments
     from latentscape.jobs.core.cluster import CLUSTERERS
-    from latentscape.jobs.core.presets import PRESETS
     from latentscape.jobs.core.reduce import REDUCERS
 
     parser = subparsers.add_parser(
@@ -125,83 +161,41 @@ def add_parser(subparsers, parents) -> None:
         f"presets: {'; '.join(f'{p.name}: {p.description}' for p in PRESETS.values())}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", help="the extract run to map (its id)")
-    parser.add_argument("--layer", help="layer to map (default: the last one)")
-    parser.add_argument("--reducer", help="umap (default), pca, tsne, spectral or none")
-    parser.add_argument("--clusterer", help="hdbscan (default), kmeans, agglomerative or gmm")
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="start from a named recipe (any setting given overrides it), e.g. tutorial")
+    add_options(parser, MapRequest, skip=_SETTINGS)
     group = parser.add_argument_group("common settings (any other: -r / -c NAME=VALUE)")
-    group.add_argument("--n-neighbors", help="umap/spectral neighbourhood size (default 15)")
-    group.add_argument("--min-dist", help="umap min_dist (default 0.1)")
-    group.add_argument("--n-components", help="dimensions to cluster in (default 2; a 2D view is kept for display)")
-    group.add_argument("--metric", help="input-space distance: euclidean (default), cosine, manhattan, ...")
-    group.add_argument("--min-cluster-size", help="hdbscan smallest cluster (default: a tenth of a class, 5..50; "
-                       "when that collapses on labelled data, the map is clustered again at a quarter of a class)")
-    group.add_argument("--min-samples", help="hdbscan core-point neighbours (default min(10, min_cluster_size))")
-    group.add_argument("--n-clusters", help="kmeans/agglomerative/gmm clusters (default: the number of labels)")
+    for name, text in {**_REDUCER_FLAGS, **_CLUSTERER_FLAGS}.items():
+        group.add_argument("--" + name.replace("_", "-"), help=text)
     group.add_argument("-r", "--reducer-param", action="append", metavar="NAME=VALUE",
                        help="any reducer setting, e.g. -r n_epochs=500 (repeatable)")
     group.add_argument("-c", "--clusterer-param", action="append", metavar="NAME=VALUE",
                        help="any clusterer setting, e.g. -c cluster_selection_method=leaf (repeatable)")
-    group.add_argument("--seed", default="0", help="seed of every stochastic step (default 0)")
-    group.add_argument("--view", default="auto", help="2D display: auto, embedding, refit or pca")
-    group.add_argument("--knn", default="auto", help="k-NN graph: auto (exact up to 30,000 samples), exact, approx")
-    group.add_argument("--score-k", help="neighbours for trustworthiness / k-NN preservation (default 15)")
-    group.add_argument("--score-sample", help="sample size of silhouette and neighbourhood scores (default 1000)")
-    parser.add_argument("--from-run", metavar="RUN_ID",
-                        help="replay the logged config.json of a map run or sweep trial (no other settings)")
-    parser.add_argument("--min-class-size", type=int, default=1, metavar="N",
-                        help="label scores leave out classes with fewer samples (default 1); unlabelled rows "
-                        "are always left out of them and kept on the map")
+    add_options(group, MapRequest, skip=[f.name for f, _, _ in options_of(MapRequest) if f.name not in _SETTINGS])
     add_trust_arguments(parser)
     parser.set_defaults(handler=_run_cli)
 
 
-def int_option(value: str | None, flag: str) -> int | None:
-    """An optional integer flag, parsed here so a bad value is a one-line usage error."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not an integer", f"pass {flag} a whole number") from None
-
-
 def request_from_args(args) -> MapRequest:
-    """A :class:`MapRequest` from the parsed command line (shared with ``sweep``)."""
-    reducer_params = parse_assignments(getattr(args, "reducer_param", None), "--reducer-param")
-    clusterer_params = parse_assignments(getattr(args, "clusterer_param", None), "--clusterer-param")
-    for name, flag in _REDUCER_FLAGS.items():
-        if getattr(args, name, None) is not None:
+    """A :class:`MapRequest` from the parsed command line: its options, the reducer's and
+    the clusterer's settings (-r, -c, the convenience flags, under a --preset's recipe) and
+    the trust settings."""
+    reducer_params = parse_assignments(args.reducer_param, "--reducer-param")
+    clusterer_params = parse_assignments(args.clusterer_param, "--clusterer-param")
+    for name in _REDUCER_FLAGS:
+        if getattr(args, name) is not None:
             reducer_params[name] = getattr(args, name)
-    for name, flag in _CLUSTERER_FLAGS.items():
-        if getattr(args, name, None) is not None:
+    for name in _CLUSTERER_FLAGS:
+        if getattr(args, name) is not None:
             clusterer_params[name] = getattr(args, name)
-    reducer, clusterer = getattr(args, "reducer", None), getattr(args, "clusterer", None)
-    preset = getattr(args, "preset", None)
-    if preset:  # the recipe's settings, under anything given explicitly
-        from latentscape.jobs.core.presets import PRESETS
-
-        recipe = PRESETS[preset]
+    reducer, clusterer = args.reducer, args.clusterer
+    if args.preset:  # the recipe's settings, under anything given explicitly
+        recipe = PRESETS[args.preset]
         reducer, clusterer = reducer or recipe.reducer, clusterer or recipe.clusterer
         if reducer == recipe.reducer:
             reducer_params = {**recipe.reducer_params, **reducer_params}
         if clusterer == recipe.clusterer:
             clusterer_params = {**recipe.clusterer_params, **clusterer_params}
-    trust = TrustSettings()
-    if hasattr(args, "permutations"):
-        from latentscape.jobs._trust import settings_from_args
-
-        trust = settings_from_args(args)
-    return MapRequest(
-        run=args.run, layer=int_option(args.layer, "--layer"), reducer=reducer or "umap",
-        clusterer=clusterer or "hdbscan", reducer_params=reducer_params, clusterer_params=clusterer_params,
-        seed=int_option(args.seed, "--seed"), view=args.view, knn=args.knn,
-        score_k=int_option(args.score_k, "--score-k"), score_sample=int_option(args.score_sample, "--score-sample"),
-        from_run=getattr(args, "from_run", None), preset=preset, trust=trust,
-        min_class_size=getattr(args, "min_class_size", None) or 1,
-    )
+    return from_args(MapRequest, args, reducer=reducer or "umap", clusterer=clusterer or "hdbscan",
+                     reducer_params=reducer_params, clusterer_params=clusterer_params, trust=settings_from_args(args))
 
 
 def check_request(request: MapRequest) -> None:
@@ -213,8 +207,6 @@ def check_request(request: MapRequest) -> None:
             raise UsageError("--from-run replays a logged configuration and takes no other map settings",
                              "drop --run, --layer and the settings, or drop --from-run")
         return
-    if request.min_class_size < 1:
-        raise UsageError(f"--min-class-size {request.min_class_size} must be positive", "pass 1 or more (default 1)")
     if not request.run:
         raise UsageError("no extraction to map", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
     try:
@@ -397,7 +389,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
     labels = extraction.labels
     notes = []
     if request.preset:
-        from latentscape.jobs.core.presets import PRESETS, pooling_note
+        from latentscape.jobs.core.presets import pooling_note
 
         note = pooling_note(PRESETS[request.preset], extraction.pooling)
         if note:
@@ -482,8 +474,6 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         details[Tag.WARNING] = warning
     shown = KEY_SCORES
     if request.preset:
-        from latentscape.jobs.core.presets import PRESETS
-
         shown = PRESETS[request.preset].scores
     scores = {k: result.scores[k] for k in shown if k in result.scores}
     for name in (Metric.P_VALUE_SUFFIX, Metric.CI_LOW_SUFFIX, Metric.CI_HIGH_SUFFIX, Metric.STD_SUFFIX):
