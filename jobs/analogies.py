@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param
 from latentscape.tracking.errors import UsageError
@@ -85,9 +86,10 @@ def _short(text: str, limit: int = 60) -> str:
 
 @dataclass(frozen=True)
 class AnalogiesConfig:
-    run: str
-    questions: str | None = None  # None: the shipped example file
-    normalize: bool = False
+    run: str = option(help="id of an extract run of text", metavar="EXTRACT_RUN")
+    questions: str | None = option(None, metavar="FILE",  # None: the shipped example file
+                                   help="': section' and 'a b c d' lines (default: the shipped example file)")
+    normalize: bool = option(False, help="scale word vectors to unit length before b - a + c (word2vec's 3CosAdd)")
 
 
 def add_parser(subparsers, parents) -> None:
@@ -100,18 +102,14 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape analogies --run EXTRACT_RUN --questions questions-words.txt --normalize",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of an extract run of text")
-    parser.add_argument("--questions", metavar="FILE",
-                        help="': section' and 'a b c d' lines (default: the shipped example file)")
-    parser.add_argument("--normalize", action="store_true",
-                        help="scale word vectors to unit length before b - a + c (word2vec's 3CosAdd)")
+    add_options(parser, AnalogiesConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
     from latentscape.tracking.runs import open_store
 
-    config = AnalogiesConfig(run=args.run, questions=args.questions, normalize=args.normalize)
+    config = from_args(AnalogiesConfig, args)
     return analogies(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
@@ -38,24 +39,21 @@ BASE = "base"
 
 @dataclass(frozen=True)
 class CompareModelsConfig:
-    runs: tuple[str, ...]
-    probe_folds: int = 5
-    seed: int = 0
-    debiased: bool = False
-    min_class_size: int | None = None  # label scores leave out smaller classes (None: the probe's folds)
+    runs: tuple[str, ...] = option(nargs="+", metavar="RUN",
+                                   help="extract runs (the first is the reference), or a finetune run")
+    probe_folds: int = option(5, low=2, help="cross-validation folds of the probe")
+    seed: int = option(0, low=0, help="seed of the probe folds and k-means")
+    debiased: bool = option(False, help="debiased CKA (unbiased HSIC)")
+    # Label scores leave out smaller classes (None: the probe's folds).
+    min_class_size: int | None = option(None, low=1, metavar="N",
+                                        help="probe and AMI leave out classes with fewer samples, and unlabelled "
+                                        "rows (default and least: the probe's folds)")
 
     def __post_init__(self):
         object.__setattr__(self, "runs", tuple(self.runs))
         if not self.runs:
             raise UsageError("compare-models needs runs to compare", "pass --runs A B (extract runs) or a finetune run")
-        if self.probe_folds < 2:
-            raise UsageError(f"--probe-folds {self.probe_folds} is too few for cross-validation",
-                             "pass 2 or more (default 5)")
-        if self.seed < 0:
-            raise UsageError(f"--seed {self.seed} is negative", "pass 0 or more")
-        if self.min_class_size is not None and self.min_class_size < 1:
-            raise UsageError(f"--min-class-size {self.min_class_size} must be positive",
-                             "pass 1 or more (default: the probe's folds)")
+        check_options(self)
 
 
 def add_parser(subparsers, parents) -> None:
@@ -69,20 +67,12 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape compare-models --runs FINETUNE_RUN",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--runs", nargs="+", required=True, metavar="RUN",
-                        help="extract runs (the first is the reference), or a finetune run")
-    parser.add_argument("--probe-folds", type=int, default=5, help="cross-validation folds of the probe (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probe folds and k-means")
-    parser.add_argument("--debiased", action="store_true", help="debiased CKA (unbiased HSIC)")
-    parser.add_argument("--min-class-size", type=int, metavar="N",
-                        help="probe and AMI leave out classes with fewer samples, and unlabelled rows "
-                        "(default and least: the probe's folds)")
+    add_options(parser, CompareModelsConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
-    config = CompareModelsConfig(runs=tuple(args.runs), probe_folds=args.probe_folds, seed=args.seed,
-                                 debiased=args.debiased, min_class_size=args.min_class_size)
+    config = from_args(CompareModelsConfig, args)
     from latentscape.tracking.runs import open_store
 
     return compare_models(config, store=open_store(args.tracking_uri), experiment=args.experiment)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.jobs.core.walk import DIRECTION_METHODS
 from latentscape.tracking.contract import Artifact, Column, Kind, Metric, Param, Tag
@@ -31,18 +32,17 @@ _METHODS = tuple(DIRECTION_METHODS)
 
 @dataclass(frozen=True)
 class DirectionsConfig:
-    run: str
-    layer: int
-    methods: tuple[str, ...] = _METHODS
-    seed: int = 0
-    min_class_size: int = 2  # a direction from fewer samples is noise, and its AUC undefined
+    run: str = option(help="id of a labelled extract run", metavar="EXTRACT_RUN")
+    layer: int = option(help="layer to find directions in")
+    methods: tuple[str, ...] = option(_METHODS, flag="--method", choices=_METHODS, cli=lambda method: (method,),
+                                      cli_default=None, help="one method only (default: both)")
+    seed: int = option(0, help="seed of the probes")
+    # A direction from fewer samples is noise, and its AUC undefined.
+    min_class_size: int = option(2, low=1, metavar="N",
+                                 help="no direction for a class with fewer samples; unlabelled rows left out (default 2)")
 
     def __post_init__(self):
-        if self.min_class_size < 1:
-            raise UsageError(f"--min-class-size {self.min_class_size} must be positive", "pass 1 or more (default 2)")
-        for method in self.methods:
-            if method not in _METHODS:
-                raise UsageError(f"unknown --method {method!r}", f"choose one of {', '.join(_METHODS)}")
+        check_options(self)
 
 
 def add_parser(subparsers, parents) -> None:
@@ -54,20 +54,14 @@ def add_parser(subparsers, parents) -> None:
         epilog="example:\n  latentscape directions --run EXTRACT_RUN --layer 6",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, metavar="EXTRACT_RUN", help="id of a labelled extract run")
-    parser.add_argument("--layer", type=int, required=True, help="layer to find directions in")
-    parser.add_argument("--method", choices=_METHODS, help="one method only (default: both)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default 0)")
-    parser.add_argument("--min-class-size", type=int, default=2, metavar="N",
-                        help="no direction for a class with fewer samples; unlabelled rows left out (default 2)")
+    add_options(parser, DirectionsConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
     from latentscape.tracking.runs import open_store
 
-    config = DirectionsConfig(run=args.run, layer=args.layer, seed=args.seed,
-                              methods=(args.method,) if args.method else _METHODS, min_class_size=args.min_class_size)
+    config = from_args(DirectionsConfig, args)
     return directions(config, store=open_store(args.tracking_uri), experiment=args.experiment)
 
 

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentscape.jobs._embedding import BACKENDS
-from latentscape.jobs._shards import DTYPES
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
+from latentscape.jobs._shards import DTYPES
+from latentscape.jobs._tokens import LONG_POLICIES
 from latentscape.tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
 
@@ -45,61 +47,6 @@ DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16}
 ENGINES = ("local", "ray")  # where the batches run: this process, or Ray Data actors
 
 
-@dataclass(frozen=True)
-class ExtractConfig:
-    data: str = "demo"
-    text_col: str = "text"
-    label_col: str | None = "label"
-    id_col: str | None = "id"
-    limit: int | None = None
-    model: str | None = None  # None: bundled MiniLM; "none": tabular features as layer 0
-    pooling: str = "mean"
-    layers: tuple[int, ...] | None = None
-    max_length: int = 256
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE of the backend
-    device: str = "auto"
-    threads: int | None = None
-    force: bool = False
-    backend: str = "torch"
-    long: str = "truncate"  # a text longer than max_length: truncate, or window (mean over windows)
-    label_from_header: str | None = None  # FASTA: a regular expression that finds the label in each header
-    labels: str | None = None  # FASTA: a CSV/TSV side table of labels joined on the id
-    dtype: str = "float32"  # how embeddings are stored; computation stays float32
-    resume: bool = False  # continue an interrupted extraction of the same data and settings
-    fresh: bool = False  # discard an interrupted one and start over
-    engine: str = "local"
-    shard_rows: int | None = None  # samples staged at a time; None: ~64 MiB over all layers
-
-    def __post_init__(self):
-        from latentscape.jobs._tokens import LONG_POLICIES
-        from latentscape.jobs.core.pooling import POOLINGS
-
-        if self.long not in LONG_POLICIES:
-            raise UsageError(f"unknown --long {self.long!r}", f"choose one of {', '.join(LONG_POLICIES)}")
-        if self.backend not in BACKENDS:
-            raise UsageError(f"unknown backend {self.backend!r}", f"choose one of {', '.join(BACKENDS)}")
-        if self.pooling not in POOLINGS:
-            raise UsageError(f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}")
-        if self.max_length < 2:
-            raise UsageError(f"--max-length {self.max_length} is too small", "pass 2 or more (default 256)")
-        if self.dtype not in DTYPES:
-            raise UsageError(f"unknown --dtype {self.dtype!r}", f"choose one of {', '.join(DTYPES)}")
-        if self.engine not in ENGINES:
-            raise UsageError(f"unknown --engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
-        if self.resume and self.fresh:
-            raise UsageError("--resume and --fresh contradict each other", "pass one of them")
-        if self.shard_rows is not None and self.shard_rows < 1:
-            raise UsageError(f"--shard-rows {self.shard_rows} must be positive", "pass 1 or more, or omit it")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size {self.batch_size} must be positive",
-                             "pass 1 or more (default 32; 16 with --backend onnx)")
-
-    @property
-    def batch(self) -> int:
-        """Texts per forward pass: ``batch_size``, else the backend's default."""
-        return self.batch_size or DEFAULT_BATCH_SIZE[self.backend]
-
-
 def _parse_layers(text: str) -> tuple[int, ...] | None:
     if text in ("", "all"):
         return None
@@ -107,6 +54,74 @@ def _parse_layers(text: str) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--layers {text!r} must be 'all' or comma-separated integers") from None
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    data: str = option("demo", help="'demo', 'wordnet', 'digits', 'peptides' (modlamp's AMPvsTMset; 'peptides:NAME' "
+                       "for its others) or a CSV/JSONL/Parquet/FASTA file (default demo)")
+    text_col: str = option("text", help="column holding the text")
+    # '' on the command line: no label / id column.
+    label_col: str | None = option("label", cli=lambda column: column or None,
+                                   help="column holding the true label; '' for none (default label)")
+    id_col: str | None = option("id", cli=lambda column: column or None,
+                                help="column holding a unique sample id (default id, else row number)")
+    limit: int | None = option(None, help="keep this many samples, balanced across labels")
+    # None: bundled MiniLM; "none": tabular features as layer 0.
+    model: str | None = option(None, help="local Hugging Face model folder or a name on the shelf (`latentscape "
+                               "models`: e.g. antiberty); default: bundled all-MiniLM-L6-v2; 'none' for tabular data")
+    # Checked by hand below: its unknown value is the config's one-line error, not argparse's usage.
+    pooling: str = option("mean", help="mean (mask-aware), cls, max or last (default mean)")
+    layers: tuple[int, ...] | None = option(None, type=_parse_layers, help="'all' or e.g. 0,3,6 (default all)")
+    max_length: int = option(256, low=2, help="tokens a text is cut to (default 256; never more than the model's "
+                             "positions)")
+    # A text longer than max_length: truncate, or window (mean over windows).
+    long: str = option("truncate", choices=LONG_POLICIES,
+                       help="a text longer than that: truncate (default; the share is logged as truncated_fraction) "
+                       "or window: pooled over overlapping windows, mean per layer")
+    label_from_header: str | None = option(None, metavar="REGEX",
+                                           help="FASTA: the label in each header line (its first group, else the "
+                                           "whole match), e.g. 'class=(\\w+)'")
+    labels: str | None = option(None, metavar="TABLE", help="FASTA: a CSV/TSV side table of labels joined on the id "
+                                "(columns --id-col and --label-col)")
+    # None: DEFAULT_BATCH_SIZE of the backend.
+    batch_size: int | None = option(None, low=1, help="texts per forward pass (default 32; 16 with --backend onnx)")
+    device: str = option("auto", help="auto (CUDA when present), cpu or cuda")
+    threads: int | None = option(None, help="batches run at once on the CPU, one core each (default: every core "
+                                 "this process may use)")
+    backend: str = option("torch", choices=BACKENDS,
+                          help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
+                          "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "
+                          "torch on a sample and fails below 0.99")
+    # How embeddings are stored; computation stays float32.
+    dtype: str = option("float32", choices=DTYPES,
+                        help="how embeddings are stored: float32 (default) or float16 (half the disk and memory; "
+                        "the model computes in float32 either way, readers get float32)")
+    resume: bool = option(False, help="continue an interrupted extraction of the same data and settings from its "
+                          "last complete shard")
+    fresh: bool = option(False, help="discard an interrupted extraction of the same data and settings and start over")
+    engine: str = option("local", choices=ENGINES,
+                         help="local (default: this process) or ray: Ray Data actors, one per GPU or CPU worker, on "
+                         "the cluster at RAY_ADDRESS or a local Ray started for the job (pip install "
+                         "'latentscape[ray]')")
+    # Samples staged at a time; None: ~64 MiB over all layers.
+    shard_rows: int | None = option(None, low=1, help="samples encoded and written to disk at a time (default: about "
+                                    "64 MiB over all layers); a resume repeats at most one shard")
+    force: bool = option(False, help="extract again even if an identical run exists")
+
+    def __post_init__(self):
+        from latentscape.jobs.core.pooling import POOLINGS
+
+        check_options(self)
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}")
+        if self.resume and self.fresh:
+            raise UsageError("--resume and --fresh contradict each other", "pass one of them")
+
+    @property
+    def batch(self) -> int:
+        """Texts per forward pass: ``batch_size``, else the backend's default."""
+        return self.batch_size or DEFAULT_BATCH_SIZE[self.backend]
 
 
 def add_parser(subparsers, parents) -> None:
@@ -119,65 +134,12 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape extract --data reviews.csv --text-col body --label-col stars --model ./my-model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", default="demo",
-                        help="'demo', 'wordnet', 'digits', 'peptides' (modlamp's AMPvsTMset; 'peptides:NAME' for "
-                        "its others) or a CSV/JSONL/Parquet/FASTA file (default demo)")
-    parser.add_argument("--text-col", default="text", help="column holding the text (default text)")
-    parser.add_argument("--label-col", default="label", help="column holding the true label; '' for none (default label)")
-    parser.add_argument("--id-col", default="id", help="column holding a unique sample id (default id, else row number)")
-    parser.add_argument("--limit", type=int, help="keep this many samples, balanced across labels")
-    parser.add_argument("--model", help="local Hugging Face model folder or a name on the shelf (`latentscape "
-                        "models`: e.g. antiberty); default: bundled all-MiniLM-L6-v2; 'none' for tabular data")
-    parser.add_argument("--pooling", default="mean", help="mean (mask-aware), cls, max or last (default mean)")
-    parser.add_argument("--layers", type=_parse_layers, default=None, help="'all' or e.g. 0,3,6 (default all)")
-    parser.add_argument("--max-length", type=int, default=256,
-                        help="tokens a text is cut to (default 256; never more than the model's positions)")
-    parser.add_argument("--long", choices=("truncate", "window"), default="truncate",
-                        help="a text longer than that: truncate (default; the share is logged as "
-                        "truncated_fraction) or window: pooled over overlapping windows, mean per layer")
-    parser.add_argument("--label-from-header", metavar="REGEX",
-                        help="FASTA: the label in each header line (its first group, else the whole match), "
-                        "e.g. 'class=(\\w+)'")
-    parser.add_argument("--labels", metavar="TABLE",
-                        help="FASTA: a CSV/TSV side table of labels joined on the id (columns --id-col and "
-                        "--label-col)")
-    parser.add_argument("--batch-size", type=int, help="texts per forward pass (default 32; 16 with --backend onnx)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--threads", type=int,
-                        help="batches run at once on the CPU, one core each (default: every core this process "
-                        "may use)")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch (default, the fp32 reference) or onnx: an ONNX Runtime graph of the model, "
-                        "exported once and cached, faster on CPUs; the job checks its per-layer CKA against "
-                        "torch on a sample and fails below 0.99")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="how embeddings are stored: float32 (default) or float16 (half the disk and "
-                        "memory; the model computes in float32 either way, readers get float32)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted extraction of the same data and settings from its last "
-                        "complete shard")
-    parser.add_argument("--fresh", action="store_true",
-                        help="discard an interrupted extraction of the same data and settings and start over")
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="local (default: this process) or ray: Ray Data actors, one per GPU or CPU worker, "
-                        "on the cluster at RAY_ADDRESS or a local Ray started for the job (pip install "
-                        "'latentscape[ray]')")
-    parser.add_argument("--shard-rows", type=int,
-                        help="samples encoded and written to disk at a time (default: about 64 MiB over all "
-                        "layers); a resume repeats at most one shard")
-    parser.add_argument("--force", action="store_true", help="extract again even if an identical run exists")
+    add_options(parser, ExtractConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult:
-    config = ExtractConfig(
-        data=args.data, text_col=args.text_col, label_col=args.label_col or None, id_col=args.id_col or None,
-        limit=args.limit, model=args.model, pooling=args.pooling, layers=args.layers,
-        max_length=args.max_length, batch_size=args.batch_size, device=args.device, threads=args.threads,
-        force=args.force, backend=args.backend, long=args.long, label_from_header=args.label_from_header,
-        labels=args.labels, dtype=args.dtype, resume=args.resume, fresh=args.fresh, engine=args.engine,
-        shard_rows=args.shard_rows,
-    )
+    config = from_args(ExtractConfig, args)
     # The data set and the model folder are checked before MLflow is imported or a store
     # opened (measured: a missing file took 5.2 s to report when the store came first).
     prepared = prepare(config)

@@ -23,17 +23,36 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TextIO
 
 import numpy as np
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.tracking.contract import Artifact, Column, Kind, Param, Reply, Tag
 from latentscape.tracking.errors import UsageError
 
-__all__ = ["add_parser", "search", "serve", "Warm", "place_by_neighbours"]
+__all__ = ["SearchConfig", "add_parser", "search", "serve", "Warm", "place_by_neighbours"]
 
 _KINDS_WITH_MAPS = (Kind.MAP.value, Kind.SWEEP.value, Kind.TRIAL.value)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One query (``run`` and ``text``), or ``serve``: answer queries from stdin."""
+
+    run: str | None = option(None, help="a map, sweep or extract run id (required unless --serve)")
+    text: str | None = option(None, help="the text to look up (required unless --serve)")
+    layer: int | None = option(None, help="layer to search (required for an extract run)")
+    k: int = option(10, low=1, help="number of neighbours")
+    serve: bool = option(False, help="answer JSON requests, one a stdin line, until stdin closes, keeping models "
+                         "loaded (the app's search worker)")
+
+    def __post_init__(self):
+        check_options(self)
+        if not self.serve and (self.run is None or self.text is None):
+            raise UsageError("search needs a run and a text", "pass --run RUN_ID --text TEXT (or --serve)")
 
 
 def add_parser(subparsers, parents) -> None:
@@ -45,25 +64,18 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape search --run EXTRACT_RUN --layer 3 --text 'a recipe for soup' --k 5 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", help="a map, sweep or extract run id (required unless --serve)")
-    parser.add_argument("--text", help="the text to look up (required unless --serve)")
-    parser.add_argument("--layer", type=int, help="layer to search (required for an extract run)")
-    parser.add_argument("--k", type=int, default=10, help="number of neighbours (default 10)")
-    parser.add_argument("--serve", action="store_true",
-                        help="answer JSON requests, one a stdin line, until stdin closes, keeping models loaded "
-                             "(the app's search worker)")
+    add_options(parser, SearchConfig)
     parser.set_defaults(handler=_run_cli)
 
 
 def _run_cli(args) -> JobResult | None:
     from latentscape.tracking.runs import open_store
 
-    if args.serve:
+    config = from_args(SearchConfig, args)
+    if config.serve:
         serve(open_store(args.tracking_uri), sys.stdin)
         return None
-    if args.run is None or args.text is None:
-        raise UsageError("search needs a run and a text", "pass --run RUN_ID --text TEXT (or --serve)")
-    return search(open_store(args.tracking_uri), args.run, args.text, layer=args.layer, k=args.k)
+    return search(open_store(args.tracking_uri), config.run, config.text, layer=config.layer, k=config.k)
 
 
 class Warm:
@@ -164,8 +176,7 @@ def search(store, run_id: str, text: str, *, layer: int | None = None, k: int = 
     ``warm``: reuse (and keep) the runs, extractions, maps and models it holds."""
     if not text.strip():  # before the imports below (pandas) and the store's first query (MLflow)
         raise UsageError("the search text is empty", "pass --text with some words")
-    if k < 1:
-        raise UsageError(f"--k {k} must be positive", "pass --k 1 or more")
+    SearchConfig(run=run_id, text=text, layer=layer, k=k)  # --k 1 or more
     from latentscape.jobs._reembed import embed_like, require_text_model
     from latentscape.jobs.core.walk import cosine_neighbours
 

@@ -160,7 +160,7 @@ def test_onnx_backend_refuses_what_it_cannot_run(store, texts_csv):
         extract(ExtractConfig(data="digits", backend="onnx"), store=store)
     with pytest.raises(UsageError, match="runs on the CPU"):
         extract(ExtractConfig(data=str(texts_csv), device="cuda", backend="onnx"), store=store)
-    with pytest.raises(UsageError, match="unknown backend"):
+    with pytest.raises(UsageError, match="unknown --backend"):
         ExtractConfig(backend="tensorrt")
     assert not store.client.search_runs([store.experiment_id(None)])
 
