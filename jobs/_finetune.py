@@ -46,9 +46,9 @@ class TrainSettings:
     epochs: int = option(1, low=1, help="passes over the training samples")
     freeze_below: int = option(0, low=0, metavar="L",
                                help="keep hidden states 0..L-1 as the base has them (default 0: train everything)")
-    learning_rate: float = option(1e-4, help="peak AdamW learning rate (default 1e-4)")
+    learning_rate: float = option(1e-4, above=0, help="peak AdamW learning rate (default 1e-4)")
     weight_decay: float = option(0.01, low=0, help="AdamW weight decay")
-    warmup: float = option(0.1, help="fraction of steps of linear warm-up, then linear decay to 0 (default 0.1)")
+    warmup: float = option(0.1, low=0, below=1, help="fraction of steps of linear warm-up, then linear decay to 0 (default 0.1)")
     batch_size: int = option(16, low=1, help="training samples per step")
     max_length: int = option(128, low=2, help="truncate texts to this many tokens")
     pooling: str = option("mean", help="pooling the head reads and extractions use")
@@ -62,10 +62,6 @@ class TrainSettings:
         from latentscape.jobs.core.pooling import POOLINGS
 
         check_options(self)
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning-rate {self.learning_rate} must be positive", "pass e.g. 1e-4")
-        if not 0 <= self.warmup < 1:
-            raise UsageError(f"--warmup {self.warmup} is outside [0, 1)", "pass a fraction such as 0.1")
         if self.pooling not in POOLINGS:
             raise UsageError(f"unknown pooling {self.pooling!r}", f"choose one of {', '.join(POOLINGS)}")
 

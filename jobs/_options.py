@@ -42,8 +42,10 @@ _SAME: Any = type("_Same", (), {"__repr__": lambda self: "the field's default"})
 class Option:
     """How one config field appears on the command line and what values it accepts.
 
-    ``flag``: the option (default ``--`` and the field's name with dashes); ``low``/``high``:
-    inclusive bounds of a number; ``choices``: the accepted values (of each item, for a
+    ``flag``: the option (default ``--`` and the field's name with dashes); ``dest``: its
+    name in the parsed arguments and the notebook keyword (default the field's name); ``low``/``high``:
+    inclusive bounds of a number, ``above``/``below`` exclusive ones (a fraction in
+    (0, 1)); ``choices``: the accepted values (of each item, for a
     tuple field); ``cli``: turns the parsed value into the field's value (a tuple field
     given once on the command line, for example ``--method lerp`` meaning ``("lerp",)``);
     ``cli_default``: what argparse holds when the option is absent, when it differs from
@@ -52,9 +54,12 @@ class Option:
 
     help: str
     flag: str | None = None
+    dest: str | None = None
     metavar: str | None = None
     low: float | None = None
     high: float | None = None
+    above: float | None = None
+    below: float | None = None
     choices: Sequence[Any] | None = None
     cli: Callable[[Any], Any] | None = None
     cli_default: Any = _SAME
@@ -62,12 +67,14 @@ class Option:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, metavar: str | None = None,
-           low: float | None = None, high: float | None = None, choices: Sequence[Any] | None = None,
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, dest: str | None = None,
+           metavar: str | None = None,
+           low: float | None = None, high: float | None = None, above: float | None = None,
+           below: float | None = None, choices: Sequence[Any] | None = None,
            cli: Callable[[Any], Any] | None = None, cli_default: Any = _SAME,
            show_default: bool = True, **argparse_keywords: Any) -> Any:
     """A dataclass field that is also a command-line option (see :class:`Option`)."""
-    spec = Option(help=help, flag=flag, metavar=metavar, low=low, high=high,
+    spec = Option(help=help, flag=flag, dest=dest, metavar=metavar, low=low, high=high, above=above, below=below,
                   choices=tuple(choices) if choices is not None else None, cli=cli, cli_default=cli_default,
                   show_default=show_default, extra=argparse_keywords)
     return dataclasses.field(default=default, metadata={_META: spec})
@@ -109,19 +116,19 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, confi
     for field, spec, kind in options_of(config_class):
         if field.name in skip:
             continue
-        keywords: dict[str, Any] = {"dest": field.name, "help": spec.help}
+        keywords: dict[str, Any] = {"dest": spec.dest or field.name, "help": spec.help}
         has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
         default = field.default if field.default is not dataclasses.MISSING else (
             field.default_factory() if has_default else None)
         if kind is bool and "action" not in spec.extra:
             keywords["action"] = "store_false" if default else "store_true"
         else:
-            if kind in (int, float):
-                keywords["type"] = kind
-            if spec.choices is not None:
-                keywords["choices"] = spec.choices
+            # Numbers and choices are read as text and checked by from_args and check_options:
+            # a bad one is then a one-line UsageError naming the flag, not argparse's usage block.
             if spec.metavar:
                 keywords["metavar"] = spec.metavar
+            elif spec.choices is not None:
+                keywords["metavar"] = "{" + ",".join(map(str, spec.choices)) + "}"
             if not has_default:
                 keywords["required"] = True
             keywords["default"] = default if spec.cli_default is _SAME else spec.cli_default
@@ -137,20 +144,41 @@ def from_args(config_class: type, args: argparse.Namespace, **extra: Any):
     conversion; an absent option with a ``cli_default`` keeps the field's default), plus
     ``extra`` for fields that are not options or need more than one argument."""
     values: dict[str, Any] = {}
-    for field, spec, _ in options_of(config_class):
-        if field.name in extra or not hasattr(args, field.name):
+    for field, spec, kind in options_of(config_class):
+        name = spec.dest or field.name
+        if field.name in extra or not hasattr(args, name):
             continue
-        value = getattr(args, field.name)
+        value = getattr(args, name)
         if spec.cli_default is not _SAME and value == spec.cli_default:
             continue  # absent: the field's own default
-        values[field.name] = spec.cli(value) if spec.cli is not None else value
+        if spec.cli is not None:  # it reads the text itself (``--search-epochs full``)
+            value = spec.cli(value)
+        elif kind in (int, float) and isinstance(value, str):
+            value = _number(value, kind, flag_of(field))
+        values[field.name] = value
     return config_class(**values, **extra)
 
 
-def _bounds(low: float | None, high: float | None) -> str:
-    if low is not None and high is not None:
-        return f"pass {low:g}..{high:g}"
-    return f"pass {low:g} or more" if low is not None else f"pass {high:g} or less"
+def _number(text: str, kind: type, flag: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{flag} {text!r} is not {what}",
+                         f"pass {flag} {'a whole number' if kind is int else 'a number, e.g. 0.5'}") from None
+
+
+def _fix(spec: Option) -> str:
+    """What to pass, in the bounds' own terms: ``2..1000``, ``1 or more``, ``(0, 1)``."""
+    low, high = (spec.low, "[") if spec.low is not None else (spec.above, "("), \
+        (spec.high, "]") if spec.high is not None else (spec.below, ")")
+    if spec.above is None and spec.below is None:
+        if low[0] is not None and high[0] is not None:
+            return f"pass {low[0]:g}..{high[0]:g}"
+        return f"pass {low[0]:g} or more" if low[0] is not None else f"pass {high[0]:g} or less"
+    if low[0] is not None and high[0] is not None:
+        return f"pass a number in {low[1]}{low[0]:g}, {high[0]:g}{high[1]}"
+    return f"pass a number above {low[0]:g}" if low[0] is not None else f"pass a number below {high[0]:g}"
 
 
 def check_options(config: Any) -> None:
@@ -166,13 +194,12 @@ def check_options(config: Any) -> None:
             for item in value if isinstance(value, (tuple, list)) else (value,):
                 if item not in spec.choices:
                     raise UsageError(f"unknown {flag} {item!r}", f"choose one of {', '.join(map(str, spec.choices))}")
-        if spec.low is None and spec.high is None:
+        outside = ((spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high)
+                   or (spec.above is not None and value <= spec.above)
+                   or (spec.below is not None and value >= spec.below))
+        if not outside:
             continue
-        below = spec.low is not None and value < spec.low
-        above = spec.high is not None and value > spec.high
-        if not (below or above):
-            continue
-        if spec.high is None and spec.low in (0, 1):
+        if spec.high is None and spec.below is None and spec.above is None and spec.low in (0, 1):
             problem = "must be positive" if spec.low == 1 else "must not be negative"
-            raise UsageError(f"{flag} {_default_text(value)} {problem}", _bounds(spec.low, None) + default)
-        raise UsageError(f"{flag} {_default_text(value)} is out of range", _bounds(spec.low, spec.high) + default)
+            raise UsageError(f"{flag} {_default_text(value)} {problem}", _fix(spec) + default)
+        raise UsageError(f"{flag} {_default_text(value)} is out of range", _fix(spec) + default)

@@ -54,24 +54,21 @@ class SaeSettings:
     features: int
     k: int = option(32, low=1, help="active features per row")
     epochs: int = option(30, low=1, help="passes over the training rows")
-    learning_rate: float = option(1e-3, help="Adam's learning rate")
+    learning_rate: float = option(1e-3, above=0, below=1, help="Adam's learning rate")
     batch_size: int = option(128, low=1, help="rows per training step")
     aux_k: int | None = option(None, low=1, help="dead latents the AuxK loss uses per row (default 2 x k)")
     aux_coef: float = option(1 / 32, low=0, help="weight of the AuxK loss (default 1/32; 0 turns dead-latent "
                              "revival off)")
     dead_after: int | None = option(None, low=1, help="rows a latent may go without firing before it counts as "
                                     "dead (default: one epoch)")
-    holdout: float = option(0.2, help="fraction of rows held out of training and scored (default 0.2); with "
+    holdout: float = option(0.2, above=0, below=1,
+                            help="fraction of rows held out of training and scored (default 0.2); with "
                             "--tokens whole samples are held out")
     seed: int = option(0, low=0, help="seed of the split, initialisation and batches")
     device: str = option("auto", help="auto (GPU when present), cpu or cuda")
 
     def __post_init__(self):
         check_options(self)
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
-            raise UsageError(f"--learning-rate {self.learning_rate} is outside (0, 1)", "pass e.g. 2e-3")
-        if not 0 < self.holdout < 1:
-            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. 0.2 (the default)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"--device {self.device!r} is not auto, cpu or cuda", "pass --device auto")
 

@@ -34,7 +34,7 @@ _METHODS = tuple(DIRECTION_METHODS)
 class DirectionsConfig:
     run: str = option(help="id of a labelled extract run", metavar="EXTRACT_RUN")
     layer: int = option(help="layer to find directions in")
-    methods: tuple[str, ...] = option(_METHODS, flag="--method", choices=_METHODS, cli=lambda method: (method,),
+    methods: tuple[str, ...] = option(_METHODS, flag="--method", dest="method", choices=_METHODS, cli=lambda method: (method,),
                                       cli_default=None, help="one method only (default: both)")
     seed: int = option(0, help="seed of the probes")
     # A direction from fewer samples is noise, and its AUC undefined.

@@ -66,7 +66,7 @@ class FinetuneConfig(TrainSettings):
                                "(default: bundled all-MiniLM-L6-v2)")
     checkpoints: int = option(2, low=1, help="checkpoints to save, evenly spaced over the steps, the last at the end "
                               "(default 2)")
-    holdout: float = option(0.3, help="fraction of samples held out (stratified, seeded): evaluated during "
+    holdout: float = option(0.3, above=0, below=1, help="fraction of samples held out (stratified, seeded): evaluated during "
                             "training and extracted at every checkpoint (default 0.3)")
     device: str = option("auto", help="auto (CUDA when present), cpu or cuda")
     threads: int | None = option(None, help="torch CPU threads (default: torch's own)")
@@ -79,8 +79,6 @@ class FinetuneConfig(TrainSettings):
 
     def __post_init__(self):
         super().__post_init__()  # every option's bounds, the learning rate, warm-up and pooling
-        if not 0 < self.holdout < 1:
-            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass a fraction such as 0.3")
         if self.compare and not self.extract:
             raise UsageError("--no-extract leaves nothing to compare", "pass --no-compare too, or drop --no-extract")
         if not self.label_col:

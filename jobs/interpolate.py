@@ -39,7 +39,7 @@ class InterpolateConfig:
     layer: int = option(help="layer to walk in")
     start: str = option(flag="--from", metavar="A", help="a sample id, or a new text")
     end: str = option(flag="--to", metavar="B", help="a sample id, or a new text")
-    methods: tuple[str, ...] = option(tuple(INTERPOLATIONS), flag="--method", choices=tuple(INTERPOLATIONS),
+    methods: tuple[str, ...] = option(tuple(INTERPOLATIONS), flag="--method", dest="method", choices=tuple(INTERPOLATIONS),
                                       cli=lambda method: (method,), cli_default=None,
                                       help="interpolation (default: both)")
     steps: int = option(11, low=2, high=1000, help="points on the path, endpoints included")

@@ -93,7 +93,7 @@ class LayersConfig:
     """What ``latentscape layers`` does, validated once, logged whole; every field an option."""
 
     run: str = option(metavar="EXTRACT_RUN", help="id of an extract run")
-    stable_cka: float = option(0.95, help="consecutive layers at or above this CKA count as stable")
+    stable_cka: float = option(0.95, above=0, high=1, help="consecutive layers at or above this CKA count as stable")
     debiased: bool = option(False, help="debiased CKA (unbiased HSIC): removes the upward bias of small samples")
     probe_folds: int = option(5, low=2, help="cross-validation folds of the probe")
     knn_k: int = option(10, low=1, help="neighbours for k-NN label agreement")
@@ -123,18 +123,15 @@ class LayersConfig:
                                  "linearly)")
     tune: int = option(0, low=0, metavar="N", help="also sweep each layer's map with N Optuna trials (child runs) and "
                        "log its best AMI as ami.tuned: which layer is best when each gets its best settings")
-    holdout: float | None = option(None, metavar="FRACTION", help="with --tune: score each layer's best map on this "
-                                   "fraction of the samples, held out of the search (stratified, seeded)")
+    holdout: float | None = option(None, metavar="FRACTION", above=0, below=1,
+                                   help="with --tune: score each layer's best map on this fraction of the "
+                                   "samples, held out of the search (stratified, seeded)")
 
     def __post_init__(self):
-        if not (isinstance(self.stable_cka, (int, float)) and 0 < self.stable_cka <= 1):
-            raise UsageError(f"--stable-cka {self.stable_cka} is outside (0, 1]", "pass e.g. 0.95 (the default)")
         check_options(self)
         if self.holdout is not None and not self.tune:
             raise UsageError("--holdout holds samples out of the per-layer sweeps, and --tune is off",
                              "add --tune N, or drop --holdout")
-        if self.holdout is not None and not 0 < self.holdout < 1:
-            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
         from latentscape.jobs.core.cluster import CLUSTERERS
         from latentscape.jobs.core.reduce import REDUCERS
 

@@ -90,18 +90,13 @@ def int_option(value: str | int | None, flag: str) -> int | None:
         raise UsageError(f"{flag} {value!r} is not an integer", f"pass {flag} a whole number") from None
 
 
-def _whole(flag: str):
-    """An integer option read as text by argparse and parsed by :func:`int_option`."""
-    return dict(type=None, cli=lambda value: int_option(value, flag))
-
-
 @dataclass(frozen=True)
 class MapRequest:
     """What the user asked for; :func:`resolve_for` checks it and fills in every default.
     reducer, clusterer and their params come from several flags (:func:`request_from_args`)."""
 
     run: str | None = option(None, help="the extract run to map (its id)")
-    layer: int | None = option(None, help="layer to map (default: the last one)", **_whole("--layer"))
+    layer: int | None = option(None, help="layer to map (default: the last one)")
     reducer: str = option("umap", cli_default=None, help="umap (default), pca, tsne, spectral or none")
     clusterer: str = option("hdbscan", cli_default=None, help="hdbscan (default), kmeans, agglomerative or gmm")
     # the named recipe the settings started from (latentscape.jobs.core.presets)
@@ -109,13 +104,11 @@ class MapRequest:
                                 help="start from a named recipe (any setting given overrides it), e.g. tutorial")
     reducer_params: Mapping[str, Any] = field(default_factory=dict)
     clusterer_params: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = option(0, help="seed of every stochastic step (default 0)", **_whole("--seed"))
+    seed: int = option(0, help="seed of every stochastic step (default 0)")
     view: str = option("auto", help="2D display: auto, embedding, refit or pca")
     knn: str = option("auto", help="k-NN graph: auto (exact up to 30,000 samples), exact, approx")
-    score_k: int | None = option(None, help="neighbours for trustworthiness / k-NN preservation (default 15)",
-                                 **_whole("--score-k"))
-    score_sample: int | None = option(None, help="sample size of silhouette and neighbourhood scores (default 1000)",
-                                      **_whole("--score-sample"))
+    score_k: int | None = option(None, help="neighbours for trustworthiness / k-NN preservation (default 15)")
+    score_sample: int | None = option(None, help="sample size of silhouette and neighbourhood scores (default 1000)")
     from_run: str | None = option(None, metavar="RUN_ID", help="replay the logged config.json of a map run or sweep "
                                   "trial (no other settings)")
     min_class_size: int = option(1, low=1, metavar="N", help="label scores leave out classes with fewer samples "

@@ -148,7 +148,7 @@ def test_compare_models_names_the_mismatch_when_sample_sets_differ(tiny_training
 
 @pytest.mark.parametrize("argv, message", [
     (["finetune", "--epochs", "0"], "--epochs 0 must be positive"),
-    (["finetune", "--holdout", "1.5"], "--holdout 1.5 is outside (0, 1)"),
+    (["finetune", "--holdout", "1.5"], "--holdout 1.5 is out of range"),
     (["finetune", "--data", "nope.csv"], "neither a file nor a built-in"),
     (["finetune", "--model", "TINY", "--freeze-below", "9"], "--freeze-below 9 is outside the model's layers 0..2"),
     (["finetune", "--resume", "--model", "TINY"], "--resume found no finetune run"),

@@ -301,7 +301,7 @@ def test_cli_space_file_errors_are_one_line(store, tmp_path, capsys):
                           (["--space", str(tmp_path / "bad.yaml")], "not valid YAML"),
                           (["--space", str(tmp_path / "list.yaml")], "not a mapping"),
                           (["--trials", "0"], "--trials 0 must be positive"),
-                          (["--direction", "up"], "neither maximize nor minimize")]:
+                          (["--direction", "up"], "unknown --direction 'up'; choose one of maximize, minimize")]:
         assert main([*base, *extra]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("latentscape sweep: error:") and needle in lines[0], lines

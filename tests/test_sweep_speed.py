@@ -99,7 +99,7 @@ def test_search_epochs_are_checked_against_the_space(store, tmp_path):
         (dict(search_epochs=500), "more than the map's 200 epochs"),
         (dict(search_epochs=50, reducer="pca"), "reducer pca has no layout epochs"),
         (dict(search_epochs=50, space={"params": {EPOCHS: {"low": 50, "high": 300}}}), "n_epochs is itself searched"),
-        (dict(search_epochs=-1), "--search-epochs -1 is negative"),
+        (dict(search_epochs=-1), "--search-epochs -1 must not be negative"),
         (dict(workers=0), "--workers 0 must be positive"),
     ]
     for kwargs, needle in cases:

@@ -60,6 +60,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
 from latentscape.jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, study_name_for
 from latentscape.jobs.sweep._study import _Worker
@@ -76,58 +77,60 @@ __all__ = ["SweepConfig", "sweep", "add_parser", "study_name_for"]
 # entry point, run as `python -c "from latentscape.jobs.sweep import _helper_main; ..."`).
 
 
+def _search_epochs(text: str | int | None) -> int | None:
+    from latentscape.jobs.map import int_option
+
+    return 0 if text == "full" else int_option(text, "--search-epochs")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep as asked for. ``space``: a parsed YAML mapping (None: the defaults);
     ``fixed``: map settings pinned for every trial (flat ``reducer.x`` names)."""
 
-    run: str
-    layer: int | None = None
-    trials: int = 30
-    objective: str = Metric.AMI
-    direction: str | None = None
-    reducer: str = "umap"
-    clusterer: str = "hdbscan"
-    space: dict | None = None
+    # Checked by the command line with its own message (no extraction to sweep).
+    run: str = option(help="the extract run to sweep (its id)", required=False)
+    layer: int | None = option(None, help="layer to map (default: the last one)")
+    target: str = option("map", choices=tuple(TARGETS), help=(
+        "what each trial fits: a map (default) or a sparse autoencoder (sae: searches features, k and "
+        "learning_rate; objective holdout.variance_explained unless --objective names another sae score; "
+        "--space takes 'target: sae' and params named as the sae run's)"))
+    trials: int = option(30, low=1, help="trials this process adds to the study")
+    objective: str = option(Metric.AMI, help="score to optimise")
+    direction: str | None = option(None, choices=("maximize", "minimize"),
+                                   help="maximize or minimize (default: the score's natural direction)")
+    reducer: str = option("umap", help="reducer when no --space names one")
+    clusterer: str = option("hdbscan", help="clusterer when no --space names one")
+    space: dict | None = option(None, metavar="FILE", cli=lambda path: _read_space(path),
+                                help="search space YAML (default: each parameter's usual range)")
     fixed: dict = field(default_factory=dict)
-    seed: int = 0
-    storage: str | None = None
-    study: str | None = None
-    resume: bool = False
-    n_jobs: int = 1
-    heartbeat: int = 5
-    score_k: int | None = None
-    score_sample: int | None = None
+    seed: int = option(0, help="seed of the sampler and of every map")
+    storage: str | None = option(None, metavar="URL", help=(
+        "Optuna storage URL (default: $LATENTSCAPE_OPTUNA_STORAGE, which keeps a password off the command line, "
+        "else sqlite optuna.db beside the MLflow database)"))
+    study: str | None = option(None, metavar="NAME", help="study name (default: derived from run, layer and settings)")
+    resume: bool = option(False, help="complete an interrupted study without adding trials")
+    workers: int = option(1, low=1, help="processes working on the study, this one included (one core each); one "
+                          "per core is fastest")
+    search_epochs: int | None = option(None, metavar="N|full", low=0, cli=_search_epochs, help=(
+        f"UMAP layout epochs of every trial; the best map is then re-fitted at the full epochs (default "
+        f"{DEFAULT_SEARCH_EPOCHS} when the space leaves n_epochs alone; 'full': search at the full epochs, no refit)"))
+    n_jobs: int = option(1, low=1, help="trials in parallel threads in this process")
+    heartbeat: int = option(5, low=1, help="seconds between trial heartbeats; a trial silent 3x as long is dead")
+    score_k: int | None = option(None, help="neighbours for trustworthiness / k-NN preservation (default 15)")
+    score_sample: int | None = option(None, help="sample size of the geometry scores (default 1000)")
+    holdout: float | None = option(None, metavar="FRACTION", above=0, below=1, help=(
+        "hold this fraction of the samples out of tuning (stratified by label, seeded by --seed): trials are "
+        "scored on the rest; the best map's held-out scores are logged as holdout.<score>"))
     progress: bool = True
-    holdout: float | None = None  # fraction of samples held out of tuning (stratified, seeded)
-    workers: int = 1  # processes on the study, this one included (one core each)
-    search_epochs: int | None = None  # UMAP epochs of the trials (None: the default; 0: the full epochs)
     parent_run: str | None = None  # the sweep run's parent (None: the extraction; layers --tune: its run)
-    target: str = "map"  # what a trial fits: a map, or a sparse autoencoder (latentscape.jobs.sweep.targets)
     # Internal: a process started by --workers joins the study, adds no trials, never
     # touches the sweep run, and draws from its own sampler seed.
     join: bool = False
     sampler_offset: int = 0
 
     def __post_init__(self):
-        if self.trials < 1:
-            raise UsageError(f"--trials {self.trials} must be positive", "pass 1 or more (default 30)")
-        if self.n_jobs < 1:
-            raise UsageError(f"--n-jobs {self.n_jobs} must be positive", "pass 1 or more (default 1)")
-        if self.workers < 1:
-            raise UsageError(f"--workers {self.workers} must be positive", "pass 1 or more, e.g. one per core")
-        if self.search_epochs is not None and self.search_epochs < 0:
-            raise UsageError(f"--search-epochs {self.search_epochs} is negative",
-                             "pass e.g. --search-epochs 100, or --search-epochs full")
-        if self.heartbeat < 1:
-            raise UsageError(f"--heartbeat {self.heartbeat} must be at least 1 second", "pass e.g. --heartbeat 5")
-        if self.holdout is not None and not 0 < self.holdout < 1:
-            raise UsageError(f"--holdout {self.holdout} is outside (0, 1)", "pass e.g. --holdout 0.3")
-        if self.target not in TARGETS:
-            raise UsageError(f"--target {self.target!r} is not one of {', '.join(TARGETS)}", "pass --target map or sae")
-        if self.direction not in (None, "maximize", "minimize"):
-            raise UsageError(f"--direction {self.direction!r} is neither maximize nor minimize",
-                             "pass --direction maximize or --direction minimize")
+        check_options(self)
 
 
 # -- command line --------------------------------------------------------------------
@@ -155,55 +158,13 @@ def add_parser(subparsers, parents) -> None:
         "    reducer.n_epochs: 200        # fixed\n    clusterer.min_cluster_size: {low: 5, high: 100, log: true}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=False, help="the extract run to sweep (its id)")
-    parser.add_argument("--layer", help="layer to map (default: the last one)")
-    parser.add_argument("--target", choices=tuple(TARGETS), default="map",
-                        help="what each trial fits: a map (default) or a sparse autoencoder (sae: searches "
-                        "features, k and learning_rate; objective holdout.variance_explained unless --objective "
-                        "names another sae score; --space takes 'target: sae' and params named as the sae run's)")
-    parser.add_argument("--trials", default="30", help="trials this process adds to the study (default 30)")
-    parser.add_argument("--objective", default=Metric.AMI, help="score to optimise (default ami)")
-    parser.add_argument("--direction", help="maximize or minimize (default: the score's natural direction)")
-    parser.add_argument("--reducer", default="umap", help="reducer when no --space names one (default umap)")
-    parser.add_argument("--clusterer", default="hdbscan", help="clusterer when no --space names one (default hdbscan)")
-    parser.add_argument("--space", metavar="FILE", help="search space YAML (default: each parameter's usual range)")
+    add_options(parser, SweepConfig)
+    # Pinned map settings: several flags make one field, as on `latentscape map`.
     parser.add_argument("-r", "--reducer-param", action="append", metavar="NAME=VALUE",
                         help="pin a reducer setting for every trial, e.g. -r n_epochs=100 (repeatable)")
     parser.add_argument("-c", "--clusterer-param", action="append", metavar="NAME=VALUE",
                         help="pin a clusterer setting for every trial (repeatable)")
-    parser.add_argument("--seed", default="0", help="seed of the sampler and of every map (default 0)")
-    parser.add_argument("--storage", metavar="URL", default=os.environ.get("LATENTSCAPE_OPTUNA_STORAGE") or None,
-                        help="Optuna storage URL (default: $LATENTSCAPE_OPTUNA_STORAGE, which keeps a password off "
-                        "the command line, else sqlite optuna.db beside the MLflow database)")
-    parser.add_argument("--study", metavar="NAME", help="study name (default: derived from run, layer and settings)")
-    parser.add_argument("--resume", action="store_true",
-                        help="complete an interrupted study without adding trials")
-    parser.add_argument("--workers", default="1",
-                        help="processes working on the study, this one included; one per core is fastest "
-                        "(default 1)")
-    parser.add_argument("--search-epochs", metavar="N|full",
-                        help=f"UMAP layout epochs of every trial; the best map is then re-fitted at the full "
-                        f"epochs (default {DEFAULT_SEARCH_EPOCHS} when the space leaves n_epochs alone; 'full': "
-                        "search at the full epochs, no refit)")
-    parser.add_argument("--n-jobs", default="1", help="trials in parallel threads in this process (default 1)")
-    parser.add_argument("--heartbeat", default="5",
-                        help="seconds between trial heartbeats; a trial silent 3x as long is dead (default 5)")
-    parser.add_argument("--score-k", help="neighbours for trustworthiness / k-NN preservation (default 15)")
-    parser.add_argument("--score-sample", help="sample size of the geometry scores (default 1000)")
-    parser.add_argument("--holdout", metavar="FRACTION",
-                        help="hold this fraction of the samples out of tuning (stratified by label, seeded by "
-                        "--seed): trials are scored on the rest; the best map's held-out scores are logged as "
-                        "holdout.<score>")
     parser.set_defaults(handler=_run_cli)
-
-
-def _fraction(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not a number", f"pass e.g. {flag} 0.3") from None
 
 
 def _read_space(path: str | None) -> dict | None:
@@ -225,24 +186,15 @@ def _read_space(path: str | None) -> dict | None:
 
 
 def _run_cli(args) -> JobResult:
-    from latentscape.jobs.map import int_option, parse_assignments
+    from latentscape.jobs.map import parse_assignments
 
     if not args.run:
         raise UsageError("no extraction to sweep", "pass --run EXTRACT_RUN (an id printed by `latentscape extract`)")
     fixed = {Param.reducer_param(k): v for k, v in parse_assignments(args.reducer_param, "--reducer-param").items()}
     fixed |= {Param.clusterer_param(k): v
               for k, v in parse_assignments(args.clusterer_param, "--clusterer-param").items()}
-    config = SweepConfig(
-        run=args.run, layer=int_option(args.layer, "--layer"), trials=int_option(args.trials, "--trials"),
-        objective=args.objective, direction=args.direction, reducer=args.reducer, clusterer=args.clusterer,
-        space=_read_space(args.space), fixed=fixed, seed=int_option(args.seed, "--seed"), storage=args.storage,
-        study=args.study, resume=args.resume, n_jobs=int_option(args.n_jobs, "--n-jobs"),
-        workers=int_option(args.workers, "--workers"),
-        search_epochs=0 if args.search_epochs == "full" else int_option(args.search_epochs, "--search-epochs"),
-        heartbeat=int_option(args.heartbeat, "--heartbeat"), score_k=int_option(args.score_k, "--score-k"),
-        score_sample=int_option(args.score_sample, "--score-sample"), holdout=_fraction(args.holdout, "--holdout"),
-        target=args.target,
-    )
+    config = from_args(SweepConfig, args, fixed=fixed,
+                       storage=args.storage or os.environ.get("LATENTSCAPE_OPTUNA_STORAGE") or None)
     precheck(config)  # before the store: milliseconds, not seconds
     from latentscape.tracking.runs import open_store
 

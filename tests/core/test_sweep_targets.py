@@ -37,9 +37,17 @@ def test_every_target_implements_the_protocol():
 
 
 def test_target_choices_are_the_registry():
-    from latentscape.jobs.cli import build_parser
+    import pytest
 
+    from latentscape.jobs._options import options_of
+    from latentscape.jobs.cli import build_parser
+    from latentscape.jobs.sweep import SweepConfig
+    from latentscape.tracking.errors import UsageError
+
+    (target,) = [spec for field, spec, _ in options_of(SweepConfig) if field.name == "target"]
+    assert tuple(target.choices) == tuple(TARGETS)
     sweep = build_parser("sweep")._subparsers._group_actions[0].choices["sweep"]
     (option,) = [action for action in sweep._actions if "--target" in action.option_strings]
-    assert tuple(option.choices) == tuple(TARGETS)
-    assert option.default in TARGETS
+    assert option.default in TARGETS and option.metavar == "{" + ",".join(TARGETS) + "}"
+    with pytest.raises(UsageError, match="unknown --target 'nope'"):
+        SweepConfig(run="R", target="nope")
