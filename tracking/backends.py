@@ -177,6 +177,10 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 def mlflow_client(url: str) -> Any:
     """An ``MlflowClient`` on ``url``: the one place the project builds one (MLflow's
     imports, 2-4 s in a new process, are paid here, at the first query)."""
+    if Backend.of(url).is_server:  # its writes survive an answer broken off mid-way
+        from latentscape.tracking.server_client import server_client
+
+        return server_client(url)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=url)
