@@ -32,6 +32,7 @@ class BreakingProxy:
 
     def __init__(self, upstream: str):
         self.breaks: dict[str, int] = {}
+        self.drops: dict[str, int] = {}  # answers never sent: the connection closes after 1 s
         self.broken: list[str] = []
         proxy = self
 
@@ -50,8 +51,15 @@ class BreakingProxy:
                 answer = connection.getresponse()
                 payload = answer.read()
                 connection.close()
-                ending = next((end for end, left in proxy.breaks.items() if left and self.path.split("?")[0]
-                               .endswith(end)), None)
+                path = self.path.split("?")[0]
+                dropped = next((end for end, left in proxy.drops.items() if left and path.endswith(end)), None)
+                if dropped is not None:  # a server dying after its write: no answer at all
+                    proxy.drops[dropped] -= 1
+                    proxy.broken.append(f"dropped {dropped}")
+                    time.sleep(1.0)
+                    self.close_connection = True
+                    return
+                ending = next((end for end, left in proxy.breaks.items() if left and path.endswith(end)), None)
                 self.send_response(answer.status)
                 for key, value in answer.getheaders():
                     if key.lower() not in ("content-length", "transfer-encoding", "connection"):
@@ -155,3 +163,20 @@ def test_mlflow_own_client_fails_on_the_same_break_and_so_does_ours_when_told_no
     proxy.breaks = {"runs/log-batch": 1}
     with pytest.raises(MlflowException, match="Connection broken|IncompleteRead"):
         mlflow_client(proxy.url).log_batch(run.info.run_id, params=[Param("seed", "7")])
+
+
+def test_a_run_created_twice_by_mlflow_retries_leaves_no_twin_running(proxy, tracking_server):
+    """The server writes the run and dies before answering: MLflow's urllib3 retries send
+    the creation again and a second run is made. The twin is ended FAILED with a note."""
+    from latentscape.tracking.backends import mlflow_client
+
+    client = mlflow_client(proxy.url)
+    experiment = client.create_experiment(f"twins-{time.time_ns()}")
+    proxy.drops = {"runs/create": 1}
+    run = client.create_run(experiment, run_name="trial 2")
+    assert proxy.broken == ["dropped runs/create"]
+    runs = mlflow_client(tracking_server).search_runs([experiment])
+    assert len(runs) == 2, "MLflow's own retry made the run twice"
+    (twin,) = [found for found in runs if found.info.run_id != run.info.run_id]
+    assert twin.info.status == "FAILED" and run.info.run_id in twin.data.tags["note"]
+    assert mlflow_client(tracking_server).get_run(run.info.run_id).info.status == "RUNNING"

@@ -10,7 +10,9 @@ trial failed, and the whole sweep ended with it.
 The writes made again here are idempotent on MLflow's server: the same params, tags and
 metrics (with the same timestamps) are kept once, and ending a run twice ends it once.
 ``create_run`` is not, so a broken one first looks for the run it may have made (same
-experiment, start time and name) before it makes another. With
+experiment, start time and name) before it makes another; and a slow one, which MLflow's
+own retries may have sent twice when the first answer was lost, ends the twin it finds as
+FAILED (a loaded CI run found such a twin left RUNNING after a server crash). With
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` (give up at once) nothing is tried again.
 """
 
@@ -28,6 +30,9 @@ _BROKEN = ("Connection broken", "IncompleteRead", "Connection aborted", "RemoteD
 # Pause before each new try: the next request then meets a server restarting, which
 # MLflow's own retries wait for.
 AGAIN_AFTER_S = (1.0, 3.0)
+# A run creation slower than this may have been sent twice by MLflow's own retries (a
+# lost answer, then a server restarting): its twins are looked for (one search).
+SLOW_CREATE_S = 0.5
 
 T = TypeVar("T")
 
@@ -92,7 +97,25 @@ def _client_class() -> type:
                 same = [run for run in found if run_name is None or run.info.run_name == run_name]
                 return same[0] if len(same) == 1 else None
 
-            return _again(made, before_again=made_before_the_break)
+            asked = time.monotonic()
+            run = _again(made, before_again=made_before_the_break)
+            if time.monotonic() - asked > SLOW_CREATE_S:
+                self._end_duplicates(run, experiment_id, start_time)
+            return run
+
+        def _end_duplicates(self, run, experiment_id: str, start_time: int) -> None:
+            """End as FAILED, with a note, every other RUNNING run of the same experiment,
+            start time and name: the twins MLflow's own retries make of a create_run whose
+            answer was lost (urllib3 sends the request again; the first had landed)."""
+            from latentscape.tracking.contract import Tag
+
+            twins = self.search_runs([experiment_id], filter_string=f"attributes.start_time = {start_time} "
+                                     "and attributes.status = 'RUNNING'")
+            for twin in twins:
+                if twin.info.run_id != run.info.run_id and twin.info.run_name == run.info.run_name:
+                    self.set_tag(twin.info.run_id, Tag.NOTE, f"a twin of run {run.info.run_id}: the tracking "
+                                 "server's answer to its creation was lost and the request made again")
+                    self.set_terminated(twin.info.run_id, status="FAILED")
 
     return ServerClient
 
