@@ -31,7 +31,7 @@ from typing import Any
 
 from latentscape.tracking.errors import UsageError
 
-__all__ = ["Option", "option", "add_options", "from_args", "check_options", "options_of"]
+__all__ = ["Option", "option", "add_options", "from_args", "check_options", "options_of", "parse_number"]
 
 _META = "latentscape.option"
 # cli_default not given: argparse holds the field's own default.
@@ -154,12 +154,13 @@ def from_args(config_class: type, args: argparse.Namespace, **extra: Any):
         if spec.cli is not None:  # it reads the text itself (``--search-epochs full``)
             value = spec.cli(value)
         elif kind in (int, float) and isinstance(value, str):
-            value = _number(value, kind, flag_of(field))
+            value = parse_number(value, kind, flag_of(field))
         values[field.name] = value
     return config_class(**values, **extra)
 
 
-def _number(text: str, kind: type, flag: str) -> int | float:
+def parse_number(text: str, kind: type, flag: str) -> int | float:
+    """``text`` as ``kind`` (int or float), or a one-line :class:`UsageError` naming ``flag``."""
     try:
         return kind(text)
     except ValueError:

@@ -80,16 +80,6 @@ _CLUSTERER_FLAGS = {
 _SETTINGS = ("seed", "view", "knn", "score_k", "score_sample")
 
 
-def int_option(value: str | int | None, flag: str) -> int | None:
-    """An optional integer flag, parsed here so a bad value is a one-line usage error."""
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not an integer", f"pass {flag} a whole number") from None
-
-
 @dataclass(frozen=True)
 class MapRequest:
     """What the user asked for; :func:`resolve_for` checks it and fills in every default.

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,29 @@ def wait_for_progress():
     """``wait_for_progress(done, progress=, stall_s=, what=)``: poll until ``done()``, failing
     only when ``progress()`` stood still for ``stall_s`` s (a busy machine is slow, not stuck)."""
     return _wait_for_progress
+
+
+def _wait_for_health(url: str, process, *, log: Path, timeout_s: float, poll_s: float = 0.5,
+                     probe_s: float = 2) -> None:
+    """Poll ``url``/health until it answers 200; RuntimeError with ``log``'s tail when
+    ``process`` ended or ``timeout_s`` (a hang guard) passed first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=probe_s) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(poll_s)
+
+
+@pytest.fixture(scope="session")
+def wait_for_health():
+    """``wait_for_health(url, process, log=, timeout_s=)``: a started server's /health is ok."""
+    return _wait_for_health
 
 
 # -- team mode: a running `latentscape server` ---------------------------------------

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -614,7 +613,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
+def auth_server(tmp_path_factory, wait_for_health):
     """``mlflow server`` with basic auth, a SQLite backend and proxied artifacts."""
     from latentscape.tracking.runs import open_store
 
@@ -640,17 +639,7 @@ def auth_server(tmp_path_factory):
         cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_for_health(url, server, log=folder / "server.log", timeout_s=120, poll_s=0.3)
         yield url, "admin", password, f"sqlite:///{folder / 'mlflow.db'}"
     finally:
         os.killpg(server.pid, signal.SIGTERM)

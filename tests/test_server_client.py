@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,7 @@ class BreakingProxy:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
+def tracking_server(tmp_path_factory, wait_for_health):
     """A plain ``mlflow server`` on SQLite (one worker)."""
     folder = tmp_path_factory.mktemp("server-client")
     port = free_port()
@@ -101,17 +100,8 @@ def tracking_server(tmp_path_factory):
         stdout=subprocess.DEVNULL, stderr=open(folder / "server.log", "w"))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300  # a hang guard: a busy machine starts it slowly
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        # a hang guard: a busy machine starts it slowly
+        wait_for_health(url, process, log=folder / "server.log", timeout_s=300, probe_s=5)
         yield url
     finally:
         process.terminate()

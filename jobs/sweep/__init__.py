@@ -60,7 +60,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from latentscape.jobs._options import add_options, check_options, from_args, option
+from latentscape.jobs._options import add_options, check_options, from_args, option, parse_number
 from latentscape.jobs._result import JobResult
 from latentscape.jobs.sweep._planning import DEFAULT_SEARCH_EPOCHS, study_name_for
 from latentscape.jobs.sweep._study import _Worker
@@ -78,9 +78,9 @@ __all__ = ["SweepConfig", "sweep", "add_parser", "study_name_for"]
 
 
 def _search_epochs(text: str | int | None) -> int | None:
-    from latentscape.jobs.map import int_option
-
-    return 0 if text == "full" else int_option(text, "--search-epochs")
+    if text is None or isinstance(text, int):
+        return text
+    return 0 if text == "full" else parse_number(text, int, "--search-epochs")
 
 
 @dataclass(frozen=True)
