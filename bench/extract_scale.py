@@ -1,7 +1,8 @@
 """Extraction at scale (issue 26): bounded memory, throughput, kill and resume, float16.
 
-Corpus: every WordNet 3.0 gloss (data.noun, verb, adj, adv: 117,659 definitions labelled by
-lexicographer file, 45 classes), written once to a CSV. All 7 MiniLM layers, mean pooling,
+Corpus: every WordNet 3.0 gloss (``--data wordnet-all``: 117,659 glosses of nouns, verbs,
+adjectives and adverbs labelled by lexicographer file, 45 classes; a ``--limit`` keeps every
+class). All 7 MiniLM layers, mean pooling,
 each extraction a new process whose peak RSS is read from ``wait4``. In one run:
 
 1. in memory (the extract job before issue 26: tokenize, ``Encoder.encode`` of every text,
@@ -37,26 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Row, print_rows  # noqa: E402
 
 SMALL = 12_480
-WORDNET = Path(os.environ.get("WNSEARCHDIR", "/usr/share/wordnet"))
-_PARTS = ("noun", "verb", "adj", "adv")
-
-
-def wordnet_csv(folder: Path) -> Path:
-    """Every gloss of WordNet 3.0 as ``id,text,label`` (label: the lexicographer file number)."""
-    import pandas as pd
-
-    rows = []
-    for part in _PARTS:
-        with open(WORDNET / f"data.{part}", encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                if line.startswith("  ") or " | " not in line:  # the licence header
-                    continue
-                head, gloss = line.split(" | ", 1)
-                offset, lex_file = head.split(" ", 2)[:2]
-                rows.append((f"{part}-{offset}", gloss.strip(), f"lex{lex_file}"))
-    path = folder / "wordnet_all.csv"
-    pd.DataFrame(rows, columns=["id", "text", "label"]).to_csv(path, index=False)
-    return path
 
 
 def measured(command: list[str], *, kill_when=None) -> dict:
@@ -81,13 +62,13 @@ def measured(command: list[str], *, kill_when=None) -> dict:
                 "rc": child.returncode, "stdout": out.read(), "killed": killed}
 
 
-def in_memory(csv: str, limit: int) -> None:
+def in_memory(data: str, limit: int) -> None:
     """The extract job's work before issue 26, in this process: prints its JSON figures."""
     from latentscape.jobs._embedding import Encoder
     from latentscape.jobs.datasets import load_dataset
     from latentscape.jobs.extract import DEFAULT_BATCH_SIZE
 
-    dataset = load_dataset(csv, limit=limit)
+    dataset = load_dataset(data, limit=limit)
     encoder = Encoder.load(None)
     started = time.perf_counter()
     tokenized = encoder.tokenize(dataset.texts, max_length=256)
@@ -143,9 +124,9 @@ def main(quick: bool = False, large: int | None = None, small: int = SMALL) -> l
 
     large = large or (25_000 if quick else None)
     work = Path(tempfile.mkdtemp(prefix="bench-extract-scale-"))
-    csv = str(wordnet_csv(work))
+    data = "wordnet-all"
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    extract = [sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", csv, "--tracking-uri", uri, "--json"]
+    extract = [sys.executable, "-m", "latentscape.jobs.cli", "extract", "--data", data, "--tracking-uri", uri, "--json"]
 
     # Two shards at SMALL (12,480: the default shard of MiniLM's 7 x 384, 6,240 samples).
     shard_rows = ["--shard-rows", str(small // 2)]
@@ -160,7 +141,7 @@ def main(quick: bool = False, large: int | None = None, small: int = SMALL) -> l
         return result
 
     # 1. in memory against streaming, small samples
-    memory = measured([sys.executable, __file__, "--in-memory", csv, str(small)])
+    memory = measured([sys.executable, __file__, "--in-memory", data, str(small)])
     memory.update(json.loads(memory["stdout"]))
     print(f"   in memory {small}: {memory['seconds']:.0f} s encoding, peak RSS {memory['rss_mb']:.0f} MB",
           file=sys.stderr, flush=True)
@@ -228,7 +209,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="LARGE 25,000 instead of every gloss")
     parser.add_argument("--large", type=int, help="samples of the large run (default: every gloss)")
     parser.add_argument("--small", type=int, default=SMALL, help=argparse.SUPPRESS)  # a smoke run
-    parser.add_argument("--in-memory", nargs=2, metavar=("CSV", "LIMIT"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-memory", nargs=2, metavar=("DATA", "LIMIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_memory:
         in_memory(args.in_memory[0], int(args.in_memory[1]))

@@ -1,5 +1,5 @@
-"""Labelled data sets: built-ins (``demo`` text, ``wordnet`` definitions, ``digits`` images,
-``peptides`` protein sequences) and CSV/JSONL/Parquet/FASTA files.
+"""Labelled data sets: built-ins (``demo`` text, ``wordnet`` definitions and ``wordnet-all``
+glosses, ``digits`` images, ``peptides`` protein sequences) and CSV/JSONL/Parquet/FASTA files.
 
 A :class:`Dataset` holds either texts (to run through a model) or features (tabular
 data tracked with no model: the features become layer 0). Labels are optional.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Dataset", "load_dataset", "check_source", "BUILTIN_DATASETS"]
 
-BUILTIN_DATASETS = ("demo", "wordnet", "digits", "peptides")
+BUILTIN_DATASETS = ("demo", "wordnet", "wordnet-all", "digits", "peptides")
 _READERS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -112,6 +112,8 @@ def load_dataset(
         dataset = _digits()
     elif spec == "wordnet":
         dataset = _wordnet()
+    elif spec == "wordnet-all":
+        dataset = _wordnet_all()
     elif spec == "demo":
         path = resources.files("latentscape.jobs") / "data" / "demo.csv"
         dataset = _from_frame(_read_table(Path(str(path))), "demo", str(path), "text", "label", "id", explicit=set())
@@ -236,36 +238,69 @@ def _digits() -> Dataset:
     )
 
 
-# WordNet's lexicographer files (its fixed ``lexnames`` numbering) used as classes: ten
-# broad noun categories with at least 1,900 definitions each.
+# WordNet's lexicographer files (its fixed ``lexnames`` numbering, 00-44), as classes.
+WORDNET_LEXNAMES = (
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant",
+    "noun.possession", "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state",
+    "noun.substance", "noun.time", "verb.body", "verb.change", "verb.cognition", "verb.communication",
+    "verb.competition", "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
+    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+)
+# ``wordnet``'s classes: ten broad noun categories with at least 1,900 definitions each.
 WORDNET_CLASSES = {
     "04": "act", "05": "animal", "06": "artifact", "08": "body", "10": "communication",
     "13": "food", "15": "location", "18": "person", "20": "plant", "27": "substance",
 }
 WORDNET_PER_CLASS = 200
+WORDNET_PARTS = ("noun", "verb", "adj", "adv")
 _WORDNET_DIRS = ("/usr/share/wordnet",)  # Debian's wordnet-base
 
 
-def _wordnet() -> Dataset:
-    """2,000 real dictionary definitions in 10 balanced classes: the glosses of WordNet
-    3.0 nouns (their definition, examples dropped), labelled by lexicographer file, 200 a
-    class drawn with a fixed seed. Read from ``$WNSEARCHDIR`` (WordNet's own variable) or
-    Debian's ``wordnet-base`` package; a second real data set beside ``demo``."""
+def _wordnet_file(part: str) -> Path:
+    """WordNet 3.0's ``data.<part>`` from ``$WNSEARCHDIR`` (WordNet's own variable) or
+    Debian's ``wordnet-base`` package."""
     folders = [os.environ["WNSEARCHDIR"]] if os.environ.get("WNSEARCHDIR") else list(_WORDNET_DIRS)
-    path = next((Path(folder) / "data.noun" for folder in folders if (Path(folder) / "data.noun").is_file()), None)
+    path = next((Path(folder) / f"data.{part}" for folder in folders if (Path(folder) / f"data.{part}").is_file()),
+                None)
     if path is None:
-        raise UsageError(f"WordNet's data.noun is not in {' or '.join(folders)}",
+        raise UsageError(f"WordNet's data.{part} is not in {' or '.join(folders)}",
                          "install it (apt-get install wordnet-base) or set WNSEARCHDIR to a WordNet 3.0 dict folder")
-    by_class: dict[str, list[tuple[str, str]]] = {name: [] for name in WORDNET_CLASSES.values()}
+    return path
+
+
+def _wordnet_glosses(path: Path):
+    """``(offset, lexicographer file number, gloss)`` of every synset of a ``data.<part>`` file."""
     with open(path, encoding="utf-8", errors="replace") as lines:
         for line in lines:
             if line.startswith("  ") or " | " not in line:  # the licence header
                 continue
             head, gloss = line.split(" | ", 1)
             offset, lex_file = head.split(" ", 2)[:2]
-            definition = gloss.split(";", 1)[0].strip()
-            if lex_file in WORDNET_CLASSES and len(definition.split()) >= 4:
-                by_class[WORDNET_CLASSES[lex_file]].append((f"wn-{offset}", definition))
+            yield offset, lex_file, gloss.strip()
+
+
+def _wordnet_frame_dataset(name: str, source: str, rows: list[tuple[str, str, str]]) -> Dataset:
+    import pandas as pd
+
+    # Object arrays, as a table's columns are: a fixed-width str array pads every gloss to the
+    # longest (505 characters, 4 bytes each: 227 MB at every gloss instead of about 20).
+    ids, texts, labels = (np.array(column, dtype=object) for column in zip(*rows))
+    return Dataset(name=name, source=source, ids=ids, texts=texts, features=None, labels=labels,
+                   metadata=pd.DataFrame(index=range(len(ids))), text_col="text", label_col="label", id_col="id")
+
+
+def _wordnet() -> Dataset:
+    """2,000 real dictionary definitions in 10 balanced classes: the glosses of WordNet
+    3.0 nouns (their definition, examples dropped), labelled by lexicographer file, 200 a
+    class drawn with a fixed seed; a second real data set beside ``demo``."""
+    path = _wordnet_file("noun")
+    by_class: dict[str, list[tuple[str, str]]] = {name: [] for name in WORDNET_CLASSES.values()}
+    for offset, lex_file, gloss in _wordnet_glosses(path):
+        definition = gloss.split(";", 1)[0].strip()
+        if lex_file in WORDNET_CLASSES and len(definition.split()) >= 4:
+            by_class[WORDNET_CLASSES[lex_file]].append((f"wn-{offset}", definition))
     rng = np.random.default_rng(0)
     rows = []
     for label, entries in by_class.items():
@@ -274,11 +309,20 @@ def _wordnet() -> Dataset:
                              "point WNSEARCHDIR at a complete WordNet 3.0 dict folder")
         chosen = np.sort(rng.choice(len(entries), WORDNET_PER_CLASS, replace=False))
         rows += [(*entries[i], label) for i in chosen]
-    ids, texts, labels = (np.array(column) for column in zip(*rows))
-    import pandas as pd
+    return _wordnet_frame_dataset("wordnet", str(path), rows)
 
-    return Dataset(name="wordnet", source=str(path), ids=ids, texts=texts, features=None, labels=labels,
-                   metadata=pd.DataFrame(index=range(len(ids))), text_col="text", label_col="label", id_col="id")
+
+def _wordnet_all() -> Dataset:
+    """Every synset gloss of WordNet 3.0 (117,659: nouns, verbs, adjectives, adverbs; the
+    whole gloss, definition and examples), labelled by lexicographer file: 45 classes from
+    14,435 glosses (adj.all) down to 42 (noun.motive), the long tail natural data has. Ids
+    are ``<part>-<offset>`` (offsets are unique within a part only). The corpus of the
+    scale benchmarks; too large for tests."""
+    rows = []
+    for part in WORDNET_PARTS:
+        rows += [(f"{part}-{offset}", gloss, WORDNET_LEXNAMES[int(lex_file)])
+                 for offset, lex_file, gloss in _wordnet_glosses(_wordnet_file(part))]
+    return _wordnet_frame_dataset("wordnet-all", str(_wordnet_file("noun").parent), rows)
 
 
 def _head(dataset: Dataset, limit: int) -> Dataset:

@@ -58,8 +58,8 @@ def _parse_layers(text: str) -> tuple[int, ...] | None:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    data: str = option("demo", help="'demo', 'wordnet', 'digits', 'peptides' (modlamp's AMPvsTMset; 'peptides:NAME' "
-                       "for its others) or a CSV/JSONL/Parquet/FASTA file (default demo)")
+    data: str = option("demo", help="'demo', 'wordnet', 'wordnet-all', 'digits', 'peptides' (modlamp's AMPvsTMset; "
+                       "'peptides:NAME' for its others) or a CSV/JSONL/Parquet/FASTA file (default demo)")
     text_col: str = option("text", help="column holding the text")
     # '' on the command line: no label / id column.
     label_col: str | None = option("label", cli=lambda column: column or None,

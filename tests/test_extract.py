@@ -114,6 +114,18 @@ def test_digits_features_are_layer_zero(digits_extraction):
     assert len(set(digits_extraction.labels)) == 10
 
 
+def test_wordnet_all_is_every_gloss_with_its_long_tail_of_lexicographer_classes():
+    from latentscape.jobs.datasets import load_dataset
+
+    dataset = load_dataset("wordnet-all")
+    sizes = dict(zip(*np.unique(dataset.labels, return_counts=True)))
+    assert len(dataset) > 100_000 and len(set(dataset.ids)) == len(dataset)  # offsets repeat across parts
+    assert len(sizes) == 45 and {"noun.artifact", "verb.motion", "adj.all", "adv.all"} <= set(sizes)
+    assert max(sizes.values()) > 100 * min(sizes.values())  # a long tail, as natural labels have
+    # A limit keeps every class (round-robin), so a small run still covers the tail.
+    assert load_dataset("wordnet-all", limit=450).n_classes == 45
+
+
 def test_loaders_keep_metadata_and_accept_jsonl_and_parquet(tmp_path):
     import pandas as pd
 
