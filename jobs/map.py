@@ -537,6 +537,10 @@ def replay(store, run_id: str, *, experiment: str | None = None) -> JobResult:
     from latentscape.jobs.core.mapping import ConfigError, MapConfig
 
     logged = store.get_run(run_id)  # a clear error for an unknown id
+    if logged.kind == Kind.TRIAL.value and logged.params.get(Param.SEARCH_SAMPLE):
+        raise UsageError(f"trial run {run_id} mapped a subsample of {logged.params[Param.SEARCH_SAMPLE]} samples "
+                         "(sweep --search-sample), which --from-run does not draw",
+                         "replay its sweep run, whose map is re-fitted on every sample")
     source, layer, payload = read_logged_config(store, run_id)
     extraction = load_extraction(store, source)
     extraction.check_layer(layer)

@@ -51,6 +51,8 @@ def data_files(tmp_path):
     (["map", "--run", "R", "--layer", "abc"], "--layer 'abc' is not an integer"),
     (["map", "--run", "R", "--reducer", "bogus"], "unknown reducer"),
     (["sweep", "--run", "R", "--trials", "-1"], "--trials -1 must be positive"),
+    (["sweep", "--run", "R", "--search-sample", "abc"], "--search-sample 'abc' is not an integer"),
+    (["sweep", "--run", "R", "--search-sample", "0"], "--search-sample 0 is out of range; pass 100 or more"),
     (["layers", "--run", "R", "--map-reducer", "bogus"], "unknown --map-reducer"),
     (["layers", "--run", "R", "--knn-k", "0"], "--knn-k 0 must be positive"),
 ])

@@ -162,3 +162,67 @@ def test_resume_logs_a_complete_trial_whose_run_is_missing(store):
     assert "--resume" in again.data.tags[Tag.NOTE]
     assert again.data.metrics[Metric.AMI] == pytest.approx(value, abs=0)  # a replay: the same score
     assert again.data.params == lost.data.params
+
+
+def test_search_sample_searches_a_subsample_and_refits_the_best_on_every_sample(store):
+    """--search-sample 400 of 1,797 digits: every trial maps the same 400 rows (stratified,
+    seeded), the best is replayed on them, then re-fitted on every sample with its sample
+    counts scaled; the sweep's map has every sample and a different N is another study."""
+    import numpy as np
+
+    from latentscape.jobs.map import replay
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.jobs.sweep.targets import TARGETS
+    from latentscape.tracking.errors import UsageError
+    from latentscape.tracking.runs import load_table
+
+    extraction = _extract_digits(store)
+    config = SweepConfig(run=extraction.run_id, trials=3, search_sample=400, search_epochs=30, progress=False)
+    result = sweep(config, store=store)
+    run = store.client.get_run(result.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert run.info.status == "FINISHED" and params[Param.SEARCH_SAMPLE] == "400"
+    trials = _trial_runs(store, result.run_id)
+    assert len(trials) == 3 and {t.data.params[Param.SEARCH_SAMPLE] for t in trials} == {"400"}
+    assert metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0  # the best trial, replayed on its subsample
+    assert len(load_table(store, result.run_id, Artifact.MAP)) == len(extraction.labels) == 1797
+    assert metrics[Metric.AMI] == pytest.approx(result.scores[Metric.AMI])  # the refit's scores are the sweep's
+    assert 1 <= len(store.client.get_metric_history(result.run_id, Metric.REFIT_VALUE)) <= 2
+    # The best trial's searched sample counts, scaled by 1797 / 400 for the refit.
+    for name in ("clusterer.min_cluster_size", "clusterer.min_samples"):
+        searched = int(params[Param.BEST_PREFIX + name])
+        assert int(params[Param.REFIT_PREFIX + name]) == max(2 if "cluster_size" in name else 1,
+                                                             round(searched * 1797 / 400))
+    # The sweep's map replays as logged (on every sample); a trial, which mapped a subsample, is refused.
+    assert store.client.get_run(replay(store, result.run_id).run_id).data.metrics[Metric.REPLAY_MAX_ABS_DIFF] == 0.0
+    with pytest.raises(UsageError, match="subsample of 400 samples"):
+        replay(store, trials[0].info.run_id)
+
+    # The plan: the same rows in every process (--workers), stratified (every class keeps
+    # its share within a row), another study than without it or with another N.
+    make_plan = TARGETS["map"].make_plan
+    plan = make_plan(config, store, None)
+    assert len(plan.sample) == 400 and np.array_equal(plan.sample, make_plan(config, store, None).sample)
+    assert plan.shape.n_samples == 400 and plan.full_shape.n_samples == 1797
+    classes, counts = np.unique(extraction.labels, return_counts=True)
+    picked = dict(zip(*np.unique(extraction.labels[plan.sample], return_counts=True)))
+    assert all(abs(picked[c] - 400 * k / 1797) < 1 for c, k in zip(classes, counts))
+    names = {make_plan(SweepConfig(**{**config.__dict__, "search_sample": n}), store, None).study_name
+             for n in (None, 500)}
+    assert plan.study_name == params[Param.STUDY_NAME] and plan.study_name not in names and len(names) == 2
+    # N at or above the samples: no subsample, the study of a sweep without it.
+    whole = make_plan(SweepConfig(**{**config.__dict__, "search_sample": 5000}), store, None)
+    assert whole.sample is None and whole.study_name in names
+    # With --holdout the subsample is drawn from the tuning part only.
+    held = make_plan(SweepConfig(**{**config.__dict__, "holdout": 0.3}), store, None)
+    assert len(held.sample) == 400 and set(held.sample) <= set(held.tune) and not set(held.sample) & set(held.held)
+
+
+def test_search_sample_is_checked(store):
+    from latentscape.jobs.sweep import SweepConfig, sweep
+    from latentscape.tracking.errors import UsageError
+
+    for kwargs, needle in [(dict(search_sample=0), "--search-sample 0 is out of range; pass 100 or more"),
+                           (dict(search_sample=500, target="sae"), "drop --search-sample")]:
+        with pytest.raises(UsageError, match=needle):
+            sweep(SweepConfig(run="R", trials=2, **kwargs), store=store)

@@ -135,10 +135,12 @@ class Param:
     STUDY_NAME = "study_name"
     SEARCH_SPACE = "search_space"
     BEST_PREFIX = "best."
+    REFIT_PREFIX = "refit."  # sweep --search-sample: the best trial's sample counts scaled to all samples
     N_JOBS = "n_jobs"
     WORKERS = "workers"  # sweep --workers: processes working on the study (one core each)
     SEARCH_EPOCHS = "search_epochs"  # UMAP epochs of every trial (fewer than the best map's refit)
     REFIT_EPOCHS = "refit_epochs"  # UMAP epochs of the best map, re-fitted after the search
+    SEARCH_SAMPLE = "search_sample"  # sweep --search-sample: rows every trial maps (the best re-fitted on all)
     # layers
     STABLE_CKA = "stable_cka"
     LAYER_OF_LARGEST_CHANGE = "layer_of_largest_change"

@@ -45,7 +45,9 @@ Default = Any  # a value, or Callable[[DataShape], value]
 class ParamSpec:
     """One parameter: ``kind`` is int, float, str or bool; ``low``/``high`` inclusive
     bounds (numbers); ``choices`` for strings; ``search`` the default sweep dimension
-    (``{"low":, "high":, "log":}`` or ``{"choices": [...]}``, or a function of the shape)."""
+    (``{"low":, "high":, "log":}`` or ``{"choices": [...]}``, or a function of the shape);
+    ``counts_samples``: the value is a number of samples (a cluster's least size), so a
+    sweep that searched it on a subsample scales it to all samples for its refit."""
 
     name: str
     kind: type
@@ -55,6 +57,7 @@ class ParamSpec:
     high: float | None = None
     choices: tuple[Any, ...] | None = None
     search: Any = None
+    counts_samples: bool = False
 
     def default_for(self, shape: DataShape) -> Any:
         return self.default(shape) if callable(self.default) else self.default

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LabelSelection", "random_rows", "select_classes", "stratified_rows"]
+__all__ = ["LabelSelection", "random_rows", "sample_rows", "select_classes", "stratified_rows"]
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,10 @@ def _missing(value) -> bool:
 
 
 def stratified_rows(labels: np.ndarray, size: int, *, min_per_class: int = 1, seed: int = 0) -> np.ndarray:
-    """Sorted row indices of a seeded subsample of about ``size`` rows, each class of
-    ``labels: (n,)`` in proportion but with at least ``min_per_class`` rows (or all it
-    has), so a measure that needs a class in every fold still finds it. Every row when
+    """Sorted row indices of a seeded subsample of ``size`` rows, each class of ``labels:
+    (n,)`` in proportion (within one row of its share: largest remainders round) but with
+    at least ``min_per_class`` rows (or all it has), so a measure that needs a class in
+    every fold still finds it; only that floor makes it more than ``size``. Every row when
     ``size`` is 0 or at least ``n``."""
     labels = np.asarray(labels)
     n = len(labels)
@@ -101,10 +102,25 @@ def stratified_rows(labels: np.ndarray, size: int, *, min_per_class: int = 1, se
         return np.arange(n)
     rng = np.random.default_rng(seed)
     classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    quota = np.minimum(counts, np.maximum(min_per_class, np.round(size * counts / n).astype(int)))
+    share = size * counts / n
+    quota = np.floor(share).astype(int)
+    short = size - int(quota.sum())  # fewer than the classes: one more row to the largest remainders
+    quota[np.argsort(quota - share, kind="stable")[:short]] += 1
+    quota = np.minimum(counts, np.maximum(min_per_class, quota))
     picked = [rng.choice(np.flatnonzero(inverse == index), quota[index], replace=False)
               for index in range(len(classes))]
     return np.sort(np.concatenate(picked))
+
+
+def sample_rows(n: int, size: int, labels: np.ndarray | None = None, *, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a seeded subsample of ``size`` of ``n`` rows: stratified by
+    ``labels: (n,)`` when given (:func:`stratified_rows`), else uniform (:func:`random_rows`).
+    A function of its arguments only, so every process that asks gets the same rows."""
+    if labels is None:
+        return random_rows(n, size, seed=seed)
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} rows")
+    return stratified_rows(labels, size, seed=seed)
 
 
 def random_rows(n: int, size: int, *, seed: int = 0) -> np.ndarray:

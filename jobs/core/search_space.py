@@ -145,6 +145,22 @@ class SearchSpace(_Space):
         """One point, split into (reducer params, clusterer params)."""
         return self.split(self._flat_suggestion(trial))
 
+    def scaled(self, point: Mapping[str, Any], factor: float) -> dict[str, Any]:
+        """``point`` (flat names) with its searched sample counts (``ParamSpec.counts_samples``:
+        HDBSCAN's min_cluster_size, min_samples) times ``factor``, rounded, never below the
+        parameter's low bound: a point searched on a subsample of n / factor samples, for all n.
+        Fixed values stay as given."""
+        reducer_method, clusterer_method = _methods(self.reducer, self.clusterer)
+        scaled = dict(point)
+        for dimension in self.dimensions:
+            prefix, method = (_REDUCER, reducer_method) if dimension.name.startswith(_REDUCER) \
+                else (_CLUSTERER, clusterer_method)
+            spec = method.spec(dimension.name[len(prefix):])
+            if spec.counts_samples and dimension.name in point:
+                value = max(spec.low or 1, round(point[dimension.name] * factor))
+                scaled[dimension.name] = spec.kind(value)
+        return scaled
+
 
 def _dimension(name: str, spec, raw: Mapping[str, Any], owner: str) -> Dimension:
     unknown = set(raw) - {"low", "high", "log", "step", "choices"}

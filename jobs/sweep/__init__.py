@@ -35,9 +35,17 @@ starts N - 1 more processes on the study (spawned, one core each: a seeded UMAP 
 single-threaded, so processes rather than threads). Trials lay UMAP out with fewer epochs
 (``--search-epochs``, 100 by default when the space leaves ``n_epochs`` alone); the best
 trial is replayed exactly, then it and the default trial are re-fitted at the full epochs
-and the better one is the sweep's map, so it is never worse than the defaults. Each
-trial's run is created by a background thread while the trial's map is fitted, and its
-one batch and end are written before Optuna records the trial: a COMPLETE trial always has
+and the better one is the sweep's map, so it is never worse than the defaults.
+``--search-sample N``: every trial maps the same seeded subsample of N samples (stratified
+by label, from the tuning part with ``--holdout``; drawn alike in every process), with the
+space and defaults of the subsample's shape; the best trial is replayed on it, then it and
+the default trial are re-fitted on all samples: the best's searched settings as they are
+except HDBSCAN's min_cluster_size and min_samples, counts of samples, scaled by
+samples / N (logged as ``refit.<name>``), the default trial as the map's defaults on all
+samples (:mod:`._planning` states the rule). The better of the two is the sweep's map,
+every sample in its map.parquet, its scores the sweep's. Each trial's run is created by a
+background thread while the trial's map is fitted, and its one batch and end are written
+before Optuna records the trial: a COMPLETE trial always has
 its run, so a worker started with ``--resume`` never takes another worker's trial for one
 whose run was lost (``--resume`` still replays and logs a COMPLETE trial whose run was
 deleted).
@@ -115,6 +123,11 @@ class SweepConfig:
     search_epochs: int | None = option(None, metavar="N|full", low=0, cli=_search_epochs, help=(
         f"UMAP layout epochs of every trial; the best map is then re-fitted at the full epochs (default "
         f"{DEFAULT_SEARCH_EPOCHS} when the space leaves n_epochs alone; 'full': search at the full epochs, no refit)"))
+    search_sample: int | None = option(None, metavar="N", low=100, help=(
+        "every trial maps the same seeded subsample of N samples (stratified by label; with --holdout drawn from the "
+        "tuning part); the best map is then re-fitted on all samples, HDBSCAN's searched min_cluster_size and "
+        "min_samples scaled by samples / N (default: every trial maps all samples; N at or above the samples: the "
+        "same)"))
     n_jobs: int = option(1, low=1, help="trials in parallel threads in this process")
     heartbeat: int = option(5, low=1, help="seconds between trial heartbeats; a trial silent 3x as long is dead")
     score_k: int | None = option(None, help="neighbours for trustworthiness / k-NN preservation (default 15)")
@@ -151,6 +164,7 @@ def add_parser(subparsers, parents) -> None:
         "  latentscape sweep --run EXTRACT_RUN --trials 50 --workers 2   # two processes, one core each\n"
         "  latentscape sweep --run EXTRACT_RUN --trials 30 --resume      # after an interruption\n"
         "  latentscape sweep --run EXTRACT_RUN --trials 30 --holdout 0.3 # tune on 70%, report on 30%\n"
+        "  latentscape sweep --run EXTRACT_RUN --trials 30 --search-sample 5000  # search on 5,000, refit on all\n"
         "  latentscape sweep --run EXTRACT_RUN --storage postgresql://user@db/optuna --trials 20  # each worker\n\n"
         f"objectives: {', '.join(SCORE_NAMES)}\n"
         "space.yaml:\n  reducer: umap\n  clusterer: hdbscan\n  params:\n"

@@ -55,12 +55,14 @@ class _Best:
                 connection.execute(delete(table).where(table.c.study_id == study_id,
                                                        table.c.key == f"{_ATTR_BEST_CLAIM}{target}"))
 
-    def log_best_params(self, log, best) -> None:
-        # Params are immutable: the first finish logs best.*; a later one (more trials
-        # added to the study) records a changed best as tags of the same names.
+    def log_best_params(self, log, best, refit: dict | None = None) -> None:
+        # Params are immutable: the first finish logs best.* (and refit.*: settings the
+        # best map was re-fitted with where they differ); a later one (more trials added
+        # to the study) records a changed best as tags of the same names.
         run = self.store.get_run(self.sweep_run_id)
         wanted = {Param.BEST_PREFIX + k: v for k, v in best.params.items()}
         wanted[Param.BEST_PREFIX + "trial"] = best.number
+        wanted.update({Param.REFIT_PREFIX + k: v for k, v in (refit or {}).items()})
         fresh = {k: v for k, v in wanted.items() if k not in run.params}
         changed = {k: v for k, v in wanted.items() if k in run.params and run.params[k] != str(v)}
         if fresh:

@@ -1,8 +1,18 @@
 """The plan of a sweep: everything resolved before the study is touched (the layer,
 the objective and its direction, the search space and the default trial, the trials'
-and the best map's UMAP epochs, the held-out split, the study's name and storage).
-:func:`_plan` is the map target's (``targets/map.py``); ``targets/sae.py``'s plan
-extends :class:`_Plan` with an SAE's settings."""
+and the best map's UMAP epochs, the held-out split, the subsample the trials map, the
+study's name and storage). :func:`_plan` is the map target's (``targets/map.py``);
+``targets/sae.py``'s plan extends :class:`_Plan` with an SAE's settings.
+
+A search on a subsample (``--search-sample N``): the trials map N rows drawn by
+:func:`latentscape.jobs.core.labels.sample_rows` (stratified by label, seeded by
+``--seed``: every process draws the same; with ``--holdout`` drawn from the tuning part),
+and the space, its ranges and the default trial are those of the subsample's shape. The
+best trial is re-fitted on all samples with its searched settings as they are, except the
+sample counts (``ParamSpec.counts_samples``: HDBSCAN's min_cluster_size and min_samples),
+scaled by n_all / n_sample (a cluster of 20 among 5,000 samples is one of 400 among
+100,000); settings the space does not search take their defaults for all samples, and the
+default trial is re-fitted as the map's own defaults on all samples."""
 
 from __future__ import annotations
 
@@ -53,16 +63,41 @@ class _Plan:
     held: Any = None  # --holdout: row indices held out, read only to score the best map
     search_epochs: int | None = None  # the trials' UMAP epochs, when fewer than the refit's
     refit_epochs: int | None = None  # the best map's UMAP epochs (None: no refit, a replay)
+    sample: Any = None  # --search-sample: sorted rows of all samples that every trial maps (None: all)
+    full_shape: Any = None  # --search-sample: the shape of all samples (``shape`` is the subsample's)
+
+    @property
+    def refits(self) -> bool:
+        """Whether the best map is re-fitted (fewer epochs searched, or a subsample) rather than replayed."""
+        return self.refit_epochs is not None or self.sample is not None
 
     def searched_config(self, trial_params: dict):
         """The MapConfig a trial ran with, from its Optuna params."""
         return self.trial_config(*self.space.split({**self.space.fixed, **trial_params}))
 
-    def best_config(self, trial_params: dict):
-        """The best map's config: the trial's, re-fitted at the full epochs (if fewer were searched)."""
-        if self.refit_epochs is None:
-            return self.searched_config(trial_params)
-        return self.searched_config({**trial_params, _EPOCHS: self.refit_epochs})
+    def best_config(self, trial_params: dict, *, default: bool = False):
+        """The best map's config: the trial's, re-fitted at the full epochs (if fewer were
+        searched). Searched on a subsample: on all samples, the trial's sample counts scaled
+        by n_all / n_sample; ``default``: the default trial's, the map's defaults on all samples."""
+        epochs = {} if self.refit_epochs is None else {_EPOCHS: self.refit_epochs}
+        if self.sample is None:
+            return self.searched_config({**trial_params, **epochs})
+        from latentscape.jobs.core.mapping import resolve_config
+
+        point = {} if default else self.space.scaled(trial_params, self.full_shape.n_samples / len(self.sample))
+        reducer_params, clusterer_params = self.space.split({**self.space.fixed, **point, **epochs})
+        return resolve_config(
+            shape=self.full_shape, reducer=self.space.reducer, clusterer=self.space.clusterer,
+            reducer_params=reducer_params, clusterer_params=clusterer_params, seed=self.base.seed,
+            score_k=self.base.score_k, score_sample=self.base.score_sample)
+
+    def scaled_counts(self, trial_params: dict) -> dict:
+        """The trial's searched sample counts as ``best_config`` re-fits them on all samples,
+        where they differ (empty: no subsample)."""
+        if self.sample is None:
+            return {}
+        scaled = self.space.scaled(trial_params, self.full_shape.n_samples / len(self.sample))
+        return {k: v for k, v in scaled.items() if trial_params.get(k) != v}
 
     def config_of(self, point):
         """The config of one suggested point (``space.suggest``'s value)."""
@@ -106,6 +141,9 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
         tune, held = split_for(labels, config.holdout, config.seed)
         # Defaults (k-means' k) from the tuning labels: nothing of the held-out part.
         shape = DataShape(shape.n_samples, shape.n_features, int(len(np.unique(labels[tune]))))
+    full_shape, sample = shape, _search_rows(config.search_sample, shape.n_samples, labels, tune, config.seed)
+    if sample is not None:  # the trials' space and defaults are the subsample's
+        shape = _shape_of(sample, shape, labels)
 
     # The objective and its direction.
     if config.objective not in SCORE_NAMES:
@@ -148,13 +186,39 @@ def _plan(config: SweepConfig, store, experiment: str | None) -> _Plan:
         spec["holdout"] = config.holdout  # another split, another study
     if refit_epochs is not None:
         spec["refit_epochs"] = refit_epochs  # (the search epochs are in the space)
+    if sample is not None:
+        spec["search_sample"] = config.search_sample  # another subsample, another study
 
     storage_url = config.storage or store.backend.optuna_url
     experiment_id = store.experiment_id(experiment) if experiment else extraction.experiment_id
     return _Plan(extraction, layer, shape, space, base, config.objective, direction, spec,
                  config.study or study_name_for(spec), storage_url, experiment_id,
                  experiment or extraction.experiment_name, labels=labels, tune=tune, held=held,
-                 search_epochs=search_epochs, refit_epochs=refit_epochs)
+                 search_epochs=search_epochs, refit_epochs=refit_epochs, sample=sample,
+                 full_shape=full_shape if sample is not None else None)
+
+
+def _search_rows(size: int | None, n: int, labels, tune, seed: int):
+    """The rows every trial maps with ``--search-sample size`` (None: all ``n``): drawn from
+    the tuning rows with ``--holdout`` (``tune``), stratified by ``labels`` when there are
+    any, seeded; a function of its arguments only, so every worker process draws the same."""
+    if size is None or size >= n:
+        return None
+    import numpy as np
+
+    from latentscape.jobs.core.labels import sample_rows
+
+    pool = np.arange(n) if tune is None else np.sort(tune)
+    return pool[sample_rows(len(pool), size, None if labels is None else labels[pool], seed=seed)]
+
+
+def _shape_of(rows, shape, labels):
+    import numpy as np
+
+    from latentscape.jobs.core.mapping import DataShape
+
+    n_classes = None if labels is None else int(len(np.unique(labels[rows])))
+    return DataShape(len(rows), shape.n_features, n_classes)
 
 
 def _epochs(space, base, asked: int | None):

@@ -43,3 +43,24 @@ def test_a_stratified_subsample_keeps_every_class_and_the_proportions():
     assert np.array_equal(stratified_rows(labels, 0), np.arange(1000))  # 0: every row
     uniform = random_rows(1000, 50, seed=1)
     assert len(uniform) == 50 and len(set(uniform)) == 50 and np.array_equal(random_rows(10, 20), np.arange(10))
+
+
+def test_a_search_subsample_is_exact_seeded_and_keeps_each_class_within_one_sample():
+    """sweep --search-sample: every worker process draws the same rows from (n, labels,
+    size, seed); each class keeps its share within one row, and the size is exact."""
+    from latentscape.jobs.core.labels import sample_rows
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array(["a", "b", "c", "d", "e", "f", "g"]), size=1000, p=[.3, .2, .15, .15, .1, .07, .03])
+    for size in (100, 333, 999):
+        rows = sample_rows(1000, size, labels, seed=7)
+        assert len(rows) == size and np.all(np.diff(rows) > 0)
+        assert np.array_equal(rows, sample_rows(1000, size, labels.copy(), seed=7))  # another process, the same
+        classes, counts = np.unique(labels, return_counts=True)
+        kept = {c: int((labels[rows] == c).sum()) for c in classes}
+        for name, count in zip(classes, counts):
+            assert abs(kept[name] - size * count / 1000) < 1, (size, name)
+    assert not np.array_equal(sample_rows(1000, 100, labels, seed=7), sample_rows(1000, 100, labels, seed=8))
+    uniform = sample_rows(1000, 100, seed=7)  # unlabelled: uniform, also seeded
+    assert len(uniform) == 100 and np.array_equal(uniform, sample_rows(1000, 100, seed=7))
+    assert np.array_equal(sample_rows(50, 100, labels[:50]), np.arange(50))  # size >= n: every row

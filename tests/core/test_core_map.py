@@ -253,6 +253,21 @@ def test_default_space_fits_the_data_and_contains_the_default_map():
     assert space.point_of(resolve_config(shape=SHAPE).flat_params()) is not None
 
 
+def test_a_point_searched_on_a_subsample_scales_its_sample_counts_only():
+    """sweep --search-sample: HDBSCAN's searched min_cluster_size and min_samples count
+    samples, so the refit on all samples scales them; other settings and fixed ones stay."""
+    space = parse_space({"params": {"reducer.n_neighbors": {"low": 5, "high": 40},
+                                    "clusterer.min_cluster_size": {"low": 5, "high": 20},
+                                    "clusterer.min_samples": 3}}, SHAPE)
+    point = {"reducer.n_neighbors": 15, "clusterer.min_cluster_size": 8}
+    scaled = space.scaled(point, 2.5)
+    assert scaled == {"reducer.n_neighbors": 15, "clusterer.min_cluster_size": 20}
+    assert isinstance(scaled["clusterer.min_cluster_size"], int)
+    assert space.scaled(point, 0.01)["clusterer.min_cluster_size"] == 2  # never below the bound
+    assert {spec.name for spec in CLUSTERERS["hdbscan"].params if spec.counts_samples} == \
+        {"min_cluster_size", "min_samples"}
+
+
 def test_space_from_yaml_and_its_errors():
     import yaml
 

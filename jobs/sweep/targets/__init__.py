@@ -51,8 +51,9 @@ class SweepRecords(Protocol):
     def importances(self) -> Any:
         """``importances.parquet`` (a DataFrame: param, importance; empty when too few trials)."""
 
-    def log_best_params(self, log, best) -> None:
-        """The best trial's settings as ``best.<name>`` params of the sweep run (tags once logged)."""
+    def log_best_params(self, log, best, refit: dict | None = None) -> None:
+        """The best trial's settings as ``best.<name>`` params of the sweep run, and ``refit``
+        (settings re-fitted otherwise) as ``refit.<name>`` (tags once logged)."""
 
 
 class SweepTarget(Protocol):

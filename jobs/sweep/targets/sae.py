@@ -108,6 +108,9 @@ class SaeTarget:
         if config.fixed:
             raise UsageError("-r/-c pin map settings; --target sae takes its settings from --space",
                              "write them in a --space file (target: sae, params: {k: 32, ...})")
+        if config.search_sample is not None:
+            raise UsageError("--search-sample subsamples a map sweep's trials and --target sae trains on every row",
+                             "drop --search-sample")
         if config.holdout is not None or config.search_epochs is not None:
             raise UsageError("--holdout and --search-epochs are map sweep settings",
                              "drop them: an SAE trial scores its own held-out rows (holdout.<score>)")
