@@ -66,13 +66,15 @@ class MapTarget:
     # -- trials ------------------------------------------------------------------------
     def load(self) -> None:
         """Load the layer once; share k-NN graphs and score references across trials."""
+        from latentscape.jobs._knn_store import layer_graph_store
         from latentscape.jobs.core.mapping import NeighbourCache
 
         self.x = self.plan.extraction.embedding(self.plan.layer)
         # With --holdout no map gets the labels: fit scores the tuning rows only.
         self.labels = self.plan.labels if self.plan.tune is None else None
         hint = int(self.plan.space.largest(Param.reducer_param("n_neighbors"), self.plan.base.knn_width or 0) or 0)
-        self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0)
+        self.cache = NeighbourCache(self.x, hint_k=hint if self.plan.base.knn != "none" else 0,
+                                    store=layer_graph_store(self.plan.extraction, self.plan.layer))
 
     def fit(self, config):
         """One map of the layer; with --holdout its label scores read the tuning rows only."""
