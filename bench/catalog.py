@@ -256,8 +256,9 @@ def build_store(folder: Path, n_runs: int) -> None:
 
 
 def cached_store(n_runs: int, rebuild: bool = False) -> Path:
-    cache = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape"))
-    folder = cache / "bench" / f"catalog-{n_runs}-v{STORE_VERSION}"
+    from latentscape.tracking.cache_folder import cache_root
+
+    folder = cache_root() / "bench" / f"catalog-{n_runs}-v{STORE_VERSION}"
     if rebuild and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "done").exists():

@@ -43,12 +43,13 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msg
 
 
 def onnx_cache_dir() -> Path:
-    """``$LATENTSCAPE_ONNX_CACHE``, else ``$XDG_CACHE_HOME/latentscape/onnx``, else
-    ``~/.cache/latentscape/onnx``."""
+    """``$LATENTSCAPE_ONNX_CACHE``, else the cache folder's ``onnx/``
+    (:func:`latentscape.tracking.cache_folder.cache_root`: ``~/.cache/latentscape/onnx`` by default)."""
+    from latentscape.tracking.cache_folder import cache_root
+
     if os.environ.get(ONNX_CACHE_ENV):
         return Path(os.environ[ONNX_CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "latentscape" / "onnx"
+    return cache_root() / "onnx"
 
 
 def require_onnx_backend() -> None:

@@ -67,12 +67,12 @@ def measured_rows(extraction, selection, config: LayersConfig) -> Rows:
 
 
 def measure(x: np.ndarray, before: np.ndarray | None, rows: Rows,
-             config: LayersConfig, mapper: Mapper | None) -> dict[str, float]:
+             config: LayersConfig, mapper: Mapper | None, *, store=None) -> dict[str, float]:
     """One layer's measures; ``x: (n, d)``, ``before``: the previous layer or None;
-    ``rows``: which rows the graph and the label scores read."""
+    ``rows``: which rows the graph and the label scores read; store: the layer's k-NN
+    graphs on disk (:func:`latentscape.jobs._knn_store.layer_graph_store`; None: computed here)."""
     from latentscape.jobs.core.geometry import anisotropy
     from latentscape.jobs.core.intrinsic import two_nn_dimension
-    from latentscape.jobs.core.knn import exact_knn
     from latentscape.jobs.core.probes import knn_agreement_per_sample, probe_accuracy
     from latentscape.jobs.core.similarity import mean_cosine
     from latentscape.jobs.core.verdict import mean_interval
@@ -85,13 +85,13 @@ def measure(x: np.ndarray, before: np.ndarray | None, rows: Rows,
     labels = rows.labels
     width = max(3, config.knn_k + 1 if labels is not None else 3, mapper.knn_width if mapper else 0)
     seen = x if rows.geometry is None else x[rows.geometry]
-    graph = exact_knn(seen, min(width, len(seen)))
+    graph = _euclidean_graph(seen, width, store)
     values[Metric.INTRINSIC_DIM] = two_nn_dimension(neighbour_distances=graph.distances[:, 1:3])
     if labels is None:
         return values
     if rows.labelled is not None or rows.geometry is not None:  # the label scores' own rows and graph
         x = rows.of_labels(x)
-        graph = exact_knn(x, min(width, len(x)))
+        graph = _euclidean_graph(x, width, store)
     probe = probe_accuracy(x, labels, folds=config.probe_folds, seed=config.seed)
     values[Metric.PROBE_ACCURACY] = probe.mean
     values[Metric.PROBE_ACCURACY_STD] = probe.std
@@ -114,8 +114,16 @@ def measure(x: np.ndarray, before: np.ndarray | None, rows: Rows,
         found = stability([{Metric.AMI: _scores.ami(labels, c)} for c in kmeans], kmeans)
         values[Metric.AMI_STD], values[Metric.SEED_ARI_MEAN] = found.std[Metric.AMI], found.ari_mean
     if mapper is not None:
-        values.update(mapper.scores(x, labels, graph))
+        values.update(mapper.scores(x, labels, graph, store=store))
     return values
+
+
+def _euclidean_graph(x: np.ndarray, width: int, store):
+    """The exact Euclidean k-NN graph of ``x``, at least ``min(width, n)`` wide (wider when
+    ``store`` kept a wider one: its first columns are the same graph)."""
+    from latentscape.jobs.core.knn import KnnCache
+
+    return KnnCache(x, store=store).get("euclidean", min(width, len(x)))
 
 
 class Mapper:
@@ -157,20 +165,22 @@ class Mapper:
     def _reuses_graph(map_config) -> bool:
         return map_config.knn == "exact" and map_config.metric == "euclidean"
 
-    def scores(self, x: np.ndarray, labels: np.ndarray, graph) -> dict[str, float]:
+    def scores(self, x: np.ndarray, labels: np.ndarray, graph, *, store=None) -> dict[str, float]:
         """``ami.map`` (the map's own clusterer) and ``ami.hdbscan`` (HDBSCAN at the classes'
         granularity on the same map), each with its interval and cluster counts: maps made
-        with seeds ``seed, seed + 1, ...``, one k-NN graph serving them all."""
+        with seeds ``seed, seed + 1, ...``, one k-NN graph serving them all (another
+        metric's or an approximate one: from ``store`` when it has them)."""
         from dataclasses import replace
 
         from latentscape.jobs.core.cluster import CLUSTERERS
-        from latentscape.jobs.core.mapping import fit_map
+        from latentscape.jobs.core.mapping import NeighbourCache, fit_map
         from latentscape.jobs.core.verdict import matched_hdbscan_params
 
         map_config = self._config(x)
         knn = graph if self._reuses_graph(map_config) and graph.k >= map_config.knn_width else None
-        results = [fit_map(x, None, replace(map_config, seed=self.seed + offset), knn=knn, with_view=False)
-                   for offset in range(self.seeds)]
+        cache = NeighbourCache(x, store=store) if knn is None else None
+        results = [fit_map(x, None, replace(map_config, seed=self.seed + offset), knn=knn, cache=cache,
+                           with_view=False) for offset in range(self.seeds)]
         hdbscan = CLUSTERERS["hdbscan"]
         matched = {**{spec.name: spec.default_for(self._shape(x)) for spec in hdbscan.params},
                    **matched_hdbscan_params(len(x), self.n_classes)}

@@ -86,6 +86,7 @@ def compare_poolings(extraction, table: pd.DataFrame, others: list, measured: me
     extraction's rows taken from ``table`` (measured once), the others measured here."""
     import pandas as pd
 
+    from latentscape.jobs._knn_store import layer_graph_store
     from latentscape.jobs._progress import progress
 
     present = [name for name in POOLING_CURVES if name in table]
@@ -94,7 +95,8 @@ def compare_poolings(extraction, table: pd.DataFrame, others: list, measured: me
         for other in others:
             rows = []
             for layer in other.layers:
-                found = measuring.measure(other.embedding(layer), None, measured, config, mapper)
+                found = measuring.measure(other.embedding(layer), None, measured, config, mapper,
+                                          store=layer_graph_store(other, layer))
                 rows.append({Column.LAYER: layer, **{name: found.get(name, math.nan) for name in present}})
                 bar.update()
             other._cache.clear()  # one pooling's layers at a time

@@ -43,12 +43,15 @@ _RUN = "run_id"
 
 def staging_root(store_folder: Path | None) -> Path:
     """Where staging folders live: ``$LATENTSCAPE_EXTRACT_STAGING``, else beside a local
-    SQLite store's database (``store_folder``), else the user's cache."""
+    SQLite store's database (``store_folder``), else the cache folder's ``extract/``
+    (:func:`latentscape.tracking.cache_folder.cache_root`)."""
     if os.environ.get(STAGING_ENV):
         return Path(os.environ[STAGING_ENV])
     if store_folder is not None:
         return store_folder.resolve() / "extract-staging"
-    return Path.home() / ".cache" / "latentscape" / "extract"
+    from latentscape.tracking.cache_folder import cache_root
+
+    return cache_root() / "extract"
 
 
 def staging_key(identity: Mapping[str, object]) -> str:

@@ -278,10 +278,13 @@ def layers(config: LayersConfig, *, store, experiment: str | None = None) -> Job
         # the probe of 240 x 384 took 4.6 s with two threads, 0.17 s with one).
         from threadpoolctl import threadpool_limits
 
+        from latentscape.jobs._knn_store import layer_graph_store
+
         with progress(len(layer_ids), "measure layers", unit="layer") as bar, threadpool_limits(limits=1):
             for index, (layer, x) in enumerate(zip(layer_ids, embeddings)):
                 before = embeddings[index - 1] if index > 0 else None
-                row = measuring.measure(x, before, measured, config, mapper)
+                row = measuring.measure(x, before, measured, config, mapper,
+                                        store=layer_graph_store(extraction, layer))
                 row[Metric.CKA_PREVIOUS] = float(previous_cka[index - 1]) if index > 0 else math.nan
                 rows.append({Column.LAYER: layer, **{name: row.get(name, math.nan) for name in curves}})
                 bar.update()

@@ -356,8 +356,9 @@ def log_cluster_table(log, extraction, result) -> None:
 def map_layer(request: MapRequest, *, store, experiment: str | None = None, replay_of: str | None = None,
               config=None) -> JobResult:
     """Map one layer of ``request.run`` and log it as a ``map`` run (child of the extraction)."""
+    from latentscape.jobs._knn_store import layer_graph_store
     from latentscape.jobs._source import label_selection_params, load_extraction
-    from latentscape.jobs.core.mapping import fit_map
+    from latentscape.jobs.core.mapping import NeighbourCache, fit_map
     from latentscape.tracking.run_log import tracked_run
 
     # Load what the map builds on and check every setting before a run exists.
@@ -419,10 +420,14 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         # clusterer.* params once it is settled, so they are the ones that made the clusters.
         clusterer_prefix = Param.clusterer_param("")
         log.params({k: v for k, v in params.items() if not (may_regranulate and k.startswith(clusterer_prefix))})
+        # The k-NN graph from the disk cache when an earlier process computed it (the run says which).
+        cache = NeighbourCache(x, store=layer_graph_store(extraction, layer))
         if scored is None:
-            result = fit_map(x, labels, config)
+            result = fit_map(x, labels, config, cache=cache)
         else:  # label scores over the kept rows (and the tuning part only, as the sweep scored it)
-            result = score_rows(fit_map(x, None, config), labels, scored)
+            result = score_rows(fit_map(x, None, config, cache=cache), labels, scored)
+        knn_graph = cache.graph_source
+        log.tags({Tag.KNN_GRAPH: knn_graph})
         if may_regranulate:
             result, note = _matched_granularity(x, labels, scored, result)
             if note:
@@ -436,7 +441,7 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
         if warning:
             print(f"latentscape map: warning: {warning}", file=sys.stderr)
             log.tags({Tag.WARNING: warning})
-        trust = map_trust(x, labels, result, request.trust, rows=scored)
+        trust = map_trust(x, labels, result, request.trust, rows=scored, cache=cache)
         log.metrics(_finite(trust))
         if split is not None:
             log.metrics(holdout_metrics(labels, result.clusters, split[1]))
@@ -448,6 +453,8 @@ def map_layer(request: MapRequest, *, store, experiment: str | None = None, repl
 
     details: dict[str, Any] = {"layer": layer, "reducer": config.reducer, "clusterer": config.clusterer,
                                "seconds": round(sum(result.durations.values()), 2)}
+    if knn_graph:
+        details[Tag.KNN_GRAPH] = knn_graph
     if replay_of:
         details["replay_of"] = replay_of
         details[Metric.REPLAY_MAX_ABS_DIFF] = replay_diff

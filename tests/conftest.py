@@ -13,13 +13,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -31,6 +34,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LATENTSCAPE_PROGRESS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's own cache folder (k-NN graphs, catalogs of folderless stores, staging), set before
+# any job runs or subprocess starts, so no test writes into the user's ~/.cache/latentscape
+# nor reads what a user's runs left there; removed when the session's process ends.
+os.environ["LATENTSCAPE_CACHE"] = tempfile.mkdtemp(prefix="latentscape-test-cache-")
+atexit.register(shutil.rmtree, os.environ["LATENTSCAPE_CACHE"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -77,6 +77,26 @@ def test_map_run_follows_the_contract_and_replays_exactly(store):
     np.testing.assert_array_equal(load_table(store, again.run_id, Artifact.MAP)[Column.CLUSTER], frame[Column.CLUSTER])
 
 
+def test_a_second_map_of_a_layer_reads_its_knn_graph_from_the_disk_cache(store, tmp_path, monkeypatch):
+    """Two maps of the same layer, each with its own in-process caches (as two `latentscape
+    map` processes): the second reads the graph the first wrote, says so, and is the same map."""
+    from latentscape.jobs.map import MapRequest, map_layer
+    from latentscape.tracking.runs import load_table
+
+    monkeypatch.setenv("LATENTSCAPE_CACHE", str(tmp_path / "cache"))
+    extraction = _extract_digits(store, limit=300)
+    request = MapRequest(run=extraction.run_id, layer=0, reducer_params={"n_epochs": "60"}, seed=1)
+    first, second = map_layer(request, store=store), map_layer(request, store=store)
+    assert len(list((tmp_path / "cache" / "knn").glob("*.npy"))) == 1
+    assert [store.get_run(r.run_id).tags[Tag.KNN_GRAPH] for r in (first, second)] == ["computed", "stored"]
+    assert (first.details[Tag.KNN_GRAPH], second.details[Tag.KNN_GRAPH]) == ("computed", "stored")
+    maps = [load_table(store, r.run_id, Artifact.MAP) for r in (first, second)]
+    np.testing.assert_array_equal(maps[0][[Column.X, Column.Y]].to_numpy(), maps[1][[Column.X, Column.Y]].to_numpy())
+    np.testing.assert_array_equal(maps[0][Column.CLUSTER], maps[1][Column.CLUSTER])
+    monkeypatch.setenv("LATENTSCAPE_KNN_CACHE", "0")  # off: computed again
+    assert store.get_run(map_layer(request, store=store).run_id).tags[Tag.KNN_GRAPH] == "computed"
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "latentscape.jobs.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)

@@ -207,7 +207,9 @@ def _template_database() -> Path:
     importing MLflow only to name the file cost seconds of every new store."""
     from importlib.metadata import version
 
-    cache = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape"))
+    from latentscape.tracking.cache_folder import cache_root
+
+    cache = cache_root()
     template = cache / f"mlflow-{version('mlflow')}-empty.db"
     if not template.exists():
         cache.mkdir(parents=True, exist_ok=True)

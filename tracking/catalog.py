@@ -119,7 +119,9 @@ def default_catalog_path(tracking_uri: str) -> Path:
         return Path(explicit).expanduser()
     folder = Backend.of(tracking_uri).folder
     if folder is None:
-        folder = Path(os.environ.get("LATENTSCAPE_CACHE", Path.home() / ".cache" / "latentscape")).expanduser()
+        from latentscape.tracking.cache_folder import cache_root
+
+        folder = cache_root()
     return folder / f"catalog-{_uri_hash(tracking_uri)}.duckdb"
 
 

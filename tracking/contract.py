@@ -84,6 +84,9 @@ class Tag:
     VERDICT = "verdict"  # layers: the layer verdict in one plain sentence
     CHECKPOINT_STEP = "checkpoint_step"  # a finetune's child extraction: the training step (0: the base)
     RESUME_OF = "resume_of"  # finetune / extract --resume: the interrupted run it continues
+    # map: where its k-NN graph came from: "computed", or "stored" (the disk cache of graphs an
+    # earlier process computed on this machine, latentscape.jobs._knn_store); absent: no graph
+    KNN_GRAPH = "knn_graph"
 
 
 class Param:

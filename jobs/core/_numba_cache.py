@@ -23,7 +23,17 @@ def enable_numba_cache() -> int:
     The cache lives where numba puts it (``__pycache__`` beside the library, or its
     user-wide folder when that is read-only); ``LATENTSCAPE_NUMBA_CACHE=0`` turns this off.
     Functions numba cannot cache (dynamic globals) are compiled as before. Returns the
-    number of functions switched to caching (0 after the first call)."""
+    number of functions switched to caching (0 after the first call).
+
+    pynndescent 0.7.0's ``nn_descent`` and ``nn_descent_internal`` are among those: they
+    take the metric as a compiled-function argument (``dist=pynnd_dist.euclidean``), which
+    numba refuses to cache ("Cannot cache compiled function ... uses dynamic globals"), so
+    they compile again in every process. Measured (``approx_knn`` of 40,000 x 50 random
+    float32, k=15, 2-core machine): 31.4 s in a first process (empty cache), 11.5 s in the
+    next (the rest cached), 1.2 s for a second graph in the same process; about 10 s a
+    process is that compilation. No clean way around it (patching pynndescent's source);
+    :mod:`latentscape.jobs._knn_store` keeps the graphs themselves on disk instead, so a
+    process that finds its graph there never calls pynndescent."""
     global _numba_cache_on
     import os
     import sys

@@ -26,7 +26,7 @@ import numpy as np
 
 from latentscape.jobs.core._params import ConfigError, DataShape, lookup, resolve_params
 from latentscape.jobs.core.cluster import CLUSTERERS
-from latentscape.jobs.core.knn import EXACT_MAX_SAMPLES, KnnCache, KnnGraph
+from latentscape.jobs.core.knn import EXACT_MAX_SAMPLES, GraphStore, KnnCache, KnnGraph
 from latentscape.jobs.core.reduce import REDUCERS, input_metric, knn_width, uses_knn
 from latentscape.jobs.core.scores import NOISE_POLICY, NeighbourReference, neighbour_reference, score_map
 from latentscape.tracking.contract import Metric, Param
@@ -253,14 +253,23 @@ def resolve_config(
 class NeighbourCache:
     """What maps of the same data share: k-NN graphs (per metric) and score references
     (per metric, k, sample, seed). Thread-safe; give ``hint_k`` = the largest graph width
-    any map will need so each graph is computed once."""
+    any map will need so each graph is computed once. store: where graphs outlive the
+    process (a :class:`~latentscape.jobs.core.knn.GraphStore`; None: this process only)."""
 
-    def __init__(self, x: np.ndarray, *, hint_k: int = 0):
+    def __init__(self, x: np.ndarray, *, hint_k: int = 0, store: GraphStore | None = None):
         self.x = x
-        self.graphs = KnnCache(x, hint_k=hint_k)
+        self.graphs = KnnCache(x, hint_k=hint_k, store=store)
         self._references: dict[tuple, NeighbourReference] = {}
         self._lock = threading.Lock()
         self.reference_seconds = 0.0
+
+    @property
+    def graph_source(self) -> str | None:
+        """Where this cache's k-NN graphs came from: "computed" (any of them), "stored"
+        (all from the store), None (no graph was asked for)."""
+        if self.graphs.computed:
+            return "computed"
+        return "stored" if self.graphs.loaded else None
 
     def knn(self, config: MapConfig) -> KnnGraph | None:
         if config.knn == "none":

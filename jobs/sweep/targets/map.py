@@ -78,7 +78,12 @@ class MapTarget:
             self.x, self.labels = x, plan.labels if plan.tune is None else None
         else:  # a subsample of tuning rows only: its labels are all the trials' scores read
             self.x, self.labels = x[plan.sample], None if plan.labels is None else plan.labels[plan.sample]
-        self.cache = NeighbourCache(self.x, hint_k=self._hint())
+        self.cache = NeighbourCache(self.x, hint_k=self._hint(), store=self._graph_store())
+
+    def _graph_store(self):
+        from latentscape.jobs._knn_store import layer_graph_store
+
+        return layer_graph_store(self.plan.extraction, self.plan.layer)
 
     def _hint(self) -> int:
         width = self.plan.base.knn_width or 0
@@ -98,7 +103,7 @@ class MapTarget:
 
         if self._all is None:
             x = self.plan.extraction.embedding(self.plan.layer)
-            self._all = x, NeighbourCache(x, hint_k=self._hint())
+            self._all = x, NeighbourCache(x, hint_k=self._hint(), store=self._graph_store())
         x, cache = self._all
         labels = self.plan.labels if self.plan.tune is None else None
         return self._fit(x, labels, cache, config, self.plan.tune)
