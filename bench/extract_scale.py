@@ -148,7 +148,7 @@ def main(quick: bool = False, large: int | None = None, small: int = SMALL) -> l
     base = streaming(small)
     store = open_store(uri)
     small_run = store.get_run(base["run_id"])
-    small_rate = small_run.data.metrics[Metric.SAMPLES_PER_S]
+    small_rate = small_run.metrics[Metric.SAMPLES_PER_S]
     memory_rate = small / memory["seconds"]
     rate_ratio = small_rate / memory_rate
 
@@ -159,15 +159,15 @@ def main(quick: bool = False, large: int | None = None, small: int = SMALL) -> l
     offered = streaming(small, "--force")
     resumed = streaming(small, "--resume", "--force")
     resumed_run = store.get_run(resumed["run_id"])
-    resumed_at = int(resumed_run.data.params[Param.RESUMED_AT])
-    shard = int(resumed_run.data.params[Param.SHARD_ROWS])
+    resumed_at = int(resumed_run.params[Param.RESUMED_AT])
+    shard = int(resumed_run.params[Param.SHARD_ROWS])
     once, again = load_extraction(store, base["run_id"]), load_extraction(store, resumed["run_id"])
     identical = all(np.array_equal(once.embedding(layer), again.embedding(layer)) for layer in once.layers)
     repeated = small - resumed_at - (small - at_kill)  # rows staged at the kill and encoded again
 
     # 2. streaming at LARGE
     big = streaming(large)
-    big_n = int(store.get_run(big["run_id"]).data.params[Param.N_SAMPLES])
+    big_n = int(store.get_run(big["run_id"]).params[Param.N_SAMPLES])
     rss_ratio = big["rss_mb"] / base["rss_mb"]
 
     # 4. float16 storage
@@ -182,7 +182,7 @@ def main(quick: bool = False, large: int | None = None, small: int = SMALL) -> l
         Row(workload=f"extract streaming peak RSS, {big_n:,} vs {small:,} samples",
             plain_s=base["seconds"], latentscape_s=big["seconds"],
             quality=f"{big['rss_mb']:.0f} vs {base['rss_mb']:.0f} MB: {rss_ratio:.2f}x (target <= 1.3x); "
-                    f"{store.get_run(big['run_id']).data.metrics[Metric.SAMPLES_PER_S]:.0f} samples/s",
+                    f"{store.get_run(big['run_id']).metrics[Metric.SAMPLES_PER_S]:.0f} samples/s",
             quality_held=rss_ratio <= 1.3),
         Row(workload=f"extract {small:,} SIGKILLed at {at_kill / small:.0%}, then --resume",
             plain_s=base["seconds"], latentscape_s=killed["seconds"] + resumed["seconds"],
