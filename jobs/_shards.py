@@ -217,3 +217,23 @@ class StagedLayers:
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.folder.with_name(self.folder.name + ".lock").unlink()
+
+
+def return_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
+
+    A shard's forward passes allocate and free hundreds of MB of varying sizes (padded batches,
+    hidden states); glibc keeps the freed pages, so RSS crept up shard after shard and peak
+    memory followed the number of samples: measured on WordNet glosses, 938 -> 1,183 MB over
+    seven shards of 6,240 without this, 617-661 MB with it."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)

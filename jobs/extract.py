@@ -420,6 +420,9 @@ def _load_encoder(config: ExtractConfig, texts, model_name: str):
     return encoder
 
 
+_TRIM_EVERY_BATCHES = 16  # malloc_trim costs about a millisecond; a batch tens of them
+
+
 def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: str, staged, done: int):
     """Encode samples ``done ..`` a shard at a time into ``staged``; the tokens run through
     the model and the unknown and truncated shares."""
@@ -438,9 +441,21 @@ def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: st
             from latentscape.jobs._ray_engine import encode_shards
         else:
             encode_shards = _encode_shards
-        for start, pooled in encode_shards(encoder, texts, tokenized, shards, config, list(staged.layers),
-                                           bar.update):
+        from latentscape.jobs._shards import return_freed_memory
+
+        batches = 0
+
+        def on_batch(rows: int) -> None:
+            nonlocal batches
+            bar.update(rows)
+            batches += 1
+            if batches % _TRIM_EVERY_BATCHES == 0:
+                return_freed_memory()  # else RSS creeps up batch after batch, with the samples
+
+        for start, pooled in encode_shards(encoder, texts, tokenized, shards, config, list(staged.layers), on_batch):
             staged.write(start, pooled)
+            del pooled
+            return_freed_memory()
     return int(remaining.lengths.sum()), shares
 
 
