@@ -15,7 +15,11 @@ layers 0-4 and levels off, on top of noise and an anisotropic offset.
 
     .venv/bin/python bench/layers_scale.py [--quick] [--plain-limit SECONDS]
 
-``--quick``: 30,000 samples (plain and latentscape both finish in minutes).
+``--quick``: 30,000 samples (plain and latentscape both finish in minutes). ``--run ID
+--tracking-uri URI``: an extraction already logged instead, e.g. the real WordNet corpus::
+
+    latentscape extract --data wordnet-all --tracking-uri sqlite:///wn.db --json
+    .venv/bin/python bench/layers_scale.py --run RUN_ID --tracking-uri sqlite:///wn.db --plain-limit 1800
 """
 
 from __future__ import annotations
@@ -111,15 +115,25 @@ def best_layers(store, run_id: str) -> dict[str, int]:
             if params.get(Param.verdict(name), "none").isdigit()}
 
 
-def main(quick: bool = False, plain_limit: float = 3600.0) -> list[Row]:
+def main(quick: bool = False, plain_limit: float = 3600.0, run: str | None = None,
+         tracking_uri: str | None = None) -> list[Row]:
+    from latentscape.tracking.contract import Param
     from latentscape.tracking.runs import open_store
 
-    n = 30_000 if quick else 117_000
     with tempfile.TemporaryDirectory() as folder:
-        store = open_store(f"sqlite:///{Path(folder) / 'mlflow.db'}")
-        layers, labels = long_tailed_layers(n)
-        run_id = log_extraction(store, layers, labels)
-        del layers
+        if run:  # an extraction already logged, e.g. of --data wordnet-all
+            store = open_store(tracking_uri)
+            run_id = run
+            params = store.get_run(run_id).params
+            n, layers_n, width = (int(params[name]) for name in (Param.N_SAMPLES, Param.N_LAYERS, Param.DIM))
+            what = f"{params[Param.DATASET]} ({params[Param.N_CLASSES]} classes)"
+        else:
+            n = 30_000 if quick else 117_000
+            store = open_store(f"sqlite:///{Path(folder) / 'mlflow.db'}")
+            layers, labels = long_tailed_layers(n)
+            run_id = log_extraction(store, layers, labels)
+            del layers
+            layers_n, width, what = LAYERS, WIDTH, f"{CLASSES} long-tailed classes"
         ours = run_layers(store.uri, run_id, limit=2 * TARGET_S)
         plain = run_layers(store.uri, run_id, "--max-samples", "0", "--no-map", limit=plain_limit)
         verdicts = {name: best_layers(store, result["reply"]["run_id"]) if result["reply"] else {}
@@ -130,7 +144,7 @@ def main(quick: bool = False, plain_limit: float = 3600.0) -> list[Row]:
             and (agree or plain["reply"] is None))
     quality = (f"best layers {verdicts['ours']} vs full data {verdicts['plain'] or 'not finished'}; "
                f"{ours['seconds']:.0f} s, peak {ours['rss_gb']:.2f} GB (targets {TARGET_S:.0f} s, {TARGET_GB:.0f} GB)")
-    return [Row(workload=f"layers {n:,} x {LAYERS} x {WIDTH}, {CLASSES} long-tailed classes",
+    return [Row(workload=f"layers {n:,} x {layers_n} x {width}, {what}",
                 plain_s=plain["seconds"], latentscape_s=ours["seconds"], quality=quality, quality_held=held)]
 
 
@@ -139,5 +153,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--plain-limit", type=float, default=3600.0,
                         help="seconds the every-sample run may take before it is stopped (default 3600)")
+    parser.add_argument("--run", help="an extraction already logged (e.g. `extract --data wordnet-all`) instead of "
+                        "the planted one")
+    parser.add_argument("--tracking-uri", help="the store of --run")
     args = parser.parse_args()
-    print_rows(main(args.quick, args.plain_limit))
+    print_rows(main(args.quick, args.plain_limit, args.run, args.tracking_uri))
