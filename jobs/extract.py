@@ -30,7 +30,7 @@ import numpy as np
 from latentscape.jobs._embedding import BACKENDS
 from latentscape.jobs._options import add_options, check_options, from_args, option
 from latentscape.jobs._result import JobResult
-from latentscape.jobs._shards import DTYPES
+from latentscape.jobs._shards import DTYPES, return_freed_memory
 from latentscape.jobs._tokens import LONG_POLICIES
 from latentscape.tracking.contract import DEFAULT_EXPERIMENT, TABULAR_MODEL, Artifact, Column, Kind, Metric, Param, Tag
 from latentscape.tracking.errors import UsageError
@@ -441,8 +441,6 @@ def _encode(encoder, texts, config: ExtractConfig, progress, log, model_name: st
             from latentscape.jobs._ray_engine import encode_shards
         else:
             encode_shards = _encode_shards
-        from latentscape.jobs._shards import return_freed_memory
-
         batches = 0
 
         def on_batch(rows: int) -> None:
