@@ -101,17 +101,13 @@ class TokenRows(Sequence):
     @classmethod
     def from_lists(cls, rows: Sequence[Sequence[int]]) -> TokenRows:
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return cls(np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1])), offsets)
+        return cls(np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum())), _offsets(lengths))
 
     @classmethod
     def concatenate(cls, parts: Sequence[TokenRows]) -> TokenRows:
-        if not parts:
-            return cls(np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64))
-        bases = np.cumsum([0] + [int(part.offsets[-1]) for part in parts[:-1]])
-        offsets = np.concatenate([parts[0].offsets[:1]] + [part.offsets[1:] + base for part, base in zip(parts, bases)])
-        return cls(np.concatenate([part.values for part in parts]), offsets)
+        lengths = np.concatenate([part.lengths for part in parts]) if parts else np.zeros(0, dtype=np.int64)
+        values = np.concatenate([part.values for part in parts]) if parts else np.zeros(0, dtype=np.int32)
+        return cls(values, _offsets(lengths))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -131,6 +127,13 @@ class TokenRows(Sequence):
         index = range(len(self))[index]  # negative indices, and IndexError past the end
         return self.values[self.offsets[index]:self.offsets[index + 1]].tolist()
 
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """(n + 1,) row starts of rows of ``lengths``, the last the total."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 @dataclass
 class Tokenized:
